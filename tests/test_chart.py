@@ -1,0 +1,458 @@
+"""The Helm chart (charts/yr), rendered with the real helm binary: lint, Kubernetes schema
+validation, exact least-privilege RBAC, hardened pods, the operator and gateway wiring, and the
+packaging files around it (CRD copy, Dockerfile, kind-config.yaml).
+
+helm and kubectl come from .tools/bin; the session fixture runs .ci/install-k8s-tools when
+they are missing, so this works on a fresh checkout after `pip install -e .[test]`.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CHART = REPO / "charts" / "yr"
+TOOLS = REPO / ".tools" / "bin"
+INSTALLER = REPO / ".ci" / "install-k8s-tools"
+# The Kubernetes version manifests are validated against: the kubectl we ship is v1.34.
+KUBERNETES_VERSION = "1.34.0"
+RELEASE, NAMESPACE = "yr", "yr-system"
+
+# Value sets every structural check runs over: the default install and the non-default shapes.
+VARIANTS = {
+    "default": [],
+    "watch-namespaces": ["--set", "watchNamespaces={a,b}"],
+    "no-gateway": ["--set", "gateway.enabled=false"],
+    "no-networkpolicy-no-sa": [
+        "--set",
+        "networkPolicy.enabled=false",
+        "--set",
+        "instance.serviceAccount.create=false",
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def tools() -> Path:
+    if not all((TOOLS / name).is_file() for name in ("helm", "kubectl")):
+        subprocess.run([str(INSTALLER)], check=True, capture_output=True, timeout=300)
+    return TOOLS
+
+
+def run(*argv: str | Path) -> str:
+    done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{shlex.join(map(str, argv))}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@functools.cache
+def _render(helm: Path, args: tuple[str, ...]) -> tuple[str, list[dict]]:
+    text = run(helm, "template", RELEASE, CHART, "--namespace", NAMESPACE, "--include-crds", *args)
+    return text, [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def render(tools: Path, *args: str) -> list[dict]:
+    return _render(tools / "helm", args)[1]
+
+
+def rendered_text(tools: Path, *args: str) -> str:
+    return _render(tools / "helm", args)[0]
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict], kind: str, name: str, namespace: str | None = None) -> dict:
+    (found,) = [
+        d
+        for d in of_kind(docs, kind)
+        if d["metadata"]["name"] == name
+        and (namespace is None or d["metadata"].get("namespace") == namespace)
+    ]
+    return found
+
+
+def rule_set(role: dict) -> set[tuple[str, str, str]]:
+    """A role's rules flattened to (apiGroup, resource, verb) triples."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def grants(groups_resources: dict[tuple[str, str], str]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for (g, r), verbs in groups_resources.items() for v in verbs.split()}
+
+
+OPERATOR_NAMESPACED = grants(
+    {
+        ("yr.dev", "yrinstances"): "get list watch patch update",
+        ("yr.dev", "yrinstances/status"): "get patch update",
+        ("", "pods"): "get list watch create delete",
+        ("coordination.k8s.io", "leases"): "get list watch delete",
+        ("", "events"): "create patch",
+        ("events.k8s.io", "events"): "create patch",
+    }
+)
+OPERATOR_DISCOVERY = grants(
+    {
+        ("apiextensions.k8s.io", "customresourcedefinitions"): "get list watch",
+        ("", "namespaces"): "get list watch",
+    }
+)
+INSTANCE = grants(
+    {
+        ("yr.dev", "yrinstances"): "create get list watch delete",
+        ("", "secrets"): "create get list watch delete",
+    }
+)
+GATEWAY = grants({("yr.dev", "yrinstances"): "get list watch"})
+
+
+def pod_templates(docs: list[dict]) -> dict[str, dict]:
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in of_kind(docs, "Deployment")
+    }
+
+
+# --- tools and lint -------------------------------------------------------------------------
+
+
+def test_installer_provides_pinned_helm_and_kubectl(tools):
+    assert run(INSTALLER).strip() == str(TOOLS)  # idempotent: a second run is a no-op
+    assert run(tools / "helm", "version", "--template", "{{.Version}}") == "v3.19.0"
+    assert "v1.34.5" in run(tools / "kubectl", "version", "--client")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_helm_lint_is_clean(tools, variant):
+    run(tools / "helm", "lint", "--strict", CHART, *VARIANTS[variant])
+
+
+def test_values_schema_rejects_node_port_outside_range(tools):
+    done = subprocess.run(
+        [tools / "helm", "lint", CHART, "--set", "gateway.service.nodePort=80"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "nodePort" in done.stdout + done.stderr
+
+
+# --- schema validity ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rendered_manifests_validate_against_kubernetes_schemas(tools, variant):
+    for doc in render(tools, *VARIANTS[variant]):
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_kubectl_parses_rendered_chart_offline(tools, tmp_path):
+    manifest = tmp_path / "chart.yaml"
+    manifest.write_text(rendered_text(tools))
+    # `label --local` decodes every object without a server (apply --dry-run=client needs one).
+    names = run(
+        tools / "kubectl", "label", "--local", "-f", manifest, "yr.dev/check=ok", "-o", "name"
+    ).split()
+    assert len(names) == len(render(tools))
+
+
+def test_chart_crd_is_exact_copy_of_crds_dir():
+    assert (CHART / "crds" / "yrinstances.yaml").read_bytes() == (
+        REPO / "crds" / "yrinstances.yaml"
+    ).read_bytes(), "run: cp crds/yrinstances.yaml charts/yr/crds/yrinstances.yaml"
+
+
+def test_chart_renders_the_crd(tools):
+    (crd,) = of_kind(render(tools), "CustomResourceDefinition")
+    assert crd["metadata"]["name"] == "yrinstances.yr.dev"
+
+
+# --- RBAC -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rbac_uses_no_wildcards(tools, variant):
+    docs = render(tools, *VARIANTS[variant])
+    for role in of_kind(docs, "Role") + of_kind(docs, "ClusterRole"):
+        for group, resource, verb in rule_set(role):
+            assert "*" not in (group, resource, verb), role["metadata"]["name"]
+        assert all("nonResourceURLs" not in rule for rule in role["rules"])
+
+
+def test_operator_watching_all_namespaces_gets_exact_cluster_roles(tools):
+    docs = render(tools)
+    assert rule_set(one(docs, "ClusterRole", "yr-operator")) == OPERATOR_NAMESPACED
+    assert rule_set(one(docs, "ClusterRole", "yr-operator-discovery")) == OPERATOR_DISCOVERY
+    assert {d["metadata"]["name"] for d in of_kind(docs, "ClusterRole")} == {
+        "yr-operator",
+        "yr-operator-discovery",
+    }
+
+
+def test_operator_watching_listed_namespaces_gets_a_role_in_each(tools):
+    docs = render(tools, *VARIANTS["watch-namespaces"])
+    for ns in ("a", "b"):
+        assert rule_set(one(docs, "Role", "yr-operator", ns)) == OPERATOR_NAMESPACED
+    # Only kopf's discovery reads stay cluster-wide.
+    (cluster_role,) = of_kind(docs, "ClusterRole")
+    assert rule_set(cluster_role) == OPERATOR_DISCOVERY
+
+
+def test_instance_role_allows_only_yrinstances_and_secrets_in_its_namespace(tools):
+    docs = render(tools)
+    assert rule_set(one(docs, "Role", "yr-instance", NAMESPACE)) == INSTANCE
+
+
+def test_instance_rbac_follows_watched_namespaces(tools):
+    docs = render(tools, *VARIANTS["watch-namespaces"])
+    roles = [d for d in of_kind(docs, "Role") if d["metadata"]["name"] == "yr-instance"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["a", "b"]
+    assert all(rule_set(r) == INSTANCE for r in roles)
+
+
+def test_gateway_role_only_reads_yrinstances(tools):
+    assert rule_set(one(render(tools), "Role", "yr-gateway", NAMESPACE)) == GATEWAY
+
+
+def bindings(docs: list[dict]) -> set[tuple[str, str | None, str, str, str]]:
+    """(binding kind, binding namespace, role kind, role name, subject) for every binding."""
+    return {
+        (
+            b["kind"],
+            b["metadata"].get("namespace"),
+            b["roleRef"]["kind"],
+            b["roleRef"]["name"],
+            f"{s['kind']}:{s.get('namespace')}/{s['name']}",
+        )
+        for b in of_kind(docs, "RoleBinding") + of_kind(docs, "ClusterRoleBinding")
+        for s in b["subjects"]
+    }
+
+
+def test_each_service_account_is_bound_only_to_its_own_role(tools):
+    operator, instance, gateway = (
+        f"ServiceAccount:{NAMESPACE}/yr-operator",
+        f"ServiceAccount:{NAMESPACE}/yr-instance",
+        f"ServiceAccount:{NAMESPACE}/yr-gateway",
+    )
+    assert bindings(render(tools)) == {
+        ("ClusterRoleBinding", None, "ClusterRole", "yr-operator", operator),
+        ("ClusterRoleBinding", None, "ClusterRole", "yr-operator-discovery", operator),
+        ("RoleBinding", NAMESPACE, "Role", "yr-instance", instance),
+        ("RoleBinding", NAMESPACE, "Role", "yr-gateway", gateway),
+    }
+
+
+def test_instance_service_account_has_no_cluster_wide_binding(tools):
+    for variant in VARIANTS.values():
+        for kind, _, _, _, subject in bindings(render(tools, *variant)):
+            assert not (kind == "ClusterRoleBinding" and subject.endswith("/yr-instance"))
+
+
+# --- pods -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_pod_runs_non_root_read_only_without_privilege_escalation(tools, variant):
+    templates = pod_templates(render(tools, *VARIANTS[variant]))
+    assert templates
+    for name, pod in templates.items():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] == 10001, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"] + pod.get("initContainers", []):
+            sc = container["securityContext"]
+            assert sc["runAsNonRoot"] is True, name
+            assert sc["runAsUser"] == 10001, name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+
+
+def operator_container(docs: list[dict]) -> dict:
+    (container,) = one(docs, "Deployment", "yr-operator")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_operator_runs_single_replica_with_recreate_strategy(tools):
+    spec = one(render(tools), "Deployment", "yr-operator")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+
+
+def test_operator_watches_all_namespaces_by_default(tools):
+    container = operator_container(render(tools))
+    assert container["command"] == ["yr-operator"]
+    assert container["args"] == ["-A", "--liveness", "http://0.0.0.0:8080/healthz"]
+
+
+def test_operator_watches_each_listed_namespace(tools):
+    container = operator_container(render(tools, *VARIANTS["watch-namespaces"]))
+    assert container["args"] == ["-n", "a", "-n", "b", "--liveness", "http://0.0.0.0:8080/healthz"]
+
+
+def test_operator_liveness_probe_polls_kopf_healthz(tools):
+    container = operator_container(render(tools))
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+
+
+def operator_env(docs: list[dict]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in operator_container(docs)["env"]}
+
+
+def test_operator_env_names_chart_image_and_yr_instance_service_account(tools):
+    assert operator_env(render(tools)) == {
+        "YR_INSTANCE_IMAGE": "yr:0.1.0",
+        "YR_INSTANCE_SERVICE_ACCOUNT": "yr-instance",
+    }
+
+
+def test_operator_env_follows_image_tag_and_instance_values(tools):
+    docs = render(
+        tools,
+        "--set",
+        "image.tag=dev",
+        "--set",
+        "instance.serviceAccount.name=workers",
+    )
+    assert operator_env(docs) == {
+        "YR_INSTANCE_IMAGE": "yr:dev",
+        "YR_INSTANCE_SERVICE_ACCOUNT": "workers",
+    }
+    docs = render(tools, "--set", "instance.image=registry.example/yr-gpu:1")
+    assert operator_env(docs)["YR_INSTANCE_IMAGE"] == "registry.example/yr-gpu:1"
+
+
+def test_operator_uses_its_own_service_account(tools):
+    pod = pod_templates(render(tools))["yr-operator"]
+    assert pod["serviceAccountName"] == "yr-operator"
+
+
+# --- gateway --------------------------------------------------------------------------------
+
+
+def test_gateway_runs_yr_gateway_on_port_50052_for_its_namespace(tools):
+    pod = pod_templates(render(tools))["yr-gateway"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "yr.gateway"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["YR_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["YR_GATEWAY_PORT"]["value"] == "50052"
+    assert container["ports"] == [{"name": "grpc", "containerPort": 50052, "protocol": "TCP"}]
+    assert pod["serviceAccountName"] == "yr-gateway"
+
+
+def test_gateway_service_exposes_node_port_30051(tools):
+    service = one(render(tools), "Service", "yr-gateway")
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"] == [
+        {"name": "grpc", "port": 50052, "targetPort": "grpc", "protocol": "TCP", "nodePort": 30051}
+    ]
+
+
+def test_gateway_node_port_is_configurable(tools):
+    service = one(render(tools, "--set", "gateway.service.nodePort=31000"), "Service", "yr-gateway")
+    assert service["spec"]["ports"][0]["nodePort"] == 31000
+
+
+def test_gateway_disabled_renders_no_gateway_objects(tools):
+    docs = render(tools, *VARIANTS["no-gateway"])
+    assert [d for d in docs if "gateway" in d["metadata"]["name"]] == []
+
+
+# --- network policy -------------------------------------------------------------------------
+
+
+def test_network_policy_admits_only_instances_and_gateway_to_grpc_port(tools):
+    policy = one(render(tools), "NetworkPolicy", "yr-instance", NAMESPACE)["spec"]
+    assert policy["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "yr-instance"}}
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 50051}]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "yr-instance"}}},
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "yr",
+                    "app.kubernetes.io/instance": RELEASE,
+                    "app.kubernetes.io/component": "gateway",
+                }
+            },
+        },
+    ]
+
+
+def test_network_policy_gateway_peer_matches_gateway_pods(tools):
+    docs = render(tools)
+    policy = one(docs, "NetworkPolicy", "yr-instance", NAMESPACE)["spec"]
+    wanted = policy["ingress"][0]["from"][1]["podSelector"]["matchLabels"]
+    labels = one(docs, "Deployment", "yr-gateway")["spec"]["template"]["metadata"]["labels"]
+    assert wanted.items() <= labels.items()
+
+
+def test_network_policy_without_gateway_admits_only_instances(tools):
+    policy = one(render(tools, *VARIANTS["no-gateway"]), "NetworkPolicy", "yr-instance")
+    assert policy["spec"]["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "yr-instance"}}}
+    ]
+
+
+# --- packaging files ------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    logical, pending = [], ""
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        pending += line.rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            logical.append(pending.strip())
+            pending = ""
+    return [(entry.split(None, 1)[0].upper(), entry.split(None, 1)[1]) for entry in logical]
+
+
+def test_dockerfile_final_stage_is_slim_non_root_and_runs_instance_server():
+    instructions = dockerfile_instructions()
+    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
+    final = instructions[last_from:]
+    assert final[0] == ("FROM", "python:3.11-slim")
+    users = [arg for op, arg in final if op == "USER"]
+    assert users == ["10001:10001"]
+    # Nothing after USER switches back to root, and CMD comes after USER.
+    ops = [op for op, _ in final]
+    assert ops.index("CMD") > ops.index("USER")
+    assert final[-1] == ("CMD", '["python", "-m", "yr.server"]')
+
+
+def test_dockerfile_installs_project_with_pip():
+    runs = " ".join(arg for op, arg in dockerfile_instructions() if op == "RUN")
+    assert "pip install ." in runs
+
+
+def test_kind_config_maps_gateway_node_port_to_host_loopback():
+    config = yaml.safe_load((REPO / "kind-config.yaml").read_text())
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    (node,) = config["nodes"]
+    assert node["role"] == "control-plane"
+    assert node["extraPortMappings"] == [
+        {"containerPort": 30051, "hostPort": 30051, "listenAddress": "127.0.0.1", "protocol": "TCP"}
+    ]
