@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -448,11 +449,61 @@ def test_dockerfile_installs_project_with_pip():
     assert "pip install ." in runs
 
 
+def kind_config() -> dict:
+    return yaml.safe_load((REPO / "kind-config.yaml").read_text())
+
+
 def test_kind_config_maps_gateway_node_port_to_host_loopback():
-    config = yaml.safe_load((REPO / "kind-config.yaml").read_text())
+    config = kind_config()
     assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     (node,) = config["nodes"]
     assert node["role"] == "control-plane"
     assert node["extraPortMappings"] == [
         {"containerPort": 30051, "hostPort": 30051, "listenAddress": "127.0.0.1", "protocol": "TCP"}
     ]
+
+
+def test_kind_config_maps_the_charts_default_node_port():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    (mapping,) = kind_config()["nodes"][0]["extraPortMappings"]
+    assert mapping["containerPort"] == values["gateway"]["service"]["nodePort"]
+
+
+def render_notes(tools: Path, tmp_path: Path, *args: str) -> str:
+    """NOTES.txt as `helm install` would print it. `helm template` skips NOTES and
+    `helm install --dry-run` needs a cluster, so render it through `tpl` in a chart copy."""
+    chart = tmp_path / "yr"
+    shutil.copytree(CHART, chart)
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "notes.txt")
+    (chart / "templates" / "notes.yaml").write_text(
+        'notes: {{ tpl (.Files.Get "notes.txt") . | toJson }}\n'
+    )
+    out = run(
+        tools / "helm",
+        "template",
+        RELEASE,
+        chart,
+        "--namespace",
+        NAMESPACE,
+        "--show-only",
+        "templates/notes.yaml",
+        *args,
+    )
+    return yaml.safe_load(out)["notes"]
+
+
+def test_notes_tell_how_to_run_the_example_through_the_gateway(tools, tmp_path):
+    notes = render_notes(tools, tmp_path)
+    assert (
+        f"YR_BACKEND=kubernetes YR_NAMESPACE={NAMESPACE} YR_GATEWAY=127.0.0.1:30051 "
+        "python examples/tree_training.py" in notes
+    )
+    assert "kubectl get yrinstances" in notes
+
+
+def test_notes_without_gateway_run_the_example_in_a_watched_namespace(tools, tmp_path):
+    notes = render_notes(
+        tools, tmp_path, "--set", "gateway.enabled=false", "--set", "watchNamespaces={a,b}"
+    )
+    assert "YR_BACKEND=kubernetes YR_NAMESPACE=a python examples/tree_training.py" in notes
+    assert "YR_GATEWAY" not in notes
