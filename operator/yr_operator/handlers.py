@@ -1,0 +1,115 @@
+"""kopf handlers: every YRInstance and pod event funnels into the one reconcile."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from typing import Any
+
+import kopf
+
+from .builders import (
+    APP_LABEL,
+    APP_VALUE,
+    GROUP,
+    INSTANCE_LABEL,
+    KIND,
+    PLURAL,
+    VERSION,
+    default_image,
+    default_service_account,
+)
+from .kube import Kube, load_configuration
+from .leases import DRIVER_LABEL, Leases, delete_expired
+from .reconcile import Reconciler
+
+PROGRESS_PREFIX = "operator.yr.dev"
+RETRY_BACKOFF = 1.0  # seconds before kopf retries a handler that hit an API error
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Settings for a lean hot path; shared state that every handler reaches through memo."""
+    # Progress and diff-base live in annotations, never in the status the operator owns.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PROGRESS_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.enabled = True  # kopf.event() below; kopf's own log lines are not posted
+    settings.posting.reporting_component = "yr-operator"
+    settings.posting.event_name_prefix = "yr-"
+    settings.watching.reconnect_backoff = 0.1
+    settings.watching.connect_timeout = 5
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = (0.1, 0.5, 1, 2, 5)
+    kube = Kube(load_configuration())
+    memo.kube = kube
+    memo.reconciler = Reconciler(
+        kube=kube, image=default_image(), service_account=default_service_account()
+    )
+    memo.leases = Leases()
+    memo.lease_task = asyncio.create_task(lease_expiry(leases=memo.leases, kube=kube))
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    memo.lease_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await memo.lease_task
+    await memo.kube.close()
+
+
+async def lease_expiry(*, leases: Leases, kube: Kube) -> None:
+    """Delete driver Leases whose renewTime + leaseDurationSeconds has passed.
+
+    A plain task over what the watch reported, not a kopf timer: timers and daemons put a
+    finalizer on their objects, and a driver must be able to delete its Lease with the
+    operator down.
+    """
+    await delete_expired(leases=leases, kube=kube)
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF)
+async def yrinstance_create(
+    body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    await memo.reconciler.reconcile(namespace=namespace, name=name, body=_plain(body))
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF)
+async def yrinstance_resume(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.reconcile(namespace=namespace, name=name)
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=RETRY_BACKOFF)
+async def yrinstance_update(
+    namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger, **_: Any
+) -> None:
+    # A pod is immutable: a changed spec shows in observedGeneration and in the next incarnation.
+    logger.info("spec changed; it applies from the next incarnation")
+    await memo.reconciler.reconcile(namespace=namespace, name=name)
+
+
+@kopf.on.event("v1", "pods", labels={APP_LABEL: APP_VALUE})
+async def pod_event(
+    body: kopf.Body, namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any
+) -> None:
+    """A pod changed: reconcile the YRInstance that controls it."""
+    owners = body.get("metadata", {}).get("ownerReferences") or []
+    if not any(o.get("kind") == KIND and o.get("controller") for o in owners):
+        return
+    instance = labels.get(INSTANCE_LABEL)
+    if instance:
+        await memo.reconciler.reconcile_logged(namespace=namespace, name=instance)
+
+
+@kopf.on.event("coordination.k8s.io", "v1", "leases", labels={DRIVER_LABEL: "true"})
+async def lease_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.leases.observe(event_type=type, body=_plain(body))
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    """A detached plain dict: kopf's body is a live view that changes under us."""
+    return copy.deepcopy({k: body[k] for k in body})

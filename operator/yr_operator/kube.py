@@ -1,0 +1,160 @@
+"""A minimal async Kubernetes client: the few calls the reconcile makes, on kopf's event loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import kubernetes
+
+from .builders import APP_LABEL, APP_VALUE, GROUP, INSTANCE_LABEL, PLURAL, VERSION
+
+
+class ApiError(Exception):
+    """A non-2xx answer; `status` is the HTTP code (409 Conflict, 404 Not Found, ...)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        message = body.get("message") if isinstance(body, dict) else str(body)
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message or ""
+
+
+def load_configuration() -> kubernetes.client.Configuration:
+    """Kubeconfig ($KUBECONFIG or ~/.kube/config) if present, else the in-cluster account."""
+    cfg = kubernetes.client.Configuration()
+    in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ and "KUBECONFIG" not in os.environ
+    if in_cluster:
+        kubernetes.config.load_incluster_config(client_configuration=cfg)
+    else:
+        kubernetes.config.load_kube_config(client_configuration=cfg)
+    return cfg
+
+
+class Kube:
+    """Raw JSON over one aiohttp session; no model classes (they cost more than the call)."""
+
+    def __init__(self, cfg: kubernetes.client.Configuration) -> None:
+        self._cfg = cfg
+        self._host = cfg.host.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if not self._host.startswith("https"):
+            return False
+        ctx = ssl.create_default_context(cafile=self._cfg.ssl_ca_cert)
+        if not self._cfg.verify_ssl:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self._cfg.cert_file:
+            ctx.load_cert_chain(self._cfg.cert_file, self._cfg.key_file)
+        return ctx
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        # Refreshes a rotated in-cluster token or an exec/OIDC credential when due.
+        token = self._cfg.get_api_key_with_prefix("authorization", alias="BearerToken")
+        if token:
+            headers["Authorization"] = token
+        elif self._cfg.username:
+            headers["Authorization"] = self._cfg.get_basic_auth_token()
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=64)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+            )
+        headers = self._headers()
+        if body is not None:
+            headers["Content-Type"] = content_type
+        async with self._session.request(
+            method, self._host + path, json=body, params=params, headers=headers
+        ) as resp:
+            text = await resp.text()
+            try:
+                data = json.loads(text) if text else None
+            except ValueError:
+                data = text
+            if resp.status >= 400:
+                raise ApiError(resp.status, data)
+            return data
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # --- the calls the operator makes ---------------------------------------------------
+
+    def _yri_path(self, namespace: str, name: str) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{quote(name)}"
+
+    async def get_yrinstance(self, *, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", self._yri_path(namespace, name))
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def patch_yrinstance_status(
+        self, *, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self.request(
+            "PATCH",
+            self._yri_path(namespace, name) + "/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    async def list_instance_pods(self, *, namespace: str, instance: str) -> list[dict[str, Any]]:
+        selector = f"{INSTANCE_LABEL}={instance},{APP_LABEL}={APP_VALUE}"
+        data = await self.request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods", params={"labelSelector": selector}
+        )
+        # Filter again: an emulated API server may ignore label selectors.
+        return [
+            p
+            for p in (data or {}).get("items") or []
+            if (p.get("metadata", {}).get("labels") or {}).get(INSTANCE_LABEL) == instance
+        ]
+
+    async def create_pod(self, *, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=pod)
+
+    async def delete(self, path: str, *, preconditions: dict[str, str] | None = None) -> bool:
+        """Delete; False if it was already gone (404) or changed under us (409)."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if preconditions:
+            body["preconditions"] = preconditions
+        try:
+            await self.request("DELETE", path, body=body)
+        except ApiError as e:
+            if e.status in (404, 409):
+                return False
+            raise
+        return True
+
+    async def delete_pod(self, *, namespace: str, name: str) -> bool:
+        return await self.delete(f"/api/v1/namespaces/{namespace}/pods/{quote(name)}")
+
+    async def delete_lease(
+        self, *, namespace: str, name: str, uid: str, resource_version: str
+    ) -> bool:
+        # The preconditions make a lease renewed since we looked survive the delete.
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{quote(name)}"
+        pre = {"uid": uid, "resourceVersion": resource_version}
+        return await self.delete(path, preconditions={k: v for k, v in pre.items() if v})

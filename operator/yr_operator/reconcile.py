@@ -1,0 +1,172 @@
+"""The one idempotent reconcile: read a YRInstance and its pods, apply the plan, post events."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from .builders import build_pod
+from .kube import ApiError, Kube
+from .plan import Plan, plan
+from .status import build_status, status_changed, status_patch
+
+log = logging.getLogger("yr_operator")
+Key = tuple[str, str]  # (namespace, name)
+RETRY_SECONDS = 1.0
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    """Serialises reconciles per instance and remembers restart times between them."""
+
+    def __init__(self, *, kube: Kube, image: str, service_account: str) -> None:
+        self.kube = kube
+        self.image = image
+        self.service_account = service_account
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._queued: set[Key] = set()  # a reconcile is waiting for the lock: coalesce into it
+        self._restart_at: dict[tuple[str, str, str, int], float] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def reconcile(
+        self, *, namespace: str, name: str, body: dict[str, Any] | None = None
+    ) -> None:
+        """Bring one instance to its desired state; safe to call any number of times."""
+        key = (namespace, name)
+        fresh = body is not None and not body.get("status")
+        if key in self._queued and not fresh:
+            return  # the queued run reads the state after we would have: it does our work
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._queued.add(key)
+        try:
+            async with lock:
+                self._queued.discard(key)
+                # Hot path for a brand-new instance: no reads, just create the pod.
+                if fresh and body is not None and await self._run(body, pods=[], fast=True):
+                    return
+                yri = await self.kube.get_yrinstance(namespace=namespace, name=name)
+                if yri is None:
+                    self._forget(key)
+                    return
+                pods = await self.kube.list_instance_pods(namespace=namespace, instance=name)
+                await self._run(yri, pods=pods, fast=False)
+        finally:
+            self._queued.discard(key)
+            if not lock.locked() and key not in self._queued:
+                self._locks.pop(key, None)
+
+    async def _run(self, yri: dict[str, Any], *, pods: list[dict[str, Any]], fast: bool) -> bool:
+        """Plan and apply; False when the fast path must fall back to a full read."""
+        meta, current = yri["metadata"], yri.get("status") or {}
+        rkey = (
+            meta["namespace"],
+            meta["name"],
+            meta.get("uid", ""),
+            int(current.get("restarts") or 0),
+        )
+        now = time.time()
+        p = plan(yri, pods, now=now, now_iso=_iso(now), restart_at=self._restart_at.get(rkey))
+        for pod in p.delete:
+            await self.kube.delete_pod(namespace=meta["namespace"], name=pod)
+        if p.create is not None:
+            created = await self._create(yri, p, fast=fast)
+            if created is not True:
+                return created is None
+        if p.restart_at is not None:
+            incarnation = p.status["restarts"] if p.status else rkey[3]
+            self._restart_at[(*rkey[:3], incarnation)] = p.restart_at
+            self.requeue(namespace=rkey[0], name=rkey[1], delay=p.restart_at - now)
+        await self._write(yri, p.status, p.event)
+        return True
+
+    async def _create(self, yri: dict[str, Any], p: Plan, *, fast: bool) -> bool | None:
+        """True created; False fall back to a full read; None handled (status written)."""
+        meta = yri["metadata"]
+        pod = build_pod(
+            yri, incarnation=p.create or 0, image=self.image, service_account=self.service_account
+        )
+        try:
+            await self.kube.create_pod(namespace=meta["namespace"], pod=pod)
+            return True
+        except ApiError as e:
+            if e.status == 409 and fast:
+                return False  # already there (an earlier operator run): read and decide
+            if e.status == 409:
+                # Taken by a pod our list did not count: an old owner's, awaiting the GC.
+                self.requeue(namespace=meta["namespace"], name=meta["name"], delay=RETRY_SECONDS)
+                return None
+            if e.status >= 500 or e.status == 429:
+                raise
+            # Quota, admission or RBAC refusal: say so, like a ReplicaSet's FailedCreate.
+            status = build_status(
+                phase="Pending",
+                reason="FailedCreate",
+                message=e.message,
+                restarts=p.create or 0,
+                previous=yri.get("status"),
+                now=_iso(time.time()),
+            )
+            await self._write(yri, status, ("Warning", "FailedCreate", e.message))
+            self.requeue(namespace=meta["namespace"], name=meta["name"], delay=5.0)
+            return None
+
+    async def _write(
+        self, yri: dict[str, Any], status: dict[str, Any] | None, event: tuple[str, str, str] | None
+    ) -> None:
+        meta, current = yri["metadata"], yri.get("status")
+        if status is not None and status_changed(current, status):
+            try:
+                await self.kube.patch_yrinstance_status(
+                    namespace=meta["namespace"],
+                    name=meta["name"],
+                    status=status_patch(current, status),
+                )
+            except ApiError as e:
+                if e.status == 404:
+                    return  # deleted meanwhile: the GC takes care of the pod
+                raise
+        if event is not None:
+            kind, reason, message = event
+            kopf.event(yri, type=kind, reason=reason, message=message)
+
+    def requeue(self, *, namespace: str, name: str, delay: float) -> None:
+        """Reconcile again after `delay` seconds (one timer per instance, the earliest wins)."""
+        key = (namespace, name)
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(0.0, delay)
+        old = self._timers.get(key)
+        if old is not None and not old.cancelled() and old.when() <= when:
+            return
+        if old is not None:
+            old.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        task = asyncio.ensure_future(self.reconcile_logged(namespace=key[0], name=key[1]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reconcile_logged(self, *, namespace: str, name: str) -> None:
+        """For callers nobody retries (pod events, timers): on error, try again shortly."""
+        try:
+            await self.reconcile(namespace=namespace, name=name)
+        except Exception as e:
+            log.warning("reconcile of %s/%s failed, retrying: %s", namespace, name, e)
+            self.requeue(namespace=namespace, name=name, delay=RETRY_SECONDS)
+
+    def _forget(self, key: Key) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        for rkey in [k for k in self._restart_at if k[:2] == key]:
+            del self._restart_at[rkey]
