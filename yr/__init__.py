@@ -1,0 +1,66 @@
+"""yr: stateful functions (actors) for Python, as a tree of supervisors and workers.
+
+The public API; everything else in the package is internal and may change.
+"""
+
+import logging as _logging
+
+from yr.errors import (
+    YRError,
+    YRInstanceDiedError,
+    YRInvokeError,
+    YRNotInitializedError,
+    YRProtocolError,
+    YRSchedulingError,
+    YRSerializationError,
+    YRTimeoutError,
+)
+from yr.options import Config, InvokeOptions
+from yr.proxies import InstanceCreator, InstanceHandle, MethodProxy, get_instance, instance, method
+from yr.refs import ObjectRef, get, put, wait
+from yr.session import finalize, init, is_initialized
+
+__version__ = "0.1.0"
+
+
+def resources() -> list[dict]:
+    """Capacity and use of the runtime, one dict per node."""
+    from yr import session
+
+    return session.current().runtime.resources()
+
+
+_logger = _logging.getLogger("yr")
+if not _logger.handlers:  # say what the runtime does unless the application configured logging
+    _handler = _logging.StreamHandler()
+    _handler.setFormatter(_logging.Formatter("%(message)s"))
+    _logger.addHandler(_handler)
+    _logger.setLevel(_logging.INFO)
+    _logger.propagate = False
+
+__all__ = [
+    "Config",
+    "InstanceCreator",
+    "InstanceHandle",
+    "InvokeOptions",
+    "MethodProxy",
+    "ObjectRef",
+    "YRError",
+    "YRInstanceDiedError",
+    "YRInvokeError",
+    "YRNotInitializedError",
+    "YRProtocolError",
+    "YRSchedulingError",
+    "YRSerializationError",
+    "YRTimeoutError",
+    "finalize",
+    "get",
+    "get_instance",
+    "init",
+    "instance",
+    "is_initialized",
+    "method",
+    "put",
+    "resources",
+    "wait",
+]

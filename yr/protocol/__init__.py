@@ -1,0 +1,32 @@
+"""The gRPC protocol: generated messages and stubs, the version and the metadata keys."""
+
+from yr.protocol import yr_pb2, yr_pb2_grpc
+
+PROTOCOL_VERSION = 1
+TOKEN_METADATA_KEY = "x-yr-token"
+PROTOCOL_METADATA_KEY = "x-yr-protocol"
+
+# grpcio's defaults (4 MiB messages, a few thousand pending requests) are too small for
+# large arguments and for thousands of calls in flight.
+MAX_MESSAGE_BYTES = 2**31 - 1
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+]
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    *CHANNEL_OPTIONS,
+    ("grpc.max_concurrent_streams", 100_000),
+    ("grpc.server_max_pending_requests", 1_000_000),
+    ("grpc.server_max_pending_requests_hard_limit", 1_000_000),
+    ("grpc.so_reuseport", 0),
+]
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "PROTOCOL_METADATA_KEY",
+    "PROTOCOL_VERSION",
+    "SERVER_OPTIONS",
+    "TOKEN_METADATA_KEY",
+    "yr_pb2",
+    "yr_pb2_grpc",
+]

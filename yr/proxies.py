@@ -1,0 +1,206 @@
+"""``@yr.instance`` and the proxies users hold: creators, instance handles and methods."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+from yr import serialization, session
+from yr.options import InvokeOptions
+from yr.refs import ObjectRef
+from yr.runtime.base import ClassInfo, InstanceSpec
+
+RETURN_NUMS_ATTRIBUTE = "__yr_return_nums__"
+
+
+def method(function: Any = None, *, return_nums: int = 1) -> Any:
+    """Declare how many refs a method's ``invoke`` returns (its result is unpacked into them)."""
+    if isinstance(return_nums, bool) or not isinstance(return_nums, int) or return_nums < 0:
+        raise ValueError(f"return_nums must be a non-negative integer, got {return_nums!r}")
+
+    def decorate(target: Any) -> Any:
+        setattr(target, RETURN_NUMS_ATTRIBUTE, return_nums)
+        return target
+
+    return decorate(function) if function is not None else decorate
+
+
+def instance(cls: type | None = None, *, invoke_options: InvokeOptions | None = None) -> Any:
+    """Make a class a stateful function: ``Cls.invoke(...)`` starts an instance of it."""
+    if invoke_options is not None and not isinstance(invoke_options, InvokeOptions):
+        raise TypeError(
+            f"invoke_options must be a yr.InvokeOptions, got {type(invoke_options).__name__}"
+        )
+
+    def decorate(target: type) -> InstanceCreator:
+        if not inspect.isclass(target):
+            raise TypeError(f"@yr.instance decorates a class, got {target!r}")
+        return InstanceCreator(target, invoke_options or InvokeOptions())
+
+    return decorate(cls) if cls is not None else decorate
+
+
+def _class_info(cls: type) -> ClassInfo:
+    methods = {
+        name: getattr(member, RETURN_NUMS_ATTRIBUTE, 1)
+        for name, member in inspect.getmembers(cls, callable)
+        if not name.startswith("__")
+    }
+    return ClassInfo(class_name=f"{cls.__module__}.{cls.__qualname__}", method_meta=methods)
+
+
+class InstanceCreator:
+    """What ``@yr.instance`` turns a class into."""
+
+    def __init__(self, cls: type, options: InvokeOptions) -> None:
+        self.__yr_wrapped_class__ = cls
+        self._options = options
+        self._class_info = _class_info(cls)
+        self.__doc__ = cls.__doc__
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+
+    @property
+    def cls(self) -> type:
+        return self.__yr_wrapped_class__
+
+    def options(self, invoke_options: InvokeOptions) -> InstanceCreator:
+        """A creator whose instances use ``invoke_options`` instead of the decorator's."""
+        if not isinstance(invoke_options, InvokeOptions):
+            raise TypeError(
+                f"options() takes a yr.InvokeOptions, got {type(invoke_options).__name__}"
+            )
+        return InstanceCreator(self.cls, invoke_options)
+
+    def invoke(self, *args: Any, **kwargs: Any) -> InstanceHandle:
+        """Start an instance (asynchronously) and return its handle at once."""
+        current = session.current()
+        _check_signature(self.cls.__init__, args, kwargs, what=f"{self.__name__}()")
+        spec = InstanceSpec(
+            class_info=self._class_info,
+            payload=_payload(self.cls, args, kwargs),
+            options=self._options,
+        )
+        instance_id = current.runtime.create(spec, owner_id=current.owner_id)
+        return InstanceHandle(instance_id, self._class_info)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"{self.__name__} is a yr instance class: create it with "
+            f"{self.__name__}.invoke(...) instead of calling it"
+        )
+
+    def __repr__(self) -> str:
+        return f"<yr.instance {self._class_info.class_name} {self._options}>"
+
+
+def _payload(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """Pickle the class and constructor arguments, naming whichever of them cannot be."""
+    try:
+        return serialization.dumps((cls, args, kwargs))
+    except Exception:
+        serialization.dumps_call_arguments(args, kwargs, target=f"{cls.__name__}.__init__")
+        serialization.dumps_named(cls, what=f"class {cls.__qualname__}")
+        raise
+
+
+def _check_signature(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str):
+    """Reject arguments the method could never accept, before anything is created or sent."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, *args, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"{what}: {error}") from None
+
+
+class InstanceHandle:
+    """A reference to a running instance; picklable, so it can be passed to other instances."""
+
+    def __init__(self, instance_id: str, class_info: ClassInfo) -> None:
+        self._instance_id = instance_id
+        self._class_info = class_info
+
+    @property
+    def instance_id(self) -> str:
+        return self._instance_id
+
+    def __getattr__(self, name: str) -> MethodProxy:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        meta = self._class_info.method_meta
+        if name not in meta:
+            close = difflib.get_close_matches(name, list(meta), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise AttributeError(
+                f"{self._class_info.short_name} has no method {name!r}{hint} "
+                f"(methods: {', '.join(sorted(meta)) or 'none'})"
+            )
+        return MethodProxy(self, name, meta[name])
+
+    def terminate(self, is_sync: bool = False) -> None:
+        """Stop the instance and everything it created; ``is_sync`` waits until it is gone."""
+        from yr.errors import YRError
+
+        current = session.current()
+        current.runtime.terminate(self._instance_id, wait=is_sync)
+        current.client.forget(
+            self._instance_id, YRError(f"instance {self._instance_id} was terminated")
+        )
+
+    def __reduce__(self):
+        return (InstanceHandle, (self._instance_id, self._class_info))
+
+    def __repr__(self) -> str:
+        return f"<yr instance {self._instance_id} of {self._class_info.class_name}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InstanceHandle) and other._instance_id == self._instance_id
+
+    def __hash__(self) -> int:
+        return hash(self._instance_id)
+
+
+class MethodProxy:
+    """``handle.method``: ``invoke`` queues a call and returns its ref(s) at once."""
+
+    def __init__(self, handle: InstanceHandle, name: str, return_nums: int) -> None:
+        self._handle = handle
+        self._name = name
+        self._return_nums = return_nums
+
+    def options(self, invoke_options: InvokeOptions) -> MethodProxy:
+        if not isinstance(invoke_options, InvokeOptions):
+            raise TypeError(
+                f"options() takes a yr.InvokeOptions, got {type(invoke_options).__name__}"
+            )
+        return self  # resources are an instance's; a call has nothing to override yet
+
+    def invoke(self, *args: Any, **kwargs: Any) -> ObjectRef | list[ObjectRef]:
+        current = session.current()
+        handle = self._handle
+        refs = current.client.submit(
+            handle.instance_id,
+            handle._class_info,
+            self._name,
+            args,
+            kwargs,
+            return_nums=self._return_nums,
+        )
+        return refs[0] if self._return_nums == 1 else refs
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"call remote methods with .invoke(): handle.{self._name}.invoke(...)")
+
+
+def get_instance(name: str, namespace: str = "") -> InstanceHandle:
+    """A handle to the instance created with ``InvokeOptions(name=name, namespace=namespace)``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_instance() needs a non-empty instance name, got {name!r}")
+    current = session.current()
+    instance_id, class_info = current.runtime.get_named(name, namespace)
+    return InstanceHandle(instance_id, class_info)

@@ -1,0 +1,155 @@
+"""ObjectRef and the functions that wait on refs: ``get``, ``wait`` and ``put``."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from yr.errors import YRTimeoutError
+
+DEFAULT_GET_TIMEOUT_S = 300.0
+_ids = itertools.count()
+
+
+class ObjectRef:
+    """A future result of a method call (or a value given to ``yr.put``).
+
+    A ref passed as an argument, or pickled into another process, travels as its value: it is
+    resolved first, so the receiving method sees a ready ref.
+    """
+
+    __slots__ = ("_future", "_id")
+
+    def __init__(self, future: concurrent.futures.Future | None = None) -> None:
+        self._future: concurrent.futures.Future = future or concurrent.futures.Future()
+        self._id = f"{os.getpid():x}-{next(_ids):x}"
+
+    @classmethod
+    def ready(cls, value: Any) -> ObjectRef:
+        ref = cls()
+        ref._future.set_result(value)
+        return ref
+
+    @classmethod
+    def failed(cls, error: BaseException) -> ObjectRef:
+        ref = cls()
+        ref._future.set_exception(error)
+        return ref
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def future(self) -> concurrent.futures.Future:
+        return self._future
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise YRTimeoutError(
+                f"ObjectRef {self._id} was not ready within {timeout:g} s"
+            ) from None
+
+    def __repr__(self) -> str:
+        state = "ready" if self.done() else "pending"
+        return f"ObjectRef({self._id}, {state})"
+
+    def __reduce__(self):
+        future = self._future
+        error = future.exception(DEFAULT_GET_TIMEOUT_S)
+        if error is not None:
+            return (ObjectRef.failed, (error,))
+        return (ObjectRef.ready, (future.result(),))
+
+
+def _validate_timeout(timeout: float | None) -> float | None:
+    if timeout is None or timeout == -1:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number of seconds or -1, got {timeout!r}")
+    if timeout <= 0:
+        raise ValueError(
+            f"timeout must be a positive number of seconds, or -1 to wait forever; got {timeout}"
+        )
+    return float(timeout)
+
+
+def _as_ref_list(refs: Any, *, function: str) -> tuple[list[ObjectRef], bool]:
+    if isinstance(refs, ObjectRef):
+        return [refs], True
+    if isinstance(refs, list | tuple):
+        for position, ref in enumerate(refs):
+            if not isinstance(ref, ObjectRef):
+                raise TypeError(
+                    f"yr.{function}() takes an ObjectRef or a list of ObjectRefs; item "
+                    f"{position} is a {type(ref).__name__}: {ref!r:.80}"
+                )
+        return list(refs), False
+    raise TypeError(
+        f"yr.{function}() takes an ObjectRef or a list of ObjectRefs, "
+        f"got a {type(refs).__name__}: {refs!r:.80}"
+    )
+
+
+def get(
+    refs: ObjectRef | Sequence[ObjectRef], timeout: float | None = DEFAULT_GET_TIMEOUT_S
+) -> Any:
+    """The value of one ref, or the values of a list of refs, waiting at most ``timeout`` s."""
+    ref_list, single = _as_ref_list(refs, function="get")
+    limit = _validate_timeout(timeout)
+    deadline = None if limit is None else time.monotonic() + limit
+    if deadline is not None:
+        pending = [ref.future for ref in ref_list if not ref.done()]
+        _, not_done = concurrent.futures.wait(pending, timeout=limit)
+        if not_done:
+            count = len(not_done)
+            raise YRTimeoutError(
+                f"yr.get timed out after {limit:g} s: {count} of {len(ref_list)} ref(s) not ready"
+            )
+    values = [ref.future.result() for ref in ref_list]
+    return values[0] if single else values
+
+
+def wait(
+    refs: ObjectRef | Sequence[ObjectRef],
+    wait_num: int | None = None,
+    timeout: float | None = None,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Wait until ``wait_num`` refs are ready (default: all); return (ready, not ready)."""
+    ref_list, _ = _as_ref_list(refs, function="wait")
+    wanted = len(ref_list) if wait_num is None else wait_num
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or not 0 <= wanted <= len(ref_list):
+        raise ValueError(f"wait_num must be an integer between 0 and {len(ref_list)}, got {wanted}")
+    limit = _validate_timeout(timeout)
+    deadline = None if limit is None else time.monotonic() + limit
+    while sum(ref.done() for ref in ref_list) < wanted:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        pending = [ref.future for ref in ref_list if not ref.done()]
+        concurrent.futures.wait(
+            pending, timeout=remaining, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+    ready = [ref for ref in ref_list if ref.done()][: max(wanted, 0)]
+    ready_ids = {id(ref) for ref in ready}
+    return ready, [ref for ref in ref_list if id(ref) not in ready_ids]
+
+
+def put(value: Any) -> ObjectRef:
+    """A ready ref holding ``value``; it travels with the calls it is passed to."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("yr.put() takes a value, not an ObjectRef")
+    return ObjectRef.ready(value)
+
+
+def pending_refs(values: Iterable[Any]) -> list[ObjectRef]:
+    return [value for value in values if isinstance(value, ObjectRef) and not value.done()]

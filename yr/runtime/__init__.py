@@ -1,0 +1,1 @@
+"""Runtimes decide how an instance comes to exist and how its death is learned."""

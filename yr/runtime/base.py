@@ -1,0 +1,80 @@
+"""What every runtime (local processes, Kubernetes, a remote control plane) must provide."""
+
+from __future__ import annotations
+
+import abc
+import concurrent.futures
+from dataclasses import dataclass, field
+from typing import Any
+
+from yr.errors import DeathInfo
+from yr.options import InvokeOptions
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """What a caller needs to know about an instance's class without importing it."""
+
+    class_name: str  # module.QualName
+    method_meta: dict[str, int] = field(default_factory=dict)  # method -> return_nums
+
+    @property
+    def short_name(self) -> str:
+        return self.class_name.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything needed to start (and restart) one instance."""
+
+    class_info: ClassInfo
+    payload: bytes  # cloudpickle of (cls, args, kwargs)
+    options: InvokeOptions
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one incarnation of an instance serves calls."""
+
+    address: str  # host:port
+    incarnation: int
+
+
+class Runtime(abc.ABC):
+    """The contract a backend fulfils; the call path (client.py) only uses these."""
+
+    session_token: str
+
+    @abc.abstractmethod
+    def create(self, spec: InstanceSpec, *, owner_id: str | None) -> str:
+        """Register an instance and start it asynchronously; return its id at once.
+
+        Raises before anything is created when the request can never be satisfied.
+        """
+
+    @abc.abstractmethod
+    def endpoint(self, instance_id: str, *, min_incarnation: int = 0) -> concurrent.futures.Future:
+        """A future of the ``Endpoint`` of the first incarnation >= ``min_incarnation`` that is
+        ready; it fails with the scheduling, creation or death error if none will be."""
+
+    @abc.abstractmethod
+    def await_death(
+        self, instance_id: str, incarnation: int, *, timeout: float
+    ) -> DeathInfo | None:
+        """How that incarnation died, or None if it is still alive after ``timeout``."""
+
+    @abc.abstractmethod
+    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
+        """Stop an instance and, recursively, everything it created."""
+
+    @abc.abstractmethod
+    def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
+        """The id and class of a named instance; ``ValueError`` if there is none."""
+
+    @abc.abstractmethod
+    def resources(self) -> list[dict[str, Any]]:
+        """Capacity and use, one dict per node."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Terminate every instance this runtime created and release its resources."""

@@ -1,0 +1,1 @@
+"""The embedded local runtime: every instance a real process on this machine."""

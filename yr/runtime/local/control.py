@@ -1,0 +1,127 @@
+"""The control plane a driver serves to its instances: nested creation, lookups, deaths.
+
+Instances reach the driver's LocalRuntime through this gRPC service, as pods reach the
+Kubernetes API: every call must carry the session token. Errors travel pickled in trailing
+metadata so that the instance re-raises the same exception type the driver would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import threading
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from yr import serialization
+from yr.protocol import SERVER_OPTIONS, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
+
+if TYPE_CHECKING:
+    from yr.runtime.local.runtime import LocalRuntime
+
+ERROR_METADATA_KEY = "x-yr-error-bin"
+
+
+class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
+    def __init__(self, runtime: LocalRuntime) -> None:
+        self._runtime = runtime
+        self._token = runtime.session_token.encode()
+
+    async def _guard(self, context: grpc.aio.ServicerContext, work: Any) -> Any:
+        token = b""
+        for key, value in context.invocation_metadata() or ():
+            if key == TOKEN_METADATA_KEY:
+                token = value.encode() if isinstance(value, str) else value
+        if not hmac.compare_digest(token, self._token):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong session token")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, work)
+        except BaseException as error:
+            context.set_trailing_metadata(((ERROR_METADATA_KEY, serialization.dumps(error)),))
+            await context.abort(grpc.StatusCode.ABORTED, str(error))
+
+    async def Create(self, request, context):
+        def work():
+            spec = serialization.loads(request.spec)
+            instance_id = self._runtime.create(spec, owner_id=request.owner_id or None)
+            return yr_pb2.CreateReply(instance_id=instance_id)
+
+        return await self._guard(context, work)
+
+    async def Resolve(self, request, context):
+        def work():
+            future = self._runtime.endpoint(
+                request.instance_id, min_incarnation=request.min_incarnation
+            )
+            endpoint = future.result()
+            return yr_pb2.ResolveReply(address=endpoint.address, incarnation=endpoint.incarnation)
+
+        return await self._guard(context, work)
+
+    async def AwaitDeath(self, request, context):
+        def work():
+            death = self._runtime.await_death(
+                request.instance_id, request.incarnation, timeout=request.timeout_s
+            )
+            return yr_pb2.AwaitDeathReply(death=serialization.dumps(death) if death else b"")
+
+        return await self._guard(context, work)
+
+    async def Terminate(self, request, context):
+        def work():
+            self._runtime.terminate(request.instance_id, wait=request.wait)
+            return yr_pb2.TerminateReply()
+
+        return await self._guard(context, work)
+
+    async def GetNamed(self, request, context):
+        def work():
+            instance_id, info = self._runtime.get_named(request.name, request.namespace)
+            return yr_pb2.InstanceRecord(
+                instance_id=instance_id,
+                class_name=info.class_name,
+                method_meta=serialization.dumps(info.method_meta),
+            )
+
+        return await self._guard(context, work)
+
+    async def Resources(self, request, context):
+        def work():
+            return yr_pb2.ResourcesReply(resources=serialization.dumps(self._runtime.resources()))
+
+        return await self._guard(context, work)
+
+
+class ControlServer:
+    """Runs the Runtime service on its own event loop thread, on loopback."""
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="yr-control", daemon=True
+        )
+        self._thread.start()
+        self._server, port = asyncio.run_coroutine_threadsafe(
+            self._start(runtime), self._loop
+        ).result()
+        self.address = f"127.0.0.1:{port}"
+
+    async def _start(self, runtime: LocalRuntime) -> tuple[grpc.aio.Server, int]:
+        import concurrent.futures
+
+        # Resolve and AwaitDeath block while instances start: give them threads of their own.
+        self._loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="yr-ctl")
+        )
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        yr_pb2_grpc.add_RuntimeServicer_to_server(_RuntimeServicer(runtime), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._server.stop(grace=0.5), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()

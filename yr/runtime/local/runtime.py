@@ -1,0 +1,436 @@
+"""LocalRuntime: schedules instances on a logical CPU capacity and runs each as a process.
+
+It keeps the ownership tree (who created whom) so that terminating, crashing for good or
+restarting an instance destroys everything it created; the fork server's death-by-EOF covers
+the case where the driver itself is killed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
+from yr.options import Config
+from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
+from yr.runtime.local.ledger import CpuLedger
+from yr.runtime.local.output import OutputForwarder
+from yr.runtime.local.process import ZygoteProcess
+
+logger = logging.getLogger("yr")
+
+DEFAULT_CPUS_PER_CORE = 4
+MIN_DEFAULT_CPUS = 8
+TERMINATE_WAIT_S = 10.0
+
+
+def default_num_cpus() -> int:
+    """Logical CPUs when the user sets none: instances mostly wait, so oversubscribe."""
+    return max(MIN_DEFAULT_CPUS, DEFAULT_CPUS_PER_CORE * (os.cpu_count() or 1))
+
+
+@dataclass
+class _Instance:
+    instance_id: str
+    spec: InstanceSpec
+    owner_id: str | None
+    requested_at: float
+    state: str = "pending"  # pending | starting | ready | dead | terminated
+    incarnation: int = 0
+    restarts_left: int = 0
+    pid: int | None = None
+    endpoint: Endpoint | None = None
+    children: set[str] = field(default_factory=set)
+    waiters: list[tuple[int, concurrent.futures.Future]] = field(default_factory=list)
+    deaths: dict[int, DeathInfo] = field(default_factory=dict)
+    error: BaseException | None = None  # set once it can never serve again
+
+    @property
+    def label(self) -> str:
+        return f"{self.instance_id} ({self.spec.class_info.short_name})"
+
+
+class LocalRuntime(Runtime):
+    """Every instance a child process of one fork server, scheduled on a CPU ledger."""
+
+    def __init__(self, *, num_cpus: int, log_to_driver: bool = True) -> None:
+        self.session_token = secrets.token_urlsafe(32)
+        self._ledger = CpuLedger(num_cpus * 1000)
+        self._instances: dict[str, _Instance] = {}
+        self._named: dict[tuple[str, str], str] = {}
+        self._pending: list[str] = []
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._closed = False
+        self._output = OutputForwarder() if log_to_driver else None
+        self._zygote = ZygoteProcess(on_event=self._on_event)
+        from yr.runtime.local.control import ControlServer
+
+        self._control = ControlServer(self)
+        self._timer = threading.Thread(
+            target=self._expire_pending, name="yr-scheduler", daemon=True
+        )
+        self._timer.start()
+
+    @classmethod
+    def start(cls, config: Config) -> LocalRuntime:
+        num_cpus = config.num_cpus or default_num_cpus()
+        runtime = cls(num_cpus=num_cpus, log_to_driver=config.log_to_driver)
+        logger.info(
+            "yr: local runtime started with %dm CPU capacity (%d logical CPUs on %d cores; "
+            "set yr.Config(num_cpus=N) or YR_NUM_CPUS to change it)",
+            runtime._ledger.total,
+            num_cpus,
+            os.cpu_count() or 1,
+        )
+        return runtime
+
+    # -- creating ---------------------------------------------------------------------------
+
+    def create(self, spec: InstanceSpec, *, owner_id: str | None) -> str:
+        options = spec.options
+        with self._lock:
+            self._check_open()
+            if options.cpu > self._ledger.total:
+                raise YRSchedulingError(
+                    f"{spec.class_info.short_name} requests {options.cpu}m CPU but the local "
+                    f"runtime's whole capacity is {self._ledger.total}m; lower "
+                    "InvokeOptions(cpu=...) or raise yr.Config(num_cpus=...)"
+                )
+            if owner_id is not None:
+                owner = self._instances.get(owner_id)
+                if owner is None or owner.error is not None:
+                    raise YRError(f"the creating instance {owner_id} is no longer alive")
+            name_key = (options.namespace, options.name)
+            if options.name and name_key in self._named:
+                raise ValueError(
+                    f"an instance named {options.name!r} already exists in namespace "
+                    f"{options.namespace!r}; use yr.get_instance({options.name!r}) to reach it"
+                )
+            instance_id = f"{spec.class_info.short_name.lower()}-{secrets.token_hex(4)}"
+            instance = _Instance(
+                instance_id=instance_id,
+                spec=spec,
+                owner_id=owner_id,
+                requested_at=time.monotonic(),
+                restarts_left=options.recover_retry_times,
+            )
+            self._instances[instance_id] = instance
+            if options.name:
+                self._named[name_key] = instance_id
+            if owner_id is not None:
+                self._instances[owner_id].children.add(instance_id)
+            self._pending.append(instance_id)
+            self._schedule()
+            self._changed.notify_all()
+        return instance_id
+
+    def _schedule(self) -> None:
+        for instance_id in list(self._pending):
+            instance = self._instances[instance_id]
+            if not self._ledger.fits(instance.spec.options.cpu):
+                continue
+            self._pending.remove(instance_id)
+            self._ledger.allocate(instance_id, instance.spec.options.cpu)
+            self._spawn(instance)
+
+    def _spawn(self, instance: _Instance) -> None:
+        instance.state = "starting"
+        spec = instance.spec
+        env = dict(spec.options.env_vars)
+        env.update(
+            YR_INSTANCE_ID=instance.instance_id,
+            YR_CLASS_NAME=spec.class_info.class_name,
+            YR_CONTROL_ADDRESS=self._control.address,
+            YR_SESSION_TOKEN=self.session_token,
+        )
+        self._zygote.send(
+            {
+                "op": "spawn",
+                "instance_id": instance.instance_id,
+                "incarnation": instance.incarnation,
+                "class_name": spec.class_info.class_name,
+                "payload": spec.payload,
+                "concurrency": spec.options.concurrency,
+                "env": env,
+                "log_socket": self._output.path if self._output else "",
+            }
+        )
+
+    def _expire_pending(self) -> None:
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                next_deadline = None
+                for instance_id in list(self._pending):
+                    instance = self._instances[instance_id]
+                    deadline = (
+                        instance.requested_at + instance.spec.options.schedule_timeout_ms / 1e3
+                    )
+                    if deadline <= now:
+                        self._pending.remove(instance_id)
+                        self._fail(instance, self._schedule_timeout_error(instance))
+                    elif next_deadline is None or deadline < next_deadline:
+                        next_deadline = deadline
+                wait = None if next_deadline is None else max(next_deadline - now, 0.01)
+                self._changed.wait(wait)
+
+    def _schedule_timeout_error(self, instance: _Instance) -> YRSchedulingError:
+        options = instance.spec.options
+        ledger = self._ledger
+        return YRSchedulingError(
+            f"instance {instance.label} could not be scheduled within "
+            f"{options.schedule_timeout_ms} ms: it requests {options.cpu}m CPU, but only "
+            f"{ledger.free}m of the local runtime's {ledger.total}m is free "
+            f"({ledger.used}m held by: {ledger.describe_holders()}; "
+            f"{len(self._pending)} more instance(s) waiting). This is a resource deadlock "
+            "when the holders wait for instances that cannot start: give supervisors less "
+            "CPU (for example cpu=100), raise yr.Config(num_cpus=...), or create fewer at once"
+        )
+
+    # -- events from the fork server --------------------------------------------------------
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        completions: list[Callable[[], None]] = []
+        with self._lock:
+            kind = event["event"]
+            instance = self._instances.get(event.get("instance_id", ""))
+            if kind == "zygote-exited":
+                self._on_zygote_exit(completions)
+            elif instance is None or event["incarnation"] != instance.incarnation:
+                pass  # a stale incarnation; its replacement is already on its way
+            elif kind == "spawned":
+                instance.pid = event["pid"]
+            elif kind == "ready" and instance.state == "starting":
+                instance.state = "ready"
+                instance.endpoint = Endpoint(f"127.0.0.1:{event['port']}", instance.incarnation)
+                completions.extend(self._release_waiters(instance))
+            elif kind == "exited":
+                self._on_exit(instance, event, completions)
+            self._changed.notify_all()
+        for complete in completions:
+            complete()
+
+    def _on_exit(self, instance: _Instance, event: dict[str, Any], completions: list) -> None:
+        if instance.state in ("terminated", "dead"):
+            instance.deaths.setdefault(
+                instance.incarnation,
+                DeathInfo(
+                    exit_code=event["exit_code"], signal=event["signal"], reason="terminated"
+                ),
+            )
+            return
+        # A crash: whatever it created goes with it, restart or not.
+        for child_id in list(instance.children):
+            self._terminate_locked(child_id, reason=f"its owner {instance.instance_id} died")
+        instance.children.clear()
+        instance.endpoint = None
+        will_restart = instance.restarts_left > 0
+        if will_restart:
+            instance.restarts_left -= 1
+        death = DeathInfo(
+            exit_code=event["exit_code"],
+            signal=event["signal"],
+            will_restart=will_restart,
+            restarts_left=instance.restarts_left,
+        )
+        instance.deaths[instance.incarnation] = death
+        if will_restart:
+            logger.warning("yr: instance %s %s; restarting it", instance.label, death.describe())
+            instance.incarnation += 1
+            self._spawn(instance)
+            return
+        error = YRInstanceDiedError(
+            instance.instance_id, instance.spec.class_info.class_name, death
+        )
+        completions.extend(self._fail(instance, error, state="dead"))
+
+    def _on_zygote_exit(self, completions: list) -> None:
+        for instance in self._instances.values():
+            if instance.error is None:
+                completions.extend(
+                    self._fail(instance, YRError("the local runtime's fork server stopped"))
+                )
+
+    # -- state changes ----------------------------------------------------------------------
+
+    def _release_waiters(self, instance: _Instance) -> list[Callable[[], None]]:
+        ready, waiting = [], []
+        for minimum, future in instance.waiters:
+            (ready if minimum <= instance.incarnation else waiting).append(future)
+        instance.waiters = waiting
+        endpoint = instance.endpoint
+        return [lambda f=future: _settle(f, result=endpoint) for future in ready]
+
+    def _fail(
+        self, instance: _Instance, error: BaseException, *, state: str = "dead"
+    ) -> list[Callable[[], None]]:
+        instance.state = state
+        instance.error = error
+        instance.endpoint = None
+        self._ledger.release(instance.instance_id)
+        options = instance.spec.options
+        if (
+            options.name
+            and self._named.get((options.namespace, options.name)) == instance.instance_id
+        ):
+            del self._named[(options.namespace, options.name)]
+        waiters, instance.waiters = instance.waiters, []
+        self._schedule()
+        self._changed.notify_all()
+        actions = [lambda f=future: _settle(f, error=error) for _, future in waiters]
+        if threading.current_thread() is self._timer or not actions:
+            for action in actions:  # no caller to hand them to: settle now
+                action()
+            return []
+        return actions
+
+    def _terminate_locked(self, instance_id: str, *, reason: str) -> list[int]:
+        instance = self._instances.get(instance_id)
+        if instance is None or instance.state in ("terminated", "dead"):
+            return []
+        stopped = []
+        for child_id in list(instance.children):
+            stopped += self._terminate_locked(
+                child_id, reason=f"its owner {instance_id} was {reason}"
+            )
+        if instance_id in self._pending:
+            self._pending.remove(instance_id)
+        was_running = instance.state in ("starting", "ready")
+        actions = self._fail(
+            instance, YRError(f"instance {instance.label} was {reason}"), state="terminated"
+        )
+        for action in actions:
+            action()
+        if was_running:
+            self._zygote.send({"op": "kill", "instance_id": instance_id})
+            stopped.append(instance.incarnation)
+        owner = self._instances.get(instance.owner_id or "")
+        if owner is not None:
+            owner.children.discard(instance_id)
+        return stopped
+
+    # -- the Runtime contract ---------------------------------------------------------------
+
+    def endpoint(self, instance_id: str, *, min_incarnation: int = 0) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None:
+                future.set_exception(YRError(f"no instance {instance_id} in this session"))
+            elif instance.error is not None:
+                future.set_exception(instance.error)
+            elif instance.state == "ready" and instance.incarnation >= min_incarnation:
+                future.set_result(instance.endpoint)
+            else:
+                instance.waiters.append((min_incarnation, future))
+        return future
+
+    def await_death(
+        self, instance_id: str, incarnation: int, *, timeout: float
+    ) -> DeathInfo | None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None:
+                return None
+            while incarnation not in instance.deaths:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return None
+                self._changed.wait(remaining)
+            return instance.deaths[incarnation]
+
+    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
+        with self._lock:
+            if instance_id not in self._instances:
+                raise YRError(f"no instance {instance_id} in this session")
+            subtree = self._subtree(instance_id)
+            self._terminate_locked(instance_id, reason="terminated")
+            self._changed.notify_all()
+            if not wait:
+                return
+            deadline = time.monotonic() + TERMINATE_WAIT_S
+            while any(self._alive_process(i) for i in subtree):
+                if not self._changed.wait(max(deadline - time.monotonic(), 0)):
+                    break
+
+    def _subtree(self, instance_id: str) -> list[_Instance]:
+        instance = self._instances[instance_id]
+        found = [instance]
+        for child_id in instance.children:
+            found += self._subtree(child_id)
+        return found
+
+    def _alive_process(self, instance: _Instance) -> bool:
+        return instance.pid is not None and instance.incarnation not in instance.deaths
+
+    def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
+        with self._lock:
+            instance_id = self._named.get((namespace, name))
+            if instance_id is None:
+                raise ValueError(f"no instance named {name!r} in namespace {namespace!r}")
+            return instance_id, self._instances[instance_id].spec.class_info
+
+    def resources(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {
+                    "node": "local",
+                    "cpu_total": self._ledger.total,
+                    "cpu_used": self._ledger.used,
+                    "cpu_free": self._ledger.free,
+                    "instances": sum(1 for i in self._instances.values() if i.error is None),
+                    "pending": len(self._pending),
+                    "holders": self._ledger.holders(),
+                }
+            ]
+
+    def pids(self) -> dict[str, int]:
+        """Process ids of the live instances (for tests and tooling)."""
+        with self._lock:
+            return {
+                i.instance_id: i.pid
+                for i in self._instances.values()
+                if i.pid is not None and i.error is None
+            }
+
+    @property
+    def zygote_pid(self) -> int:
+        return self._zygote.pid
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            for instance in list(self._instances.values()):
+                if instance.owner_id is None:
+                    self._terminate_locked(instance.instance_id, reason="finalized")
+            self._closed = True
+            self._changed.notify_all()
+        self._zygote.close()
+        self._control.stop()
+        if self._output is not None:
+            self._output.stop()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise YRError("the local runtime was shut down")
+
+
+def _settle(
+    future: concurrent.futures.Future, *, result: Any = None, error: BaseException | None = None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

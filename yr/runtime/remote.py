@@ -1,0 +1,97 @@
+"""RemoteRuntime: how an instance process uses its driver's local runtime, over gRPC."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from typing import Any
+
+import grpc
+
+from yr import serialization
+from yr.errors import DeathInfo, YRError
+from yr.protocol import CHANNEL_OPTIONS, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
+from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
+from yr.runtime.local.control import ERROR_METADATA_KEY
+
+
+def _unwrap(error: grpc.RpcError) -> BaseException:
+    for key, value in error.trailing_metadata() or ():
+        if key == ERROR_METADATA_KEY:
+            try:
+                return serialization.loads(value)
+            except Exception:
+                break
+    return YRError(f"the driver's runtime refused the request: {error.details()}")
+
+
+class RemoteRuntime(Runtime):
+    """The Runtime contract, forwarded to the driver that started this instance."""
+
+    def __init__(self, address: str, token: str) -> None:
+        self.session_token = token
+        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._stub = yr_pb2_grpc.RuntimeStub(self._channel)
+        self._metadata = ((TOKEN_METADATA_KEY, token),)
+
+    @classmethod
+    def from_environment(cls) -> RemoteRuntime:
+        return cls(os.environ["YR_CONTROL_ADDRESS"], os.environ["YR_SESSION_TOKEN"])
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise _unwrap(error) from None
+
+    def create(self, spec: InstanceSpec, *, owner_id: str | None) -> str:
+        request = yr_pb2.CreateRequest(owner_id=owner_id or "", spec=serialization.dumps(spec))
+        return self._call(self._stub.Create, request).instance_id
+
+    def endpoint(self, instance_id: str, *, min_incarnation: int = 0) -> concurrent.futures.Future:
+        result: concurrent.futures.Future = concurrent.futures.Future()
+        call = self._stub.Resolve.future(
+            yr_pb2.ResolveRequest(instance_id=instance_id, min_incarnation=min_incarnation),
+            metadata=self._metadata,
+        )
+
+        def done(reply_future: grpc.Future) -> None:
+            try:
+                reply = reply_future.result()
+            except grpc.RpcError as error:
+                result.set_exception(_unwrap(error))
+                return
+            result.set_result(Endpoint(reply.address, reply.incarnation))
+
+        call.add_done_callback(done)
+        return result
+
+    def await_death(
+        self, instance_id: str, incarnation: int, *, timeout: float
+    ) -> DeathInfo | None:
+        reply = self._call(
+            self._stub.AwaitDeath,
+            yr_pb2.AwaitDeathRequest(
+                instance_id=instance_id, incarnation=incarnation, timeout_s=timeout
+            ),
+        )
+        return serialization.loads(reply.death) if reply.death else None
+
+    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
+        self._call(
+            self._stub.Terminate, yr_pb2.TerminateRequest(instance_id=instance_id, wait=wait)
+        )
+
+    def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
+        record = self._call(
+            self._stub.GetNamed, yr_pb2.GetNamedRequest(name=name, namespace=namespace)
+        )
+        info = ClassInfo(record.class_name, serialization.loads(record.method_meta))
+        return record.instance_id, info
+
+    def resources(self) -> list[dict[str, Any]]:
+        reply = self._call(self._stub.Resources, yr_pb2.ResourcesRequest())
+        return serialization.loads(reply.resources)
+
+    def shutdown(self) -> None:
+        self._channel.close()

@@ -1,0 +1,87 @@
+"""cloudpickle in and out, with errors that name the value that could not be pickled."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import pickle
+import sys
+from typing import Any
+
+import cloudpickle
+
+from yr.errors import YRSerializationError
+
+WRAPPED_CLASS_ATTRIBUTE = "__yr_wrapped_class__"
+
+
+def _wrapped_class(module_name: str, qualname: str) -> type:
+    """Import the class that ``@yr.instance`` replaced by a creator in its module."""
+    target: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return getattr(target, WRAPPED_CLASS_ATTRIBUTE, target)
+
+
+class _Pickler(cloudpickle.CloudPickler):
+    """cloudpickle that pickles decorated classes by reference although their module name
+    now points at the ``@yr.instance`` creator, not at the class itself."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, type):
+            module_name = getattr(obj, "__module__", None)
+            if module_name and module_name != "__main__" and module_name in sys.modules:
+                holder: Any = sys.modules[module_name]
+                try:
+                    for part in obj.__qualname__.split("."):
+                        holder = getattr(holder, part)
+                except AttributeError:
+                    holder = None
+                if getattr(holder, WRAPPED_CLASS_ATTRIBUTE, None) is obj:
+                    return _wrapped_class, (module_name, obj.__qualname__)
+        return super().reducer_override(obj)
+
+
+def dumps(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+def loads(data: bytes | memoryview) -> Any:
+    return pickle.loads(data)
+
+
+def dumps_call_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], *, target: str) -> bytes:
+    """Pickle ``(args, kwargs)``; on failure, say which argument and why."""
+    try:
+        return dumps((args, kwargs))
+    except Exception as whole_error:
+        for label, value in _labelled(args, kwargs):
+            try:
+                dumps(value)
+            except Exception as error:
+                raise YRSerializationError(
+                    f"{label} of {target} cannot be serialized: {type(error).__name__}: {error}. "
+                    "Arguments travel to another process with cloudpickle; pass plain data, or "
+                    "create the object inside the instance."
+                ) from error
+        raise YRSerializationError(
+            f"the arguments of {target} cannot be serialized: {whole_error}"
+        ) from whole_error
+
+
+def dumps_named(value: Any, *, what: str) -> bytes:
+    try:
+        return dumps(value)
+    except Exception as error:
+        raise YRSerializationError(
+            f"{what} cannot be serialized: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _labelled(args: tuple[Any, ...], kwargs: dict[str, Any]):
+    for position, value in enumerate(args):
+        yield f"argument {position} ({type(value).__name__})", value
+    for name, value in kwargs.items():
+        yield f"argument {name!r} ({type(value).__name__})", value

@@ -1,0 +1,288 @@
+"""The instance server: one user object behind gRPC, run by every local process and every pod.
+
+``python -m yr.server`` reads its configuration from the environment (see
+docs/kubernetes-contract.md); the local runtime calls :func:`serve` in a forked process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hmac
+import inspect
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from yr import serialization
+from yr.protocol import (
+    PROTOCOL_METADATA_KEY,
+    PROTOCOL_VERSION,
+    SERVER_OPTIONS,
+    TOKEN_METADATA_KEY,
+    yr_pb2,
+    yr_pb2_grpc,
+)
+
+# A caller whose seq numbers have a gap this long (a lost call) is let through anyway.
+SEQUENCE_GAP_TIMEOUT_S = 30.0
+
+
+class CallOrder:
+    """Admits each caller's calls strictly in their seq order, whatever order they arrive in."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+        self._waiting: dict[str, dict[int, asyncio.Future[None]]] = {}
+
+    async def admit(self, caller: str, seq: int) -> None:
+        expected = self._next.get(caller, 0)
+        if seq <= expected:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(caller, {})[seq] = waiter
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), SEQUENCE_GAP_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            self._waiting[caller].pop(seq, None)
+            self._next[caller] = seq  # give up on the missing calls
+
+    def done(self, caller: str, seq: int) -> None:
+        """Mark ``seq`` admitted; wake the caller's next call if it is already waiting."""
+        following = max(self._next.get(caller, 0), seq + 1)
+        self._next[caller] = following
+        waiter = self._waiting.get(caller, {}).pop(following, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class UserObject:
+    """Builds the user's object from the payload and runs its methods, in worker threads."""
+
+    def __init__(self, payload: bytes, *, class_name: str) -> None:
+        self.class_name = class_name
+        self._payload = payload
+        self.instance: Any = None
+        self.init_error: yr_pb2.RemoteError | None = None
+
+    def construct(self) -> None:
+        try:
+            cls, args, kwargs = serialization.loads(self._payload)
+            self.instance = cls(*args, **kwargs)
+        except BaseException as error:
+            self.init_error = remote_error(error, context=f"__init__ of {self.class_name}")
+        finally:
+            self._payload = b""
+
+    def run(self, method: str, arguments: bytes) -> yr_pb2.CallReply:
+        if self.init_error is not None:
+            return yr_pb2.CallReply(error=self.init_error)
+        try:
+            target = getattr(self.instance, method)
+            args, kwargs = serialization.loads(arguments)
+            args = resolve_refs(args)
+            kwargs = {
+                key: value
+                for key, value in zip(kwargs, resolve_refs(kwargs.values()), strict=False)
+            }
+            result = target(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_await(result))
+        except BaseException as error:
+            return yr_pb2.CallReply(error=remote_error(error))
+        try:
+            return yr_pb2.CallReply(
+                value=serialization.dumps_named(
+                    result, what=f"the return value of {self.class_name}.{method}"
+                )
+            )
+        except BaseException as error:
+            return yr_pb2.CallReply(error=remote_error(error))
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def resolve_refs(values: Any) -> list[Any]:
+    """Replace ``ObjectRef`` arguments by their values (refs arrive already resolved)."""
+    from yr.refs import ObjectRef
+
+    return [value.result() if isinstance(value, ObjectRef) else value for value in values]
+
+
+def remote_error(error: BaseException, *, context: str = "") -> yr_pb2.RemoteError:
+    formatted = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    if context:
+        formatted = f"(raised in {context})\n{formatted}"
+    try:
+        blob = serialization.dumps(error)
+        serialization.loads(blob)
+    except Exception:
+        blob = b""
+    return yr_pb2.RemoteError(
+        exception=blob,
+        type_name=f"{type(error).__module__}.{type(error).__qualname__}",
+        message=str(error),
+        traceback=formatted,
+    )
+
+
+class InstanceServicer(yr_pb2_grpc.InstanceServicer):
+    """The gRPC face of one instance: authenticates, orders, and runs calls."""
+
+    def __init__(
+        self,
+        user: UserObject,
+        *,
+        instance_id: str,
+        token: str,
+        concurrency: int,
+    ) -> None:
+        self._user = user
+        self._instance_id = instance_id
+        self._token = token.encode()
+        self._order = CallOrder()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="yr-method"
+        )
+        self.constructed = asyncio.Event()
+
+    async def construct(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._user.construct)
+        self.constructed.set()
+
+    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        token = b""
+        version = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == TOKEN_METADATA_KEY:
+                token = value.encode() if isinstance(value, str) else value
+            elif key == PROTOCOL_METADATA_KEY:
+                version = value
+        if not hmac.compare_digest(token, self._token):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"instance {self._instance_id} refused the call: missing or wrong session token",
+            )
+        if version != str(PROTOCOL_VERSION):
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"yr protocol mismatch: the caller speaks version {version or 'unknown'}, "
+                f"instance {self._instance_id} speaks {PROTOCOL_VERSION}; "
+                "use the same yr version on both sides",
+            )
+
+    async def Hello(self, request, context):
+        await self._authorize(context)
+        return yr_pb2.HelloReply(
+            protocol_version=PROTOCOL_VERSION,
+            instance_id=self._instance_id,
+            class_name=self._user.class_name,
+            pid=os.getpid(),
+        )
+
+    async def Call(self, request, context):
+        await self._authorize(context)  # before anything in the request is unpickled
+        if not self.constructed.is_set():
+            await self.constructed.wait()
+        caller, seq = request.caller, request.seq
+        await self._order.admit(caller, seq)
+        running = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._user.run, request.method, request.arguments
+        )
+        self._order.done(caller, seq)
+        return await running
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def serve(
+    *,
+    payload: bytes,
+    instance_id: str,
+    class_name: str,
+    token: str,
+    host: str,
+    port: int,
+    concurrency: int,
+    on_listening: Callable[[int], None] | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve one instance until SIGTERM/SIGINT; report the bound port when ready."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    servicer = InstanceServicer(
+        UserObject(payload, class_name=class_name),
+        instance_id=instance_id,
+        token=token,
+        concurrency=concurrency,
+    )
+    yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    bound = server.add_insecure_port(_join_host_port(host, port))
+    if bound == 0:
+        raise OSError(f"instance server could not bind {host}:{port}")
+    await server.start()
+    if on_listening is not None:
+        on_listening(bound)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await servicer.construct()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    if on_ready is not None:
+        on_ready(bound)
+    await stopping.wait()
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=1.0)
+    servicer.shutdown()
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def main() -> None:
+    """Entry point of an instance pod: configuration comes from the environment."""
+    env = os.environ
+    payload_file = env.get("YR_PAYLOAD_FILE", "/var/run/yr/payload/payload")
+    token = env.get("YR_SESSION_TOKEN", "")
+    if not token:
+        sys.exit("yr.server: YR_SESSION_TOKEN is not set; refusing to serve without a secret")
+    try:
+        with open(payload_file, "rb") as handle:
+            payload = handle.read()
+    except OSError as error:
+        sys.exit(f"yr.server: cannot read the instance payload {payload_file}: {error}")
+    instance_id = env.get("YR_INSTANCE_NAME", "instance")
+    from yr import session
+
+    session.attach_instance(instance_id=instance_id)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    threading.current_thread().name = f"yr-instance-{instance_id}"
+    asyncio.run(
+        serve(
+            payload=payload,
+            instance_id=instance_id,
+            class_name=env.get("YR_CLASS_NAME", "instance"),
+            token=token,
+            host=env.get("YR_POD_IP", "0.0.0.0"),
+            port=int(env.get("YR_PORT", "50051")),
+            concurrency=int(env.get("YR_CONCURRENCY", "1")),
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
