@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ class _Call:
     kwargs: dict[str, Any]
     arguments: bytes | None  # pickled once every ObjectRef argument is ready
     refs: list[ObjectRef]
+    order: int = 0  # submission order, to put a re-sent call back in its place
 
 
 @dataclass
@@ -86,6 +88,7 @@ class CallClient:
             max_workers=4, thread_name_prefix="yr-client"
         )
         self._closed = False
+        self._order = itertools.count()
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -108,7 +111,7 @@ class CallClient:
             None if waiting else serialization.dumps_call_arguments(args, kwargs, target=target)
         )
         refs = [ObjectRef() for _ in range(max(return_nums, 1))]
-        call = _Call(method, args, kwargs, arguments, refs)
+        call = _Call(method, args, kwargs, arguments, refs, next(self._order))
         if return_nums == 0:
             refs = []
         pipeline = self._pipeline(instance_id, class_info)
@@ -287,6 +290,7 @@ class CallClient:
             )
             return
         died = YRInstanceDiedError(pipeline.instance_id, pipeline.class_info.class_name, death)
+        resend = death.will_restart and _never_delivered(error)
         with pipeline.lock:
             if pipeline.endpoint is not None and pipeline.endpoint.incarnation == incarnation:
                 pipeline.endpoint = None
@@ -294,7 +298,11 @@ class CallClient:
             pipeline.min_incarnation = max(pipeline.min_incarnation, incarnation + 1)
             if not death.will_restart:
                 pipeline.failure = died
-        _fail(call, died)
+            if resend:  # it never reached the dead incarnation: the next one serves it
+                position = sum(1 for queued in pipeline.queue if queued.order < call.order)
+                pipeline.queue.insert(position, call)
+        if not resend:
+            _fail(call, died)
         self._drain(pipeline)
 
     def close(self) -> None:
@@ -304,6 +312,14 @@ class CallClient:
         for channel in channels:
             channel.close()
         self._helpers.shutdown(wait=False, cancel_futures=True)
+
+
+def _never_delivered(error: grpc.RpcError) -> bool:
+    """True when the transport failed before the call reached the instance (nothing ran)."""
+    details = (error.details() or "").lower()
+    return error.code() == grpc.StatusCode.UNAVAILABLE and (
+        "connection refused" in details or "failed to connect" in details
+    )
 
 
 def _deliver(call: _Call, value: Any) -> None:

@@ -66,6 +66,7 @@ class LocalRuntime(Runtime):
         self._instances: dict[str, _Instance] = {}
         self._named: dict[tuple[str, str], str] = {}
         self._pending: list[str] = []
+        self._spawned_pids: set[int] = set()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._closed = False
@@ -208,6 +209,7 @@ class LocalRuntime(Runtime):
                 pass  # a stale incarnation; its replacement is already on its way
             elif kind == "spawned":
                 instance.pid = event["pid"]
+                self._spawned_pids.add(event["pid"])
             elif kind == "ready" and instance.state == "starting":
                 instance.state = "ready"
                 instance.endpoint = Endpoint(f"127.0.0.1:{event['port']}", instance.incarnation)
@@ -401,6 +403,11 @@ class LocalRuntime(Runtime):
                 for i in self._instances.values()
                 if i.pid is not None and i.error is None
             }
+
+    def spawned_pids(self) -> set[int]:
+        """Every instance process this runtime ever started, dead or alive."""
+        with self._lock:
+            return set(self._spawned_pids)
 
     @property
     def zygote_pid(self) -> int:

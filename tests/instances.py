@@ -1,0 +1,118 @@
+"""Instance classes the local-runtime tests create (importable, so children can load them)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import yr
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Counter:
+    def __init__(self, start: int = 0) -> None:
+        self.value = start
+        self.seen: list[int] = []
+        self.pid_at_init = os.getpid()
+
+    def add(self, amount: int = 1) -> int:
+        self.value += amount
+        return self.value
+
+    def record(self, item: int) -> None:
+        self.seen.append(item)
+
+    def history(self) -> list[int]:
+        return self.seen
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def init_pid(self) -> int:
+        return self.pid_at_init
+
+    def sleep(self, seconds: float) -> int:
+        time.sleep(seconds)
+        return os.getpid()
+
+    def fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    def echo(self, value):
+        return value
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    @yr.method(return_nums=2)
+    def pair(self, a, b):
+        return a, b
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100, concurrency=2))
+class Rendezvous:
+    def __init__(self) -> None:
+        self.barrier = threading.Barrier(2, timeout=10)
+
+    def meet(self) -> str:
+        self.barrier.wait()  # only passes if two calls run at the same time
+        return "met"
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class BrokenInit:
+    def __init__(self) -> None:
+        raise RuntimeError("cannot start: missing configuration")
+
+    def ping(self) -> str:
+        return "pong"
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Node:
+    """A tree node: ``grow(depth)`` creates a chain of children below it."""
+
+    def __init__(self) -> None:
+        self.children: list = []
+
+    def grow(self, depth: int) -> list[int]:
+        pids = [os.getpid()]
+        if depth > 1:
+            child = Node.invoke()
+            self.children.append(child)
+            pids += yr.get(child.grow.invoke(depth - 1))
+        return pids
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Supervisor:
+    """Keeps one worker; replaces it if it dies."""
+
+    def __init__(self) -> None:
+        self.worker = Counter.invoke()
+
+    def worker_pid(self) -> int:
+        return yr.get(self.worker.pid.invoke())
+
+    def work_or_replace(self, seconds: float) -> str:
+        try:
+            yr.get(self.worker.sleep.invoke(seconds))
+            return "worked"
+        except yr.YRInstanceDiedError as error:
+            self.worker = Counter.invoke()
+            yr.get(self.worker.pid.invoke())
+            return f"replaced after: {error}"
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=1000))
+class GreedySupervisor:
+    def start(self, workers: int) -> list[str]:
+        team = [
+            Counter.options(yr.InvokeOptions(cpu=1000, schedule_timeout_ms=3000)).invoke()
+            for _ in range(workers)
+        ]
+        return yr.get([w.add.invoke() for w in team], timeout=60)

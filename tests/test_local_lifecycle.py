@@ -1,0 +1,141 @@
+"""Fate sharing, crashes and restarts on the local runtime, checked on real process ids."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import yr
+from tests.instances import Counter, Node, Supervisor
+from tests.support import alive, all_dead, wait_for
+
+
+def test_terminating_a_subtree_root_ends_exactly_that_subtree(local_runtime):
+    doomed, survivor = Node.invoke(), Node.invoke()
+    doomed_pids = yr.get(doomed.grow.invoke(3))
+    survivor_pids = yr.get(survivor.grow.invoke(3))
+    assert len(set(doomed_pids + survivor_pids)) == 6
+
+    doomed.terminate(is_sync=True)
+
+    wait_for(lambda: all_dead(doomed_pids), timeout=10, what="the subtree's processes to exit")
+    assert all(alive(pid) for pid in survivor_pids)
+    assert yr.get(survivor.pid.invoke()) == survivor_pids[0]
+
+
+def test_finalize_ends_every_instance_process(local_runtime):
+    root = Node.invoke()
+    pids = yr.get(root.grow.invoke(3))
+    yr.finalize()
+    wait_for(lambda: all_dead(pids), timeout=10, what="every instance process to exit")
+    yr.init(yr.Config(num_cpus=1))  # the fixture finalizes a session of its own
+
+
+def test_calls_after_finalize_are_refused(local_runtime):
+    counter = Counter.invoke()
+    yr.finalize()
+    with pytest.raises(yr.YRNotInitializedError, match="finalize"):
+        counter.add.invoke()
+    yr.init(yr.Config(num_cpus=1))
+
+
+def test_a_call_in_flight_when_the_process_is_killed_names_the_signal(local_runtime):
+    counter = Counter.invoke()
+    pid = yr.get(counter.pid.invoke())
+    in_flight = counter.sleep.invoke(30)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(yr.YRInstanceDiedError, match="SIGKILL") as caught:
+        yr.get(in_flight, timeout=30)
+    assert caught.value.signal == signal.SIGKILL
+    assert not caught.value.will_restart
+    assert counter.instance_id in str(caught.value)
+
+
+def test_recover_retry_times_restarts_a_killed_instance_with_init_run_again(local_runtime):
+    retrying = yr.InvokeOptions(cpu=100, recover_retry_times=1)
+    counter = Counter.options(retrying).invoke(5)
+    yr.get(counter.add.invoke(1))
+    first_pid = yr.get(counter.pid.invoke())
+    in_flight = counter.sleep.invoke(30)
+    os.kill(first_pid, signal.SIGKILL)
+    with pytest.raises(yr.YRInstanceDiedError, match="will be restarted"):
+        yr.get(in_flight, timeout=30)
+
+    assert yr.get(counter.add.invoke(0), timeout=30) == 5  # state rebuilt by __init__
+    new_pid = yr.get(counter.init_pid.invoke())
+    assert new_pid != first_pid and alive(new_pid)
+
+
+def test_an_instance_dies_for_good_once_its_restarts_are_spent(local_runtime):
+    counter = Counter.options(yr.InvokeOptions(cpu=100, recover_retry_times=1)).invoke()
+    outcomes = []
+    for _ in range(2):
+        pid = yr.get(counter.pid.invoke(), timeout=30)
+        in_flight = counter.sleep.invoke(30)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(yr.YRInstanceDiedError) as caught:
+            yr.get(in_flight, timeout=30)
+        outcomes.append(caught.value.will_restart)
+    assert outcomes == [True, False]
+    with pytest.raises(yr.YRInstanceDiedError, match="will not be restarted"):
+        yr.get(counter.pid.invoke(), timeout=30)
+
+
+def test_a_supervisor_can_catch_a_dead_worker_and_replace_it(local_runtime):
+    supervisor = Supervisor.invoke()
+    worker_pid = yr.get(supervisor.worker_pid.invoke())
+    outcome = supervisor.work_or_replace.invoke(30)
+    wait_for(lambda: alive(worker_pid), timeout=5, what="the worker")
+    os.kill(worker_pid, signal.SIGKILL)
+    report = yr.get(outcome, timeout=30)
+    assert report.startswith("replaced after:") and "SIGKILL" in report
+    assert yr.get(supervisor.worker_pid.invoke()) != worker_pid
+
+
+def test_a_crashed_owner_takes_its_children_with_it(local_runtime):
+    owner = Node.options(yr.InvokeOptions(cpu=100, recover_retry_times=1)).invoke()
+    pids = yr.get(owner.grow.invoke(3))
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: all_dead(pids[1:]), timeout=10, what="the crashed owner's children to go")
+    assert yr.get(owner.pid.invoke(), timeout=30) not in pids  # restarted, alone
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys, time
+    import yr
+    from tests.instances import Node
+    yr.init(yr.Config(num_cpus=8))
+    pids = yr.get(Node.invoke().grow.invoke(3)) + yr.get(Node.invoke().grow.invoke(2))
+    print(" ".join(map(str, pids)), flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_killing_the_driver_leaves_no_instance_process_alive():
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    try:
+        line = driver.stdout.readline()
+        pids = [int(pid) for pid in line.split()]
+        assert len(pids) == 5 and all(alive(pid) for pid in pids)
+        import psutil
+
+        helpers = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+        wait_for(lambda: all_dead(pids + helpers), timeout=5, what="orphans to exit")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
