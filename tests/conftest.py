@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.local_fixtures"]
+pytest_plugins = ["tests.local_fixtures", "tests.cluster.fixtures"]

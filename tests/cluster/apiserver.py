@@ -1,0 +1,140 @@
+"""`python -m tests.cluster.apiserver`: the emulated Kubernetes API with GC and scheduler inside.
+
+Serves on loopback (ephemeral port unless --port), registers CRDs from --crd files, writes a
+kubeconfig (--kubeconfig, default a temp file) and prints its path once it is serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from tests.cluster.gc import GarbageCollector
+from tests.cluster.handlers import Handlers
+from tests.cluster.resources import Registry
+from tests.cluster.scheduler import Scheduler
+from tests.cluster.store import Store
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+def kubeconfig_text(server: str, namespace: str = "default") -> str:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "yr-local", "cluster": {"server": server}}],
+        "users": [{"name": "yr-local", "user": {}}],
+        "contexts": [
+            {
+                "name": "yr-local",
+                "context": {"cluster": "yr-local", "user": "yr-local", "namespace": namespace},
+            }
+        ],
+        "current-context": "yr-local",
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def write_kubeconfig(path: Path, server: str) -> None:
+    """Write atomically: readers poll for the file to know the server is up."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(kubeconfig_text(server))
+    os.replace(tmp, path)
+
+
+def load_crd_documents(paths: list[str]) -> list[dict[str, Any]]:
+    """Every CustomResourceDefinition document in the given YAML files."""
+    crds = []
+    for path in paths:
+        for doc in yaml.safe_load_all(Path(path).read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+                crds.append(doc)
+    return crds
+
+
+def build_cluster(crd_paths: list[str], gc: bool = True, scheduler: bool = True):
+    """The store with default namespaces and CRDs, plus the controllers to run beside it."""
+    store = Store(Registry())
+    ns_rt = store.registry.get("", "v1", "namespaces")
+    crd_rt = store.registry.get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    assert ns_rt is not None and crd_rt is not None
+    for name in DEFAULT_NAMESPACES:
+        store.create(ns_rt, "", {"metadata": {"name": name}})
+    for crd in load_crd_documents(crd_paths):
+        store.create(crd_rt, "", crd)
+    controllers = []
+    if gc:
+        controllers.append(GarbageCollector(store))
+    if scheduler:
+        controllers.append(Scheduler(store))
+    return store, controllers
+
+
+async def serve(args: argparse.Namespace) -> None:
+    store, controllers = build_cluster(args.crd, gc=not args.no_gc, scheduler=not args.no_scheduler)
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    Handlers(store).routes(app)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server = f"http://{args.host}:{port}"
+    kubeconfig = Path(args.kubeconfig or tempfile.mkstemp(prefix="yr-kubeconfig-")[1]).resolve()
+    write_kubeconfig(kubeconfig, server)
+    print(f"API server listening on {server}", flush=True)
+    print(f"kubeconfig: {kubeconfig}", flush=True)
+    tasks = [asyncio.create_task(c.run()) for c in controllers]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.exit_with_stdin:  # the fixture holds our stdin: its death closes the pipe
+        loop.add_reader(sys.stdin.fileno(), lambda: _stdin_ready(stop))
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await runner.cleanup()
+
+
+def _stdin_ready(stop: asyncio.Event) -> None:
+    if not os.read(sys.stdin.fileno(), 4096):
+        stop.set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster.apiserver", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to serve on")
+    parser.add_argument("--port", type=int, default=0, help="port (default: an ephemeral one)")
+    parser.add_argument("--kubeconfig", help="where to write the kubeconfig (default: temp file)")
+    parser.add_argument("--crd", action="append", default=[], help="CRD YAML file (repeatable)")
+    parser.add_argument("--no-gc", action="store_true", help="do not run the garbage collector")
+    parser.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler")
+    parser.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="stop when stdin reaches EOF (the parent died)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""HTTP face of the emulated API server: URL routing, verbs, watch streams and discovery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tests.cluster import kinds, tables
+from tests.cluster.meta import ApiError, bad_request, conflict
+from tests.cluster.patches import apply_patch
+from tests.cluster.resources import ResourceType
+from tests.cluster.selectors import field_selector, label_selector
+from tests.cluster.store import Store, Watch
+
+LOG_DIR_ANNOTATION = "emulated.yr.dev/log-dir"
+VERSION = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0-yr-emulated",
+    "platform": "linux/amd64",
+    "goVersion": "go1.23",
+    "compiler": "gc",
+}
+DEFAULT_WATCH_TIMEOUT = 1800.0
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(body), status=status, content_type="application/json")
+
+
+def _out(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    """Serve a CRD object under the version the client asked for (no conversion needed)."""
+    return obj if obj.get("apiVersion") == rt.api_version else {**obj, "apiVersion": rt.api_version}
+
+
+class Handlers:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._dispatch(request)
+        except ApiError as error:
+            return _json(error.status(), error.code)
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        registry = self.store.registry
+        if path in ("/healthz", "/readyz", "/livez"):
+            return web.Response(text="ok")
+        if path == "/version":
+            return _json(VERSION)
+        if path == "/api":
+            host = request.host
+            return _json(
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": host}
+                    ],
+                }
+            )
+        if path == "/apis":
+            return _json(registry.group_list())
+        parts = path.strip("/").split("/")
+        if parts[0] == "api" and len(parts) >= 2:
+            group, version, rest = "", parts[1], parts[2:]
+        elif parts[0] == "apis" and len(parts) >= 2:
+            if len(parts) == 2:
+                return self._doc(registry.group_doc(parts[1]))
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if not rest:
+            return self._doc(registry.resource_list(group, version))
+        namespace = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            inner = registry.get(group, version, rest[2])
+            if inner is not None and inner.namespaced:
+                namespace, rest = rest[1], rest[2:]
+        rt = registry.get(group, version, rest[0])
+        if rt is None or len(rest) > 3:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if sub is not None and sub not in rt.subresources:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if rt.namespaced and name is not None and namespace is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return await self._verb(request, rt, namespace, name, sub)
+
+    def _doc(self, doc: dict[str, Any] | None) -> web.Response:
+        if doc is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return _json(doc)
+
+    async def _verb(
+        self,
+        request: web.Request,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str | None,
+        sub: str | None,
+    ) -> web.StreamResponse:
+        method, query, ns = request.method, request.query, namespace or ""
+        if name is None:
+            if method == "GET":
+                if query.get("watch") in ("true", "1"):
+                    return await self._watch(request, rt, namespace)
+                return self._list(request, rt, namespace)
+            if method == "POST":
+                body = await self._body(request)
+                return _json(_out(rt, self.store.create(rt, ns, body)), 201)
+            if method == "DELETE":
+                return self._delete_collection(request, rt, namespace)
+        elif method == "GET" and sub == "log":
+            return self._log(rt, ns, name, query)
+        elif method == "GET":
+            obj = self.store.require(rt, ns, name)
+            if tables.wanted(request):
+                return _json(tables.render(self.store, rt, [obj], kind="Table"))
+            return _json(_out(rt, obj))
+        elif method == "POST" and sub == "binding":
+            return self._bind(rt, ns, name, await self._body(request))
+        elif method == "PUT":
+            body = await self._body(request)
+            return _json(_out(rt, self.store.update(rt, ns, name, lambda _: body, sub)))
+        elif method == "PATCH":
+            patch = await self._body(request)
+            ctype = request.headers.get("Content-Type", "")
+            obj = self.store.update(
+                rt, ns, name, lambda old: apply_patch(ctype, old, patch, rt.custom), sub
+            )
+            return _json(_out(rt, obj))
+        elif method == "DELETE":
+            options = dict(await self._body(request, optional=True) or {})
+            for key in ("gracePeriodSeconds", "propagationPolicy"):
+                if key in query:
+                    value = query[key]
+                    options[key] = int(value) if key == "gracePeriodSeconds" else value
+            obj, removed = self.store.delete(rt, ns, name, options)
+            if removed and not (rt.custom or rt.key == kinds.POD_KEY):
+                details = {"name": name, "kind": rt.plural, "uid": obj["metadata"]["uid"]}
+                return _json(
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": details,
+                    }
+                )
+            return _json(_out(rt, obj), 200 if removed else 202)
+        raise ApiError(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
+
+    async def _body(self, request: web.Request, optional: bool = False) -> Any:
+        raw = await request.read()
+        if not raw.strip():
+            if optional:
+                return None
+            raise bad_request("the request body is empty")
+        try:
+            return json.loads(raw)
+        except ValueError as error:
+            raise bad_request(f"the request body is not valid JSON: {error}") from None
+
+    def _selected(self, request: web.Request, rt: ResourceType, namespace: str | None):
+        labels = label_selector(request.query.get("labelSelector"))
+        fields = field_selector(request.query.get("fieldSelector"))
+        return [o for o in self.store.items(rt, namespace) if labels(o) and fields(o)]
+
+    def _list(self, request: web.Request, rt: ResourceType, namespace: str | None) -> web.Response:
+        items = self._selected(request, rt, namespace)
+        if tables.wanted(request):
+            return _json(tables.render(self.store, rt, items))
+        return _json(
+            {
+                "kind": f"{rt.kind}List",
+                "apiVersion": rt.api_version,
+                "metadata": {"resourceVersion": str(self.store.rv)},
+                "items": [_out(rt, o) for o in items],
+            }
+        )
+
+    def _delete_collection(self, request: web.Request, rt: ResourceType, namespace: str | None):
+        for obj in self._selected(request, rt, namespace):
+            meta = obj["metadata"]
+            if self.store.lookup(rt, meta.get("namespace", ""), meta["name"]) is not None:
+                self.store.delete(rt, meta.get("namespace", ""), meta["name"], {})
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+
+    def _bind(self, rt: ResourceType, ns: str, name: str, binding: dict[str, Any]) -> web.Response:
+        node = (binding.get("target") or {}).get("name")
+        if not node:
+            raise bad_request("binding target name is required")
+        pod = self.store.require(rt, ns, name)
+        if pod["spec"].get("nodeName"):
+            raise conflict(
+                rt.plural,
+                rt.group,
+                name,
+                f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"',
+            )
+        self.store.update(rt, ns, name, lambda p: kinds.bind(p, node))
+        self.store.update(rt, ns, name, lambda p: kinds.bind(p, node), "status")
+        return _json(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "code": 201,
+            },
+            201,
+        )
+
+    def _log(self, rt: ResourceType, ns: str, name: str, query: Any) -> web.Response:
+        pod = self.store.require(rt, ns, name)
+        containers = [c["name"] for c in pod["spec"].get("containers", [])]
+        container = query.get("container") or (containers[0] if containers else "")
+        node_rt = self.store.registry.get("", "v1", "nodes")
+        assert node_rt is not None
+        node = self.store.lookup(node_rt, "", pod["spec"].get("nodeName") or "")
+        log_dir = ((node or {}).get("metadata", {}).get("annotations") or {}).get(
+            LOG_DIR_ANNOTATION
+        )
+        if not log_dir:
+            raise bad_request(f'pod "{name}" has no logs yet (not running on an emulated node)')
+        path = Path(log_dir) / f"{ns}_{name}_{pod['metadata']['uid']}" / f"{container}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if "tailLines" in query:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-int(query["tailLines"]) :]) if int(query["tailLines"]) else ""
+        return web.Response(text=text, content_type="text/plain")
+
+    async def _watch(self, request: web.Request, rt: ResourceType, namespace: str | None):
+        query = request.query
+        watch = Watch(
+            rt.key,
+            namespace,
+            label_selector(query.get("labelSelector")),
+            field_selector(query.get("fieldSelector")),
+        )
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        try:
+            self.store.open_watch(watch, rt, query.get("resourceVersion"))
+        except ApiError as error:
+            await response.write(_line("ERROR", error.status()))
+            return response
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
+        try:
+            while (remaining := deadline - loop.time()) > 0:
+                try:
+                    event = await asyncio.wait_for(watch.queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                chunk = []
+                while True:
+                    kind = watch.translate(event)
+                    if kind:
+                        chunk.append(_line(kind, _out(rt, event.obj)))
+                    if watch.queue.empty():
+                        break
+                    event = watch.queue.get_nowait()
+                if chunk:
+                    await response.write(b"".join(chunk))
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            self.store.close_watch(watch)
+        return response
+
+
+def _line(kind: str, obj: dict[str, Any]) -> bytes:
+    return json.dumps({"type": kind, "object": obj}).encode() + b"\n"

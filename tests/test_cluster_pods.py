@@ -1,0 +1,227 @@
+"""The local cluster's node runs pods as processes and reports them as a kubelet would."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import grpc
+import psutil
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubernetes.client import CoreV1Api
+
+from tests.cluster.fixtures import LocalCluster
+from tests.cluster.testkit import (
+    container_pid,
+    grpc_server_pod,
+    is_ready,
+    pod_manifest,
+    python_pod,
+    terminated,
+    wait_pod,
+    wait_pod_gone,
+)
+from tests.cluster.waiting import wait_for
+
+NS = "default"
+
+
+@pytest.fixture(scope="module")
+def cluster(module_local_cluster) -> LocalCluster:
+    return module_local_cluster(cpu="16", memory="32Gi")
+
+
+@pytest.fixture
+def core(cluster: LocalCluster) -> Iterator[CoreV1Api]:
+    with cluster.api_client() as client:
+        yield CoreV1Api(client)
+
+
+def _health(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        request = health_pb2.HealthCheckRequest(service="")
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status
+
+
+def test_a_pod_serving_on_its_ip_becomes_running_ready_and_reachable(core: CoreV1Api):
+    core.create_namespaced_pod(NS, grpc_server_pod("serving"))
+
+    pod = wait_pod(core, NS, "serving", is_ready, "Ready")
+
+    assert pod.status.phase == "Running"
+    assert pod.status.pod_ip.startswith("127.") and pod.status.pod_ip != "127.0.0.1"
+    assert _health(f"{pod.status.pod_ip}:50051") == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_two_pods_listen_on_the_same_port_at_their_own_addresses(core: CoreV1Api):
+    for name in ("twin-a", "twin-b"):
+        core.create_namespaced_pod(NS, grpc_server_pod(name))
+
+    pods = [wait_pod(core, NS, name, is_ready, "Ready") for name in ("twin-a", "twin-b")]
+
+    assert pods[0].status.pod_ip != pods[1].status.pod_ip
+
+
+def test_deleting_a_pod_stops_its_process_and_then_the_pod_is_gone(core: CoreV1Api):
+    core.create_namespaced_pod(NS, grpc_server_pod("doomed"))
+    process = psutil.Process(container_pid(wait_pod(core, NS, "doomed", is_ready, "Ready")))
+
+    core.delete_namespaced_pod("doomed", NS)
+
+    wait_pod_gone(core, NS, "doomed")
+    assert not process.is_running()
+
+
+def test_a_pod_ignoring_sigterm_stays_terminating_until_its_grace_period_ends(
+    core: CoreV1Api, tmp_path
+):
+    armed = tmp_path / "armed"
+    code = (
+        "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        " pathlib.Path(sys.argv[1]).touch(); time.sleep(600)"
+    )
+    core.create_namespaced_pod(
+        NS, pod_manifest("stubborn", ["python", "-c", code, str(armed)], grace=1)
+    )
+    pod = wait_pod(core, NS, "stubborn", lambda p: p.status.phase == "Running", "Running")
+    wait_for(armed.exists, 10, "the pod to ignore SIGTERM")
+    process = psutil.Process(container_pid(pod))
+    started = time.monotonic()
+
+    core.delete_namespaced_pod("stubborn", NS)
+
+    assert core.read_namespaced_pod("stubborn", NS).metadata.deletion_timestamp is not None
+    assert process.is_running()
+    wait_pod_gone(core, NS, "stubborn")
+    assert time.monotonic() - started >= 1.0
+    assert not process.is_running()
+
+
+def test_a_crashing_pod_reports_its_exit_code(core: CoreV1Api):
+    core.create_namespaced_pod(NS, python_pod("crasher", "import sys; sys.exit(3)"))
+
+    pod = wait_pod(core, NS, "crasher", terminated, "terminated")
+
+    assert pod.status.phase == "Failed"
+    assert (terminated(pod).exit_code, terminated(pod).reason) == (3, "Error")
+
+
+def test_a_pod_killed_by_a_signal_reports_128_plus_the_signal(core: CoreV1Api):
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    core.create_namespaced_pod(NS, python_pod("killed", code))
+
+    state = terminated(wait_pod(core, NS, "killed", terminated, "terminated"))
+
+    assert (state.exit_code, state.reason) == (137, "Error")
+    assert "signal 9 (SIGKILL)" in state.message
+
+
+def test_a_pod_that_exits_zero_succeeds(core: CoreV1Api):
+    core.create_namespaced_pod(NS, python_pod("finisher", "print('done')"))
+
+    pod = wait_pod(core, NS, "finisher", terminated, "terminated")
+
+    assert pod.status.phase == "Succeeded"
+    assert (terminated(pod).exit_code, terminated(pod).reason) == (0, "Completed")
+
+
+def test_a_missing_executable_is_a_start_error(core: CoreV1Api):
+    core.create_namespaced_pod(NS, pod_manifest("nobinary", ["no-such-program-anywhere"]))
+
+    pod = wait_pod(core, NS, "nobinary", terminated, "terminated")
+
+    assert pod.status.phase == "Failed"
+    assert (terminated(pod).exit_code, terminated(pod).reason) == (128, "StartError")
+    assert "executable file not found" in terminated(pod).message
+
+
+def test_an_exec_readiness_probe_gates_readiness(core: CoreV1Api, tmp_path):
+    flag = tmp_path / "ready"
+    probe = {"exec": {"command": ["test", "-f", str(flag)]}, "periodSeconds": 1}
+    core.create_namespaced_pod(NS, python_pod("gated", "import time; time.sleep(600)", probe=probe))
+    pod = wait_pod(core, NS, "gated", lambda p: p.status.phase == "Running", "Running")
+    assert not is_ready(pod)
+
+    flag.touch()
+
+    wait_pod(core, NS, "gated", is_ready, "Ready")
+
+
+ENV_DUMP = """
+import json, os
+keys = ["POD_NAME", "POD_NAMESPACE", "POD_UID", "POD_IP", "TOKEN", "KUBECONFIG", "TOKEN_FILE"]
+env = {k: os.environ.get(k) for k in keys}
+env["file"] = open(os.environ["TOKEN_FILE"]).read()
+print(json.dumps(env))
+"""
+
+
+def _field(name: str, path: str) -> dict:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _env_pod(name: str) -> dict:
+    env = [
+        _field("POD_NAME", "metadata.name"),
+        _field("POD_NAMESPACE", "metadata.namespace"),
+        _field("POD_UID", "metadata.uid"),
+        {
+            "name": "TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": f"{name}-secret", "key": "token"}},
+        },
+        {"name": "TOKEN_FILE", "value": "/var/run/secrets/test/token"},
+    ]
+    body = python_pod(name, ENV_DUMP, env=env)
+    body["spec"]["volumes"] = [{"name": "creds", "secret": {"secretName": f"{name}-secret"}}]
+    body["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "creds", "mountPath": "/var/run/secrets/test", "readOnly": True}
+    ]
+    return body
+
+
+def _secret(name: str, token: str) -> dict:
+    return {"metadata": {"name": name}, "stringData": {"token": token}}
+
+
+def test_env_gets_field_refs_secrets_and_kubeconfig_and_secret_volumes_are_files(
+    core: CoreV1Api, cluster: LocalCluster
+):
+    core.create_namespaced_secret(NS, _secret("envdump-secret", "s3cret"))
+    created = core.create_namespaced_pod(NS, _env_pod("envdump"))
+
+    pod = wait_pod(core, NS, "envdump", lambda p: p.status.phase == "Succeeded", "Succeeded")
+
+    env = json.loads(cluster.pod_log(NS, "envdump"))
+    assert env["POD_NAME"] == "envdump" and env["POD_NAMESPACE"] == NS
+    assert env["POD_UID"] == created.metadata.uid
+    assert env["POD_IP"] == pod.status.pod_ip
+    assert env["TOKEN"] == "s3cret" and env["file"] == "s3cret"
+    assert env["KUBECONFIG"] == str(cluster.kubeconfig.resolve())
+
+
+def test_a_pod_waits_for_a_missing_secret_then_starts(core: CoreV1Api, cluster: LocalCluster):
+    core.create_namespaced_pod(NS, _env_pod("latecomer"))
+
+    def waiting_reason(pod) -> str | None:
+        statuses = pod.status.container_statuses or []
+        waiting = statuses[0].state.waiting if statuses else None
+        return waiting.reason if waiting else None
+
+    wait_pod(core, NS, "latecomer", waiting_reason, "waiting on its Secret")
+    assert core.read_namespaced_pod("latecomer", NS).status.phase == "Pending"
+
+    core.create_namespaced_secret(NS, _secret("latecomer-secret", "late"))
+
+    wait_pod(core, NS, "latecomer", lambda p: p.status.phase == "Succeeded", "Succeeded")
+    assert json.loads(cluster.pod_log(NS, "latecomer"))["TOKEN"] == "late"
+
+
+def test_pod_start_latency_is_small(core: CoreV1Api):
+    started = time.monotonic()
+    core.create_namespaced_pod(NS, python_pod("quick", "import time; time.sleep(600)"))
+
+    wait_for(lambda: core.read_namespaced_pod("quick", NS).status.phase == "Running", 10, "Running")
+
+    assert time.monotonic() - started < 3.0
