@@ -1,0 +1,164 @@
+"""The local cluster's garbage collector cascades deletions by ownerReferences, as the real one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from kubernetes.client import CoreV1Api, CustomObjectsApi, V1ConfigMap
+from kubernetes.client.exceptions import ApiException
+
+from tests.cluster.fixtures import TEST_CRD, LocalCluster
+from tests.cluster.testkit import container_pid, pod_manifest, wait_pod, wait_pod_gone
+from tests.cluster.waiting import wait_for
+
+HOLD = "test.yr.dev/hold"
+
+
+@pytest.fixture(scope="module")
+def cluster(module_local_cluster) -> LocalCluster:
+    return module_local_cluster(crds=[TEST_CRD])
+
+
+@pytest.fixture
+def core(cluster: LocalCluster) -> Iterator[CoreV1Api]:
+    with cluster.api_client() as client:
+        yield CoreV1Api(client)
+
+
+@pytest.fixture
+def ns(core: CoreV1Api) -> str:
+    name = f"gc-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    return name
+
+
+def _ref(owner: V1ConfigMap, block: bool = True) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "name": owner.metadata.name,
+            "uid": owner.metadata.uid, "blockOwnerDeletion": block}  # fmt: skip
+
+
+def _cm(core: CoreV1Api, ns: str, name: str, *owners: dict, finalizers=()) -> V1ConfigMap:
+    meta = {"name": name, "ownerReferences": list(owners), "finalizers": list(finalizers)}
+    return core.create_namespaced_config_map(ns, {"metadata": meta})
+
+
+def _exists(core: CoreV1Api, ns: str, name: str) -> V1ConfigMap | None:
+    try:
+        return core.read_namespaced_config_map(name, ns)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _chain(core: CoreV1Api, ns: str, hold_grandchild: bool = False) -> None:
+    parent = _cm(core, ns, "parent")
+    child = _cm(core, ns, "child", _ref(parent))
+    _cm(core, ns, "grandchild", _ref(child), finalizers=[HOLD] if hold_grandchild else [])
+
+
+def _all_gone(core: CoreV1Api, ns: str, *names: str) -> bool:
+    return all(_exists(core, ns, name) is None for name in names)
+
+
+def test_background_deletion_collects_the_whole_chain(core: CoreV1Api, ns: str):
+    _chain(core, ns)
+
+    core.delete_namespaced_config_map("parent", ns, propagation_policy="Background")
+
+    wait_for(lambda: _all_gone(core, ns, "parent", "child", "grandchild"), 10, "chain gone")
+
+
+def test_foreground_deletion_keeps_owners_until_their_dependents_are_gone(core, ns):
+    _chain(core, ns, hold_grandchild=True)
+
+    core.delete_namespaced_config_map("parent", ns, propagation_policy="Foreground")
+
+    grandchild = wait_for(lambda: (g := _exists(core, ns, "grandchild")).metadata.deletion_timestamp
+                          and g, 10, "the grandchild to be deleting")  # fmt: skip
+    assert grandchild.metadata.finalizers == [HOLD]
+    for owner in ("parent", "child"):
+        meta = _exists(core, ns, owner).metadata
+        assert meta.deletion_timestamp is not None
+        assert "foregroundDeletion" in meta.finalizers
+
+    core.patch_namespaced_config_map("grandchild", ns, {"metadata": {"finalizers": None}})
+
+    wait_for(lambda: _all_gone(core, ns, "parent", "child", "grandchild"), 10, "chain gone")
+
+
+def test_an_owner_reference_with_a_wrong_uid_gets_the_dependent_collected(core, ns):
+    parent = _cm(core, ns, "parent")
+    impostor = {**_ref(parent), "uid": str(uuid.uuid4())}
+
+    _cm(core, ns, "stray", impostor)
+
+    wait_for(lambda: _exists(core, ns, "stray") is None, 10, "the dependent collected")
+    assert _exists(core, ns, "parent") is not None
+
+
+def test_an_owner_in_another_namespace_counts_as_absent(core, ns):
+    core.create_namespace({"metadata": {"name": f"{ns}-other"}})
+    elsewhere = _cm(core, f"{ns}-other", "parent")
+
+    _cm(core, ns, "stray", _ref(elsewhere))
+
+    wait_for(lambda: _exists(core, ns, "stray") is None, 10, "the dependent collected")
+    assert _exists(core, f"{ns}-other", "parent") is not None
+
+
+def test_orphan_deletion_keeps_dependents_without_the_reference(core, ns):
+    _chain(core, ns)
+
+    core.delete_namespaced_config_map("parent", ns, propagation_policy="Orphan")
+
+    wait_for(lambda: _exists(core, ns, "parent") is None, 10, "parent gone")
+    assert _exists(core, ns, "child").metadata.owner_references in (None, [])
+    assert _exists(core, ns, "grandchild") is not None
+
+
+def test_a_dependent_with_a_live_second_owner_survives_and_drops_the_dead_reference(core, ns):
+    first, second = _cm(core, ns, "first"), _cm(core, ns, "second")
+    _cm(core, ns, "shared", _ref(first), _ref(second))
+
+    core.delete_namespaced_config_map("first", ns)
+
+    wait_for(lambda: len(_exists(core, ns, "shared").metadata.owner_references) == 1, 10,
+             "the dead owner's reference removed")  # fmt: skip
+    assert _exists(core, ns, "shared").metadata.owner_references[0].name == "second"
+
+
+def test_deleting_a_namespace_deletes_what_is_in_it(core, ns):
+    _chain(core, ns)
+
+    core.delete_namespace(ns)
+
+    wait_for(lambda: not core.list_namespace(field_selector=f"metadata.name={ns}").items, 10,
+             "namespace gone")  # fmt: skip
+    assert core.list_namespaced_config_map(ns).items == []
+
+
+def test_deleting_a_custom_owner_terminates_its_pod(cluster: LocalCluster, core, ns):
+    with cluster.api_client() as client:
+        custom = CustomObjectsApi(client)
+        widget = custom.create_namespaced_custom_object("test.yr.dev", "v1", ns, "widgets", {
+            "apiVersion": "test.yr.dev/v1", "kind": "Widget", "metadata": {"name": "owner"},
+            "spec": {"size": 1, "color": "red"}})  # fmt: skip
+        body = pod_manifest("owned", ["sleep", "600"])
+        body["metadata"]["ownerReferences"] = [{
+            "apiVersion": "test.yr.dev/v1", "kind": "Widget", "name": "owner", "controller": True,
+            "uid": widget["metadata"]["uid"], "blockOwnerDeletion": True}]  # fmt: skip
+        core.create_namespaced_pod(ns, body)
+        pod = wait_pod(core, ns, "owned", lambda p: p.status.phase == "Running", "Running")
+
+        custom.delete_namespaced_custom_object("test.yr.dev", "v1", ns, "widgets", "owner")
+
+    wait_pod_gone(core, ns, "owned")
+    wait_for(lambda: not _pid_alive(container_pid(pod)), 5, "the pod's process gone")
+
+
+def _pid_alive(pid: int) -> bool:
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
