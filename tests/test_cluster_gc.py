@@ -36,8 +36,13 @@ def ns(core: CoreV1Api) -> str:
 
 
 def _ref(owner: V1ConfigMap, block: bool = True) -> dict:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "name": owner.metadata.name,
-            "uid": owner.metadata.uid, "blockOwnerDeletion": block}  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": owner.metadata.name,
+        "uid": owner.metadata.uid,
+        "blockOwnerDeletion": block,
+    }
 
 
 def _cm(core: CoreV1Api, ns: str, name: str, *owners: dict, finalizers=()) -> V1ConfigMap:
@@ -77,8 +82,11 @@ def test_foreground_deletion_keeps_owners_until_their_dependents_are_gone(core, 
 
     core.delete_namespaced_config_map("parent", ns, propagation_policy="Foreground")
 
-    grandchild = wait_for(lambda: (g := _exists(core, ns, "grandchild")).metadata.deletion_timestamp
-                          and g, 10, "the grandchild to be deleting")  # fmt: skip
+    grandchild = wait_for(
+        lambda: (g := _exists(core, ns, "grandchild")).metadata.deletion_timestamp and g,
+        10,
+        "the grandchild to be deleting",
+    )
     assert grandchild.metadata.finalizers == [HOLD]
     for owner in ("parent", "child"):
         meta = _exists(core, ns, owner).metadata
@@ -126,8 +134,11 @@ def test_a_dependent_with_a_live_second_owner_survives_and_drops_the_dead_refere
 
     core.delete_namespaced_config_map("first", ns)
 
-    wait_for(lambda: len(_exists(core, ns, "shared").metadata.owner_references) == 1, 10,
-             "the dead owner's reference removed")  # fmt: skip
+    wait_for(
+        lambda: len(_exists(core, ns, "shared").metadata.owner_references) == 1,
+        10,
+        "the dead owner's reference removed",
+    )
     assert _exists(core, ns, "shared").metadata.owner_references[0].name == "second"
 
 
@@ -136,21 +147,40 @@ def test_deleting_a_namespace_deletes_what_is_in_it(core, ns):
 
     core.delete_namespace(ns)
 
-    wait_for(lambda: not core.list_namespace(field_selector=f"metadata.name={ns}").items, 10,
-             "namespace gone")  # fmt: skip
+    wait_for(
+        lambda: not core.list_namespace(field_selector=f"metadata.name={ns}").items,
+        10,
+        "namespace gone",
+    )
     assert core.list_namespaced_config_map(ns).items == []
 
 
 def test_deleting_a_custom_owner_terminates_its_pod(cluster: LocalCluster, core, ns):
     with cluster.api_client() as client:
         custom = CustomObjectsApi(client)
-        widget = custom.create_namespaced_custom_object("test.yr.dev", "v1", ns, "widgets", {
-            "apiVersion": "test.yr.dev/v1", "kind": "Widget", "metadata": {"name": "owner"},
-            "spec": {"size": 1, "color": "red"}})  # fmt: skip
+        widget = custom.create_namespaced_custom_object(
+            "test.yr.dev",
+            "v1",
+            ns,
+            "widgets",
+            {
+                "apiVersion": "test.yr.dev/v1",
+                "kind": "Widget",
+                "metadata": {"name": "owner"},
+                "spec": {"size": 1, "color": "red"},
+            },
+        )
         body = pod_manifest("owned", ["sleep", "600"])
-        body["metadata"]["ownerReferences"] = [{
-            "apiVersion": "test.yr.dev/v1", "kind": "Widget", "name": "owner", "controller": True,
-            "uid": widget["metadata"]["uid"], "blockOwnerDeletion": True}]  # fmt: skip
+        body["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": "test.yr.dev/v1",
+                "kind": "Widget",
+                "name": "owner",
+                "controller": True,
+                "uid": widget["metadata"]["uid"],
+                "blockOwnerDeletion": True,
+            }
+        ]
         core.create_namespaced_pod(ns, body)
         pod = wait_pod(core, ns, "owned", lambda p: p.status.phase == "Running", "Running")
 

@@ -70,8 +70,11 @@ def test_unschedulable_pods_bind_when_capacity_is_freed(core: CoreV1Api):
     for name in victims:
         core.delete_namespaced_pod(name, NS)
 
-    wait_for(lambda: len(_bound(core)) == 4 and not set(victims) & _bound(core), 15,
-             "the two waiting pods bound in place of the deleted ones")  # fmt: skip
+    wait_for(
+        lambda: len(_bound(core)) == 4 and not set(victims) & _bound(core),
+        15,
+        "the two waiting pods bound in place of the deleted ones",
+    )
 
 
 def test_memory_that_does_not_fit_is_reported_as_insufficient_memory(core: CoreV1Api):

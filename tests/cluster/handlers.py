@@ -13,6 +13,7 @@ from tests.cluster import kinds, tables
 from tests.cluster.meta import ApiError, bad_request, conflict
 from tests.cluster.patches import apply_patch
 from tests.cluster.resources import ResourceType
+from tests.cluster.scheduler import bind_pod
 from tests.cluster.selectors import field_selector, label_selector
 from tests.cluster.store import Store, Watch
 
@@ -213,8 +214,7 @@ class Handlers:
                 name,
                 f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"',
             )
-        self.store.update(rt, ns, name, lambda p: kinds.bind(p, node))
-        self.store.update(rt, ns, name, lambda p: kinds.bind(p, node), "status")
+        bind_pod(self.store, ns, name, node)
         return _json(
             {
                 "kind": "Status",

@@ -70,11 +70,10 @@ def occupies_node(pod: Obj) -> bool:
 
 
 def bind_pod(store: Store, namespace: str, name: str, node: str) -> None:
-    """What a pods/binding does: spec.nodeName, then PodScheduled=True in the status."""
+    """What a pods/binding does: spec.nodeName and PodScheduled=True in one write."""
     pods = store.registry.get("", "v1", "pods")
     assert pods is not None
-    store.update(pods, namespace, name, lambda p: kinds.bind(p, node))
-    store.update(pods, namespace, name, lambda p: kinds.bind(p, node), "status")
+    store.update(pods, namespace, name, lambda p: kinds.bind(p, node), "binding")
 
 
 class Scheduler:

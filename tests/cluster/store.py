@@ -193,6 +193,8 @@ class Store:
                 new.pop("status", None)
             else:
                 new["status"] = candidate["status"]
+        elif subresource == "binding":
+            new = candidate  # a binding sets spec.nodeName and the PodScheduled condition at once
         else:
             new = candidate
             if rt.has_status:
