@@ -28,6 +28,7 @@ from yr.protocol import (
     CHANNEL_OPTIONS,
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
+    ROUTE_METADATA_KEY,
     TOKEN_METADATA_KEY,
     yr_pb2,
     yr_pb2_grpc,
@@ -65,6 +66,7 @@ class _Pipeline:
     queue: collections.deque[_Call] = field(default_factory=collections.deque)
     endpoint: Endpoint | None = None
     stub: Any = None
+    metadata: tuple[tuple[str, str], ...] = ()
     resolving: bool = False
     min_incarnation: int = 0
     next_seq: int = 0
@@ -208,7 +210,12 @@ class CallClient:
                     ):
                         pipeline.next_seq = 0
                     pipeline.endpoint = endpoint
-                    pipeline.stub = yr_pb2_grpc.InstanceStub(self._channel(endpoint.address))
+                    # "host:port#instance" is an instance behind a gateway that routes by name.
+                    address, _, route = endpoint.address.partition("#")
+                    pipeline.stub = yr_pb2_grpc.InstanceStub(self._channel(address))
+                    pipeline.metadata = (
+                        (*self._metadata, (ROUTE_METADATA_KEY, route)) if route else self._metadata
+                    )
             self._drain(pipeline)
 
         future.add_done_callback(resolved)
@@ -227,7 +234,7 @@ class CallClient:
         )
         call.args, call.kwargs = (), {}  # the pickled form is all we need now
         try:
-            reply_future = stub.Call.future(request, metadata=self._metadata)
+            reply_future = stub.Call.future(request, metadata=pipeline.metadata)
         except Exception as error:
             _fail(call, YRError(f"could not send {call.method}: {error}"))
             return

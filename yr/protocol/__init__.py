@@ -5,6 +5,7 @@ from yr.protocol import yr_pb2, yr_pb2_grpc
 PROTOCOL_VERSION = 1
 TOKEN_METADATA_KEY = "x-yr-token"
 PROTOCOL_METADATA_KEY = "x-yr-protocol"
+ROUTE_METADATA_KEY = "x-yr-route"  # the instance a gateway forwards a call to
 
 # grpcio's defaults (4 MiB messages, a few thousand pending requests) are too small for
 # large arguments and for thousands of calls in flight.
@@ -25,6 +26,7 @@ __all__ = [
     "CHANNEL_OPTIONS",
     "PROTOCOL_METADATA_KEY",
     "PROTOCOL_VERSION",
+    "ROUTE_METADATA_KEY",
     "SERVER_OPTIONS",
     "TOKEN_METADATA_KEY",
     "yr_pb2",

@@ -1,0 +1,35 @@
+"""Instance classes for the Kubernetes end-to-end tests (pods import them from the repo)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import yr
+
+ONE_CPU = yr.InvokeOptions(cpu=1000, memory=128)
+
+
+@yr.instance(invoke_options=ONE_CPU)
+class Worker:
+    def pid(self) -> int:
+        return os.getpid()
+
+    def train(self, shard: int, lr: float) -> str:
+        return f"shard {shard} loss {0.1 / lr}"
+
+    def sleep(self, seconds: float) -> int:
+        time.sleep(seconds)
+        return os.getpid()
+
+
+@yr.instance(invoke_options=ONE_CPU)
+class Lead:
+    def __init__(self, workers: int) -> None:
+        self.workers = [Worker.invoke() for _ in range(workers)]
+
+    def train(self, lr: float) -> list[str]:
+        return yr.get([w.train.invoke(i, lr) for i, w in enumerate(self.workers)], timeout=120)
+
+    def worker_names(self) -> list[str]:
+        return [w.instance_id for w in self.workers]

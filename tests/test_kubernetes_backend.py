@@ -1,0 +1,266 @@
+"""The SDK's Kubernetes backend end to end: driver → YRInstance → operator → Pod → gRPC.
+
+Runs against the local cluster emulation (tests/cluster) with the real operator process.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+from kubernetes import client as k8s
+
+import yr
+from tests.k8s_instances import Lead, Worker
+from tests.support import wait_for
+
+REPO = pathlib.Path(__file__).parents[1]
+CRD = REPO / "crds" / "yrinstances.yaml"
+GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
+
+
+@pytest.fixture(scope="module")
+def cluster(module_local_cluster):
+    cluster = module_local_cluster(cpu="8", memory="16Gi", crds=[CRD])
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), YR_RESTART_BACKOFF_SECONDS="0.2")
+    log = open(cluster.workdir / "operator.log", "ab")  # noqa: SIM115 - closed at teardown
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "yr_operator", "-A"], env=env, stdout=log, stderr=log
+    )
+    cluster.env = env
+    try:
+        yield cluster
+    finally:
+        operator.terminate()
+        try:
+            operator.wait(15)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait()
+        log.close()
+
+
+@pytest.fixture
+def session(cluster):
+    yr.init(
+        yr.Config(backend="kubernetes", namespace="default", kubeconfig=str(cluster.kubeconfig))
+    )
+    try:
+        yield cluster
+    finally:
+        yr.finalize()
+        custom = k8s.CustomObjectsApi(cluster.api_client())
+        wait_for(
+            lambda: (
+                not custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
+            ),
+            timeout=30,
+            what="the session's YRInstances to be collected",
+        )
+
+
+def _instances(cluster) -> dict[str, dict]:
+    custom = k8s.CustomObjectsApi(cluster.api_client())
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
+    return {item["metadata"]["name"]: item for item in items}
+
+
+def _pods(cluster) -> dict[str, k8s.V1Pod]:
+    pods = k8s.CoreV1Api(cluster.api_client()).list_namespaced_pod("default").items
+    return {pod.metadata.name: pod for pod in pods if pod.metadata.deletion_timestamp is None}
+
+
+def test_the_seed_program_runs_unmodified_with_yr_backend_kubernetes(cluster):
+    env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "tree_training.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "results: ['Loss: 10.0', 'Loss: 10.0']" in finished.stdout
+    assert "results: ['Loss: 100.0', 'Loss: 100.0']" in finished.stdout
+
+
+def test_each_instance_is_a_yrinstance_and_a_pod_owned_along_the_tree(session):
+    leads = [Lead.invoke(2), Lead.invoke(2)]
+    assert (
+        yr.get([lead.train.invoke(0.01) for lead in leads], timeout=120)
+        == [["shard 0 loss 10.0", "shard 1 loss 10.0"]] * 2
+    )
+    instances, pods = _instances(session), _pods(session)
+    assert len(instances) == 6 and len(pods) == 6
+    assert {p.spec.containers[0].resources.requests["cpu"] for p in pods.values()} == {"1000m"}
+    for lead in leads:
+        lead_obj = instances[lead.instance_id]
+        assert lead_obj["metadata"]["ownerReferences"][0]["kind"] == "Lease"
+        lead_pod = pods[lead_obj["status"]["podName"]]
+        for worker_name in yr.get(lead.worker_names.invoke()):
+            owner = instances[worker_name]["metadata"]["ownerReferences"][0]
+            assert (owner["kind"], owner["uid"]) == ("Pod", lead_pod.metadata.uid)
+
+
+def test_deleting_a_supervisor_collects_its_workers_while_the_other_keeps_serving(session):
+    doomed, survivor = Lead.invoke(2), Lead.invoke(2)
+    yr.get([doomed.train.invoke(0.1), survivor.train.invoke(0.1)], timeout=120)
+    doomed_workers = yr.get(doomed.worker_names.invoke())
+    custom = k8s.CustomObjectsApi(session.api_client())
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, doomed.instance_id)
+
+    def collected() -> bool:
+        names = set(_instances(session))
+        pods = _pods(session)
+        return not (names & {doomed.instance_id, *doomed_workers}) and len(pods) == 3
+
+    wait_for(collected, timeout=60, what="the supervisor's subtree to be collected")
+    secrets = k8s.CoreV1Api(session.api_client()).list_namespaced_secret("default").items
+    assert not [s for s in secrets if s.metadata.name.startswith(tuple(doomed_workers))]
+    assert len(yr.get(survivor.train.invoke(0.1), timeout=60)) == 2
+
+
+def test_an_instance_that_cannot_fit_reports_the_schedulers_message(session):
+    too_big = yr.InvokeOptions(cpu=9000, memory=128, schedule_timeout_ms=3000)
+    worker = Worker.options(too_big).invoke()
+    with pytest.raises(yr.YRSchedulingError, match="Insufficient cpu") as caught:
+        yr.get(worker.pid.invoke(), timeout=60)
+    assert "0/1 nodes are available" in str(caught.value)
+    status = _instances(session)[worker.instance_id]["status"]
+    assert (status["phase"], status["reason"]) == ("Pending", "Unschedulable")
+
+
+def test_a_killed_worker_pod_restarts_and_a_call_in_flight_gets_the_died_error(session):
+    worker = Worker.options(yr.InvokeOptions(cpu=500, memory=128, recover_retry_times=1)).invoke()
+    pid = yr.get(worker.pid.invoke(), timeout=60)
+    in_flight = worker.sleep.invoke(60)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(yr.YRInstanceDiedError, match="SIGKILL"):
+        yr.get(in_flight, timeout=60)
+    assert yr.get(worker.pid.invoke(), timeout=60) != pid
+    status = _instances(session)[worker.instance_id]["status"]
+    assert (status["phase"], status["restarts"]) == ("Ready", 1)
+
+    pid = yr.get(worker.pid.invoke(), timeout=60)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(yr.YRInstanceDiedError, match="will not be restarted"):
+        yr.get(worker.sleep.invoke(60), timeout=60)
+    wait_for(
+        lambda: _instances(session)[worker.instance_id]["status"]["phase"] == "Failed",
+        timeout=30,
+        what="the instance to be Failed",
+    )
+    assert "SIGKILL" in _instances(session)[worker.instance_id]["status"]["message"]
+
+
+def test_a_payload_over_the_object_size_limit_is_refused_and_creates_nothing(session):
+    with pytest.raises(yr.YRSerializationError, match="more than the .* MiB a Kubernetes"):
+        Lead.invoke(b"x" * (2 * 1024 * 1024))
+    assert not _instances(session)
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys, time
+    import yr
+    from tests.k8s_instances import Lead
+    yr.init(yr.Config(backend="kubernetes", namespace="default"))
+    lead = Lead.invoke(1)
+    yr.get(lead.train.invoke(0.5), timeout=120)
+    print("ready", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_killed_drivers_tree_is_collected_once_its_lease_expires(cluster):
+    env = dict(cluster.env, YR_LEASE_DURATION_SECONDS="2")
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER], env=env, cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert driver.stdout.readline().strip() == "ready"
+        assert len(_instances(cluster)) == 2
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+        wait_for(
+            lambda: not _instances(cluster) and not _pods(cluster),
+            timeout=60,
+            what="the dead driver's tree to be collected",
+        )
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+
+
+@pytest.fixture
+def gateway(cluster):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "yr.gateway"],
+        env=dict(
+            cluster.env, YR_NAMESPACE="default", YR_GATEWAY_PORT="0", YR_GATEWAY_HOST="127.0.0.1"
+        ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process, process.stdout.readline().split()[-1]
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def test_a_driver_outside_the_cluster_calls_instances_through_the_gateway(cluster, gateway):
+    process, address = gateway
+    yr.init(
+        yr.Config(
+            backend="kubernetes",
+            namespace="default",
+            kubeconfig=str(cluster.kubeconfig),
+            gateway=address,
+        )
+    )
+    try:
+        worker = Worker.invoke()
+        assert yr.get(worker.train.invoke(1, 0.1), timeout=60) == "shard 1 loss 1.0"
+        endpoint = yr.session.current().runtime.endpoint(worker.instance_id).result(10)
+        assert endpoint.address == f"{address}#{worker.instance_id}"
+        connections = psutil.Process(process.pid).net_connections(kind="tcp")
+        assert any(c.raddr and c.raddr.port == 50051 for c in connections)  # it forwarded
+    finally:
+        yr.finalize()
+
+
+def test_the_seed_program_runs_through_the_gateway(cluster, gateway):
+    _, address = gateway
+    env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default", YR_GATEWAY=address)
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "tree_training.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "results: ['Loss: 100.0', 'Loss: 100.0']" in finished.stdout
+
+
+def test_the_gateway_refuses_to_route_to_an_unknown_instance(gateway):
+    import grpc
+
+    from yr.protocol import ROUTE_METADATA_KEY, yr_pb2, yr_pb2_grpc
+
+    _, address = gateway
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as caught:
+        yr_pb2_grpc.InstanceStub(channel).Hello(
+            yr_pb2.HelloRequest(), metadata=((ROUTE_METADATA_KEY, "nobody"),), timeout=10
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no ready instance 'nobody'" in caught.value.details()

@@ -1,0 +1,1 @@
+"""The Kubernetes backend: instances as YRInstance objects that the operator turns into pods."""

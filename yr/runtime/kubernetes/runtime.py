@@ -1,0 +1,277 @@
+"""KubernetesRuntime: create YRInstances (and their payload Secrets) and follow their status.
+
+A driver holds a Lease that owns its top-level instances and renews it; the operator deletes an
+expired Lease, so a crashed driver's tree is garbage-collected. Inside an instance pod, nested
+instances are owned by the creator's Pod, so a restart or deletion of the creator collects them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from yr.errors import DeathInfo, YRError, YRSerializationError
+from yr.options import Config
+from yr.runtime.base import ClassInfo, InstanceSpec, Runtime
+from yr.runtime.kubernetes import objects
+from yr.runtime.kubernetes.objects import GROUP, PLURAL, VERSION
+from yr.runtime.kubernetes.watcher import StatusWatcher
+
+logger = logging.getLogger("yr")
+LEASE_RENEW_S = max(objects.LEASE_DURATION_S / 3, 0.5)
+
+
+def _load_config(kubeconfig: str = "") -> k8s.ApiClient:
+    configuration = k8s.Configuration()
+    if kubeconfig or os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        k8s_config.load_kube_config(
+            config_file=kubeconfig or None, client_configuration=configuration
+        )
+    else:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    return k8s.ApiClient(configuration)
+
+
+class KubernetesRuntime(Runtime):
+    """Instances as YRInstance objects in one namespace, reached over gRPC."""
+
+    def __init__(
+        self,
+        *,
+        api_client: k8s.ApiClient,
+        namespace: str,
+        session: str,
+        token: str,
+        owner: dict[str, Any],
+        gateway: str = "",
+        lease_name: str = "",
+    ) -> None:
+        self.session_token = token
+        self._api_client = api_client
+        self._custom = k8s.CustomObjectsApi(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+        self._coordination = k8s.CoordinationV1Api(api_client)
+        self._namespace = namespace
+        self._session = session
+        self._owner = owner
+        self._gateway = gateway
+        self._lease_name = lease_name
+        self._created: list[str] = []
+        self._stopping = threading.Event()
+        self._watcher = StatusWatcher(
+            custom_api=self._custom,
+            namespace=namespace,
+            session=session,
+            address_of=self._address_of,
+        )
+        self._renewer: threading.Thread | None = None
+        if lease_name:
+            self._renewer = threading.Thread(target=self._renew, name="yr-lease", daemon=True)
+            self._renewer.start()
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def for_driver(cls, config: Config) -> KubernetesRuntime:
+        api_client = _load_config(config.kubeconfig)
+        namespace = config.namespace or "default"
+        session = secrets.token_hex(5)
+        token = secrets.token_urlsafe(32)
+        coordination = k8s.CoordinationV1Api(api_client)
+        holder = f"{socket.gethostname()}/{os.getpid()}"
+        try:
+            lease = coordination.create_namespaced_lease(
+                namespace, objects.build_lease(session=session, holder=holder)
+            )
+        except ApiException as error:
+            raise YRError(
+                f"cannot start a yr session in namespace {namespace!r}: creating the driver "
+                f"Lease failed: {error.status} {error.reason}"
+            ) from None
+        lease_owner = objects.owner_reference(
+            api_version="coordination.k8s.io/v1",
+            kind="Lease",
+            name=lease.metadata.name,
+            uid=lease.metadata.uid,
+        )
+        k8s.CoreV1Api(api_client).create_namespaced_secret(
+            namespace, objects.build_token_secret(session=session, token=token, owner=lease_owner)
+        )
+        logger.info("yr: kubernetes session %s in namespace %s", session, namespace)
+        return cls(
+            api_client=api_client,
+            namespace=namespace,
+            session=session,
+            token=token,
+            owner=lease_owner,
+            gateway=config.gateway,
+            lease_name=lease.metadata.name,
+        )
+
+    @classmethod
+    def for_instance(cls) -> KubernetesRuntime:
+        env = os.environ
+        pod_owner = objects.owner_reference(
+            api_version="v1", kind="Pod", name=env["YR_POD_NAME"], uid=env["YR_POD_UID"]
+        )
+        return cls(
+            api_client=_load_config(),
+            namespace=env["YR_NAMESPACE"],
+            session=env["YR_SESSION"],
+            token=env["YR_SESSION_TOKEN"],
+            owner=pod_owner,
+        )
+
+    # -- the Runtime contract ---------------------------------------------------------------
+
+    def create(self, spec: InstanceSpec, *, owner_id: str | None) -> str:
+        if len(spec.payload) > objects.MAX_PAYLOAD_BYTES:
+            raise YRSerializationError(
+                f"{spec.class_info.short_name}'s class and constructor arguments pickle to "
+                f"{len(spec.payload) / 2**20:.1f} MiB, more than the "
+                f"{objects.MAX_PAYLOAD_BYTES / 2**20:.2f} MiB a Kubernetes object can hold; "
+                "pass large data to a method call instead (calls go over gRPC, not through "
+                "the API server)"
+            )
+        name = f"{objects.dns_label(spec.class_info.short_name)}-{secrets.token_hex(4)}"
+        options = spec.options
+        if options.name:
+            self._check_name_free(options.name, options.namespace)
+        self._watcher.track(
+            name,
+            class_name=spec.class_info.class_name,
+            schedule_timeout_s=options.schedule_timeout_ms / 1000,
+        )
+        secret = objects.build_payload_secret(
+            name=name, session=self._session, payload=spec.payload, owner=self._owner
+        )
+        self._core.create_namespaced_secret(self._namespace, secret)
+        body = objects.build_yrinstance(
+            name=name, session=self._session, spec=spec, owner=self._owner
+        )
+        try:
+            created = self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, self._namespace, PLURAL, body
+            )
+        except ApiException as error:
+            self._core.delete_namespaced_secret(secret["metadata"]["name"], self._namespace)
+            raise YRError(f"the API server refused YRInstance {name}: {error.body}") from None
+        # The payload now belongs to its instance: deleting the instance collects it.
+        instance_owner = objects.owner_reference(
+            api_version=f"{GROUP}/{VERSION}",
+            kind="YRInstance",
+            name=name,
+            uid=created["metadata"]["uid"],
+        )
+        self._core.patch_namespaced_secret(
+            secret["metadata"]["name"],
+            self._namespace,
+            {"metadata": {"ownerReferences": [instance_owner]}},
+        )
+        self._created.append(name)
+        return name
+
+    def _check_name_free(self, name: str, namespace: str) -> None:
+        selector = f"yr.dev/name={objects.name_label(name, namespace)}"
+        found = self._custom.list_namespaced_custom_object(
+            GROUP, VERSION, self._namespace, PLURAL, label_selector=selector
+        )
+        if found.get("items"):
+            raise ValueError(
+                f"an instance named {name!r} already exists in namespace {namespace!r}; "
+                f"use yr.get_instance({name!r}) to reach it"
+            )
+
+    def _address_of(self, name: str, status: dict[str, Any]) -> str:
+        if self._gateway:
+            return f"{self._gateway}#{name}"
+        return f"{status['podIP']}:{status.get('port') or 50051}"
+
+    def endpoint(self, instance_id: str, *, min_incarnation: int = 0) -> concurrent.futures.Future:
+        return self._watcher.endpoint(instance_id, min_incarnation)
+
+    def await_death(
+        self, instance_id: str, incarnation: int, *, timeout: float
+    ) -> DeathInfo | None:
+        return self._watcher.await_death(instance_id, incarnation, timeout)
+
+    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
+        try:
+            self._custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self._namespace,
+                PLURAL,
+                instance_id,
+                body=k8s.V1DeleteOptions(propagation_policy="Foreground" if wait else "Background"),
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise YRError(
+                    f"could not delete YRInstance {instance_id}: {error.reason}"
+                ) from None
+        self._watcher.forget(instance_id, YRError(f"instance {instance_id} was terminated"))
+
+    def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
+        selector = f"yr.dev/name={objects.name_label(name, namespace)}"
+        found = self._custom.list_namespaced_custom_object(
+            GROUP, VERSION, self._namespace, PLURAL, label_selector=selector
+        ).get("items", [])
+        if not found:
+            raise ValueError(f"no instance named {name!r} in namespace {namespace!r}")
+        obj = found[0]
+        meta = json.loads(
+            obj["metadata"].get("annotations", {}).get(objects.METHODS_ANNOTATION, "{}")
+        )
+        instance_id = obj["metadata"]["name"]
+        self._watcher.track(
+            instance_id, class_name=obj["spec"]["className"], schedule_timeout_s=1e9
+        )
+        return instance_id, ClassInfo(obj["spec"]["className"], meta)
+
+    def resources(self) -> list[dict[str, Any]]:
+        nodes = self._core.list_node().items
+        return [
+            {
+                "node": node.metadata.name,
+                "cpu_allocatable": (node.status.allocatable or {}).get("cpu"),
+                "memory_allocatable": (node.status.allocatable or {}).get("memory"),
+            }
+            for node in nodes
+        ]
+
+    def _renew(self) -> None:
+        while not self._stopping.wait(LEASE_RENEW_S):
+            try:
+                self._coordination.patch_namespaced_lease(
+                    self._lease_name,
+                    self._namespace,
+                    {"spec": {"renewTime": objects.now_microtime()}},
+                )
+            except Exception as error:
+                logger.warning("yr: renewing the session lease failed: %s", error)
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        self._watcher.stop()
+        if self._lease_name:
+            try:  # the garbage collector takes the whole tree with the Lease
+                self._coordination.delete_namespaced_lease(
+                    self._lease_name,
+                    self._namespace,
+                    body=k8s.V1DeleteOptions(propagation_policy="Background"),
+                )
+            except ApiException as error:
+                if error.status != 404:
+                    logger.warning("yr: deleting the session lease failed: %s", error.reason)
+        self._api_client.close()

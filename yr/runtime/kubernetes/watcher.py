@@ -1,0 +1,235 @@
+"""Follows the status of a session's YRInstances and answers "where" and "how did it die"."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+
+from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
+from yr.runtime.base import Endpoint
+from yr.runtime.kubernetes.objects import GROUP, PLURAL, VERSION
+
+
+@dataclass
+class _Tracked:
+    class_name: str
+    created_at: float
+    schedule_timeout_s: float
+    status: dict[str, Any] = field(default_factory=dict)
+    deaths: dict[int, DeathInfo] = field(default_factory=dict)
+    waiters: list[tuple[int, concurrent.futures.Future]] = field(default_factory=list)
+    error: BaseException | None = None
+    deleted: bool = False
+
+
+def death_from_status(status: dict[str, Any], *, will_restart: bool, restarts_left: int):
+    message = status.get("message") or status.get("reason") or "its pod stopped"
+    signal_match = re.search(r"signal (\d+)", message)
+    code_match = re.search(r"exit code (-?\d+)", message)
+    return DeathInfo(
+        exit_code=int(code_match.group(1)) if code_match and not signal_match else None,
+        signal=int(signal_match.group(1)) if signal_match else None,
+        reason=f"{status.get('reason', '')}: {message}".strip(": ") if not signal_match else "",
+        will_restart=will_restart,
+        restarts_left=restarts_left,
+    )
+
+
+class StatusWatcher:
+    """One watch on the session's YRInstances, feeding futures of endpoints and deaths."""
+
+    def __init__(
+        self,
+        *,
+        custom_api: Any,
+        namespace: str,
+        session: str,
+        address_of: Callable[[str, dict[str, Any]], str],
+    ) -> None:
+        self._api = custom_api
+        self._namespace = namespace
+        self._selector = f"yr.dev/session={session}"
+        self._address_of = address_of
+        self._tracked: dict[str, _Tracked] = {}
+        self._lock = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="yr-k8s-watch", daemon=True)
+        self._thread.start()
+        self._timer = threading.Thread(target=self._expire, name="yr-k8s-timeouts", daemon=True)
+        self._timer.start()
+
+    def track(self, name: str, *, class_name: str, schedule_timeout_s: float) -> None:
+        with self._lock:
+            self._tracked.setdefault(
+                name, _Tracked(class_name, time.monotonic(), schedule_timeout_s)
+            )
+
+    def forget(self, name: str, error: BaseException) -> None:
+        with self._lock:
+            tracked = self._tracked.get(name)
+            if tracked is not None:
+                self._fail(tracked, error)
+
+    def endpoint(self, name: str, min_incarnation: int) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            tracked = self._tracked.get(name)
+            if tracked is None:
+                tracked = self._tracked[name] = _Tracked("instance", time.monotonic(), 1e9)
+            if tracked.error is not None:
+                future.set_exception(tracked.error)
+                return future
+            tracked.waiters.append((min_incarnation, future))
+            self._settle(name, tracked)
+        return future
+
+    def await_death(self, name: str, incarnation: int, timeout: float) -> DeathInfo | None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                tracked = self._tracked.get(name)
+                if tracked is not None and incarnation in tracked.deaths:
+                    return tracked.deaths[incarnation]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._lock.wait(remaining)
+
+    # -- the watch --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        resource_version = ""
+        while not self._stopping.is_set():
+            stream = watch.Watch()
+            try:
+                if not resource_version:
+                    listing = self._api.list_namespaced_custom_object(
+                        GROUP, VERSION, self._namespace, PLURAL, label_selector=self._selector
+                    )
+                    for item in listing.get("items", []):
+                        self._observe(item, deleted=False)
+                    resource_version = listing["metadata"].get("resourceVersion", "")
+                for event in stream.stream(
+                    self._api.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self._namespace,
+                    PLURAL,
+                    label_selector=self._selector,
+                    resource_version=resource_version,
+                    timeout_seconds=30,
+                ):
+                    if self._stopping.is_set():
+                        return
+                    obj = event["object"]
+                    resource_version = obj["metadata"].get("resourceVersion", resource_version)
+                    self._observe(obj, deleted=event["type"] == "DELETED")
+            except ApiException as error:
+                if error.status == 410:
+                    resource_version = ""  # too old: list again
+                elif not self._stopping.wait(0.5):
+                    continue
+            except Exception:
+                if self._stopping.wait(0.5):
+                    return
+            finally:
+                stream.stop()
+
+    def _observe(self, obj: dict[str, Any], *, deleted: bool) -> None:
+        name = obj["metadata"]["name"]
+        status = obj.get("status") or {}
+        with self._lock:
+            tracked = self._tracked.get(name)
+            if tracked is None:
+                return
+            tracked.status = status
+            max_restarts = int((obj.get("spec") or {}).get("maxRestarts", 0))
+            restarts = int(status.get("restarts") or 0)
+            phase = status.get("phase", "")
+            # Every incarnation below the current one has died.
+            for incarnation in range(restarts):
+                tracked.deaths.setdefault(
+                    incarnation,
+                    DeathInfo(
+                        reason="its pod died and was replaced",
+                        will_restart=True,
+                        restarts_left=max_restarts - incarnation - 1,
+                    ),
+                )
+            if phase == "Restarting" and restarts > 0:
+                # The operator already counts the incarnation it is about to start.
+                tracked.deaths[restarts - 1] = death_from_status(
+                    status, will_restart=True, restarts_left=max_restarts - restarts
+                )
+            if phase == "Failed":
+                death = death_from_status(status, will_restart=False, restarts_left=0)
+                tracked.deaths.setdefault(restarts, death)
+                self._fail(tracked, YRInstanceDiedError(name, tracked.class_name, death))
+            if deleted:
+                tracked.deleted = True
+                tracked.deaths.setdefault(restarts, DeathInfo(reason="its YRInstance was deleted"))
+                self._fail(tracked, YRError(f"instance {name} was deleted"))
+            self._settle(name, tracked)
+            self._lock.notify_all()
+
+    def _settle(self, name: str, tracked: _Tracked) -> None:
+        status = tracked.status
+        if status.get("phase") != "Ready" or not status.get("podIP"):
+            return
+        incarnation = int(status.get("restarts") or 0)
+        endpoint = Endpoint(self._address_of(name, status), incarnation)
+        waiting = []
+        for minimum, future in tracked.waiters:
+            if minimum <= incarnation:
+                if not future.done():
+                    future.set_result(endpoint)
+            else:
+                waiting.append((minimum, future))
+        tracked.waiters = waiting
+
+    def _fail(self, tracked: _Tracked, error: BaseException) -> None:
+        if tracked.error is None:
+            tracked.error = error
+        for _, future in tracked.waiters:
+            if not future.done():
+                future.set_exception(tracked.error)
+        tracked.waiters = []
+        self._lock.notify_all()
+
+    def _expire(self) -> None:
+        while not self._stopping.wait(0.2):
+            now = time.monotonic()
+            with self._lock:
+                for name, tracked in self._tracked.items():
+                    never_ready = tracked.status.get("phase") in (None, "", "Pending")
+                    if (
+                        tracked.error is None
+                        and never_ready
+                        and tracked.waiters
+                        and now - tracked.created_at > tracked.schedule_timeout_s
+                    ):
+                        self._fail(tracked, self._schedule_error(name, tracked))
+
+    def _schedule_error(self, name: str, tracked: _Tracked) -> YRSchedulingError:
+        status = tracked.status
+        why = status.get("message") or "its pod was not created or scheduled in time"
+        reason = status.get("reason") or "Pending"
+        return YRSchedulingError(
+            f"instance {name} ({tracked.class_name}) could not be scheduled within "
+            f"{tracked.schedule_timeout_s * 1000:.0f} ms: {reason}: {why}. Lower its cpu, free "
+            "capacity in the cluster, or raise InvokeOptions(schedule_timeout_ms=...)"
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            for tracked in self._tracked.values():
+                self._fail(tracked, YRError("the session was finalized"))
