@@ -78,9 +78,11 @@ def test_health_reports_serving_without_a_token(served):
 
 
 def test_the_control_plane_refuses_callers_without_the_token(local_runtime):
-    with grpc.insecure_channel(local_runtime._control.address) as channel:
-        with pytest.raises(grpc.RpcError) as caught:
-            yr_pb2_grpc.RuntimeStub(channel).Resources(yr_pb2.ResourcesRequest(), timeout=10)
+    with (
+        grpc.insecure_channel(local_runtime._control.address) as channel,
+        pytest.raises(grpc.RpcError) as caught,
+    ):
+        yr_pb2_grpc.RuntimeStub(channel).Resources(yr_pb2.ResourcesRequest(), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
