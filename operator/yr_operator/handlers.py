@@ -50,14 +50,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         kube=kube, image=default_image(), service_account=default_service_account()
     )
     memo.leases = Leases()
-    memo.lease_task = asyncio.create_task(lease_expiry(leases=memo.leases, kube=kube))
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    memo.lease_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await memo.lease_task
+    task = memo.leases.task
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
     await memo.kube.close()
 
 
@@ -108,6 +109,10 @@ async def pod_event(
 @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={DRIVER_LABEL: "true"})
 async def lease_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.leases.observe(event_type=type, body=_plain(body))
+    leases: Leases = memo.leases
+    if leases.task is None or leases.task.done():
+        # Started from a resource handler, not at startup: only here can it post Events.
+        leases.task = asyncio.create_task(lease_expiry(leases=leases, kube=memo.kube))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -10,8 +10,7 @@ import re
 import time
 from typing import Any
 
-import kopf
-
+from .events import post_event
 from .kube import Kube
 
 log = logging.getLogger("yr_operator")
@@ -59,6 +58,7 @@ class Leases:
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str], _Seen] = {}
+        self.task: asyncio.Task[None] | None = None  # the delete_expired loop, once started
 
     def observe(self, *, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -106,5 +106,5 @@ async def delete_expired(*, leases: Leases, kube: Kube, interval: float = 1.0) -
                 renewed = lease.get("spec", {}).get("renewTime") or "never"
                 message = f"driver lease expired (last renewed {renewed}); its instances go with it"
                 log.info("deleted expired lease %s/%s", meta["namespace"], meta["name"])
-                kopf.event(lease, type="Normal", reason="LeaseExpired", message=message)
+                post_event(lease, kind="Normal", reason="LeaseExpired", message=message)
         await asyncio.sleep(interval)

@@ -8,9 +8,8 @@ import logging
 import time
 from typing import Any
 
-import kopf
-
 from .builders import build_pod
+from .events import post_event
 from .kube import ApiError, Kube
 from .plan import Plan, plan
 from .status import build_status, status_changed, status_patch
@@ -136,7 +135,7 @@ class Reconciler:
                 raise
         if event is not None:
             kind, reason, message = event
-            kopf.event(yri, type=kind, reason=reason, message=message)
+            post_event(yri, kind=kind, reason=reason, message=message)
 
     def requeue(self, *, namespace: str, name: str, delay: float) -> None:
         """Reconcile again after `delay` seconds (one timer per instance, the earliest wins)."""
