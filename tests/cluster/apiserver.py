@@ -85,7 +85,8 @@ async def serve(args: argparse.Namespace) -> None:
     store, controllers = build_cluster(args.crd, gc=not args.no_gc, scheduler=not args.no_scheduler)
     app = web.Application(client_max_size=8 * 1024 * 1024)
     Handlers(store).routes(app)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    # Open watch streams would hold shutdown for the whole timeout: keep it short.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()

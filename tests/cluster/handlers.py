@@ -10,14 +10,13 @@ from typing import Any
 from aiohttp import web
 
 from tests.cluster import kinds, tables
-from tests.cluster.meta import ApiError, bad_request, conflict
+from tests.cluster.meta import LOG_DIR_ANNOTATION, ApiError, bad_request, conflict
 from tests.cluster.patches import apply_patch
 from tests.cluster.resources import ResourceType
 from tests.cluster.scheduler import bind_pod
 from tests.cluster.selectors import field_selector, label_selector
 from tests.cluster.store import Store, Watch
 
-LOG_DIR_ANNOTATION = "emulated.yr.dev/log-dir"
 VERSION = {
     "major": "1",
     "minor": "32",

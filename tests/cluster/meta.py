@@ -8,6 +8,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+# Where a node keeps pod logs; the API server reads them for pods/log (same machine).
+LOG_DIR_ANNOTATION = "emulated.yr.dev/log-dir"
 # The alphabet the real apiserver uses for generateName suffixes (no vowels, no look-alikes).
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _DNS1123_SUBDOMAIN = re.compile(

@@ -30,8 +30,7 @@ from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import podenv
-from tests.cluster.handlers import LOG_DIR_ANNOTATION
-from tests.cluster.meta import now_rfc3339
+from tests.cluster.meta import LOG_DIR_ANNOTATION, now_rfc3339
 from tests.cluster.pods import PodWorker
 
 log = logging.getLogger("node")
@@ -323,6 +322,14 @@ def _become_subreaper() -> None:
         pass
 
 
+def _stop_at_stdin_eof(agent: NodeAgent) -> None:
+    # os.read, not sys.stdin: a daemon thread blocked in a buffered read aborts the interpreter
+    # at exit ("could not acquire lock ... at interpreter shutdown").
+    while os.read(sys.stdin.fileno(), 4096):
+        pass
+    agent.stopping.set()
+
+
 def _kill_descendants() -> None:
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
@@ -376,10 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stopping.set())
-    if args.exit_with_stdin:
-        threading.Thread(
-            target=lambda: (sys.stdin.buffer.read(), agent.stopping.set()), daemon=True
-        ).start()
+    if args.exit_with_stdin:  # the fixture holds our stdin: its death closes the pipe
+        threading.Thread(target=_stop_at_stdin_eof, args=(agent,), daemon=True).start()
     print(f"node {args.name} running pods under {agent.pods_dir}", flush=True)
     try:
         agent.run()
