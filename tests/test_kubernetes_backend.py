@@ -76,8 +76,9 @@ def _pods(cluster) -> dict[str, k8s.V1Pod]:
     return {pod.metadata.name: pod for pod in pods if pod.metadata.deletion_timestamp is None}
 
 
-def test_the_seed_program_runs_unmodified_with_yr_backend_kubernetes(cluster):
-    env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
+def _run_seed_program(cluster, **extra_env: str) -> None:
+    """Run the tutorial program, unmodified, against the cluster; check both reports."""
+    env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default", **extra_env)
     finished = subprocess.run(
         [sys.executable, str(REPO / "examples" / "tree_training.py")],
         env=env,
@@ -88,6 +89,10 @@ def test_the_seed_program_runs_unmodified_with_yr_backend_kubernetes(cluster):
     assert finished.returncode == 0, finished.stderr
     assert "results: ['Loss: 10.0', 'Loss: 10.0']" in finished.stdout
     assert "results: ['Loss: 100.0', 'Loss: 100.0']" in finished.stdout
+
+
+def test_the_seed_program_runs_unmodified_with_yr_backend_kubernetes(cluster):
+    _run_seed_program(cluster)
 
 
 def test_each_instance_is_a_yrinstance_and_a_pod_owned_along_the_tree(session):
@@ -240,16 +245,7 @@ def test_a_driver_outside_the_cluster_calls_instances_through_the_gateway(cluste
 
 def test_the_seed_program_runs_through_the_gateway(cluster, gateway):
     _, address = gateway
-    env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default", YR_GATEWAY=address)
-    finished = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "tree_training.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert finished.returncode == 0, finished.stderr
-    assert "results: ['Loss: 100.0', 'Loss: 100.0']" in finished.stdout
+    _run_seed_program(cluster, YR_GATEWAY=address)
 
 
 def test_the_gateway_refuses_to_route_to_an_unknown_instance(gateway):

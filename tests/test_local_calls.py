@@ -126,3 +126,9 @@ def test_resources_report_capacity_and_use(local_runtime):
     (node,) = yr.resources()
     assert node["cpu_total"] == 16000
     assert node["cpu_used"] == 100
+
+
+def test_five_thousand_calls_in_flight_all_complete(local_runtime):
+    counter = Counter.invoke()
+    refs = [counter.add.invoke() for _ in range(5000)]
+    assert yr.get(refs, timeout=120)[-1] == 5000

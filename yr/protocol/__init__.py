@@ -17,8 +17,9 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 SERVER_OPTIONS: list[tuple[str, int]] = [
     *CHANNEL_OPTIONS,
     ("grpc.max_concurrent_streams", 100_000),
-    ("grpc.server_max_pending_requests", 1_000_000),
-    ("grpc.server_max_pending_requests_hard_limit", 1_000_000),
+    ("grpc.server.max_pending_requests", 1_000_000),
+    ("grpc.server.max_pending_requests_hard_limit", 1_000_000),
+    ("grpc.server_max_unrequested_time_in_server", 3600),
     ("grpc.so_reuseport", 0),
 ]
 
