@@ -367,3 +367,24 @@ def test_no_finalizer_ever_appears_on_a_yrinstance(env: Env) -> None:
             if event["type"] == "DELETED":
                 break
     assert finalizers == []
+
+
+def test_spec_change_is_observed_and_applies_to_the_next_incarnation(env: Env) -> None:
+    name = unique("respec")
+    env.create(name, maxRestarts=0)
+    env.wait_phase(name, "Ready")
+    patch = {"spec": {"maxRestarts": 1}}
+    generation = env.custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name, patch)[
+        "metadata"
+    ]["generation"]
+    wait_for(
+        lambda: env.status(name).get("observedGeneration") == generation,
+        10,
+        f"{name} to observe generation {generation}",
+    )
+    kill_pod_process(env, f"{name}-0")
+    wait_for(
+        lambda: (st := env.status(name)).get("phase") == "Ready" and st.get("restarts") == 1,
+        30,
+        f"{name} to restart under its new budget",
+    )
