@@ -50,7 +50,6 @@ class Prober:
         self.ready = False
         self.ever_succeeded = False
         self._streak = 0  # consecutive results that disagree with `ready`
-        self._channel: grpc.Channel | None = None
 
     def due_in(self) -> float:
         return max(0.0, self.next_due - time.monotonic())
@@ -102,16 +101,13 @@ class Prober:
         return True  # a probe with no handler we know: treat as passing
 
     def _grpc(self, spec: dict[str, Any]) -> bool:
-        if self._channel is None:
-            self._channel = grpc.insecure_channel(
-                f"{self.pod_ip}:{_port(spec['port'], self.container)}"
-            )
-        stub = health_pb2_grpc.HealthStub(self._channel)
-        request = health_pb2.HealthCheckRequest(service=spec.get("service", ""))
-        reply = stub.Check(request, timeout=self.timeout)
+        # A fresh channel per probe, as the kubelet dials per probe: a reused channel that
+        # failed once sits in reconnect backoff (1 s+) and would delay readiness.
+        address = f"{self.pod_ip}:{_port(spec['port'], self.container)}"
+        with grpc.insecure_channel(address) as channel:
+            request = health_pb2.HealthCheckRequest(service=spec.get("service", ""))
+            reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=self.timeout)
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        """Nothing held between probes (kept for symmetry with the pod worker's cleanup)."""
