@@ -154,6 +154,7 @@ import json, os
 keys = ["POD_NAME", "POD_NAMESPACE", "POD_UID", "POD_IP", "TOKEN", "KUBECONFIG", "TOKEN_FILE"]
 env = {k: os.environ.get(k) for k in keys}
 env["file"] = open(os.environ["TOKEN_FILE"]).read()
+env["mode"] = oct(os.stat(os.environ["TOKEN_FILE"]).st_mode & 0o777)
 print(json.dumps(env))
 """
 
@@ -174,7 +175,8 @@ def _env_pod(name: str) -> dict:
         {"name": "TOKEN_FILE", "value": "/var/run/secrets/test/token"},
     ]
     body = python_pod(name, ENV_DUMP, env=env)
-    body["spec"]["volumes"] = [{"name": "creds", "secret": {"secretName": f"{name}-secret"}}]
+    secret = {"secretName": f"{name}-secret", "defaultMode": 0o440}
+    body["spec"]["volumes"] = [{"name": "creds", "secret": secret}]
     body["spec"]["containers"][0]["volumeMounts"] = [
         {"name": "creds", "mountPath": "/var/run/secrets/test", "readOnly": True}
     ]
@@ -197,7 +199,7 @@ def test_env_gets_field_refs_secrets_and_kubeconfig_and_secret_volumes_are_files
     assert env["POD_NAME"] == "envdump" and env["POD_NAMESPACE"] == NS
     assert env["POD_UID"] == created.metadata.uid
     assert env["POD_IP"] == pod.status.pod_ip
-    assert env["TOKEN"] == "s3cret" and env["file"] == "s3cret"
+    assert env["TOKEN"] == "s3cret" and env["file"] == "s3cret" and env["mode"] == "0o440"
     assert env["KUBECONFIG"] == str(cluster.kubeconfig.resolve())
 
 

@@ -95,7 +95,9 @@ def materialize_volumes(core: CoreV1Api, pod: Obj, volumes_dir: Path) -> dict[st
                 if item["key"] in data:
                     path = target / item["path"]
                     path.parent.mkdir(parents=True, exist_ok=True)
+                    path.unlink(missing_ok=True)  # a retry may meet a read-only file of ours
                     path.write_bytes(data[item["key"]])
+                    path.chmod(item.get("mode", source.get("defaultMode", 0o644)))
             result[volume["name"]] = target
         if "emptyDir" in volume:
             target.mkdir(parents=True, exist_ok=True)
