@@ -36,6 +36,8 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
         if not hmac.compare_digest(token, self._token):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong session token")
         try:
+            if asyncio.iscoroutinefunction(work):
+                return await work()
             return await asyncio.get_running_loop().run_in_executor(None, work)
         except BaseException as error:
             context.set_trailing_metadata(((ERROR_METADATA_KEY, serialization.dumps(error)),))
@@ -50,11 +52,11 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
         return await self._guard(context, work)
 
     async def Resolve(self, request, context):
-        def work():
-            future = self._runtime.endpoint(
-                request.instance_id, min_incarnation=request.min_incarnation
+        async def work():
+            # Waiting for an instance to start can take long: await it, hold no thread.
+            endpoint = await asyncio.wrap_future(
+                self._runtime.endpoint(request.instance_id, min_incarnation=request.min_incarnation)
             )
-            endpoint = future.result()
             return yr_pb2.ResolveReply(address=endpoint.address, incarnation=endpoint.incarnation)
 
         return await self._guard(context, work)
