@@ -17,7 +17,8 @@ from typing import Any
 
 from tests.cluster.meta import ApiError
 from tests.cluster.resources import ResourceType
-from tests.cluster.store import Event, Store
+from tests.cluster.store import Store
+from tests.cluster.watches import Event
 
 log = logging.getLogger("gc")
 Obj = dict[str, Any]

@@ -15,7 +15,8 @@ from tests.cluster.patches import apply_patch
 from tests.cluster.resources import ResourceType
 from tests.cluster.scheduler import bind_pod
 from tests.cluster.selectors import field_selector, label_selector
-from tests.cluster.store import Store, Watch
+from tests.cluster.store import Store
+from tests.cluster.watches import Watch
 
 VERSION = {
     "major": "1",

@@ -27,15 +27,13 @@ import psutil
 from kubernetes import config as kube_config
 from kubernetes import watch
 from kubernetes.client import ApiClient, CoreV1Api
-from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import podenv
-from tests.cluster.meta import LOG_DIR_ANNOTATION, now_rfc3339
+from tests.cluster.nodeapi import NodeApi
 from tests.cluster.pods import PodWorker
 
 log = logging.getLogger("node")
 Obj = dict[str, Any]
-SMP = "application/strategic-merge-patch+json"
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -69,6 +67,9 @@ class NodeAgent:
         self.host_ip = "127.0.0.1"
         self.api: ApiClient = kube_config.new_client_from_config(config_file=self.kubeconfig)
         self.core = CoreV1Api(self.api)
+        self.kube = NodeApi(
+            self.core, name, self.host_ip, self.capacity, self.labels, str(self.pods_dir)
+        )
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -106,127 +107,6 @@ class NodeAgent:
             self.host_ip,
             self.base_env,
             self.default_cwd,
-        )
-
-    def patch_status(self, pod: Obj, status: Obj) -> bool:
-        meta = pod["metadata"]
-        try:
-            self.core.patch_namespaced_pod_status(
-                meta["name"],
-                meta["namespace"],
-                {"status": status},
-                _content_type=SMP,
-                _preload_content=False,
-                _request_timeout=10,
-            )
-            return True
-        except ApiException as error:
-            if error.status != 404:
-                log.warning("status of %s/%s: %s", meta["namespace"], meta["name"], error.reason)
-            return False
-
-    def delete_pod(self, pod: Obj) -> None:
-        """The kubelet's final word: grace period 0, only for this incarnation (uid)."""
-        meta = pod["metadata"]
-        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
-        try:
-            self.core.delete_namespaced_pod(
-                meta["name"],
-                meta["namespace"],
-                body=body,
-                _preload_content=False,
-                _request_timeout=10,
-            )
-        except ApiException as error:
-            if error.status not in (404, 409):
-                log.warning("deleting %s/%s: %s", meta["namespace"], meta["name"], error.reason)
-
-    def event(self, pod: Obj, kind: str, reason: str, message: str) -> None:
-        meta, now = pod["metadata"], now_rfc3339()
-        body = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "kind": "Pod",
-                "apiVersion": "v1",
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "count": 1,
-            "source": {"component": "kubelet", "host": self.name},
-            "reportingComponent": "kubelet",
-            "reportingInstance": self.name,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-        }
-        with contextlib.suppress(ApiException):  # events are best effort, as in the kubelet
-            self.core.create_namespaced_event(
-                meta["namespace"], body, _preload_content=False, _request_timeout=5
-            )
-
-    # ---- the Node object
-    def register(self) -> None:
-        body = {
-            "metadata": {
-                "name": self.name,
-                "labels": self.labels,
-                "annotations": {LOG_DIR_ANNOTATION: str(self.pods_dir)},
-            }
-        }
-        try:
-            self.core.create_node(body, _preload_content=False)
-        except ApiException as error:
-            if error.status != 409:
-                raise
-            self.core.patch_node(self.name, body, _preload_content=False)
-        self.set_ready(True)
-
-    def set_ready(self, ready: bool) -> None:
-        now = now_rfc3339()
-        reason, message = (
-            ("KubeletReady", "kubelet is posting ready status")
-            if ready
-            else ("KubeletStopped", "the emulated node agent stopped")
-        )
-        status = {
-            "capacity": self.capacity,
-            "allocatable": self.capacity,
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True" if ready else "False",
-                    "reason": reason,
-                    "message": message,
-                    "lastHeartbeatTime": now,
-                    "lastTransitionTime": now,
-                }
-            ],
-            "addresses": [
-                {"type": "InternalIP", "address": self.host_ip},
-                {"type": "Hostname", "address": self.name},
-            ],
-            "nodeInfo": {
-                "kubeletVersion": "v1.32.0-yr-emulated",
-                "operatingSystem": "linux",
-                "architecture": "amd64",
-                "containerRuntimeVersion": "emulated://0",
-                "osImage": "",
-                "kernelVersion": "",
-                "kubeProxyVersion": "",
-                "machineID": "",
-                "systemUUID": "",
-                "bootID": "",
-            },
-        }
-        self.core.patch_node_status(
-            self.name,
-            {"status": status},
-            _content_type=SMP,
-            _preload_content=False,
-            _request_timeout=5,
         )
 
     # ---- pods
@@ -293,7 +173,7 @@ class NodeAgent:
                 self.stopping.wait(0.5)
 
     def run(self) -> None:
-        self.register()
+        self.kube.register()
         threading.Thread(target=self.watch_pods, name="pod-watch", daemon=True).start()
         self.stopping.wait()
 
@@ -307,7 +187,7 @@ class NodeAgent:
         for worker in workers:
             worker.join(self.stop_grace + 5)
         try:
-            self.set_ready(False)
+            self.kube.set_ready(False)
         except Exception as error:  # the API server may already be gone
             log.info("could not mark the node NotReady: %s", error)
         _kill_descendants()

@@ -207,7 +207,7 @@ class PodWorker(threading.Thread):
         if probe:
             container.prober = Prober(probe, container.spec, self.pod_ip, launch, time.monotonic())
         threading.Thread(target=self._await_exit, args=(container,), daemon=True).start()
-        self.agent.event(self.pod, "Normal", "Started", f"Started container {container.name}")
+        self.agent.kube.event(self.pod, "Normal", "Started", f"Started container {container.name}")
 
     def _await_exit(self, container: Container) -> None:
         assert container.proc is not None
@@ -261,12 +261,12 @@ class PodWorker(threading.Thread):
             return
         grace = float(self.pod["metadata"].get("deletionGracePeriodSeconds") or 0)
         if any(c.running for c in self.containers):
-            self.agent.event(
+            self.agent.kube.event(
                 self.pod, "Normal", "Killing", f"Stopping container {self.containers[0].name}"
             )
         self._kill(grace=grace)
         self._report()
-        self.agent.delete_pod(self.pod)
+        self.agent.kube.delete_pod(self.pod)
 
     # ---- status
     def _condition(self, kind: str, ok: bool, reason: str = "", message: str = "") -> Obj:
@@ -338,5 +338,5 @@ class PodWorker(threading.Thread):
         status = self.status()
         if status == self._reported:
             return
-        if self.agent.patch_status(self.pod, status):
+        if self.agent.kube.patch_status(self.pod, status):
             self._reported = status

@@ -15,7 +15,8 @@ from typing import Any
 
 from tests.cluster import kinds, quantity
 from tests.cluster.meta import ApiError, now_rfc3339
-from tests.cluster.store import Event, Store
+from tests.cluster.store import Store
+from tests.cluster.watches import Event
 
 log = logging.getLogger("scheduler")
 SCHEDULER_NAME = "default-scheduler"

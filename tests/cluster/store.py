@@ -1,4 +1,4 @@
-"""The object store of the emulated API: CRUD with the real server's metadata rules, and watches.
+"""The object store of the emulated API: CRUD with the real server's metadata rules.
 
 All methods are synchronous and run on the server's event loop, so each one is atomic.
 Committed objects are never mutated; every write stores a fresh dict.
@@ -6,12 +6,9 @@ Committed objects are never mutated; every write stores a fresh dict.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from tests.cluster import kinds, schema
@@ -27,44 +24,9 @@ from tests.cluster.meta import (
     now_rfc3339,
 )
 from tests.cluster.resources import Registry, ResourceType, types_from_crd
-from tests.cluster.selectors import Predicate
+from tests.cluster.watches import Event, Hub, Watch
 
-HISTORY = 20000
 Obj = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Event:
-    rv: int
-    key: tuple[str, str]
-    type: str  # ADDED, MODIFIED, DELETED
-    obj: Obj
-    old: Obj | None
-
-
-class Watch:
-    """One watch stream's queue and filter; selector transitions become ADDED/DELETED."""
-
-    def __init__(self, key: tuple[str, str], namespace: str | None, *preds: Predicate) -> None:
-        self.key = key
-        self.namespace = namespace
-        self.preds = preds
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
-
-    def matches(self, obj: Obj | None) -> bool:
-        if obj is None:
-            return False
-        if self.namespace and obj["metadata"].get("namespace") != self.namespace:
-            return False
-        return all(pred(obj) for pred in self.preds)
-
-    def translate(self, event: Event) -> str | None:
-        now, before = self.matches(event.obj), self.matches(event.old)
-        if event.type != "MODIFIED":
-            return event.type if now else None
-        if now:
-            return "MODIFIED" if before else "ADDED"
-        return "DELETED" if before else None
 
 
 def _meta(obj: Obj) -> dict[str, Any]:
@@ -80,10 +42,9 @@ class Store:
         self.registry = registry
         self.rv = 0
         self.objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
-        self.history: deque[Event] = deque(maxlen=HISTORY)
-        self.history_floor = 0  # watches from before this resourceVersion get 410 Gone
-        self.watches: set[Watch] = set()
-        self.listeners: list[Callable[[Event], None]] = []
+        self.hub = Hub()
+        # In-process controllers (GC, scheduler) hear every event here.
+        self.listeners: list[Callable[[Event], None]] = self.hub.listeners
 
     # ---- reads
     def lookup(self, rt: ResourceType, namespace: str, name: str) -> Obj | None:
@@ -365,33 +326,11 @@ class Store:
         return final
 
     def _emit(self, event: Event) -> None:
-        if len(self.history) == self.history.maxlen:
-            self.history_floor = self.history[0].rv
-        self.history.append(event)
-        for watch in list(self.watches):
-            if watch.key == event.key:
-                watch.queue.put_nowait(event)
-        for listener in self.listeners:
-            listener(event)
+        self.hub.emit(event)
 
     def open_watch(self, watch: Watch, rt: ResourceType, since: str | None) -> None:
-        """Prime a watch with the events it must see first, then subscribe it (atomically)."""
-        if since in (None, "", "0"):
-            for obj in self.items(rt, watch.namespace):
-                watch.queue.put_nowait(Event(self.rv, rt.key, "ADDED", obj, None))
-        else:
-            try:
-                since_rv = int(since)
-            except ValueError:
-                raise bad_request(f"invalid resource version {since!r}") from None
-            if since_rv < self.history_floor:
-                raise ApiError(
-                    410, "Expired", f"too old resource version: {since_rv} ({self.history_floor})"
-                )
-            for event in self.history:
-                if event.rv > since_rv and event.key == rt.key:
-                    watch.queue.put_nowait(event)
-        self.watches.add(watch)
+        """Prime a watch with what it must see first, then subscribe it (atomically)."""
+        self.hub.open(watch, since, lambda: self.items(rt, watch.namespace), self.rv)
 
     def close_watch(self, watch: Watch) -> None:
-        self.watches.discard(watch)
+        self.hub.close(watch)
