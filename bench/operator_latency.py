@@ -127,9 +127,16 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run(
-    custom: k8s.CustomObjectsApi, rec: Recorder, op_pid: int, names: list[str], *, one_by_one: bool
+    custom: k8s.CustomObjectsApi,
+    rec: Recorder,
+    op_pid: int,
+    names: list[str],
+    *,
+    one_by_one: bool,
+    apiserver_pid: int,
 ) -> dict[str, Any]:
     sampler = Sampler(op_pid)
+    api_sampler = Sampler(apiserver_pid)
     start: dict[str, float] = {}
     t_begin = time.monotonic()
     for name in names:
@@ -140,9 +147,18 @@ def run(
     wait_for(lambda: all(n in rec.ready_seen for n in names), 180, "all Ready")
     wall = max(rec.ready_seen[n] for n in names) - t_begin
     cpu, rss = sampler.finish()
+    api_cpu, _ = api_sampler.finish()
     to_pod = [(rec.pod_seen[n] - start[n]) * 1000 for n in names]
     to_ready = [(rec.ready_seen[n] - start[n]) * 1000 for n in names]
-    return {"n": len(names), "pod": to_pod, "ready": to_ready, "wall": wall, "cpu": cpu, "rss": rss}
+    return {
+        "n": len(names),
+        "pod": to_pod,
+        "ready": to_ready,
+        "wall": wall,
+        "cpu": cpu,
+        "rss": rss,
+        "api_cpu": api_cpu,
+    }
 
 
 def cleanup(custom: k8s.CustomObjectsApi, core: k8s.CoreV1Api, names: list[str]) -> None:
@@ -169,6 +185,8 @@ def main() -> None:
         [sys.executable, "-m", "yr_operator", "-A"], env=env, stdout=log, stderr=log
     )
     rec = Recorder(cluster)
+    assert cluster.apiserver is not None
+    apiserver = cluster.apiserver.pid
     api = cluster.api_client()
     core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
     try:
@@ -180,15 +198,25 @@ def main() -> None:
             NS, {"metadata": {"name": "yr-session-bench"}, "stringData": {"token": "t"}}
         )
         warm = ["warmup"]
-        run(custom, rec, operator.pid, warm, one_by_one=True)  # operator and node warm
+        run(
+            custom, rec, operator.pid, warm, one_by_one=True, apiserver_pid=apiserver
+        )  # operator and node warm
         cleanup(custom, core, warm)
         rows = []
         single = [f"single-{i}" for i in range(args.single)]
-        rows.append(("1 at a time", run(custom, rec, operator.pid, single, one_by_one=True)))
+        rows.append(
+            (
+                "1 at a time",
+                run(custom, rec, operator.pid, single, one_by_one=True, apiserver_pid=apiserver),
+            )
+        )
         cleanup(custom, core, single)
         burst = [f"burst-{i}" for i in range(args.burst)]
         rows.append(
-            (f"{args.burst} at once", run(custom, rec, operator.pid, burst, one_by_one=False))
+            (
+                f"{args.burst} at once",
+                run(custom, rec, operator.pid, burst, one_by_one=False, apiserver_pid=apiserver),
+            )
         )
         cleanup(custom, core, burst)
     finally:
@@ -201,12 +229,12 @@ def main() -> None:
 
     print(f"operator latency on the local cluster ({os.cpu_count()} cores), milliseconds")
     head = f"{'scenario':<14}{'n':>5}{'pod p50':>9}{'pod p99':>9}{'ready p50':>11}{'ready p99':>11}"
-    print(head + f"{'all ready s':>13}{'op cpu s':>10}{'op rss MB':>11}")
+    print(head + f"{'all ready s':>13}{'op cpu s':>10}{'op rss MB':>11}{'apiserver cpu s':>17}")
     for label, r in rows:
         print(
             f"{label:<14}{r['n']:>5}{statistics.median(r['pod']):>9.1f}{pct(r['pod'], 0.99):>9.1f}"
             f"{statistics.median(r['ready']):>11.0f}{pct(r['ready'], 0.99):>11.0f}"
-            f"{r['wall']:>13.2f}{r['cpu']:>10.2f}{r['rss']:>11.1f}"
+            f"{r['wall']:>13.2f}{r['cpu']:>10.2f}{r['rss']:>11.1f}{r['api_cpu']:>17.2f}"
         )
 
 

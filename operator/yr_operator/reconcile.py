@@ -82,6 +82,8 @@ class Reconciler:
                 return created is None
         if p.restart_at is not None:
             incarnation = p.status["restarts"] if p.status else rkey[3]
+            for older in [k for k in self._restart_at if k[:3] == rkey[:3] and k[3] < incarnation]:
+                del self._restart_at[older]
             self._restart_at[(*rkey[:3], incarnation)] = p.restart_at
             self.requeue(namespace=rkey[0], name=rkey[1], delay=p.restart_at - now)
         await self._write(yri, p.status, p.event)
