@@ -110,7 +110,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     _t("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
     _t("", "v1", "endpoints", "Endpoints", short_names=("ep",)),
     _t("coordination.k8s.io", "v1", "leases", "Lease"),
-    _t("events.k8s.io", "v1", "events", "Event", short_names=("ev",)),
+    _t("events.k8s.io", "v1", "events", "Event"),
     _t(
         "apiextensions.k8s.io",
         "v1",

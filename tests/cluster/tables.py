@@ -82,6 +82,24 @@ def _node_cells(node: dict[str, Any]) -> list[Any]:
     return [state, "<none>", age(node["metadata"].get("creationTimestamp")), version]
 
 
+def _event_cells(event: dict[str, Any]) -> list[Any]:
+    involved = event.get("involvedObject") or {}
+    seen = (
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event["metadata"].get("creationTimestamp")
+    )
+    target = f"{involved.get('kind', '').lower()}/{involved.get('name', '')}"
+    return [
+        age(seen),
+        event.get("type", ""),
+        event.get("reason", ""),
+        target,
+        event.get("message", ""),
+        event["metadata"]["name"],
+    ]
+
+
 _BUILTIN_COLUMNS = {
     ("", "pods"): (
         [
@@ -102,6 +120,17 @@ _BUILTIN_COLUMNS = {
             ("Version", "string", 0),
         ],
         _node_cells,
+    ),
+    ("", "events"): (
+        [
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Message", "string", 0),
+            ("Name", "string", 1),
+        ],
+        _event_cells,
     ),
     ("", "namespaces"): (
         [("Status", "string", 0), ("Age", "string", 0)],
@@ -142,15 +171,26 @@ def _columns(rt: ResourceType) -> tuple[list[tuple[str, str, int]], Any]:
 
 def render(store: Store, rt: ResourceType, items: list[dict[str, Any]], kind: str = "Table"):
     columns, cells = _columns(rt)
-    definitions = [
-        {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}
-    ]
+    own_name = rt.key == ("", "events")  # events list their name last, as a wide column
+    definitions = (
+        []
+        if own_name
+        else [
+            {
+                "name": "Name",
+                "type": "string",
+                "format": "name",
+                "description": "Name",
+                "priority": 0,
+            }
+        ]
+    )
     definitions += [
         {"name": n, "type": t, "format": "", "description": n, "priority": p} for n, t, p in columns
     ]
     rows = [
         {
-            "cells": [o["metadata"]["name"], *cells(o)],
+            "cells": cells(o) if own_name else [o["metadata"]["name"], *cells(o)],
             "object": {
                 "kind": "PartialObjectMetadata",
                 "apiVersion": "meta.k8s.io/v1",
