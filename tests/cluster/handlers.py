@@ -112,6 +112,8 @@ class Handlers:
         sub: str | None,
     ) -> web.StreamResponse:
         method, query, ns = request.method, request.query, namespace or ""
+        if query.get("dryRun") and method != "GET":  # refuse rather than persist by surprise
+            raise bad_request("dryRun is not supported by the emulated API server")
         if name is None:
             if method == "GET":
                 if query.get("watch") in ("true", "1"):
