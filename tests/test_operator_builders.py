@@ -329,3 +329,36 @@ def test_pod_of_another_owner_with_the_same_name_is_ignored() -> None:
     foreign = pod_with({"phase": "Running"})
     foreign["metadata"]["ownerReferences"][0]["uid"] = "older-uid"
     assert plan(yri(), [foreign], now=0, now_iso=NOW).create == 0
+
+
+def test_pod_deleted_by_someone_else_counts_as_a_death() -> None:
+    obj = yri(maxRestarts=1)
+    obj["status"] = {"phase": "Ready", "restarts": 0, "podName": "w1-0"}
+    p = plan(obj, [], now=0, now_iso=NOW, backoff_base=1)
+    assert (p.status["phase"], p.status["reason"]) == ("Restarting", "PodDeleted")
+
+
+def test_pod_newer_than_the_status_is_adopted_not_duplicated() -> None:
+    # The operator created w1-1 and died before writing restarts=1.
+    obj = yri(maxRestarts=3)
+    obj["status"] = {"phase": "Restarting", "restarts": 0, "podName": "w1-0"}
+    newer = build_pod(obj, incarnation=1, image="i", service_account="s")
+    newer["status"] = {"phase": "Pending"}
+    p = plan(obj, [newer], now=0, now_iso=NOW)
+    assert p.create is None and p.status["restarts"] == 1 and p.status["podName"] == "w1-1"
+
+
+def test_pods_of_past_incarnations_are_deleted() -> None:
+    obj = yri(maxRestarts=3)
+    obj["status"] = {"phase": "Pending", "restarts": 1, "podName": "w1-1"}
+    old = pod_with({"phase": "Failed"})
+    current = build_pod(obj, incarnation=1, image="i", service_account="s")
+    p = plan(obj, [old, current], now=0, now_iso=NOW)
+    assert p.delete == ("w1-0",) and p.create is None
+
+
+def test_instance_being_deleted_is_terminating_and_gets_no_pod() -> None:
+    obj = yri()
+    obj["metadata"]["deletionTimestamp"] = NOW
+    p = plan(obj, [], now=0, now_iso=NOW)
+    assert p.status["phase"] == "Terminating" and p.create is None

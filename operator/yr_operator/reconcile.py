@@ -82,12 +82,18 @@ class Reconciler:
                 return created is None
         if p.restart_at is not None:
             incarnation = p.status["restarts"] if p.status else rkey[3]
-            for older in [k for k in self._restart_at if k[:3] == rkey[:3] and k[3] < incarnation]:
-                del self._restart_at[older]
-            self._restart_at[(*rkey[:3], incarnation)] = p.restart_at
-            self.requeue(namespace=rkey[0], name=rkey[1], delay=p.restart_at - now)
+            self._remember_restart((*rkey[:3], incarnation), when=p.restart_at, now=now)
         await self._write(yri, p.status, p.event)
         return True
+
+    def _remember_restart(
+        self, rkey: tuple[str, str, str, int], *, when: float, now: float
+    ) -> None:
+        """Keep the restart time of the incarnation `rkey` (only) and wake up for it."""
+        for older in [k for k in self._restart_at if k[:3] == rkey[:3] and k[3] < rkey[3]]:
+            del self._restart_at[older]
+        self._restart_at[rkey] = when
+        self.requeue(namespace=rkey[0], name=rkey[1], delay=when - now)
 
     async def _create(self, yri: dict[str, Any], p: Plan, *, fast: bool) -> bool | None:
         """True created; False fall back to a full read; None handled (status written)."""
