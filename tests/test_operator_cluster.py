@@ -266,6 +266,17 @@ def test_killed_pod_without_budget_fails_with_the_signal(env: Env) -> None:
     wait_for(lambda: not env.pods_of(name), 10, f"the failed pod of {name} to be deleted")
 
 
+def test_pod_exiting_with_a_code_fails_with_that_code(env: Env) -> None:
+    # The instance server refuses to serve without a session token: it exits with code 1.
+    env.core.create_namespaced_secret(
+        NS, {"metadata": {"name": "yr-session-tokenless"}, "stringData": {"token": ""}}
+    )
+    name = unique("exit")
+    env.create(name, session="tokenless")
+    st = env.wait_phase(name, "Failed")
+    assert (st["reason"], st["message"]) == ("Error", "exit code 1")
+
+
 def test_operator_restart_during_creation_leaves_one_pod_per_instance(env: Env) -> None:
     names = [unique(f"burst{i}") for i in range(5)]
     try:
