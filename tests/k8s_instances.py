@@ -25,8 +25,8 @@ class Worker:
 
 @yr.instance(invoke_options=ONE_CPU)
 class Lead:
-    def __init__(self, workers: int) -> None:
-        self.workers = [Worker.invoke() for _ in range(workers)]
+    def __init__(self, workers: int, worker_options: yr.InvokeOptions = ONE_CPU) -> None:
+        self.workers = [Worker.options(worker_options).invoke() for _ in range(workers)]
 
     def train(self, lr: float) -> list[str]:
         return yr.get([w.train.invoke(i, lr) for i, w in enumerate(self.workers)], timeout=120)

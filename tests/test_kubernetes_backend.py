@@ -131,14 +131,34 @@ def test_deleting_a_supervisor_collects_its_workers_while_the_other_keeps_servin
     assert len(yr.get(survivor.train.invoke(0.1), timeout=60)) == 2
 
 
-def test_an_instance_that_cannot_fit_reports_the_schedulers_message(session):
-    too_big = yr.InvokeOptions(cpu=9000, memory=128, schedule_timeout_ms=3000)
-    worker = Worker.options(too_big).invoke()
+def test_a_tree_that_does_not_fit_reports_the_schedulers_message(session):
+    # 8 CPUs: the lead and seven workers fit, the eighth worker cannot.
+    workers = yr.InvokeOptions(cpu=1000, memory=128, schedule_timeout_ms=3000)
+    lead = Lead.invoke(8, workers)
     with pytest.raises(yr.YRSchedulingError, match="Insufficient cpu") as caught:
-        yr.get(worker.pid.invoke(), timeout=60)
-    assert "0/1 nodes are available" in str(caught.value)
-    status = _instances(session)[worker.instance_id]["status"]
-    assert (status["phase"], status["reason"]) == ("Pending", "Unschedulable")
+        yr.get(lead.train.invoke(0.1), timeout=120)
+    assert "0/1 nodes are available: 1 Insufficient cpu." in str(caught.value)
+    pending = [
+        obj["status"]
+        for obj in _instances(session).values()
+        if (obj.get("status") or {}).get("phase") == "Pending"
+    ]
+    assert [(s["reason"], s["message"]) for s in pending] == [
+        ("Unschedulable", "0/1 nodes are available: 1 Insufficient cpu.")
+    ]
+
+
+def test_an_instance_pod_refuses_a_call_without_the_session_token(session):
+    import grpc
+
+    from yr.protocol import yr_pb2, yr_pb2_grpc
+
+    worker = Worker.invoke()
+    yr.get(worker.pid.invoke(), timeout=60)
+    address = yr.session.current().runtime.endpoint(worker.instance_id).result(10).address
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as caught:
+        yr_pb2_grpc.InstanceStub(channel).Hello(yr_pb2.HelloRequest(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_a_killed_worker_pod_restarts_and_a_call_in_flight_gets_the_died_error(session):
