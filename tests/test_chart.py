@@ -100,6 +100,7 @@ OPERATOR_NAMESPACED = grants(
     {
         ("yr.dev", "yrinstances"): "get list watch patch update",
         ("yr.dev", "yrinstances/status"): "get patch update",
+        ("yr.dev", "yrinstances/finalizers"): "update",
         ("", "pods"): "get list watch create delete",
         ("coordination.k8s.io", "leases"): "get list watch delete",
         ("", "events"): "create patch",

@@ -105,6 +105,11 @@ asserts it: no secrets (pods reference the payload Secret by name, which needs n
 - apiGroups: [yr.dev]
   resources: [yrinstances/status]
   verbs: [get, patch, update]
+# Pods carry blockOwnerDeletion on their YRInstance owner (foreground deletion waits for
+# them); clusters that enforce owner-reference permissions require this right for it.
+- apiGroups: [yr.dev]
+  resources: [yrinstances/finalizers]
+  verbs: [update]
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, delete]

@@ -152,10 +152,6 @@ class KubernetesRuntime(Runtime):
             class_name=spec.class_info.class_name,
             schedule_timeout_s=options.schedule_timeout_ms / 1000,
         )
-        secret = objects.build_payload_secret(
-            name=name, session=self._session, payload=spec.payload, owner=self._owner
-        )
-        self._core.create_namespaced_secret(self._namespace, secret)
         body = objects.build_yrinstance(
             name=name, session=self._session, spec=spec, owner=self._owner
         )
@@ -164,20 +160,19 @@ class KubernetesRuntime(Runtime):
                 GROUP, VERSION, self._namespace, PLURAL, body
             )
         except ApiException as error:
-            self._core.delete_namespaced_secret(secret["metadata"]["name"], self._namespace)
             raise YRError(f"the API server refused YRInstance {name}: {error.body}") from None
-        # The payload now belongs to its instance: deleting the instance collects it.
+        # The payload belongs to its instance, so deleting the instance collects it; its pod
+        # waits for the Secret to exist before it starts (as a kubelet waits for a volume).
         instance_owner = objects.owner_reference(
             api_version=f"{GROUP}/{VERSION}",
             kind="YRInstance",
             name=name,
             uid=created["metadata"]["uid"],
         )
-        self._core.patch_namespaced_secret(
-            secret["metadata"]["name"],
-            self._namespace,
-            {"metadata": {"ownerReferences": [instance_owner]}},
+        secret = objects.build_payload_secret(
+            name=name, session=self._session, payload=spec.payload, owner=instance_owner
         )
+        self._core.create_namespaced_secret(self._namespace, secret)
         self._created.append(name)
         return name
 
