@@ -1,0 +1,631 @@
+"""Why this exists: issue 2's side-by-side of yr's local runtime and Ray, with ratios and targets.
+
+Every workload runs first on yr, then on Ray, each in a fresh subprocess of this script (no
+leftover state; RSS and creation are measured cleanly), and the parent prints one table::
+
+    python bench/compare_ray.py                  # everything, about 3-5 minutes on 2 cores
+    python bench/compare_ray.py --quick          # shorter loops, fewer repetitions
+    python bench/compare_ray.py --only sync inflight --json out.json
+
+Both frameworks get the same logical CPUs and every instance/actor asks for one of them
+(``InvokeOptions(cpu=1000)`` / ``num_cpus=1``). Every process a child starts is recorded while
+it runs and killed by PID if it outlives the child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+MB = 1_000_000
+ARRAY_BYTES = 100 * 2**20
+IN_FLIGHT_CALLS = 5_000
+TREE_SUPERVISORS = 8
+TREE_WORKERS = 3
+CHILD_TIMEOUT_S = 150.0
+STALL_TIMEOUT_S = 20.0  # a yr.get/ray.get of one batch that takes longer is reported as stalled
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    target: str
+    check: Callable[[float | None, float | None], bool | None]  # (yr value, ratio) -> met?
+    frameworks: tuple[str, ...] = ("yr", "ray")
+
+
+def _ratio_at_least(minimum: float) -> Callable[[float | None, float | None], bool | None]:
+    return lambda _value, ratio: None if ratio is None else ratio >= minimum
+
+
+def _value_at_most(maximum: float) -> Callable[[float | None, float | None], bool | None]:
+    return lambda value, _ratio: None if value is None else value <= maximum
+
+
+WORKLOADS: list[Workload] = [
+    Workload(
+        "create",
+        "create 1 + get 1 no-op (median of 10)",
+        "ms",
+        False,
+        ">= 5x faster",
+        _ratio_at_least(5.0),
+    ),
+    Workload("sync", "1:1 sync calls", "calls/s", True, ">= 1.6x Ray", _ratio_at_least(1.6)),
+    Workload(
+        "inflight",
+        f"{IN_FLIGHT_CALLS:,} calls in flight",
+        "calls/s",
+        True,
+        ">= 1x Ray",
+        _ratio_at_least(1.0),
+    ),
+    Workload(
+        "tree",
+        f"tree {TREE_SUPERVISORS}x{TREE_WORKERS}, no sleep",
+        "s",
+        False,
+        ">= 2x faster",
+        _ratio_at_least(2.0),
+    ),
+    Workload(
+        "tree_sleep",
+        f"tree {TREE_SUPERVISORS}x{TREE_WORKERS}, sleep(1)",
+        "s",
+        False,
+        ">= 2x faster (~1 s)",
+        _ratio_at_least(2.0),
+    ),
+    Workload("rss", "idle instance RSS (mean)", "MB", False, "<= 50 MB", _value_at_most(50.0)),
+    Workload(
+        "numpy", "100 MiB numpy argument (median)", "ms", False, "no slower", _ratio_at_least(1.0)
+    ),
+    Workload(
+        "grpc",
+        "bare grpcio unary loopback (floor)",
+        "calls/s",
+        True,
+        "reference",
+        lambda _v, _r: None,
+        frameworks=("grpc",),
+    ),
+]
+BY_NAME = {w.name: w for w in WORKLOADS}
+
+
+# ---------------------------------------------------------------------------------------------
+# The frameworks behind one small interface, so every workload is written once.
+# ---------------------------------------------------------------------------------------------
+
+
+class Bench:
+    """One framework, initialised with ``num_cpus`` logical CPUs."""
+
+    name = ""
+
+    def start(self, num_cpus: int) -> None: ...
+    def create(self, kind: str, *args: Any) -> Any: ...
+    def call(self, handle: Any, method: str, *args: Any) -> Any: ...
+    def get(self, refs: Any, timeout: float | None = None) -> Any: ...
+    def kill(self, handle: Any) -> None: ...
+    def instance_pids(self, handles: list[Any]) -> list[int]: ...
+    def stop(self) -> None: ...
+
+
+def _noop_class() -> type:
+    class Noop:
+        def noop(self) -> None:
+            return None
+
+        def pid(self) -> int:
+            return os.getpid()
+
+        def size(self, array: Any) -> int:
+            return int(array.nbytes)
+
+    return Noop
+
+
+class YrBench(Bench):
+    name = "yr"
+
+    def start(self, num_cpus: int) -> None:
+        import yr
+
+        self.yr = yr
+        options = yr.InvokeOptions(cpu=1000)
+        self.noop = yr.instance(invoke_options=options)(_noop_class())
+        worker = yr.instance(invoke_options=options)(TrainingWorker)
+        self.supervisor = yr.instance(invoke_options=options)(_yr_supervisor(worker))
+        yr.init(yr.Config(num_cpus=num_cpus))
+
+    def create(self, kind: str, *args: Any) -> Any:
+        return (self.noop if kind == "noop" else self.supervisor).invoke(*args)
+
+    def call(self, handle: Any, method: str, *args: Any) -> Any:
+        return getattr(handle, method).invoke(*args)
+
+    def get(self, refs: Any, timeout: float | None = None) -> Any:
+        return self.yr.get(refs, timeout=timeout if timeout is not None else 300)
+
+    def kill(self, handle: Any) -> None:
+        handle.terminate(is_sync=True)
+
+    def instance_pids(self, handles: list[Any]) -> list[int]:
+        by_id = self.yr.session.current().runtime.pids()
+        return [by_id[h.instance_id] for h in handles]
+
+    def stop(self) -> None:
+        self.yr.finalize()
+
+
+class RayBench(Bench):
+    name = "ray"
+
+    def start(self, num_cpus: int) -> None:
+        import ray
+
+        self.ray = ray
+        self.noop = ray.remote(num_cpus=1)(_noop_class())
+        worker = ray.remote(num_cpus=1)(TrainingWorker)
+        self.supervisor = ray.remote(num_cpus=1)(_ray_supervisor(worker))
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level="ERROR",
+            configure_logging=True,
+        )
+
+    def create(self, kind: str, *args: Any) -> Any:
+        return (self.noop if kind == "noop" else self.supervisor).remote(*args)
+
+    def call(self, handle: Any, method: str, *args: Any) -> Any:
+        return getattr(handle, method).remote(*args)
+
+    def get(self, refs: Any, timeout: float | None = None) -> Any:
+        return self.ray.get(refs, timeout=timeout)
+
+    def kill(self, handle: Any) -> None:
+        self.ray.kill(handle, no_restart=True)
+
+    def instance_pids(self, handles: list[Any]) -> list[int]:
+        return self.ray.get([h.pid.remote() for h in handles])
+
+    def stop(self) -> None:
+        self.ray.shutdown()
+
+
+class TrainingWorker:
+    """The seed's bottom layer; ``sleep_s`` > 0 simulates training."""
+
+    def train(self, shard_id: int, hyperparams: dict[str, float], sleep_s: float) -> str:
+        if sleep_s:
+            time.sleep(sleep_s)
+        return f"Loss: {0.1 / hyperparams['lr']} (shard {shard_id})"
+
+
+def _yr_supervisor(worker: Any) -> type:
+    import yr
+
+    class TrainingSupervisor:
+        def __init__(self, hyperparams: dict[str, float]) -> None:
+            self.hyperparams = hyperparams
+
+        def start_training(self, num_workers: int, sleep_s: float) -> str:
+            workers = [worker.invoke() for _ in range(num_workers)]
+            refs = [w.train.invoke(i, self.hyperparams, sleep_s) for i, w in enumerate(workers)]
+            return f"{self.hyperparams} done: {yr.get(refs)}"
+
+    return TrainingSupervisor
+
+
+def _ray_supervisor(worker: Any) -> type:
+    import ray
+
+    class TrainingSupervisor:
+        def __init__(self, hyperparams: dict[str, float]) -> None:
+            self.hyperparams = hyperparams
+
+        def start_training(self, num_workers: int, sleep_s: float) -> str:
+            self.workers = [worker.remote() for _ in range(num_workers)]
+            refs = [
+                w.train.remote(i, self.hyperparams, sleep_s) for i, w in enumerate(self.workers)
+            ]
+            return f"{self.hyperparams} done: {ray.get(refs)}"
+
+    return TrainingSupervisor
+
+
+# ---------------------------------------------------------------------------------------------
+# The workloads (run inside a child process; each returns a dict with "value" and details).
+# ---------------------------------------------------------------------------------------------
+
+
+def run_create(b: Bench, quick: bool) -> dict[str, Any]:
+    b.start(num_cpus=4)
+    times = []
+    for _ in range(5 if quick else 10):
+        started = time.perf_counter()
+        handle = b.create("noop")
+        b.get(b.call(handle, "noop"))
+        times.append((time.perf_counter() - started) * 1e3)
+        b.kill(handle)
+        time.sleep(0.2)  # let the teardown finish outside the timed part
+    b.stop()
+    return {"value": statistics.median(times), "min": min(times), "max": max(times), "all": times}
+
+
+def run_sync(b: Bench, quick: bool) -> dict[str, Any]:
+    b.start(num_cpus=2)
+    handle = b.create("noop")
+    for _ in range(100):
+        b.get(b.call(handle, "noop"))
+    duration = 1.0 if quick else 3.0
+    count = 0
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < duration:
+        b.get(b.call(handle, "noop"))
+        count += 1
+    b.stop()
+    return {"value": count / elapsed, "calls": count, "seconds": elapsed}
+
+
+def run_inflight(b: Bench, quick: bool) -> dict[str, Any]:
+    b.start(num_cpus=2)
+    handle = b.create("noop")
+    b.get([b.call(handle, "noop") for _ in range(100)])
+    rates = []
+    for _ in range(1 if quick else 3):
+        started = time.perf_counter()
+        refs = [b.call(handle, "noop") for _ in range(IN_FLIGHT_CALLS)]
+        submitted = time.perf_counter() - started
+        try:
+            b.get(refs, timeout=STALL_TIMEOUT_S)
+        except Exception as error:
+            b.stop()
+            return {"value": None, "error": f"stalled: {type(error).__name__}: {error}"[:300]}
+        rates.append(IN_FLIGHT_CALLS / (time.perf_counter() - started))
+    b.stop()
+    return {"value": statistics.median(rates), "rates": rates, "submit_s_last": submitted}
+
+
+def _tree(b: Bench, sleep_s: float) -> dict[str, Any]:
+    b.start(num_cpus=TREE_SUPERVISORS * (1 + TREE_WORKERS))
+    started = time.perf_counter()
+    supervisors = [b.create("supervisor", {"lr": 0.01 / (i + 1)}) for i in range(TREE_SUPERVISORS)]
+    reports = b.get(
+        [b.call(s, "start_training", TREE_WORKERS, sleep_s) for s in supervisors], timeout=120
+    )
+    elapsed = time.perf_counter() - started
+    assert len(reports) == TREE_SUPERVISORS and all("Loss" in r for r in reports), reports
+    b.stop()
+    return {"value": elapsed}
+
+
+def run_tree(b: Bench, quick: bool) -> dict[str, Any]:
+    return _tree(b, 0.0)
+
+
+def run_tree_sleep(b: Bench, quick: bool) -> dict[str, Any]:
+    return _tree(b, 1.0)
+
+
+def run_rss(b: Bench, quick: bool) -> dict[str, Any]:
+    import psutil
+
+    count = 4 if quick else 10
+    b.start(num_cpus=count)
+    handles = [b.create("noop") for _ in range(count)]
+    b.get([b.call(h, "noop") for h in handles])
+    pids = b.instance_pids(handles)
+    reported = b.get([b.call(h, "pid") for h in handles])
+    if sorted(pids) != sorted(reported):
+        raise RuntimeError(f"instance pids disagree: runtime says {pids}, instances {reported}")
+    time.sleep(2.0)  # idle
+    rss, uss = [], []
+    for pid in pids:
+        process = psutil.Process(pid)
+        rss.append(process.memory_info().rss / MB)
+        uss.append(process.memory_full_info().uss / MB)
+    b.stop()
+    return {"value": statistics.mean(rss), "uss_mean": statistics.mean(uss), "instances": count}
+
+
+def run_numpy(b: Bench, quick: bool) -> dict[str, Any]:
+    import numpy as np
+
+    b.start(num_cpus=2)
+    handle = b.create("noop")
+    b.get(b.call(handle, "size", np.ones(1024)))
+    array = np.ones(ARRAY_BYTES // 8)
+    times = []
+    for _ in range(3 if quick else 5):
+        started = time.perf_counter()
+        size = b.get(b.call(handle, "size", array), timeout=120)
+        times.append((time.perf_counter() - started) * 1e3)
+        assert size == ARRAY_BYTES, size
+    b.stop()
+    return {"value": statistics.median(times), "all": times}
+
+
+def run_grpc(_b: Bench | None, quick: bool) -> dict[str, Any]:
+    """Sync client -> sync server in another process; the cost of one Python gRPC round trip."""
+    import grpc
+
+    server = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--grpc-server"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        echo = channel.unary_unary("/bench.Echo/Echo")
+        for _ in range(200):
+            echo(b"x")
+        duration = 1.0 if quick else 3.0
+        count = 0
+        started = time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < duration:
+            echo(b"x")
+            count += 1
+        channel.close()
+    finally:
+        server.kill()
+        server.wait()
+    return {"value": count / elapsed}
+
+
+def grpc_server() -> None:
+    import concurrent.futures
+
+    import grpc
+
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, _context: request)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
+
+
+RUNNERS: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
+    "create": run_create,
+    "sync": run_sync,
+    "inflight": run_inflight,
+    "tree": run_tree,
+    "tree_sleep": run_tree_sleep,
+    "rss": run_rss,
+    "numpy": run_numpy,
+    "grpc": run_grpc,
+}
+
+
+def child(framework: str, workload: str, quick: bool) -> None:
+    bench: Bench | None = {"yr": YrBench, "ray": RayBench}.get(framework, lambda: None)()
+    try:
+        result = RUNNERS[workload](bench, quick)
+    except Exception as error:
+        result = {"value": None, "error": f"{type(error).__name__}: {error}"[:300]}
+    print("RESULT " + json.dumps(result), flush=True)
+    sys.stderr.flush()
+    os._exit(0)  # no lingering atexit hooks or non-daemon threads: the parent reaps the rest
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent: runs the children, reaps whatever they leave behind, prints the table.
+# ---------------------------------------------------------------------------------------------
+
+
+def _descendants(process: Any, seen: dict[int, float]) -> None:
+    import psutil
+
+    try:
+        for proc in process.children(recursive=True):
+            seen.setdefault(proc.pid, proc.create_time())
+    except psutil.Error:
+        pass
+
+
+def _reap(seen: dict[int, float]) -> list[int]:
+    """Kill every recorded descendant still alive (same PID and start time), by PID."""
+    import psutil
+
+    killed = []
+    for pid, created in seen.items():
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) > 0.01:
+                continue
+            proc.kill()
+            killed.append(pid)
+        except psutil.Error:
+            continue
+    for pid in killed:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).wait(5)
+    return killed
+
+
+def run_child(framework: str, workload: str, quick: bool, log: Any) -> dict[str, Any]:
+    import psutil
+
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    command = [sys.executable, os.path.abspath(__file__), "--child", framework, workload]
+    if quick:
+        command.append("--quick")
+    log.write(f"\n===== {framework} {workload} =====\n")
+    log.flush()
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=log, env=env, start_new_session=True)
+        parent = psutil.Process(proc.pid)
+        seen: dict[int, float] = {}
+        deadline = time.monotonic() + CHILD_TIMEOUT_S
+        timed_out = False
+        while proc.poll() is None:
+            _descendants(parent, seen)
+            if time.monotonic() > deadline:
+                timed_out = True
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.1)
+        leftovers = _reap(seen)
+        out.seek(0)
+        text = out.read()
+    log.write(text)
+    if leftovers:
+        log.write(f"[bench] killed {len(leftovers)} leftover process(es): {leftovers}\n")
+    for line in text.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    reason = f"timed out after {CHILD_TIMEOUT_S:g} s" if timed_out else f"exit {proc.returncode}"
+    return {"value": None, "error": f"no result ({reason}); see the log"}
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "FAILED"
+    if unit == "calls/s":
+        return f"{value:,.0f}/s"
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    return f"{value:.1f} {unit}"
+
+
+def _ratio(workload: Workload, yr_value: float | None, ray_value: float | None) -> float | None:
+    """How many times better yr is than Ray (> 1: yr wins)."""
+    if not yr_value or not ray_value:
+        return None
+    return yr_value / ray_value if workload.higher_is_better else ray_value / yr_value
+
+
+def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    header = ("workload", "yr", "Ray", "yr vs Ray", "target", "met?")
+    rows = [header]
+    for workload in WORKLOADS:
+        if workload.name not in results:
+            continue
+        got = results[workload.name]
+        if workload.frameworks == ("grpc",):
+            value = got["grpc"]["value"]
+            rows.append((workload.title, _fmt(value, workload.unit), "", "", "reference", ""))
+            continue
+        yr_value, ray_value = got["yr"]["value"], got["ray"]["value"]
+        ratio = _ratio(workload, yr_value, ray_value)
+        met = workload.check(yr_value, ratio)
+        rows.append(
+            (
+                workload.title,
+                _fmt(yr_value, workload.unit),
+                _fmt(ray_value, workload.unit),
+                "" if ratio is None else f"{ratio:.2f}x",
+                workload.target,
+                {True: "yes", False: "NO", None: "n/a"}[met],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def details(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    lines = []
+    for name, by_framework in results.items():
+        for framework, result in by_framework.items():
+            extra = {k: v for k, v in result.items() if k != "value"}
+            if extra:
+                rounded = {
+                    k: [round(x, 1) for x in v]
+                    if isinstance(v, list)
+                    else (round(v, 2) if isinstance(v, float) else v)
+                    for k, v in extra.items()
+                }
+                lines.append(f"  {name:<10} {framework:<4} {rounded}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(BY_NAME),
+        metavar="NAME",
+        help=f"workloads to run, of: {', '.join(BY_NAME)}",
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter loops, fewer repeats")
+    parser.add_argument("--frameworks", nargs="+", default=["yr", "ray"], choices=["yr", "ray"])
+    parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument(
+        "--log",
+        default=os.path.join(tempfile.gettempdir(), "compare_ray.log"),
+        help="where the children's stderr goes",
+    )
+    parser.add_argument(
+        "--child", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"), help=argparse.SUPPRESS
+    )
+    parser.add_argument("--grpc-server", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.grpc_server:
+        grpc_server()
+        return
+    if args.child:
+        child(args.child[0], args.child[1], args.quick)
+        return
+    names = args.only or list(BY_NAME)
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    started = time.monotonic()
+    with open(args.log, "w") as log:
+        for name in names:
+            workload = BY_NAME[name]
+            frameworks = [f for f in workload.frameworks if f in args.frameworks or f == "grpc"]
+            for framework in frameworks:
+                t0 = time.monotonic()
+                result = run_child(framework, name, args.quick, log)
+                results.setdefault(name, {})[framework] = result
+                shown = _fmt(result["value"], workload.unit)
+                error = f"  ({result['error']})" if result.get("error") else ""
+                took = time.monotonic() - t0
+                print(
+                    f"{name:<10} {framework:<4} {shown:>14}  [{took:.0f} s]{error}",
+                    flush=True,
+                )
+            for framework in ("yr", "ray"):
+                if framework in workload.frameworks:
+                    results[name].setdefault(framework, {"value": None, "error": "not run"})
+    print()
+    print(table(results))
+    print("\nDetails:\n" + details(results))
+    print(f"\nTotal {time.monotonic() - started:.0f} s; children's stderr in {args.log}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
