@@ -33,7 +33,8 @@ def served(local_runtime):
 
 
 def _call(channel, metadata, arguments: bytes):
-    request = yr_pb2.CallRequest(caller="test", seq=0, method="echo", arguments=arguments)
+    invocation = yr_pb2.Invocation(method="echo", arguments=arguments)
+    request = yr_pb2.CallRequest(caller="test", seq=0, invocations=[invocation])
     return yr_pb2_grpc.InstanceStub(channel).Call(request, metadata=metadata, timeout=10)
 
 
@@ -68,7 +69,7 @@ def test_an_authenticated_call_is_served(served):
     channel, token = served
     metadata = ((TOKEN_METADATA_KEY, token), (PROTOCOL_METADATA_KEY, "1"))
     reply = _call(channel, metadata, serialization.dumps(((7,), {})))
-    assert serialization.loads(reply.value) == 7
+    assert serialization.loads(reply.outcomes[0].value) == 7
 
 
 def test_health_reports_serving_without_a_token(served):

@@ -1,15 +1,19 @@
-"""The call path: per-instance pipelines that keep submission order, over cached gRPC channels.
+"""The call path: per-instance pipelines that keep submission order and batch calls.
 
-A call is queued on its target instance's pipeline; the pipeline waits for the instance's
-endpoint and for the call's ObjectRef arguments, then sends calls in order with a per-caller
-sequence number the server uses to run them in that order. A transport failure is turned into
-the runtime's account of how the instance died.
+``invoke`` pickles the arguments and queues the call on its instance's pipeline. When nothing
+is on the wire to that instance the call is sent at once; while batches are out, a flusher
+thread (or ``yr.get``) sends everything queued meanwhile as one batch RPC, so thousands of
+calls in flight cost tens of RPCs, not thousands. Batches carry a per-caller sequence number
+that the server uses to run them in order. A transport failure is turned into the runtime's
+account of how the instance died; a call that provably never reached a dead incarnation goes
+to the next one.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import hashlib
 import itertools
 import threading
 from dataclasses import dataclass, field
@@ -17,13 +21,8 @@ from typing import Any
 
 import grpc
 
-from yr import serialization
-from yr.errors import (
-    YRError,
-    YRInstanceDiedError,
-    YRProtocolError,
-    invoke_error_for,
-)
+from yr import serialization, sharedmem
+from yr.errors import YRError, YRInstanceDiedError, YRProtocolError, invoke_error_for
 from yr.protocol import (
     CHANNEL_OPTIONS,
     PROTOCOL_METADATA_KEY,
@@ -45,20 +44,23 @@ _DEATH_CODES = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
-DEATH_REPORT_TIMEOUT_S = 10.0
+DEATH_REPORT_TIMEOUT_S = 5.0
+MAX_BATCH_CALLS = 512
+MAX_BATCH_BYTES = 8 << 20
 
 
-@dataclass
+@dataclass(slots=True)
 class _Call:
     method: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     arguments: bytes | None  # pickled once every ObjectRef argument is ready
+    buffers: list[str]  # shared-memory segments holding large argument buffers
     refs: list[ObjectRef]
-    order: int = 0  # submission order, to put a re-sent call back in its place
+    order: int  # submission order, to put a re-sent call back in its place
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pipeline:
     instance_id: str
     class_info: ClassInfo
@@ -70,7 +72,28 @@ class _Pipeline:
     resolving: bool = False
     min_incarnation: int = 0
     next_seq: int = 0
+    in_flight: int = 0  # batches sent and not answered
     failure: BaseException | None = None
+    flush: Any = None  # the callable its refs use to ask for an immediate send
+
+
+@dataclass(slots=True)
+class _Batch:
+    calls: list[_Call]
+    seq: int
+    stub: Any
+    metadata: tuple[tuple[str, str], ...]
+    incarnation: int
+
+    def request(self, caller: str) -> yr_pb2.CallRequest:
+        return yr_pb2.CallRequest(
+            caller=caller,
+            seq=self.seq,
+            invocations=[
+                yr_pb2.Invocation(method=c.method, arguments=c.arguments, buffers=c.buffers)
+                for c in self.calls
+            ],
+        )
 
 
 class CallClient:
@@ -83,14 +106,23 @@ class CallClient:
             (TOKEN_METADATA_KEY, runtime.session_token),
             (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)),
         )
+        self._shm_prefix = (
+            shared_memory_prefix(runtime.session_token)
+            if runtime.shares_memory and sharedmem.available()
+            else ""
+        )
         self._pipelines: dict[str, _Pipeline] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
-        self._helpers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=4, thread_name_prefix="yr-client"
-        )
-        self._closed = False
         self._order = itertools.count()
+        self._helpers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=16, thread_name_prefix="yr-client"
+        )
+        self._dirty: dict[int, _Pipeline] = {}
+        self._dirty_changed = threading.Condition()
+        self._closed = False
+        self._flusher = threading.Thread(target=self._flush_forever, name="yr-flush", daemon=True)
+        self._flusher.start()
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -105,22 +137,34 @@ class CallClient:
         return_nums: int = 1,
     ) -> list[ObjectRef]:
         """Queue one call; the refs resolve to its result(s)."""
-        target = f"{class_info.short_name}.{method}"
         waiting = any(
             isinstance(value, ObjectRef) and not value.done() for value in (*args, *kwargs.values())
         )
-        arguments = (
-            None if waiting else serialization.dumps_call_arguments(args, kwargs, target=target)
-        )
-        refs = [ObjectRef() for _ in range(max(return_nums, 1))]
-        call = _Call(method, args, kwargs, arguments, refs, next(self._order))
-        if return_nums == 0:
-            refs = []
+        call = _Call(method, args, kwargs, None, [], [], next(self._order))
+        if not waiting:
+            self._pickle(call, target=f"{class_info.short_name}.{method}")
         pipeline = self._pipeline(instance_id, class_info)
+        call.refs = [ObjectRef(flush=pipeline.flush) for _ in range(max(return_nums, 1))]
         with pipeline.lock:
             pipeline.queue.append(call)
-        self._drain(pipeline)
-        return refs if return_nums != 1 else refs[:1]
+            idle = pipeline.in_flight == 0
+        if idle:  # nothing on the wire: send now, so an invoked call is a call in flight
+            self._drain(pipeline)
+        else:  # batches are out: let the flusher gather what follows into the next one
+            with self._dirty_changed:
+                self._dirty[id(pipeline)] = pipeline
+                self._dirty_changed.notify()
+        if return_nums == 0:
+            return []
+        return call.refs
+
+    def _pickle(self, call: _Call, *, target: str) -> None:
+        writer = sharedmem.BufferWriter(prefix=self._shm_prefix) if self._shm_prefix else None
+        call.arguments = serialization.dumps_call_arguments(
+            call.args, call.kwargs, target=target, buffer_callback=writer
+        )
+        call.buffers = writer.names if writer else []
+        call.args, call.kwargs = (), {}  # the pickled form is all we need now
 
     def forget(self, instance_id: str, error: BaseException) -> None:
         """Fail every queued call to a terminated instance."""
@@ -134,22 +178,57 @@ class CallClient:
         pipeline = self._pipelines.get(instance_id)
         if pipeline is None:
             with self._lock:
-                pipeline = self._pipelines.setdefault(
-                    instance_id, _Pipeline(instance_id, class_info)
-                )
+                pipeline = self._pipelines.get(instance_id)
+                if pipeline is None:
+                    pipeline = _Pipeline(instance_id, class_info)
+                    pipeline.flush = self._flusher_for(pipeline)
+                    self._pipelines[instance_id] = pipeline
         return pipeline
 
-    # -- the pipeline -----------------------------------------------------------------------
+    # -- sending ----------------------------------------------------------------------------
+
+    def _flush_forever(self) -> None:
+        while True:
+            with self._dirty_changed:
+                while not self._dirty and not self._closed:
+                    self._dirty_changed.wait()
+                if self._closed:
+                    return
+                pipelines, self._dirty = list(self._dirty.values()), {}
+            for pipeline in pipelines:
+                self._drain(pipeline)
+
+    def _flusher_for(self, pipeline: _Pipeline):
+        def flush(ref: ObjectRef, *, alone: bool) -> None:
+            """Called by ``yr.get`` before it waits: send what is queued now."""
+            self._drain(pipeline)
+
+        return flush
+
+    def _next_batch_locked(self, pipeline: _Pipeline, calls: list[_Call]) -> _Batch:
+        assert pipeline.endpoint is not None
+        batch = _Batch(
+            calls,
+            pipeline.next_seq,
+            pipeline.stub,
+            pipeline.metadata,
+            pipeline.endpoint.incarnation,
+        )
+        pipeline.next_seq += 1
+        pipeline.in_flight += 1
+        return batch
 
     def _drain(self, pipeline: _Pipeline) -> None:
-        to_send: list[tuple[_Call, int, Any, int]] = []
-        to_fail: list[tuple[_Call, BaseException]] = []
+        batches: list[_Batch] = []
+        failed: list[tuple[_Call, BaseException]] = []
         wait_on: concurrent.futures.Future | None = None
         resolve_from: int | None = None
         with pipeline.lock:
+            ready: list[_Call] = []
+            size = 0
             while pipeline.queue:
                 if pipeline.failure is not None:
-                    to_fail.extend((call, pipeline.failure) for call in pipeline.queue)
+                    failed.extend((call, pipeline.failure) for call in pipeline.queue)
                     pipeline.queue.clear()
                     break
                 if pipeline.endpoint is None:
@@ -159,36 +238,28 @@ class CallClient:
                     break
                 call = pipeline.queue[0]
                 if call.arguments is None:
-                    blocker = next(
-                        (
-                            v
-                            for v in (*call.args, *call.kwargs.values())
-                            if isinstance(v, ObjectRef) and not v.done()
-                        ),
-                        None,
-                    )
+                    blocker = _first_pending(call)
                     if blocker is not None:
                         wait_on = blocker.future
                         break
                     try:
-                        call.arguments = serialization.dumps_call_arguments(
-                            call.args,
-                            call.kwargs,
-                            target=f"{pipeline.class_info.short_name}.{call.method}",
-                        )
+                        self._pickle(call, target=f"{pipeline.class_info.short_name}.{call.method}")
                     except BaseException as error:
                         pipeline.queue.popleft()
-                        to_fail.append((call, error))
+                        failed.append((call, error))
                         continue
                 pipeline.queue.popleft()
-                to_send.append(
-                    (call, pipeline.next_seq, pipeline.stub, pipeline.endpoint.incarnation)
-                )
-                pipeline.next_seq += 1
-        for call, error in to_fail:
+                ready.append(call)
+                size += len(call.arguments or b"")
+                if len(ready) >= MAX_BATCH_CALLS or size >= MAX_BATCH_BYTES:
+                    batches.append(self._next_batch_locked(pipeline, ready))
+                    ready, size = [], 0
+            if ready:
+                batches.append(self._next_batch_locked(pipeline, ready))
+        for call, error in failed:
             _fail(call, error)
-        for call, seq, stub, incarnation in to_send:
-            self._send(pipeline, call, seq, stub, incarnation)
+        for batch in batches:
+            self._send(pipeline, batch)
         if wait_on is not None:
             wait_on.add_done_callback(lambda _: self._drain(pipeline))
         if resolve_from is not None:
@@ -228,70 +299,72 @@ class CallClient:
                 self._channels[address] = channel
             return channel
 
-    def _send(self, pipeline: _Pipeline, call: _Call, seq: int, stub: Any, incarnation: int):
-        request = yr_pb2.CallRequest(
-            caller=self._caller_id, seq=seq, method=call.method, arguments=call.arguments
-        )
-        call.args, call.kwargs = (), {}  # the pickled form is all we need now
+    def _send(self, pipeline: _Pipeline, batch: _Batch) -> None:
         try:
-            reply_future = stub.Call.future(request, metadata=pipeline.metadata)
+            reply_future = batch.stub.Call.future(
+                batch.request(self._caller_id), metadata=batch.metadata
+            )
         except Exception as error:
-            _fail(call, YRError(f"could not send {call.method}: {error}"))
+            self._finish(pipeline, batch)
+            _fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
             return
-        reply_future.add_done_callback(
-            lambda done: self._on_reply(pipeline, call, incarnation, done)
-        )
+        reply_future.add_done_callback(lambda done: self._on_reply(pipeline, batch, done))
+
+    def _finish(self, pipeline: _Pipeline, batch: _Batch) -> None:
+        with pipeline.lock:
+            pipeline.in_flight -= 1
+        for call in batch.calls:
+            if call.buffers:
+                sharedmem.discard(call.buffers)
 
     # -- replies ----------------------------------------------------------------------------
 
-    def _on_reply(
-        self, pipeline: _Pipeline, call: _Call, incarnation: int, done: grpc.Future
-    ) -> None:
+    def _on_reply(self, pipeline: _Pipeline, batch: _Batch, done: grpc.Future) -> None:
         try:
             reply = done.result()
         except grpc.RpcError as error:
-            code = error.code()
-            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
-                _fail(call, YRProtocolError(error.details()))
-            elif code in _DEATH_CODES and not self._closed:
-                self._helpers.submit(self._explain_failure, pipeline, call, incarnation, error)
-            else:
-                _fail(call, YRError(f"call {call.method} failed: {code.name}: {error.details()}"))
+            self._on_failure(pipeline, batch, error)
             return
         except Exception as error:
-            _fail(call, YRError(f"call {call.method} failed: {error}"))
+            self._finish(pipeline, batch)
+            _fail_all(batch.calls, YRError(f"call {batch.calls[0].method} failed: {error}"))
             return
-        if reply.HasField("error"):
-            _fail(call, _rebuild_error(reply.error))
-            return
-        try:
-            value = serialization.loads(reply.value)
-        except BaseException as error:
-            _fail(call, YRError(f"the result of {call.method} could not be unpickled: {error}"))
-            return
-        _deliver(call, value)
+        self._finish(pipeline, batch)
+        _deliver_all(batch.calls, reply)
 
-    def _explain_failure(
-        self, pipeline: _Pipeline, call: _Call, incarnation: int, error: grpc.RpcError
-    ) -> None:
+    def _on_failure(self, pipeline: _Pipeline, batch: _Batch, error: grpc.RpcError) -> None:
+        code = error.code()
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
+            self._finish(pipeline, batch)
+            _fail_all(batch.calls, YRProtocolError(error.details()))
+        elif code in _DEATH_CODES and not self._closed:
+            self._helpers.submit(self._explain_failure, pipeline, batch, error)
+        else:
+            self._finish(pipeline, batch)
+            method = batch.calls[0].method
+            _fail_all(batch.calls, YRError(f"call {method} failed: {code.name}: {error.details()}"))
+
+    def _explain_failure(self, pipeline: _Pipeline, batch: _Batch, error: grpc.RpcError) -> None:
         try:
             death = self._runtime.await_death(
-                pipeline.instance_id, incarnation, timeout=DEATH_REPORT_TIMEOUT_S
+                pipeline.instance_id, batch.incarnation, timeout=DEATH_REPORT_TIMEOUT_S
             )
         except BaseException as lookup_error:
-            _fail(
-                call,
+            self._finish(pipeline, batch)
+            _fail_all(
+                batch.calls,
                 YRError(
-                    f"call {call.method} failed ({error.details()}); "
+                    f"call {batch.calls[0].method} failed ({error.details()}); "
                     f"the runtime could not say why: {lookup_error}"
                 ),
             )
             return
         if death is None:
-            _fail(
-                call,
+            self._finish(pipeline, batch)
+            _fail_all(
+                batch.calls,
                 YRError(
-                    f"call {call.method} to instance {pipeline.instance_id} failed: "
+                    f"call {batch.calls[0].method} to instance {pipeline.instance_id} failed: "
                     f"{error.code().name}: {error.details()}"
                 ),
             )
@@ -299,26 +372,44 @@ class CallClient:
         died = YRInstanceDiedError(pipeline.instance_id, pipeline.class_info.class_name, death)
         resend = death.will_restart and _never_delivered(error)
         with pipeline.lock:
-            if pipeline.endpoint is not None and pipeline.endpoint.incarnation == incarnation:
+            pipeline.in_flight -= 1
+            if pipeline.endpoint is not None and pipeline.endpoint.incarnation == batch.incarnation:
                 pipeline.endpoint = None
                 pipeline.stub = None
-            pipeline.min_incarnation = max(pipeline.min_incarnation, incarnation + 1)
+            pipeline.min_incarnation = max(pipeline.min_incarnation, batch.incarnation + 1)
             if not death.will_restart:
                 pipeline.failure = died
             if resend:  # it never reached the dead incarnation: the next one serves it
-                position = sum(1 for queued in pipeline.queue if queued.order < call.order)
-                pipeline.queue.insert(position, call)
+                for call in reversed(batch.calls):
+                    position = sum(1 for queued in pipeline.queue if queued.order < call.order)
+                    pipeline.queue.insert(position, call)
         if not resend:
-            _fail(call, died)
+            for call in batch.calls:
+                sharedmem.discard(call.buffers)
+            _fail_all(batch.calls, died)
         self._drain(pipeline)
 
     def close(self) -> None:
-        self._closed = True
+        with self._dirty_changed:
+            self._closed = True
+            self._dirty_changed.notify_all()
         with self._lock:
             channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             channel.close()
         self._helpers.shutdown(wait=False, cancel_futures=True)
+
+
+def shared_memory_prefix(session_token: str) -> str:
+    """The name prefix of one session's shared-memory segments (removed at shutdown)."""
+    return "yr-" + hashlib.sha256(session_token.encode()).hexdigest()[:16]
+
+
+def _first_pending(call: _Call) -> ObjectRef | None:
+    for value in (*call.args, *call.kwargs.values()):
+        if isinstance(value, ObjectRef) and not value.done():
+            return value
+    return None
 
 
 def _never_delivered(error: grpc.RpcError) -> bool:
@@ -327,6 +418,24 @@ def _never_delivered(error: grpc.RpcError) -> bool:
     return error.code() == grpc.StatusCode.UNAVAILABLE and (
         "connection refused" in details or "failed to connect" in details
     )
+
+
+def _deliver_all(calls: list[_Call], reply: yr_pb2.CallReply) -> None:
+    if len(reply.outcomes) != len(calls):
+        _fail_all(
+            calls, YRError(f"the instance answered {len(reply.outcomes)} of {len(calls)} calls")
+        )
+        return
+    for call, outcome in zip(calls, reply.outcomes, strict=True):
+        if outcome.HasField("error"):
+            _fail(call, _rebuild_error(outcome.error))
+            continue
+        try:
+            value = serialization.loads(outcome.value)
+        except BaseException as error:
+            _fail(call, YRError(f"the result of {call.method} could not be unpickled: {error}"))
+            continue
+        _deliver(call, value)
 
 
 def _deliver(call: _Call, value: Any) -> None:
@@ -348,6 +457,11 @@ def _deliver(call: _Call, value: Any) -> None:
         return
     for ref, item in zip(call.refs, values, strict=True):
         ref.future.set_result(item)
+
+
+def _fail_all(calls: list[_Call], error: BaseException) -> None:
+    for call in calls:
+        _fail(call, error)
 
 
 def _fail(call: _Call, error: BaseException) -> None:

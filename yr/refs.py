@@ -6,7 +6,7 @@ import concurrent.futures
 import itertools
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from yr.errors import YRTimeoutError
@@ -22,11 +22,22 @@ class ObjectRef:
     resolved first, so the receiving method sees a ready ref.
     """
 
-    __slots__ = ("_future", "_id")
+    __slots__ = ("_flush", "_future", "_id")
 
-    def __init__(self, future: concurrent.futures.Future | None = None) -> None:
+    def __init__(
+        self,
+        future: concurrent.futures.Future | None = None,
+        *,
+        flush: Callable[..., None] | None = None,
+    ) -> None:
         self._future: concurrent.futures.Future = future or concurrent.futures.Future()
         self._id = f"{os.getpid():x}-{next(_ids):x}"
+        self._flush = flush  # sends the call now; yr.get calls it before waiting
+
+    def _request(self, *, alone: bool) -> None:
+        flush = self._flush
+        if flush is not None and not self._future.done():
+            flush(self, alone=alone)
 
     @classmethod
     def ready(cls, value: Any) -> ObjectRef:
@@ -52,6 +63,7 @@ class ObjectRef:
         return self._future.done()
 
     def result(self, timeout: float | None = None) -> Any:
+        self._request(alone=True)
         try:
             return self._future.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -64,6 +76,7 @@ class ObjectRef:
         return f"ObjectRef({self._id}, {state})"
 
     def __reduce__(self):
+        self._request(alone=False)
         future = self._future
         error = future.exception(DEFAULT_GET_TIMEOUT_S)
         if error is not None:
@@ -106,6 +119,7 @@ def get(
     """The value of one ref, or the values of a list of refs, waiting at most ``timeout`` s."""
     ref_list, single = _as_ref_list(refs, function="get")
     limit = _validate_timeout(timeout)
+    _request_all(ref_list)
     deadline = None if limit is None else time.monotonic() + limit
     if deadline is not None:
         pending = [ref.future for ref in ref_list if not ref.done()]
@@ -130,6 +144,7 @@ def wait(
     if isinstance(wanted, bool) or not isinstance(wanted, int) or not 0 <= wanted <= len(ref_list):
         raise ValueError(f"wait_num must be an integer between 0 and {len(ref_list)}, got {wanted}")
     limit = _validate_timeout(timeout)
+    _request_all(ref_list)
     deadline = None if limit is None else time.monotonic() + limit
     while sum(ref.done() for ref in ref_list) < wanted:
         remaining = None if deadline is None else deadline - time.monotonic()
@@ -142,6 +157,19 @@ def wait(
     ready = [ref for ref in ref_list if ref.done()][: max(wanted, 0)]
     ready_ids = {id(ref) for ref in ready}
     return ready, [ref for ref in ref_list if id(ref) not in ready_ids]
+
+
+def _request_all(refs: list[ObjectRef]) -> None:
+    """Send the queued calls behind ``refs`` now, a lone call inline, before waiting."""
+    if len(refs) == 1:
+        refs[0]._request(alone=True)
+        return
+    flushed: set[int] = set()
+    for ref in refs:
+        flush = ref._flush
+        if flush is not None and id(flush) not in flushed and not ref.done():
+            flushed.add(id(flush))
+            flush(ref, alone=False)
 
 
 def put(value: Any) -> ObjectRef:

@@ -6,6 +6,7 @@ import importlib
 import io
 import pickle
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -42,20 +43,30 @@ class _Pickler(cloudpickle.CloudPickler):
         return super().reducer_override(obj)
 
 
-def dumps(value: Any) -> bytes:
+BufferCallback = Callable[[pickle.PickleBuffer], Any]
+
+
+def dumps(value: Any, *, buffer_callback: BufferCallback | None = None) -> bytes:
     buffer = io.BytesIO()
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    pickler = _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=buffer_callback)
+    pickler.dump(value)
     return buffer.getvalue()
 
 
-def loads(data: bytes | memoryview) -> Any:
-    return pickle.loads(data)
+def loads(data: bytes | memoryview, *, buffers: Any = None) -> Any:
+    return pickle.loads(data, buffers=buffers)
 
 
-def dumps_call_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], *, target: str) -> bytes:
+def dumps_call_arguments(
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    target: str,
+    buffer_callback: BufferCallback | None = None,
+) -> bytes:
     """Pickle ``(args, kwargs)``; on failure, say which argument and why."""
     try:
-        return dumps((args, kwargs))
+        return dumps((args, kwargs), buffer_callback=buffer_callback)
     except Exception as whole_error:
         for label, value in _labelled(args, kwargs):
             try:

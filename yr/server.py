@@ -11,6 +11,7 @@ import concurrent.futures
 import hmac
 import inspect
 import os
+import queue
 import signal
 import sys
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from yr import serialization
+from yr import serialization, sharedmem
 from yr.protocol import (
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
@@ -63,6 +64,49 @@ class CallOrder:
             waiter.set_result(None)
 
 
+class SerialRunner:
+    """One thread that runs an instance's calls one at a time, handing results to the loop.
+
+    Cheaper per call than ``run_in_executor``: a queue put, and one wake-up of the loop.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="yr-method", daemon=True)
+        self._thread.start()
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> asyncio.Future:
+        future = self._loop.create_future()
+        self._queue.put((future, function, args))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, function, args = item
+            try:
+                result = function(*args)
+            except BaseException as error:
+                self._loop.call_soon_threadsafe(_settle, future, None, error)
+            else:
+                self._loop.call_soon_threadsafe(_settle, future, result, None)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class UserObject:
     """Builds the user's object from the payload and runs its methods, in worker threads."""
 
@@ -81,30 +125,33 @@ class UserObject:
         finally:
             self._payload = b""
 
-    def run(self, method: str, arguments: bytes) -> yr_pb2.CallReply:
+    def run(self, invocation: yr_pb2.Invocation) -> yr_pb2.Outcome:
         if self.init_error is not None:
-            return yr_pb2.CallReply(error=self.init_error)
+            return yr_pb2.Outcome(error=self.init_error)
+        method = invocation.method
         try:
             target = getattr(self.instance, method)
-            args, kwargs = serialization.loads(arguments)
+            buffers = sharedmem.open_buffers(list(invocation.buffers))
+            args, kwargs = serialization.loads(invocation.arguments, buffers=buffers)
             args = resolve_refs(args)
-            kwargs = {
-                key: value
-                for key, value in zip(kwargs, resolve_refs(kwargs.values()), strict=False)
-            }
+            kwargs = dict(zip(kwargs, resolve_refs(kwargs.values()), strict=True))
             result = target(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = asyncio.run(_await(result))
         except BaseException as error:
-            return yr_pb2.CallReply(error=remote_error(error))
+            return yr_pb2.Outcome(error=remote_error(error))
         try:
-            return yr_pb2.CallReply(
+            return yr_pb2.Outcome(
                 value=serialization.dumps_named(
                     result, what=f"the return value of {self.class_name}.{method}"
                 )
             )
         except BaseException as error:
-            return yr_pb2.CallReply(error=remote_error(error))
+            return yr_pb2.Outcome(error=remote_error(error))
+
+    def run_all(self, invocations: Any) -> yr_pb2.CallReply:
+        """Run a batch in order (one instance, one call at a time)."""
+        return yr_pb2.CallReply(outcomes=[self.run(invocation) for invocation in invocations])
 
 
 async def _await(awaitable: Any) -> Any:
@@ -150,13 +197,18 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         self._instance_id = instance_id
         self._token = token.encode()
         self._order = CallOrder()
+        self._concurrency = concurrency
+        self._runner = SerialRunner(asyncio.get_running_loop()) if concurrency == 1 else None
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="yr-method"
         )
         self.constructed = asyncio.Event()
 
     async def construct(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._user.construct)
+        if self._runner is not None:  # __init__ and methods share one thread
+            await self._runner.submit(self._user.construct)
+        else:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._user.construct)
         self.constructed.set()
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
@@ -195,13 +247,29 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
             await self.constructed.wait()
         caller, seq = request.caller, request.seq
         await self._order.admit(caller, seq)
-        running = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._user.run, request.method, request.arguments
-        )
-        self._order.done(caller, seq)
-        return await running
+        loop = asyncio.get_running_loop()
+        try:
+            if self._concurrency == 1:
+                running = self._runner.submit(self._user.run_all, request.invocations)
+            elif len(request.invocations) == 1:
+                running = loop.run_in_executor(
+                    self._executor, self._user.run_all, request.invocations
+                )
+            else:  # started in order, run side by side
+                running = asyncio.gather(
+                    *(
+                        loop.run_in_executor(self._executor, self._user.run, invocation)
+                        for invocation in request.invocations
+                    )
+                )
+        finally:
+            self._order.done(caller, seq)  # never leave a gap behind, even if cancelled
+        result = await running
+        return result if isinstance(result, yr_pb2.CallReply) else yr_pb2.CallReply(outcomes=result)
 
     def shutdown(self) -> None:
+        if self._runner is not None:
+            self._runner.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

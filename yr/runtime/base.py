@@ -44,6 +44,7 @@ class Runtime(abc.ABC):
     """The contract a backend fulfils; the call path (client.py) only uses these."""
 
     session_token: str
+    shares_memory: bool = False  # callers and instances on one machine (shared-memory buffers)
 
     @abc.abstractmethod
     def create(self, spec: InstanceSpec, *, owner_id: str | None) -> str:

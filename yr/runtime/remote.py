@@ -29,6 +29,7 @@ class RemoteRuntime(Runtime):
     """The Runtime contract, forwarded to the driver that started this instance."""
 
     def __init__(self, address: str, token: str) -> None:
+        self.shares_memory = True
         self.session_token = token
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = yr_pb2_grpc.RuntimeStub(self._channel)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from yr import sharedmem
 from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
 from yr.options import Config
 from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
@@ -61,6 +62,7 @@ class LocalRuntime(Runtime):
     """Every instance a child process of one fork server, scheduled on a CPU ledger."""
 
     def __init__(self, *, num_cpus: int, log_to_driver: bool = True) -> None:
+        self.shares_memory = True
         self.session_token = secrets.token_urlsafe(32)
         self._ledger = CpuLedger(num_cpus * 1000)
         self._instances: dict[str, _Instance] = {}
@@ -424,6 +426,9 @@ class LocalRuntime(Runtime):
             self._changed.notify_all()
         self._zygote.close()
         self._control.stop()
+        from yr.client import shared_memory_prefix
+
+        sharedmem.discard_prefix(shared_memory_prefix(self.session_token))
         if self._output is not None:
             self._output.stop()
 

@@ -1,0 +1,84 @@
+"""Large pickle buffers through shared memory, for callers on the same machine as the instance.
+
+Pickle protocol 5 hands large contiguous buffers (numpy arrays, bytes-likes) to a callback; we
+write each one once into a file under /dev/shm and send only its name. The receiver maps it
+copy-on-write and unlinks it, so the argument arrives without further copies (Ray's object
+store does the same for its actors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import pickle
+import re
+import secrets
+
+SHM_DIRECTORY = "/dev/shm"
+THRESHOLD_BYTES = 1 << 20  # below this a copy through gRPC is cheaper than a file
+_NAME = re.compile(r"^yr-[0-9a-f]{8,64}-[0-9a-f]{16}$")
+
+
+def available() -> bool:
+    return os.path.isdir(SHM_DIRECTORY) and os.access(SHM_DIRECTORY, os.W_OK)
+
+
+class BufferWriter:
+    """A pickle ``buffer_callback`` that moves large buffers into shared-memory files."""
+
+    def __init__(self, *, prefix: str) -> None:
+        self.prefix = prefix
+        self.names: list[str] = []
+
+    def __call__(self, buffer: pickle.PickleBuffer) -> bool:
+        view = buffer.raw()
+        if view.nbytes < THRESHOLD_BYTES:
+            return True  # keep it in band
+        name = f"{self.prefix}-{secrets.token_hex(8)}"
+        descriptor = os.open(
+            os.path.join(SHM_DIRECTORY, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600
+        )
+        try:
+            written = 0
+            while written < view.nbytes:
+                written += os.write(descriptor, view[written:])
+        finally:
+            os.close(descriptor)
+        self.names.append(name)
+        return False
+
+
+def open_buffers(names: list[str]) -> list[memoryview]:
+    """Map (copy-on-write) and unlink each named segment; the mapping lives on with its view."""
+    views = []
+    for name in names:
+        if not _NAME.match(name):
+            raise ValueError(f"not a yr shared-memory segment name: {name!r}")
+        path = os.path.join(SHM_DIRECTORY, name)
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(descriptor).st_size
+            mapped = mmap.mmap(descriptor, size, access=mmap.ACCESS_COPY) if size else b""
+        finally:
+            os.close(descriptor)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        views.append(memoryview(mapped))
+    return views
+
+
+def discard(names: list[str]) -> None:
+    """Remove segments a call no longer needs (the receiver may have done so already)."""
+    for name in names:
+        if _NAME.match(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(SHM_DIRECTORY, name))
+
+
+def discard_prefix(prefix: str) -> None:
+    """Remove every segment a session left behind (a call that never reached its instance)."""
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(SHM_DIRECTORY):
+            if name.startswith(prefix + "-"):
+                discard([name])
