@@ -36,6 +36,12 @@ class Counter:
         time.sleep(seconds)
         return os.getpid()
 
+    def sleep_marked(self, seconds: float, marker: str) -> int:
+        """Sleep, after creating ``marker`` so a test knows the call is running."""
+        open(marker, "w").close()
+        time.sleep(seconds)
+        return os.getpid()
+
     def fail(self, message: str) -> None:
         raise ValueError(message)
 

@@ -18,7 +18,9 @@ class Worker:
     def train(self, shard: int, lr: float) -> str:
         return f"shard {shard} loss {0.1 / lr}"
 
-    def sleep(self, seconds: float) -> int:
+    def sleep_marked(self, seconds: float, marker: str) -> int:
+        """Sleep, after creating ``marker`` so a test knows the call is running."""
+        open(marker, "w").close()
         time.sleep(seconds)
         return os.getpid()
 

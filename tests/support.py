@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pathlib
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -32,3 +34,11 @@ def alive(pid: int) -> bool:
 
 def all_dead(pids: Iterable[int]) -> bool:
     return not any(alive(pid) for pid in pids)
+
+
+def call_in_flight(handle, directory: pathlib.Path, *, seconds: float = 60):
+    """Start ``handle.sleep_marked`` and return its ref once the call is running remotely."""
+    marker = directory / f"running-{uuid.uuid4().hex}"
+    ref = handle.sleep_marked.invoke(seconds, str(marker))
+    wait_for(marker.exists, timeout=30, what="the call to start running in the instance")
+    return ref

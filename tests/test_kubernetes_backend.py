@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 
 import yr
 from tests.k8s_instances import Lead, Worker
-from tests.support import wait_for
+from tests.support import call_in_flight, wait_for
 
 REPO = pathlib.Path(__file__).parents[1]
 CRD = REPO / "crds" / "yrinstances.yaml"
@@ -161,10 +161,10 @@ def test_an_instance_pod_refuses_a_call_without_the_session_token(session):
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_a_killed_worker_pod_restarts_and_a_call_in_flight_gets_the_died_error(session):
+def test_a_killed_worker_pod_restarts_and_a_call_in_flight_gets_the_died_error(session, tmp_path):
     worker = Worker.options(yr.InvokeOptions(cpu=500, memory=128, recover_retry_times=1)).invoke()
     pid = yr.get(worker.pid.invoke(), timeout=60)
-    in_flight = worker.sleep.invoke(60)
+    in_flight = call_in_flight(worker, tmp_path)
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(yr.YRInstanceDiedError, match="SIGKILL"):
         yr.get(in_flight, timeout=60)
@@ -173,9 +173,10 @@ def test_a_killed_worker_pod_restarts_and_a_call_in_flight_gets_the_died_error(s
     assert (status["phase"], status["restarts"]) == ("Ready", 1)
 
     pid = yr.get(worker.pid.invoke(), timeout=60)
+    in_flight = call_in_flight(worker, tmp_path)
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(yr.YRInstanceDiedError, match="will not be restarted"):
-        yr.get(worker.sleep.invoke(60), timeout=60)
+        yr.get(in_flight, timeout=60)
     wait_for(
         lambda: _instances(session)[worker.instance_id]["status"]["phase"] == "Failed",
         timeout=30,

@@ -12,7 +12,7 @@ import pytest
 
 import yr
 from tests.instances import Counter, Node, Supervisor
-from tests.support import alive, all_dead, wait_for
+from tests.support import alive, all_dead, call_in_flight, wait_for
 
 
 def test_terminating_a_subtree_root_ends_exactly_that_subtree(local_runtime):
@@ -44,10 +44,10 @@ def test_calls_after_finalize_are_refused(local_runtime):
     yr.init(yr.Config(num_cpus=1))
 
 
-def test_a_call_in_flight_when_the_process_is_killed_names_the_signal(local_runtime):
+def test_a_call_in_flight_when_the_process_is_killed_names_the_signal(local_runtime, tmp_path):
     counter = Counter.invoke()
     pid = yr.get(counter.pid.invoke())
-    in_flight = counter.sleep.invoke(30)
+    in_flight = call_in_flight(counter, tmp_path)
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(yr.YRInstanceDiedError, match="SIGKILL") as caught:
         yr.get(in_flight, timeout=30)
@@ -56,12 +56,14 @@ def test_a_call_in_flight_when_the_process_is_killed_names_the_signal(local_runt
     assert counter.instance_id in str(caught.value)
 
 
-def test_recover_retry_times_restarts_a_killed_instance_with_init_run_again(local_runtime):
+def test_recover_retry_times_restarts_a_killed_instance_with_init_run_again(
+    local_runtime, tmp_path
+):
     retrying = yr.InvokeOptions(cpu=100, recover_retry_times=1)
     counter = Counter.options(retrying).invoke(5)
     yr.get(counter.add.invoke(1))
     first_pid = yr.get(counter.pid.invoke())
-    in_flight = counter.sleep.invoke(30)
+    in_flight = call_in_flight(counter, tmp_path)
     os.kill(first_pid, signal.SIGKILL)
     with pytest.raises(yr.YRInstanceDiedError, match="will be restarted"):
         yr.get(in_flight, timeout=30)
@@ -71,12 +73,12 @@ def test_recover_retry_times_restarts_a_killed_instance_with_init_run_again(loca
     assert new_pid != first_pid and alive(new_pid)
 
 
-def test_an_instance_dies_for_good_once_its_restarts_are_spent(local_runtime):
+def test_an_instance_dies_for_good_once_its_restarts_are_spent(local_runtime, tmp_path):
     counter = Counter.options(yr.InvokeOptions(cpu=100, recover_retry_times=1)).invoke()
     outcomes = []
     for _ in range(2):
         pid = yr.get(counter.pid.invoke(), timeout=30)
-        in_flight = counter.sleep.invoke(30)
+        in_flight = call_in_flight(counter, tmp_path)
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(yr.YRInstanceDiedError) as caught:
             yr.get(in_flight, timeout=30)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import hashlib
 import itertools
 import threading
@@ -58,6 +59,7 @@ class _Call:
     buffers: list[str]  # shared-memory segments holding large argument buffers
     refs: list[ObjectRef]
     order: int  # submission order, to put a re-sent call back in its place
+    batch: _Batch | None = None  # once batched: what yr.get may send itself
 
 
 @dataclass(eq=False)
@@ -74,7 +76,6 @@ class _Pipeline:
     next_seq: int = 0
     in_flight: int = 0  # batches sent and not answered
     failure: BaseException | None = None
-    flush: Any = None  # the callable its refs use to ask for an immediate send
 
 
 @dataclass(slots=True)
@@ -84,6 +85,7 @@ class _Batch:
     stub: Any
     metadata: tuple[tuple[str, str], ...]
     incarnation: int
+    claimed: bool = False  # by the sender thread or by a yr.get that sends it inline
 
     def request(self, caller: str) -> yr_pb2.CallRequest:
         return yr_pb2.CallRequest(
@@ -118,6 +120,11 @@ class CallClient:
         self._helpers = concurrent.futures.ThreadPoolExecutor(
             max_workers=16, thread_name_prefix="yr-client"
         )
+        # Each batch waits for its reply on a sender thread; idle threads are reused, and there
+        # are as many as batches in flight, so a long call never holds up another.
+        self._senders = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4096, thread_name_prefix="yr-send"
+        )
         self._dirty: dict[int, _Pipeline] = {}
         self._dirty_changed = threading.Condition()
         self._closed = False
@@ -144,7 +151,8 @@ class CallClient:
         if not waiting:
             self._pickle(call, target=f"{class_info.short_name}.{method}")
         pipeline = self._pipeline(instance_id, class_info)
-        call.refs = [ObjectRef(flush=pipeline.flush) for _ in range(max(return_nums, 1))]
+        flush = functools.partial(self._flush_call, pipeline, call)
+        call.refs = [ObjectRef(flush=flush) for _ in range(max(return_nums, 1))]
         with pipeline.lock:
             pipeline.queue.append(call)
             idle = pipeline.in_flight == 0
@@ -181,7 +189,6 @@ class CallClient:
                 pipeline = self._pipelines.get(instance_id)
                 if pipeline is None:
                     pipeline = _Pipeline(instance_id, class_info)
-                    pipeline.flush = self._flusher_for(pipeline)
                     self._pipelines[instance_id] = pipeline
         return pipeline
 
@@ -198,12 +205,22 @@ class CallClient:
             for pipeline in pipelines:
                 self._drain(pipeline)
 
-    def _flusher_for(self, pipeline: _Pipeline):
-        def flush(ref: ObjectRef, *, alone: bool) -> None:
-            """Called by ``yr.get`` before it waits: send what is queued now."""
+    def _flush_call(self, pipeline: _Pipeline, call: _Call, ref: ObjectRef, *, alone: bool):
+        """Called by ``yr.get`` before it waits: send what is queued now; a call waited on
+        alone whose batch no sender thread has picked up yet is sent from this thread."""
+        batch = call.batch
+        if alone and batch is not None and self._claim(pipeline, batch):
+            self._send_and_wait(pipeline, batch)
+        else:
             self._drain(pipeline)
 
-        return flush
+    @staticmethod
+    def _claim(pipeline: _Pipeline, batch: _Batch) -> bool:
+        with pipeline.lock:
+            if batch.claimed:
+                return False
+            batch.claimed = True
+            return True
 
     def _next_batch_locked(self, pipeline: _Pipeline, calls: list[_Call]) -> _Batch:
         assert pipeline.endpoint is not None
@@ -300,15 +317,25 @@ class CallClient:
             return channel
 
     def _send(self, pipeline: _Pipeline, batch: _Batch) -> None:
+        self._senders.submit(self._send_if_unclaimed, pipeline, batch)
+
+    def _send_if_unclaimed(self, pipeline: _Pipeline, batch: _Batch) -> None:
+        if self._claim(pipeline, batch):
+            self._send_and_wait(pipeline, batch)
+
+    def _send_and_wait(self, pipeline: _Pipeline, batch: _Batch) -> None:
+        """A blocking RPC on a reused sender thread: cheaper than grpc's per-call futures."""
         try:
-            reply_future = batch.stub.Call.future(
-                batch.request(self._caller_id), metadata=batch.metadata
-            )
+            reply = batch.stub.Call(batch.request(self._caller_id), metadata=batch.metadata)
+        except grpc.RpcError as error:
+            self._on_failure(pipeline, batch, error)
+            return
         except Exception as error:
             self._finish(pipeline, batch)
             _fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
             return
-        reply_future.add_done_callback(lambda done: self._on_reply(pipeline, batch, done))
+        self._finish(pipeline, batch)
+        _deliver_all(batch.calls, reply)
 
     def _finish(self, pipeline: _Pipeline, batch: _Batch) -> None:
         with pipeline.lock:

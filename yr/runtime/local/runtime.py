@@ -179,7 +179,11 @@ class LocalRuntime(Runtime):
                     )
                     if deadline <= now:
                         self._pending.remove(instance_id)
-                        self._fail(instance, self._schedule_timeout_error(instance))
+                        failing = self._fail(instance, self._schedule_timeout_error(instance))
+                        # Safe under our lock: the client's callbacks never wait for it
+                        # while holding a lock of their own.
+                        for settle in failing:
+                            settle()
                     elif next_deadline is None or deadline < next_deadline:
                         next_deadline = deadline
                 wait = None if next_deadline is None else max(next_deadline - now, 0.01)
@@ -233,7 +237,9 @@ class LocalRuntime(Runtime):
             return
         # A crash: whatever it created goes with it, restart or not.
         for child_id in list(instance.children):
-            self._terminate_locked(child_id, reason=f"its owner {instance.instance_id} died")
+            self._terminate_locked(
+                child_id, reason=f"terminated because its owner {instance.instance_id} died"
+            )
         instance.children.clear()
         instance.endpoint = None
         will_restart = instance.restarts_left > 0
@@ -289,37 +295,26 @@ class LocalRuntime(Runtime):
         waiters, instance.waiters = instance.waiters, []
         self._schedule()
         self._changed.notify_all()
-        actions = [lambda f=future: _settle(f, error=error) for _, future in waiters]
-        if threading.current_thread() is self._timer or not actions:
-            for action in actions:  # no caller to hand them to: settle now
-                action()
-            return []
-        return actions
+        return [lambda f=future: _settle(f, error=error) for _, future in waiters]
 
-    def _terminate_locked(self, instance_id: str, *, reason: str) -> list[int]:
+    def _terminate_locked(self, instance_id: str, *, reason: str) -> None:
+        """Stop an instance and its subtree; ``reason`` completes "instance X was ..."."""
         instance = self._instances.get(instance_id)
         if instance is None or instance.state in ("terminated", "dead"):
-            return []
-        stopped = []
+            return
         for child_id in list(instance.children):
-            stopped += self._terminate_locked(
-                child_id, reason=f"its owner {instance_id} was {reason}"
-            )
+            self._terminate_locked(child_id, reason=f"terminated with its owner {instance_id}")
         if instance_id in self._pending:
             self._pending.remove(instance_id)
         was_running = instance.state in ("starting", "ready")
-        actions = self._fail(
-            instance, YRError(f"instance {instance.label} was {reason}"), state="terminated"
-        )
-        for action in actions:
-            action()
+        error = YRError(f"instance {instance.label} was {reason}")
+        for settle in self._fail(instance, error, state="terminated"):
+            settle()
         if was_running:
             self._zygote.send({"op": "kill", "instance_id": instance_id})
-            stopped.append(instance.incarnation)
         owner = self._instances.get(instance.owner_id or "")
         if owner is not None:
             owner.children.discard(instance_id)
-        return stopped
 
     # -- the Runtime contract ---------------------------------------------------------------
 
