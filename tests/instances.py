@@ -71,6 +71,21 @@ class Rendezvous:
 
 
 @yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class ThreadBound:
+    """Holds a sqlite connection, which refuses use from any thread but its creator's."""
+
+    def __init__(self) -> None:
+        import sqlite3
+
+        self.db = sqlite3.connect(":memory:")
+        self.db.execute("create table items (value integer)")
+
+    def store(self, value: int) -> int:
+        self.db.execute("insert into items values (?)", (value,))
+        return self.db.execute("select count(*) from items").fetchone()[0]
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
 class BrokenInit:
     def __init__(self) -> None:
         raise RuntimeError("cannot start: missing configuration")

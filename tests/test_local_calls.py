@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import yr
-from tests.instances import BrokenInit, Counter, Rendezvous
+from tests.instances import BrokenInit, Counter, Rendezvous, ThreadBound
 
 
 def test_a_method_call_returns_its_result(local_runtime):
@@ -132,3 +132,8 @@ def test_five_thousand_calls_in_flight_all_complete(local_runtime):
     counter = Counter.invoke()
     refs = [counter.add.invoke() for _ in range(5000)]
     assert yr.get(refs, timeout=120)[-1] == 5000
+
+
+def test_init_and_every_call_run_on_one_thread_when_concurrency_is_one(local_runtime):
+    keeper = ThreadBound.invoke()
+    assert yr.get([keeper.store.invoke(i) for i in range(20)]) == list(range(1, 21))
