@@ -346,19 +346,6 @@ class CallClient:
 
     # -- replies ----------------------------------------------------------------------------
 
-    def _on_reply(self, pipeline: _Pipeline, batch: _Batch, done: grpc.Future) -> None:
-        try:
-            reply = done.result()
-        except grpc.RpcError as error:
-            self._on_failure(pipeline, batch, error)
-            return
-        except Exception as error:
-            self._finish(pipeline, batch)
-            _fail_all(batch.calls, YRError(f"call {batch.calls[0].method} failed: {error}"))
-            return
-        self._finish(pipeline, batch)
-        _deliver_all(batch.calls, reply)
-
     def _on_failure(self, pipeline: _Pipeline, batch: _Batch, error: grpc.RpcError) -> None:
         code = error.code()
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):

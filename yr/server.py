@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hmac
 import inspect
 import os
@@ -23,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from yr import serialization, sharedmem
+from yr.futures import settle
 from yr.protocol import (
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
@@ -90,21 +92,12 @@ class SerialRunner:
             try:
                 result = function(*args)
             except BaseException as error:
-                self._loop.call_soon_threadsafe(_settle, future, None, error)
+                self._loop.call_soon_threadsafe(functools.partial(settle, future, error=error))
             else:
-                self._loop.call_soon_threadsafe(_settle, future, result, None)
+                self._loop.call_soon_threadsafe(functools.partial(settle, future, result=result))
 
     def stop(self) -> None:
         self._queue.put(None)
-
-
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 class UserObject:

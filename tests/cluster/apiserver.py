@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from tests.cluster import cli
 from tests.cluster.gc import GarbageCollector
 from tests.cluster.handlers import Handlers
 from tests.cluster.resources import Registry
@@ -122,17 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crd", action="append", default=[], help="CRD YAML file (repeatable)")
     parser.add_argument("--no-gc", action="store_true", help="do not run the garbage collector")
     parser.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler")
-    parser.add_argument(
-        "--exit-with-stdin",
-        action="store_true",
-        help="stop when stdin reaches EOF (the parent died)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true")
+    cli.add_process_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    cli.configure_logging(args)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args))
 

@@ -10,17 +10,13 @@ live owner left just loses the dangling references. A foreground-deleting owner 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from typing import Any
 
+from tests.cluster.controller import Controller
 from tests.cluster.meta import ApiError
 from tests.cluster.resources import ResourceType
-from tests.cluster.store import Store
-from tests.cluster.watches import Event
 
-log = logging.getLogger("gc")
 Obj = dict[str, Any]
 FOREGROUND = "foregroundDeletion"
 
@@ -29,25 +25,11 @@ def _ns(obj: Obj) -> str:
     return obj["metadata"].get("namespace", "")
 
 
-class GarbageCollector:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.dirty = asyncio.Event()
-        self.dirty.set()
-        store.listeners.append(self._on_event)
+class GarbageCollector(Controller):
+    name = "garbage collection"
 
-    def _on_event(self, event: Event) -> None:
-        self.dirty.set()
-
-    async def run(self) -> None:
-        while True:
-            await self.dirty.wait()
-            self.dirty.clear()
-            try:
-                self.collect_once()
-            except Exception:  # a bug here must not stop collection for good
-                log.exception("garbage collection pass failed")
-            await asyncio.sleep(0)
+    def pass_once(self) -> None:
+        self.collect_once()
 
     def _all(self) -> list[tuple[ResourceType, Obj]]:
         return [(rt, obj) for rt in self.store._types_by_key() for obj in self.store.items(rt)]

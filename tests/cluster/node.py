@@ -28,7 +28,7 @@ from kubernetes import config as kube_config
 from kubernetes import watch
 from kubernetes.client import ApiClient, CoreV1Api
 
-from tests.cluster import podenv
+from tests.cluster import cli, podenv
 from tests.cluster.nodeapi import NodeApi
 from tests.cluster.pods import PodWorker
 
@@ -235,17 +235,9 @@ def main(argv: list[str] | None = None) -> None:
         default=2.0,
         help="seconds pods get between SIGTERM and SIGKILL when the agent stops",
     )
-    parser.add_argument(
-        "--exit-with-stdin",
-        action="store_true",
-        help="stop when stdin reaches EOF (the parent died)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true")
+    cli.add_process_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    cli.configure_logging(args)
     if not args.kubeconfig:
         parser.error("no kubeconfig: pass --kubeconfig or set KUBECONFIG")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix=f"yr-node-{args.name}-"))

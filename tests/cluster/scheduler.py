@@ -7,13 +7,13 @@ retries whenever pods or nodes change, so freed capacity is used at once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections import Counter
 from typing import Any
 
 from tests.cluster import kinds, quantity
+from tests.cluster.controller import Controller
 from tests.cluster.meta import ApiError, now_rfc3339
 from tests.cluster.store import Store
 from tests.cluster.watches import Event
@@ -77,26 +77,14 @@ def bind_pod(store: Store, namespace: str, name: str, node: str) -> None:
     store.update(pods, namespace, name, lambda p: kinds.bind(p, node), "binding")
 
 
-class Scheduler:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.dirty = asyncio.Event()
-        self.dirty.set()
-        store.listeners.append(self._on_event)
+class Scheduler(Controller):
+    name = "scheduling"
 
-    def _on_event(self, event: Event) -> None:
-        if event.key in (("", "pods"), ("", "nodes")):
-            self.dirty.set()
+    def concerns(self, event: Event) -> bool:
+        return event.key in (("", "pods"), ("", "nodes"))
 
-    async def run(self) -> None:
-        while True:
-            await self.dirty.wait()
-            self.dirty.clear()
-            try:
-                self.schedule_once()
-            except Exception:  # a bug here must not stop scheduling for good
-                log.exception("scheduling pass failed")
-            await asyncio.sleep(0)
+    def pass_once(self) -> None:
+        self.schedule_once()
 
     def _types(self):
         reg = self.store.registry

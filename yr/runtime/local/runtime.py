@@ -19,6 +19,7 @@ from typing import Any
 
 from yr import sharedmem
 from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
+from yr.futures import settle
 from yr.options import Config
 from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
 from yr.runtime.local.ledger import CpuLedger
@@ -182,8 +183,8 @@ class LocalRuntime(Runtime):
                         failing = self._fail(instance, self._schedule_timeout_error(instance))
                         # Safe under our lock: the client's callbacks never wait for it
                         # while holding a lock of their own.
-                        for settle in failing:
-                            settle()
+                        for notify in failing:
+                            notify()
                     elif next_deadline is None or deadline < next_deadline:
                         next_deadline = deadline
                 wait = None if next_deadline is None else max(next_deadline - now, 0.01)
@@ -277,7 +278,7 @@ class LocalRuntime(Runtime):
             (ready if minimum <= instance.incarnation else waiting).append(future)
         instance.waiters = waiting
         endpoint = instance.endpoint
-        return [lambda f=future: _settle(f, result=endpoint) for future in ready]
+        return [lambda f=future: settle(f, result=endpoint) for future in ready]
 
     def _fail(
         self, instance: _Instance, error: BaseException, *, state: str = "dead"
@@ -295,7 +296,7 @@ class LocalRuntime(Runtime):
         waiters, instance.waiters = instance.waiters, []
         self._schedule()
         self._changed.notify_all()
-        return [lambda f=future: _settle(f, error=error) for _, future in waiters]
+        return [lambda f=future: settle(f, error=error) for _, future in waiters]
 
     def _terminate_locked(self, instance_id: str, *, reason: str) -> None:
         """Stop an instance and its subtree; ``reason`` completes "instance X was ..."."""
@@ -308,8 +309,8 @@ class LocalRuntime(Runtime):
             self._pending.remove(instance_id)
         was_running = instance.state in ("starting", "ready")
         error = YRError(f"instance {instance.label} was {reason}")
-        for settle in self._fail(instance, error, state="terminated"):
-            settle()
+        for notify in self._fail(instance, error, state="terminated"):
+            notify()
         if was_running:
             self._zygote.send({"op": "kill", "instance_id": instance_id})
         owner = self._instances.get(instance.owner_id or "")
@@ -430,14 +431,3 @@ class LocalRuntime(Runtime):
     def _check_open(self) -> None:
         if self._closed:
             raise YRError("the local runtime was shut down")
-
-
-def _settle(
-    future: concurrent.futures.Future, *, result: Any = None, error: BaseException | None = None
-) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
