@@ -141,3 +141,20 @@ class GreedySupervisor:
             for _ in range(workers)
         ]
         return yr.get([w.add.invoke() for w in team], timeout=60)
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Relay:
+    """Uses handles and names from inside an instance."""
+
+    def forward(self, handle, amount: int) -> int:
+        return yr.get(handle.add.invoke(amount))
+
+    def add_to_named(self, name: str, amount: int) -> int:
+        return yr.get(yr.get_instance(name).add.invoke(amount))
+
+    def create_and_terminate(self) -> int:
+        child = Counter.invoke()
+        pid = yr.get(child.pid.invoke())
+        child.terminate(is_sync=True)
+        return pid

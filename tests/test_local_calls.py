@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import yr
-from tests.instances import BrokenInit, Counter, Rendezvous, ThreadBound
+from tests.instances import BrokenInit, Counter, Relay, Rendezvous, ThreadBound
 
 
 def test_a_method_call_returns_its_result(local_runtime):
@@ -137,3 +137,13 @@ def test_five_thousand_calls_in_flight_all_complete(local_runtime):
 def test_init_and_every_call_run_on_one_thread_when_concurrency_is_one(local_runtime):
     keeper = ThreadBound.invoke()
     assert yr.get([keeper.store.invoke(i) for i in range(20)]) == list(range(1, 21))
+
+
+def test_an_instance_can_call_a_handle_it_was_given(local_runtime):
+    counter, relay = Counter.invoke(1), Relay.invoke()
+    assert yr.get(relay.forward.invoke(counter, 5)) == 6
+
+
+def test_an_instance_can_find_a_named_instance(local_runtime):
+    Counter.options(yr.InvokeOptions(cpu=100, name="shared")).invoke(10)
+    assert yr.get(Relay.invoke().add_to_named.invoke("shared", 1)) == 11

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 import yr
-from tests.instances import Counter, Node, Supervisor
+from tests.instances import Counter, Node, Relay, Supervisor
 from tests.support import alive, all_dead, call_in_flight, wait_for
 
 
@@ -141,3 +141,8 @@ def test_killing_the_driver_leaves_no_instance_process_alive():
         if driver.poll() is None:
             driver.kill()
             driver.wait()
+
+
+def test_an_instance_can_terminate_what_it_created(local_runtime):
+    child_pid = yr.get(Relay.invoke().create_and_terminate.invoke())
+    assert not alive(child_pid)
