@@ -147,3 +147,26 @@ def test_an_instance_can_call_a_handle_it_was_given(local_runtime):
 def test_an_instance_can_find_a_named_instance(local_runtime):
     Counter.options(yr.InvokeOptions(cpu=100, name="shared")).invoke(10)
     assert yr.get(Relay.invoke().add_to_named.invoke("shared", 1)) == 11
+
+
+def test_a_module_registered_by_value_need_not_be_importable_by_instances(
+    local_runtime, tmp_path, monkeypatch
+):
+    import importlib
+
+    import cloudpickle
+
+    (tmp_path / "private_models.py").write_text(
+        "import yr\n\n"
+        "@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))\n"
+        "class Doubler:\n"
+        "    def double(self, x):\n"
+        "        return 2 * x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))  # the driver sees it; instances do not
+    module = importlib.import_module("private_models")
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        assert yr.get(module.Doubler.invoke().double.invoke(21)) == 42
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)

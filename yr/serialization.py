@@ -31,7 +31,12 @@ class _Pickler(cloudpickle.CloudPickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, type):
             module_name = getattr(obj, "__module__", None)
-            if module_name and module_name != "__main__" and module_name in sys.modules:
+            if (
+                module_name
+                and module_name != "__main__"
+                and module_name in sys.modules
+                and module_name not in cloudpickle.list_registry_pickle_by_value()
+            ):
                 holder: Any = sys.modules[module_name]
                 try:
                     for part in obj.__qualname__.split("."):
