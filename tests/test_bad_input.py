@@ -99,3 +99,21 @@ def test_calling_a_method_directly_explains_invoke(local_runtime):
     counter = Counter.invoke()
     with pytest.raises(TypeError, match="invoke"):
         counter.add(1)
+
+
+class _Optimizer:
+    def __init__(self) -> None:
+        self.rate = 0.1
+        self.guard = threading.Lock()
+
+
+class _Model:
+    def __init__(self) -> None:
+        self.weights = [1.0, 2.0]
+        self.optimizer = _Optimizer()
+
+
+def test_an_unpicklable_attribute_deep_inside_an_argument_is_named_by_its_path(local_runtime):
+    counter = Counter.invoke()
+    with pytest.raises(yr.YRSerializationError, match=r"culprit: argument 0\.optimizer\.guard"):
+        counter.echo.invoke(_Model())

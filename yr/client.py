@@ -412,6 +412,7 @@ class CallClient:
         for channel in channels:
             channel.close()
         self._helpers.shutdown(wait=False, cancel_futures=True)
+        self._senders.shutdown(wait=False, cancel_futures=True)
 
 
 def shared_memory_prefix(session_token: str) -> str:

@@ -77,10 +77,12 @@ def dumps_call_arguments(
             try:
                 dumps(value)
             except Exception as error:
+                culprit = find_unpicklable(value)
+                where = f" (the culprit: {label.split(' (')[0]}{culprit})" if culprit else ""
                 raise YRSerializationError(
-                    f"{label} of {target} cannot be serialized: {type(error).__name__}: {error}. "
-                    "Arguments travel to another process with cloudpickle; pass plain data, or "
-                    "create the object inside the instance."
+                    f"{label} of {target} cannot be serialized{where}: "
+                    f"{type(error).__name__}: {error}. Arguments travel to another process "
+                    "with cloudpickle; pass plain data, or create the object inside the instance."
                 ) from error
         raise YRSerializationError(
             f"the arguments of {target} cannot be serialized: {whole_error}"
@@ -91,9 +93,39 @@ def dumps_named(value: Any, *, what: str) -> bytes:
     try:
         return dumps(value)
     except Exception as error:
+        culprit = find_unpicklable(value)
+        where = f" (the culprit: {culprit.lstrip('.')})" if culprit else ""
         raise YRSerializationError(
-            f"{what} cannot be serialized: {type(error).__name__}: {error}"
+            f"{what} cannot be serialized{where}: {type(error).__name__}: {error}"
         ) from error
+
+
+def find_unpicklable(value: Any, *, depth: int = 4) -> str:
+    """The path (``.attr``, ``[key]``) to the innermost member that cannot be pickled.
+
+    Returns "" when the value itself is the culprit or the path cannot be found.
+    """
+    for path, member in _members(value):
+        try:
+            dumps(member)
+        except Exception:
+            deeper = find_unpicklable(member, depth=depth - 1) if depth > 1 else ""
+            return path + deeper
+    return ""
+
+
+def _members(value: Any):
+    if isinstance(value, dict):
+        for key, member in list(value.items())[:1000]:
+            yield f"[{key!r}]", member
+    elif isinstance(value, list | tuple | set | frozenset):
+        for index, member in enumerate(list(value)[:1000]):
+            yield f"[{index}]", member
+    else:
+        attributes = getattr(value, "__dict__", None)
+        if isinstance(attributes, dict):
+            for name, member in attributes.items():
+                yield f".{name}", member
 
 
 def _labelled(args: tuple[Any, ...], kwargs: dict[str, Any]):
