@@ -23,7 +23,8 @@ from typing import Any
 import grpc
 
 from yr import serialization, sharedmem
-from yr.errors import YRError, YRInstanceDiedError, YRProtocolError, invoke_error_for
+from yr.calls import Call, deliver_all, fail, fail_all
+from yr.errors import YRError, YRInstanceDiedError, YRProtocolError
 from yr.protocol import (
     CHANNEL_OPTIONS,
     PROTOCOL_METADATA_KEY,
@@ -50,24 +51,12 @@ MAX_BATCH_CALLS = 512
 MAX_BATCH_BYTES = 8 << 20
 
 
-@dataclass(slots=True)
-class _Call:
-    method: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    arguments: bytes | None  # pickled once every ObjectRef argument is ready
-    buffers: list[str]  # shared-memory segments holding large argument buffers
-    refs: list[ObjectRef]
-    order: int  # submission order, to put a re-sent call back in its place
-    batch: _Batch | None = None  # once batched: what yr.get may send itself
-
-
 @dataclass(eq=False)
 class _Pipeline:
     instance_id: str
     class_info: ClassInfo
     lock: threading.Lock = field(default_factory=threading.Lock)
-    queue: collections.deque[_Call] = field(default_factory=collections.deque)
+    queue: collections.deque[Call] = field(default_factory=collections.deque)
     endpoint: Endpoint | None = None
     stub: Any = None
     metadata: tuple[tuple[str, str], ...] = ()
@@ -79,8 +68,8 @@ class _Pipeline:
 
 
 @dataclass(slots=True)
-class _Batch:
-    calls: list[_Call]
+class Batch:
+    calls: list[Call]
     seq: int
     stub: Any
     metadata: tuple[tuple[str, str], ...]
@@ -147,7 +136,7 @@ class CallClient:
         waiting = any(
             isinstance(value, ObjectRef) and not value.done() for value in (*args, *kwargs.values())
         )
-        call = _Call(method, args, kwargs, None, [], [], next(self._order))
+        call = Call(method, args, kwargs, None, [], [], next(self._order))
         if not waiting:
             self._pickle(call, target=f"{class_info.short_name}.{method}")
         pipeline = self._pipeline(instance_id, class_info)
@@ -166,7 +155,7 @@ class CallClient:
             return []
         return call.refs
 
-    def _pickle(self, call: _Call, *, target: str) -> None:
+    def _pickle(self, call: Call, *, target: str) -> None:
         writer = sharedmem.BufferWriter(prefix=self._shm_prefix) if self._shm_prefix else None
         call.arguments = serialization.dumps_call_arguments(
             call.args, call.kwargs, target=target, buffer_callback=writer
@@ -205,7 +194,7 @@ class CallClient:
             for pipeline in pipelines:
                 self._drain(pipeline)
 
-    def _flush_call(self, pipeline: _Pipeline, call: _Call, ref: ObjectRef, *, alone: bool):
+    def _flush_call(self, pipeline: _Pipeline, call: Call, ref: ObjectRef, *, alone: bool):
         """Called by ``yr.get`` before it waits: send what is queued now; a call waited on
         alone whose batch no sender thread has picked up yet is sent from this thread."""
         batch = call.batch
@@ -215,16 +204,16 @@ class CallClient:
             self._drain(pipeline)
 
     @staticmethod
-    def _claim(pipeline: _Pipeline, batch: _Batch) -> bool:
+    def _claim(pipeline: _Pipeline, batch: Batch) -> bool:
         with pipeline.lock:
             if batch.claimed:
                 return False
             batch.claimed = True
             return True
 
-    def _next_batch_locked(self, pipeline: _Pipeline, calls: list[_Call]) -> _Batch:
+    def _next_batch_locked(self, pipeline: _Pipeline, calls: list[Call]) -> Batch:
         assert pipeline.endpoint is not None
-        batch = _Batch(
+        batch = Batch(
             calls,
             pipeline.next_seq,
             pipeline.stub,
@@ -236,12 +225,12 @@ class CallClient:
         return batch
 
     def _drain(self, pipeline: _Pipeline) -> None:
-        batches: list[_Batch] = []
-        failed: list[tuple[_Call, BaseException]] = []
+        batches: list[Batch] = []
+        failed: list[tuple[Call, BaseException]] = []
         wait_on: concurrent.futures.Future | None = None
         resolve_from: int | None = None
         with pipeline.lock:
-            ready: list[_Call] = []
+            ready: list[Call] = []
             size = 0
             while pipeline.queue:
                 if pipeline.failure is not None:
@@ -274,7 +263,7 @@ class CallClient:
             if ready:
                 batches.append(self._next_batch_locked(pipeline, ready))
         for call, error in failed:
-            _fail(call, error)
+            fail(call, error)
         for batch in batches:
             self._send(pipeline, batch)
         if wait_on is not None:
@@ -316,14 +305,14 @@ class CallClient:
                 self._channels[address] = channel
             return channel
 
-    def _send(self, pipeline: _Pipeline, batch: _Batch) -> None:
+    def _send(self, pipeline: _Pipeline, batch: Batch) -> None:
         self._senders.submit(self._send_if_unclaimed, pipeline, batch)
 
-    def _send_if_unclaimed(self, pipeline: _Pipeline, batch: _Batch) -> None:
+    def _send_if_unclaimed(self, pipeline: _Pipeline, batch: Batch) -> None:
         if self._claim(pipeline, batch):
             self._send_and_wait(pipeline, batch)
 
-    def _send_and_wait(self, pipeline: _Pipeline, batch: _Batch) -> None:
+    def _send_and_wait(self, pipeline: _Pipeline, batch: Batch) -> None:
         """A blocking RPC on a reused sender thread: cheaper than grpc's per-call futures."""
         try:
             reply = batch.stub.Call(batch.request(self._caller_id), metadata=batch.metadata)
@@ -332,12 +321,12 @@ class CallClient:
             return
         except Exception as error:
             self._finish(pipeline, batch)
-            _fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
+            fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
             return
         self._finish(pipeline, batch)
-        _deliver_all(batch.calls, reply)
+        deliver_all(batch.calls, reply)
 
-    def _finish(self, pipeline: _Pipeline, batch: _Batch) -> None:
+    def _finish(self, pipeline: _Pipeline, batch: Batch) -> None:
         with pipeline.lock:
             pipeline.in_flight -= 1
         for call in batch.calls:
@@ -346,26 +335,26 @@ class CallClient:
 
     # -- replies ----------------------------------------------------------------------------
 
-    def _on_failure(self, pipeline: _Pipeline, batch: _Batch, error: grpc.RpcError) -> None:
+    def _on_failure(self, pipeline: _Pipeline, batch: Batch, error: grpc.RpcError) -> None:
         code = error.code()
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
             self._finish(pipeline, batch)
-            _fail_all(batch.calls, YRProtocolError(error.details()))
+            fail_all(batch.calls, YRProtocolError(error.details()))
         elif code in _DEATH_CODES and not self._closed:
             self._helpers.submit(self._explain_failure, pipeline, batch, error)
         else:
             self._finish(pipeline, batch)
             method = batch.calls[0].method
-            _fail_all(batch.calls, YRError(f"call {method} failed: {code.name}: {error.details()}"))
+            fail_all(batch.calls, YRError(f"call {method} failed: {code.name}: {error.details()}"))
 
-    def _explain_failure(self, pipeline: _Pipeline, batch: _Batch, error: grpc.RpcError) -> None:
+    def _explain_failure(self, pipeline: _Pipeline, batch: Batch, error: grpc.RpcError) -> None:
         try:
             death = self._runtime.await_death(
                 pipeline.instance_id, batch.incarnation, timeout=DEATH_REPORT_TIMEOUT_S
             )
         except BaseException as lookup_error:
             self._finish(pipeline, batch)
-            _fail_all(
+            fail_all(
                 batch.calls,
                 YRError(
                     f"call {batch.calls[0].method} failed ({error.details()}); "
@@ -375,7 +364,7 @@ class CallClient:
             return
         if death is None:
             self._finish(pipeline, batch)
-            _fail_all(
+            fail_all(
                 batch.calls,
                 YRError(
                     f"call {batch.calls[0].method} to instance {pipeline.instance_id} failed: "
@@ -400,7 +389,7 @@ class CallClient:
         if not resend:
             for call in batch.calls:
                 sharedmem.discard(call.buffers)
-            _fail_all(batch.calls, died)
+            fail_all(batch.calls, died)
         self._drain(pipeline)
 
     def close(self) -> None:
@@ -420,7 +409,7 @@ def shared_memory_prefix(session_token: str) -> str:
     return "yr-" + hashlib.sha256(session_token.encode()).hexdigest()[:16]
 
 
-def _first_pending(call: _Call) -> ObjectRef | None:
+def _first_pending(call: Call) -> ObjectRef | None:
     for value in (*call.args, *call.kwargs.values()):
         if isinstance(value, ObjectRef) and not value.done():
             return value
@@ -433,67 +422,3 @@ def _never_delivered(error: grpc.RpcError) -> bool:
     return error.code() == grpc.StatusCode.UNAVAILABLE and (
         "connection refused" in details or "failed to connect" in details
     )
-
-
-def _deliver_all(calls: list[_Call], reply: yr_pb2.CallReply) -> None:
-    if len(reply.outcomes) != len(calls):
-        _fail_all(
-            calls, YRError(f"the instance answered {len(reply.outcomes)} of {len(calls)} calls")
-        )
-        return
-    for call, outcome in zip(calls, reply.outcomes, strict=True):
-        if outcome.HasField("error"):
-            _fail(call, _rebuild_error(outcome.error))
-            continue
-        try:
-            value = serialization.loads(outcome.value)
-        except BaseException as error:
-            _fail(call, YRError(f"the result of {call.method} could not be unpickled: {error}"))
-            continue
-        _deliver(call, value)
-
-
-def _deliver(call: _Call, value: Any) -> None:
-    if len(call.refs) == 1:
-        call.refs[0].future.set_result(value)
-        return
-    try:
-        values = list(value)
-    except TypeError:
-        values = None
-    if values is None or len(values) != len(call.refs):
-        _fail(
-            call,
-            YRError(
-                f"{call.method} was declared with return_nums={len(call.refs)} but returned "
-                f"{type(value).__name__} {value!r:.80}"
-            ),
-        )
-        return
-    for ref, item in zip(call.refs, values, strict=True):
-        ref.future.set_result(item)
-
-
-def _fail_all(calls: list[_Call], error: BaseException) -> None:
-    for call in calls:
-        _fail(call, error)
-
-
-def _fail(call: _Call, error: BaseException) -> None:
-    for ref in call.refs:
-        if not ref.future.done():
-            ref.future.set_exception(error)
-
-
-def _rebuild_error(remote: yr_pb2.RemoteError) -> BaseException:
-    cause: BaseException | None = None
-    if remote.exception:
-        try:
-            cause = serialization.loads(remote.exception)
-        except Exception:
-            cause = None
-    if isinstance(cause, YRError) and not remote.traceback:
-        return cause
-    if cause is None:
-        cause = YRError(f"{remote.type_name}: {remote.message}")
-    return invoke_error_for(cause, remote.traceback)

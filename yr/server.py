@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import hmac
 import inspect
 import os
-import queue
 import signal
 import sys
 import threading
@@ -24,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from yr import serialization, sharedmem
-from yr.futures import settle
+from yr.dispatch import CallOrder, SerialRunner
 from yr.protocol import (
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
@@ -33,71 +31,6 @@ from yr.protocol import (
     yr_pb2,
     yr_pb2_grpc,
 )
-
-# A caller whose seq numbers have a gap this long (a lost call) is let through anyway.
-SEQUENCE_GAP_TIMEOUT_S = 30.0
-
-
-class CallOrder:
-    """Admits each caller's calls strictly in their seq order, whatever order they arrive in."""
-
-    def __init__(self) -> None:
-        self._next: dict[str, int] = {}
-        self._waiting: dict[str, dict[int, asyncio.Future[None]]] = {}
-
-    async def admit(self, caller: str, seq: int) -> None:
-        expected = self._next.get(caller, 0)
-        if seq <= expected:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(caller, {})[seq] = waiter
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), SEQUENCE_GAP_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            self._waiting[caller].pop(seq, None)
-            self._next[caller] = seq  # give up on the missing calls
-
-    def done(self, caller: str, seq: int) -> None:
-        """Mark ``seq`` admitted; wake the caller's next call if it is already waiting."""
-        following = max(self._next.get(caller, 0), seq + 1)
-        self._next[caller] = following
-        waiter = self._waiting.get(caller, {}).pop(following, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-
-class SerialRunner:
-    """One thread that runs an instance's calls one at a time, handing results to the loop.
-
-    Cheaper per call than ``run_in_executor``: a queue put, and one wake-up of the loop.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="yr-method", daemon=True)
-        self._thread.start()
-
-    def submit(self, function: Callable[..., Any], *args: Any) -> asyncio.Future:
-        future = self._loop.create_future()
-        self._queue.put((future, function, args))
-        return future
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            future, function, args = item
-            try:
-                result = function(*args)
-            except BaseException as error:
-                self._loop.call_soon_threadsafe(functools.partial(settle, future, error=error))
-            else:
-                self._loop.call_soon_threadsafe(functools.partial(settle, future, result=result))
-
-    def stop(self) -> None:
-        self._queue.put(None)
 
 
 class UserObject:
