@@ -76,7 +76,7 @@ def _pods(cluster) -> dict[str, k8s.V1Pod]:
     return {pod.metadata.name: pod for pod in pods if pod.metadata.deletion_timestamp is None}
 
 
-def _run_seed_program(cluster, **extra_env: str) -> None:
+def _run_seed_program(cluster, **extra_env: str) -> str:
     """Run the tutorial program, unmodified, against the cluster; check both reports."""
     env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default", **extra_env)
     finished = subprocess.run(
@@ -89,10 +89,18 @@ def _run_seed_program(cluster, **extra_env: str) -> None:
     assert finished.returncode == 0, finished.stderr
     assert "results: ['Loss: 10.0', 'Loss: 10.0']" in finished.stdout
     assert "results: ['Loss: 100.0', 'Loss: 100.0']" in finished.stdout
+    return finished.stdout
 
 
 def test_the_seed_program_runs_unmodified_with_yr_backend_kubernetes(cluster):
     _run_seed_program(cluster)
+
+
+def test_what_instance_pods_print_reaches_the_driver_prefixed_by_pod(cluster):
+    output = _run_seed_program(cluster)
+    training = [line for line in output.splitlines() if "is training data shard" in line]
+    assert len(training) == 4
+    assert all(line.startswith("(trainingworker-") for line in training)
 
 
 def test_each_instance_is_a_yrinstance_and_a_pod_owned_along_the_tree(session):

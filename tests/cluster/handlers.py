@@ -125,6 +125,8 @@ class Handlers:
             if method == "DELETE":
                 return self._delete_collection(request, rt, namespace)
         elif method == "GET" and sub == "log":
+            if query.get("follow") in ("true", "1"):
+                return await self._follow_log(request, rt, ns, name)
             return self._log(rt, ns, name, query)
         elif method == "GET":
             obj = self.store.require(rt, ns, name)
@@ -228,7 +230,7 @@ class Handlers:
             201,
         )
 
-    def _log(self, rt: ResourceType, ns: str, name: str, query: Any) -> web.Response:
+    def _log_path(self, rt: ResourceType, ns: str, name: str, query: Any) -> Path:
         pod = self.store.require(rt, ns, name)
         containers = [c["name"] for c in pod["spec"].get("containers", [])]
         container = query.get("container") or (containers[0] if containers else "")
@@ -240,7 +242,34 @@ class Handlers:
         )
         if not log_dir:
             raise bad_request(f'pod "{name}" has no logs yet (not running on an emulated node)')
-        path = Path(log_dir) / f"{ns}_{name}_{pod['metadata']['uid']}" / f"{container}.log"
+        return Path(log_dir) / f"{ns}_{name}_{pod['metadata']['uid']}" / f"{container}.log"
+
+    async def _follow_log(
+        self, request: web.Request, rt: ResourceType, ns: str, name: str
+    ) -> web.StreamResponse:
+        """``follow=true``: stream the log as it grows, until the container has stopped."""
+        path = self._log_path(rt, ns, name, request.query)
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        offset = 0
+        while True:
+            pod = self.store.lookup(rt, ns, name)
+            stopped = pod is None or kinds.container_stopped(pod)
+            if path.exists():
+                with path.open("rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+                if chunk:
+                    offset += len(chunk)
+                    await response.write(chunk)
+            if stopped:  # everything it wrote has been sent
+                break
+            await asyncio.sleep(0.05)
+        await response.write_eof()
+        return response
+
+    def _log(self, rt: ResourceType, ns: str, name: str, query: Any) -> web.Response:
+        path = self._log_path(rt, ns, name, query)
         text = path.read_text(errors="replace") if path.exists() else ""
         if "tailLines" in query:
             lines = text.splitlines(keepends=True)

@@ -141,3 +141,11 @@ def bind(pod: dict[str, Any], node: str) -> dict[str, Any]:
     conditions = [c for c in status.get("conditions", []) if c.get("type") != "PodScheduled"]
     status["conditions"] = [*conditions, scheduled_condition(node)]
     return pod
+
+
+def container_stopped(pod: dict[str, Any]) -> bool:
+    """Whether every container of the pod has terminated (its log will not grow any more)."""
+    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return True
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return bool(statuses) and all("terminated" in (st.get("state") or {}) for st in statuses)

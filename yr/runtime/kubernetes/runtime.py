@@ -24,6 +24,7 @@ from yr.errors import DeathInfo, YRError, YRSerializationError
 from yr.options import Config
 from yr.runtime.base import ClassInfo, InstanceSpec, Runtime
 from yr.runtime.kubernetes import objects
+from yr.runtime.kubernetes.logs import PodLogForwarder
 from yr.runtime.kubernetes.objects import GROUP, PLURAL, VERSION
 from yr.runtime.kubernetes.watcher import StatusWatcher
 
@@ -55,6 +56,7 @@ class KubernetesRuntime(Runtime):
         owner: dict[str, Any],
         gateway: str = "",
         lease_name: str = "",
+        log_to_driver: bool = False,
     ) -> None:
         self.session_token = token
         self._api_client = api_client
@@ -68,11 +70,15 @@ class KubernetesRuntime(Runtime):
         self._lease_name = lease_name
         self._created: list[str] = []
         self._stopping = threading.Event()
+        self._logs = (
+            PodLogForwarder(core_api=self._core, namespace=namespace) if log_to_driver else None
+        )
         self._watcher = StatusWatcher(
             custom_api=self._custom,
             namespace=namespace,
             session=session,
             address_of=self._address_of,
+            on_pod_running=self._logs.follow if self._logs else None,
         )
         self._renewer: threading.Thread | None = None
         if lease_name:
@@ -116,6 +122,7 @@ class KubernetesRuntime(Runtime):
             owner=lease_owner,
             gateway=config.gateway,
             lease_name=lease.metadata.name,
+            log_to_driver=config.log_to_driver,
         )
 
     @classmethod
@@ -259,6 +266,8 @@ class KubernetesRuntime(Runtime):
     def shutdown(self) -> None:
         self._stopping.set()
         self._watcher.stop()
+        if self._logs is not None:
+            self._logs.stop()
         if self._lease_name:
             try:  # the garbage collector takes the whole tree with the Lease
                 self._coordination.delete_namespaced_lease(

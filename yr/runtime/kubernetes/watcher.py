@@ -53,11 +53,13 @@ class StatusWatcher:
         namespace: str,
         session: str,
         address_of: Callable[[str, dict[str, Any]], str],
+        on_pod_running: Callable[[str], None] | None = None,
     ) -> None:
         self._api = custom_api
         self._namespace = namespace
         self._selector = f"yr.dev/session={session}"
         self._address_of = address_of
+        self._on_pod_running = on_pod_running
         self._tracked: dict[str, _Tracked] = {}
         self._lock = threading.Condition()
         self._stopping = threading.Event()
@@ -146,6 +148,12 @@ class StatusWatcher:
     def _observe(self, obj: dict[str, Any], *, deleted: bool) -> None:
         name = obj["metadata"]["name"]
         status = obj.get("status") or {}
+        if (
+            self._on_pod_running is not None
+            and status.get("phase") in ("Running", "Ready")
+            and status.get("podName")
+        ):
+            self._on_pod_running(status["podName"])
         with self._lock:
             tracked = self._tracked.get(name)
             if tracked is None:
