@@ -14,7 +14,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from yr import sharedmem
@@ -22,41 +21,19 @@ from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
 from yr.futures import settle
 from yr.options import Config
 from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
+from yr.runtime.local.instances import (
+    LocalInstance,
+    default_num_cpus,
+    schedule_timeout_error,
+    spawn_command,
+)
 from yr.runtime.local.ledger import CpuLedger
 from yr.runtime.local.output import OutputForwarder
 from yr.runtime.local.process import ZygoteProcess
 
 logger = logging.getLogger("yr")
 
-DEFAULT_CPUS_PER_CORE = 4
-MIN_DEFAULT_CPUS = 8
 TERMINATE_WAIT_S = 10.0
-
-
-def default_num_cpus() -> int:
-    """Logical CPUs when the user sets none: instances mostly wait, so oversubscribe."""
-    return max(MIN_DEFAULT_CPUS, DEFAULT_CPUS_PER_CORE * (os.cpu_count() or 1))
-
-
-@dataclass
-class _Instance:
-    instance_id: str
-    spec: InstanceSpec
-    owner_id: str | None
-    requested_at: float
-    state: str = "pending"  # pending | starting | ready | dead | terminated
-    incarnation: int = 0
-    restarts_left: int = 0
-    pid: int | None = None
-    endpoint: Endpoint | None = None
-    children: set[str] = field(default_factory=set)
-    waiters: list[tuple[int, concurrent.futures.Future]] = field(default_factory=list)
-    deaths: dict[int, DeathInfo] = field(default_factory=dict)
-    error: BaseException | None = None  # set once it can never serve again
-
-    @property
-    def label(self) -> str:
-        return f"{self.instance_id} ({self.spec.class_info.short_name})"
 
 
 class LocalRuntime(Runtime):
@@ -66,7 +43,7 @@ class LocalRuntime(Runtime):
         self.shares_memory = True
         self.session_token = secrets.token_urlsafe(32)
         self._ledger = CpuLedger(num_cpus * 1000)
-        self._instances: dict[str, _Instance] = {}
+        self._instances: dict[str, LocalInstance] = {}
         self._named: dict[tuple[str, str], str] = {}
         self._pending: list[str] = []
         self._spawned_pids: set[int] = set()
@@ -119,7 +96,7 @@ class LocalRuntime(Runtime):
                     f"{options.namespace!r}; use yr.get_instance({options.name!r}) to reach it"
                 )
             instance_id = f"{spec.class_info.short_name.lower()}-{secrets.token_hex(4)}"
-            instance = _Instance(
+            instance = LocalInstance(
                 instance_id=instance_id,
                 spec=spec,
                 owner_id=owner_id,
@@ -145,27 +122,15 @@ class LocalRuntime(Runtime):
             self._ledger.allocate(instance_id, instance.spec.options.cpu)
             self._spawn(instance)
 
-    def _spawn(self, instance: _Instance) -> None:
+    def _spawn(self, instance: LocalInstance) -> None:
         instance.state = "starting"
-        spec = instance.spec
-        env = dict(spec.options.env_vars)
-        env.update(
-            YR_INSTANCE_ID=instance.instance_id,
-            YR_CLASS_NAME=spec.class_info.class_name,
-            YR_CONTROL_ADDRESS=self._control.address,
-            YR_SESSION_TOKEN=self.session_token,
-        )
         self._zygote.send(
-            {
-                "op": "spawn",
-                "instance_id": instance.instance_id,
-                "incarnation": instance.incarnation,
-                "class_name": spec.class_info.class_name,
-                "payload": spec.payload,
-                "concurrency": spec.options.concurrency,
-                "env": env,
-                "log_socket": self._output.path if self._output else "",
-            }
+            spawn_command(
+                instance,
+                control_address=self._control.address,
+                session_token=self.session_token,
+                log_socket=self._output.path if self._output else "",
+            )
         )
 
     def _expire_pending(self) -> None:
@@ -180,7 +145,10 @@ class LocalRuntime(Runtime):
                     )
                     if deadline <= now:
                         self._pending.remove(instance_id)
-                        failing = self._fail(instance, self._schedule_timeout_error(instance))
+                        failing = self._fail(
+                            instance,
+                            schedule_timeout_error(instance, self._ledger, len(self._pending)),
+                        )
                         # Safe under our lock: the client's callbacks never wait for it
                         # while holding a lock of their own.
                         for notify in failing:
@@ -189,19 +157,6 @@ class LocalRuntime(Runtime):
                         next_deadline = deadline
                 wait = None if next_deadline is None else max(next_deadline - now, 0.01)
                 self._changed.wait(wait)
-
-    def _schedule_timeout_error(self, instance: _Instance) -> YRSchedulingError:
-        options = instance.spec.options
-        ledger = self._ledger
-        return YRSchedulingError(
-            f"instance {instance.label} could not be scheduled within "
-            f"{options.schedule_timeout_ms} ms: it requests {options.cpu}m CPU, but only "
-            f"{ledger.free}m of the local runtime's {ledger.total}m is free "
-            f"({ledger.used}m held by: {ledger.describe_holders()}; "
-            f"{len(self._pending)} more instance(s) waiting). This is a resource deadlock "
-            "when the holders wait for instances that cannot start: give supervisors less "
-            "CPU (for example cpu=100), raise yr.Config(num_cpus=...), or create fewer at once"
-        )
 
     # -- events from the fork server --------------------------------------------------------
 
@@ -227,7 +182,7 @@ class LocalRuntime(Runtime):
         for complete in completions:
             complete()
 
-    def _on_exit(self, instance: _Instance, event: dict[str, Any], completions: list) -> None:
+    def _on_exit(self, instance: LocalInstance, event: dict[str, Any], completions: list) -> None:
         if instance.state in ("terminated", "dead"):
             instance.deaths.setdefault(
                 instance.incarnation,
@@ -272,7 +227,7 @@ class LocalRuntime(Runtime):
 
     # -- state changes ----------------------------------------------------------------------
 
-    def _release_waiters(self, instance: _Instance) -> list[Callable[[], None]]:
+    def _release_waiters(self, instance: LocalInstance) -> list[Callable[[], None]]:
         ready, waiting = [], []
         for minimum, future in instance.waiters:
             (ready if minimum <= instance.incarnation else waiting).append(future)
@@ -281,7 +236,7 @@ class LocalRuntime(Runtime):
         return [lambda f=future: settle(f, result=endpoint) for future in ready]
 
     def _fail(
-        self, instance: _Instance, error: BaseException, *, state: str = "dead"
+        self, instance: LocalInstance, error: BaseException, *, state: str = "dead"
     ) -> list[Callable[[], None]]:
         instance.state = state
         instance.error = error
@@ -362,14 +317,14 @@ class LocalRuntime(Runtime):
                 if not self._changed.wait(max(deadline - time.monotonic(), 0)):
                     break
 
-    def _subtree(self, instance_id: str) -> list[_Instance]:
+    def _subtree(self, instance_id: str) -> list[LocalInstance]:
         instance = self._instances[instance_id]
         found = [instance]
         for child_id in instance.children:
             found += self._subtree(child_id)
         return found
 
-    def _alive_process(self, instance: _Instance) -> bool:
+    def _alive_process(self, instance: LocalInstance) -> bool:
         return instance.pid is not None and instance.incarnation not in instance.deaths
 
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:

@@ -1,0 +1,83 @@
+"""The local runtime's record of one instance, and the pure pieces built from it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from yr.errors import DeathInfo, YRSchedulingError
+from yr.runtime.base import Endpoint, InstanceSpec
+from yr.runtime.local.ledger import CpuLedger
+
+DEFAULT_CPUS_PER_CORE = 4
+MIN_DEFAULT_CPUS = 8
+
+
+def default_num_cpus() -> int:
+    """Logical CPUs when the user sets none: instances mostly wait, so oversubscribe."""
+    return max(MIN_DEFAULT_CPUS, DEFAULT_CPUS_PER_CORE * (os.cpu_count() or 1))
+
+
+@dataclass
+class LocalInstance:
+    """Where one instance stands: scheduling, its process, its children, how it died."""
+
+    instance_id: str
+    spec: InstanceSpec
+    owner_id: str | None
+    requested_at: float
+    state: str = "pending"  # pending | starting | ready | dead | terminated
+    incarnation: int = 0
+    restarts_left: int = 0
+    pid: int | None = None
+    endpoint: Endpoint | None = None
+    children: set[str] = field(default_factory=set)
+    waiters: list[tuple[int, concurrent.futures.Future]] = field(default_factory=list)
+    deaths: dict[int, DeathInfo] = field(default_factory=dict)
+    error: BaseException | None = None  # set once it can never serve again
+
+    @property
+    def label(self) -> str:
+        return f"{self.instance_id} ({self.spec.class_info.short_name})"
+
+
+def spawn_command(
+    instance: LocalInstance, *, control_address: str, session_token: str, log_socket: str
+) -> dict[str, Any]:
+    """What the fork server needs to start the instance's current incarnation."""
+    spec = instance.spec
+    env = dict(spec.options.env_vars)
+    env.update(
+        YR_INSTANCE_ID=instance.instance_id,
+        YR_CLASS_NAME=spec.class_info.class_name,
+        YR_CONTROL_ADDRESS=control_address,
+        YR_SESSION_TOKEN=session_token,
+    )
+    return {
+        "op": "spawn",
+        "instance_id": instance.instance_id,
+        "incarnation": instance.incarnation,
+        "class_name": spec.class_info.class_name,
+        "payload": spec.payload,
+        "concurrency": spec.options.concurrency,
+        "env": env,
+        "log_socket": log_socket,
+    }
+
+
+def schedule_timeout_error(
+    instance: LocalInstance, ledger: CpuLedger, waiting: int
+) -> YRSchedulingError:
+    """The diagnosis of an instance that waited too long for CPU: the whole arithmetic."""
+    options = instance.spec.options
+    return YRSchedulingError(
+        f"instance {instance.label} could not be scheduled within "
+        f"{options.schedule_timeout_ms} ms: it requests {options.cpu}m CPU, but only "
+        f"{ledger.free}m of the local runtime's {ledger.total}m is free "
+        f"({ledger.used}m held by: {ledger.describe_holders()}; "
+        f"{waiting} more instance(s) waiting). This is a resource deadlock "
+        "when the holders wait for instances that cannot start: give supervisors less "
+        "CPU (for example cpu=100), raise yr.Config(num_cpus=...), or create fewer at once"
+    )
