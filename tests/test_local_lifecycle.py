@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 
+import psutil
 import pytest
 
 import yr
@@ -111,36 +113,56 @@ DRIVER = textwrap.dedent(
     """
     import sys, time
     import yr
-    from tests.instances import Node
+    from tests.instances import Counter, Node
     yr.init(yr.Config(num_cpus=8))
     pids = yr.get(Node.invoke().grow.invoke(3)) + yr.get(Node.invoke().grow.invoke(2))
     print(" ".join(map(str, pids)), flush=True)
-    time.sleep(600)
-    """
+    if sys.argv[1] == "wait":
+        time.sleep(600)
+    elif sys.argv[1] == "get":
+        yr.get(Counter.invoke().sleep.invoke(600), timeout=-1)
+    """  # "exit": returns without yr.finalize(), leaving it to the atexit hook
 )
 
 
-def test_killing_the_driver_leaves_no_instance_process_alive():
+@contextlib.contextmanager
+def _driver(mode: str):
+    """A driver process that built two trees; yields it and the pids of their instances."""
     driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER],
+        [sys.executable, "-c", DRIVER, mode],
         stdout=subprocess.PIPE,
         text=True,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
     try:
-        line = driver.stdout.readline()
-        pids = [int(pid) for pid in line.split()]
-        assert len(pids) == 5 and all(alive(pid) for pid in pids)
-        import psutil
-
-        helpers = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(10)
-        wait_for(lambda: all_dead(pids + helpers), timeout=5, what="orphans to exit")
+        pids = [int(pid) for pid in driver.stdout.readline().split()]
+        assert len(pids) == 5
+        yield driver, pids
     finally:
         if driver.poll() is None:
             driver.kill()
             driver.wait()
+
+
+def test_killing_the_driver_leaves_no_instance_process_alive():
+    with _driver("wait") as (driver, pids):
+        helpers = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+        wait_for(lambda: all_dead(pids + helpers), timeout=5, what="orphans to exit")
+
+
+def test_a_driver_that_forgets_finalize_is_finalized_at_exit():
+    with _driver("exit") as (driver, pids):
+        assert driver.wait(30) == 0
+        wait_for(lambda: all_dead(pids), timeout=10, what="the instances to exit")
+
+
+def test_ctrl_c_in_a_waiting_driver_ends_its_instances():
+    with _driver("get") as (driver, pids):
+        driver.send_signal(signal.SIGINT)
+        driver.wait(30)
+        wait_for(lambda: all_dead(pids), timeout=10, what="the instances to exit")
 
 
 def test_an_instance_can_terminate_what_it_created(local_runtime):
