@@ -13,11 +13,21 @@ from yr.runtime.local.ledger import CpuLedger
 
 DEFAULT_CPUS_PER_CORE = 4
 MIN_DEFAULT_CPUS = 8
+RESTART_BACKOFF_FIRST_S = 0.1
+RESTART_BACKOFF_MAX_S = 5.0
 
 
 def default_num_cpus() -> int:
     """Logical CPUs when the user sets none: instances mostly wait, so oversubscribe."""
     return max(MIN_DEFAULT_CPUS, DEFAULT_CPUS_PER_CORE * (os.cpu_count() or 1))
+
+
+def restart_delay(restarts_done: int) -> float:
+    """Seconds before restart number ``restarts_done`` (1-based): the first at once, then
+    0.1 s doubling up to 5 s, so a crash loop cannot fork as fast as the machine allows."""
+    if restarts_done <= 1:
+        return 0.0
+    return min(RESTART_BACKOFF_FIRST_S * 2 ** (restarts_done - 2), RESTART_BACKOFF_MAX_S)
 
 
 @dataclass
@@ -28,7 +38,7 @@ class LocalInstance:
     spec: InstanceSpec
     owner_id: str | None
     requested_at: float
-    state: str = "pending"  # pending | starting | ready | dead | terminated
+    state: str = "pending"  # pending | starting | ready | restarting | dead | terminated
     incarnation: int = 0
     restarts_left: int = 0
     pid: int | None = None

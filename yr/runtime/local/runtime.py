@@ -24,6 +24,7 @@ from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
 from yr.runtime.local.instances import (
     LocalInstance,
     default_num_cpus,
+    restart_delay,
     schedule_timeout_error,
     spawn_command,
 )
@@ -198,6 +199,7 @@ class LocalRuntime(Runtime):
             )
         instance.children.clear()
         instance.endpoint = None
+        instance.pid = None  # the process is gone; a restart brings a new one
         will_restart = instance.restarts_left > 0
         if will_restart:
             instance.restarts_left -= 1
@@ -209,14 +211,40 @@ class LocalRuntime(Runtime):
         )
         instance.deaths[instance.incarnation] = death
         if will_restart:
-            logger.warning("yr: instance %s %s; restarting it", instance.label, death.describe())
+            done = instance.spec.options.recover_retry_times - instance.restarts_left
+            delay = restart_delay(done)
+            logger.warning(
+                "yr: instance %s %s; restarting it%s",
+                instance.label,
+                death.describe(),
+                f" in {delay:g} s" if delay else "",
+            )
             instance.incarnation += 1
-            self._spawn(instance)
+            instance.state = "restarting"
+            if delay:  # a crash loop backs off instead of forking as fast as it can
+                timer = threading.Timer(
+                    delay, self._respawn, args=(instance.instance_id, instance.incarnation)
+                )
+                timer.daemon = True
+                timer.start()
+            else:
+                self._spawn(instance)
             return
         error = YRInstanceDiedError(
             instance.instance_id, instance.spec.class_info.class_name, death
         )
         completions.extend(self._fail(instance, error, state="dead"))
+
+    def _respawn(self, instance_id: str, incarnation: int) -> None:
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if (
+                not self._closed
+                and instance is not None
+                and instance.state == "restarting"
+                and instance.incarnation == incarnation
+            ):
+                self._spawn(instance)
 
     def _on_zygote_exit(self, completions: list) -> None:
         for instance in self._instances.values():
@@ -262,7 +290,7 @@ class LocalRuntime(Runtime):
             self._terminate_locked(child_id, reason=f"terminated with its owner {instance_id}")
         if instance_id in self._pending:
             self._pending.remove(instance_id)
-        was_running = instance.state in ("starting", "ready")
+        was_running = instance.state in ("starting", "ready")  # "restarting" has no process
         error = YRError(f"instance {instance.label} was {reason}")
         for notify in self._fail(instance, error, state="terminated"):
             notify()
