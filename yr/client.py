@@ -329,9 +329,7 @@ class CallClient:
     def _finish(self, pipeline: _Pipeline, batch: Batch) -> None:
         with pipeline.lock:
             pipeline.in_flight -= 1
-        for call in batch.calls:
-            if call.buffers:
-                sharedmem.discard(call.buffers)
+        _release(batch.calls)
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -387,8 +385,7 @@ class CallClient:
                     position = sum(1 for queued in pipeline.queue if queued.order < call.order)
                     pipeline.queue.insert(position, call)
         if not resend:
-            for call in batch.calls:
-                sharedmem.discard(call.buffers)
+            _release(batch.calls)
             fail_all(batch.calls, died)
         self._drain(pipeline)
 
@@ -402,6 +399,14 @@ class CallClient:
             channel.close()
         self._helpers.shutdown(wait=False, cancel_futures=True)
         self._senders.shutdown(wait=False, cancel_futures=True)
+
+
+def _release(calls: list[Call]) -> None:
+    """A call is answered: drop its arguments (its refs may outlive it) and shared memory."""
+    for call in calls:
+        if call.buffers:
+            sharedmem.discard(call.buffers)
+        call.arguments, call.buffers, call.batch = b"", [], None
 
 
 def shared_memory_prefix(session_token: str) -> str:
