@@ -123,7 +123,6 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         self._instance_id = instance_id
         self._token = token.encode()
         self._order = CallOrder()
-        self._concurrency = concurrency
         self._runner = SerialRunner(asyncio.get_running_loop()) if concurrency == 1 else None
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="yr-method"
@@ -175,12 +174,8 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         await self._order.admit(caller, seq)
         loop = asyncio.get_running_loop()
         try:
-            if self._concurrency == 1:
+            if self._runner is not None:  # concurrency 1: the method thread, in order
                 running = self._runner.submit(self._user.run_all, request.invocations)
-            elif len(request.invocations) == 1:
-                running = loop.run_in_executor(
-                    self._executor, self._user.run_all, request.invocations
-                )
             else:  # started in order, run side by side
                 running = asyncio.gather(
                     *(
@@ -208,7 +203,6 @@ async def serve(
     host: str,
     port: int,
     concurrency: int,
-    on_listening: Callable[[int], None] | None = None,
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready."""
@@ -227,8 +221,6 @@ async def serve(
     if bound == 0:
         raise OSError(f"instance server could not bind {host}:{port}")
     await server.start()
-    if on_listening is not None:
-        on_listening(bound)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
