@@ -8,6 +8,7 @@ the case where the driver itself is killed.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import secrets
@@ -269,6 +270,8 @@ class LocalRuntime(Runtime):
         instance.state = state
         instance.error = error
         instance.endpoint = None
+        # It will never start again: keep the record (callers may still ask), not the payload.
+        instance.spec = dataclasses.replace(instance.spec, payload=b"")
         self._ledger.release(instance.instance_id)
         options = instance.spec.options
         if (
