@@ -6,7 +6,7 @@ import concurrent.futures
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from yr.errors import YRTimeoutError
@@ -177,7 +177,3 @@ def put(value: Any) -> ObjectRef:
     if isinstance(value, ObjectRef):
         raise TypeError("yr.put() takes a value, not an ObjectRef")
     return ObjectRef.ready(value)
-
-
-def pending_refs(values: Iterable[Any]) -> list[ObjectRef]:
-    return [value for value in values if isinstance(value, ObjectRef) and not value.done()]

@@ -9,7 +9,6 @@ ROUTE_METADATA_KEY = "x-yr-route"  # the instance a gateway forwards a call to
 
 # grpcio's defaults (4 MiB messages, a few thousand pending requests) are too small for
 # large arguments and for thousands of calls in flight.
-MAX_MESSAGE_BYTES = 2**31 - 1
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),

@@ -68,7 +68,6 @@ class KubernetesRuntime(Runtime):
         self._owner = owner
         self._gateway = gateway
         self._lease_name = lease_name
-        self._created: list[str] = []
         self._stopping = threading.Event()
         self._logs = (
             PodLogForwarder(core_api=self._core, namespace=namespace) if log_to_driver else None
@@ -180,7 +179,6 @@ class KubernetesRuntime(Runtime):
             name=name, session=self._session, payload=spec.payload, owner=instance_owner
         )
         self._core.create_namespaced_secret(self._namespace, secret)
-        self._created.append(name)
         return name
 
     def _check_name_free(self, name: str, namespace: str) -> None:
