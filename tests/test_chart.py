@@ -115,8 +115,8 @@ OPERATOR_DISCOVERY = grants(
 )
 INSTANCE = grants(
     {
-        ("yr.dev", "yrinstances"): "create get list watch delete",
-        ("", "secrets"): "create get list watch delete",
+        ("yr.dev", "yrinstances"): "create list watch delete",
+        ("", "secrets"): "create",
     }
 )
 GATEWAY = grants({("yr.dev", "yrinstances"): "get list watch"})
@@ -217,6 +217,18 @@ def test_operator_watching_listed_namespaces_gets_a_role_in_each(tools):
 def test_instance_role_allows_only_yrinstances_and_secrets_in_its_namespace(tools):
     docs = render(tools)
     assert rule_set(one(docs, "Role", "yr-instance", NAMESPACE)) == INSTANCE
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_instance_role_cannot_read_any_secret(tools, variant):
+    # User code in a pod holds these credentials: a readable Secret would expose the Helm
+    # release, every payload and other sessions' tokens.
+    roles = [d for d in of_kind(render(tools, *VARIANTS[variant]), "Role")]
+    instance_roles = [r for r in roles if r["metadata"]["name"] == "yr-instance"]
+    assert instance_roles
+    for role in instance_roles:
+        secret_verbs = {v for g, r, v in rule_set(role) if (g, r) == ("", "secrets")}
+        assert secret_verbs == {"create"}, role["metadata"]["namespace"]
 
 
 def test_instance_rbac_follows_watched_namespaces(tools):
