@@ -448,13 +448,30 @@ def test_dockerfile_final_stage_is_slim_non_root_and_runs_instance_server():
     instructions = dockerfile_instructions()
     last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
     final = instructions[last_from:]
-    assert final[0] == ("FROM", "python:3.11-slim")
+    assert final[0] == ("FROM", "${BASE_IMAGE}")
     users = [arg for op, arg in final if op == "USER"]
     assert users == ["10001:10001"]
     # Nothing after USER switches back to root, and CMD comes after USER.
     ops = [op for op, _ in final]
     assert ops.index("CMD") > ops.index("USER")
     assert final[-1] == ("CMD", '["python", "-m", "yr.server"]')
+
+
+def test_dockerfile_base_image_is_a_build_argument_defaulting_to_python_slim():
+    instructions = dockerfile_instructions()
+    assert instructions[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")
+    assert [arg for op, arg in instructions if op == "FROM"] == [
+        "${BASE_IMAGE} AS build",
+        "${BASE_IMAGE}",
+    ]
+
+
+def test_dockerfile_has_no_syntax_directive():
+    # `# syntax=...` makes BuildKit pull a frontend image: offline builds would fail.
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        assert not line[1:].strip().lower().startswith("syntax="), line
 
 
 def test_dockerfile_installs_project_with_pip():
