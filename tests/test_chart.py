@@ -333,6 +333,7 @@ def test_operator_env_names_chart_image_and_yr_instance_service_account(tools):
     assert operator_env(render(tools)) == {
         "YR_INSTANCE_IMAGE": "yr:0.1.0",
         "YR_INSTANCE_SERVICE_ACCOUNT": "yr-instance",
+        "YR_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
     }
 
 
@@ -347,9 +348,25 @@ def test_operator_env_follows_image_tag_and_instance_values(tools):
     assert operator_env(docs) == {
         "YR_INSTANCE_IMAGE": "yr:dev",
         "YR_INSTANCE_SERVICE_ACCOUNT": "workers",
+        "YR_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
     }
     docs = render(tools, "--set", "instance.image=registry.example/yr-gpu:1")
     assert operator_env(docs)["YR_INSTANCE_IMAGE"] == "registry.example/yr-gpu:1"
+
+
+def test_operator_hands_the_charts_pull_policy_and_pull_secrets_to_instance_pods(tools):
+    docs = render(
+        tools,
+        "--set",
+        "image.pullPolicy=Always",
+        "--set",
+        "imagePullSecrets[0].name=regcred",
+        "--set",
+        "imagePullSecrets[1].name=mirror",
+    )
+    env = operator_env(docs)
+    assert env["YR_INSTANCE_IMAGE_PULL_POLICY"] == "Always"
+    assert env["YR_INSTANCE_IMAGE_PULL_SECRETS"] == "regcred,mirror"
 
 
 def test_operator_uses_its_own_service_account(tools):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 try:
     import yr_operator  # noqa: F401
@@ -17,6 +18,7 @@ from yr_operator.plan import backoff_seconds, plan
 from yr_operator.status import build_status, observe_pod, status_changed, status_patch
 
 NOW = "2025-01-01T00:00:00Z"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def yri(**spec_overrides: object) -> dict:
@@ -170,6 +172,36 @@ def test_pod_labels_select_the_instance_and_keep_user_labels() -> None:
 def test_spec_image_wins_over_the_operator_default() -> None:
     assert container(build_pod(yri(image="mine:1"), incarnation=0, image="d"))["image"] == "mine:1"
     assert container(build_pod(yri(), incarnation=0, image="d"))["image"] == "d"
+
+
+def test_default_instance_image_is_the_charts_image_not_latest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("YR_INSTANCE_IMAGE", raising=False)
+    chart = yaml.safe_load((REPO / "charts" / "yr" / "Chart.yaml").read_text())
+    image = container(build_pod(yri(), incarnation=0, service_account="s"))["image"]
+    assert image == f"yr:{chart['appVersion']}"
+
+
+def test_instance_image_is_pulled_only_if_not_present_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("YR_INSTANCE_IMAGE_PULL_POLICY", raising=False)
+    assert container(build_pod(yri(), incarnation=0, image="i"))["imagePullPolicy"] == (
+        "IfNotPresent"
+    )
+    monkeypatch.setenv("YR_INSTANCE_IMAGE_PULL_POLICY", "Always")
+    assert container(build_pod(yri(), incarnation=0, image="i"))["imagePullPolicy"] == "Always"
+
+
+def test_instance_pod_gets_the_operators_image_pull_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("YR_INSTANCE_IMAGE_PULL_SECRETS", raising=False)
+    assert "imagePullSecrets" not in build_pod(yri(), incarnation=0, image="i")["spec"]
+    monkeypatch.setenv("YR_INSTANCE_IMAGE_PULL_SECRETS", "regcred, other")
+    pod = build_pod(yri(), incarnation=0, image="i")
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
 
 
 # --- observe_pod ------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+from collections.abc import Sequence
 from typing import Any
 
 GROUP = "yr.dev"
@@ -13,7 +15,10 @@ KIND = "YRInstance"
 PORT = 50051
 PAYLOAD_DIR = "/var/run/yr/payload"
 RUN_AS_USER = 10001
-DEFAULT_IMAGE = "yr:latest"
+# The chart's image (repository yr, tag its appVersion = this package's version), never
+# ":latest": Kubernetes always pulls ":latest", which fails for an image loaded into the node.
+DEFAULT_IMAGE = f"yr:{importlib.metadata.version('yr')}"
+DEFAULT_IMAGE_PULL_POLICY = "IfNotPresent"
 DEFAULT_SERVICE_ACCOUNT = "yr-instance"
 
 INSTANCE_LABEL = "yr.dev/instance"
@@ -26,6 +31,18 @@ INCARNATION_ANNOTATION = "yr.dev/incarnation"
 def default_image() -> str:
     """The image used when a YRInstance leaves `spec.image` empty (operator env)."""
     return os.environ.get("YR_INSTANCE_IMAGE") or DEFAULT_IMAGE
+
+
+def default_image_pull_policy() -> str:
+    """The instance container's imagePullPolicy (operator env; the chart's image.pullPolicy)."""
+    return os.environ.get("YR_INSTANCE_IMAGE_PULL_POLICY") or DEFAULT_IMAGE_PULL_POLICY
+
+
+def default_image_pull_secrets() -> list[str]:
+    """Secrets instance pods pull their image with (operator env, comma-separated; the chart's
+    imagePullSecrets)."""
+    raw = os.environ.get("YR_INSTANCE_IMAGE_PULL_SECRETS", "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
 
 
 def default_service_account() -> str:
@@ -131,12 +148,16 @@ def build_pod(
     incarnation: int,
     image: str | None = None,
     service_account: str | None = None,
+    image_pull_policy: str | None = None,
+    image_pull_secrets: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The Pod that runs incarnation `incarnation` of a YRInstance (see the contract)."""
     meta = yrinstance["metadata"]
     spec = yrinstance["spec"]
     name = pod_name(meta["name"], incarnation)
-    return {
+    if image_pull_secrets is None:
+        image_pull_secrets = default_image_pull_secrets()
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -164,6 +185,7 @@ def build_pod(
                 {
                     "name": "instance",
                     "image": spec.get("image") or image or default_image(),
+                    "imagePullPolicy": image_pull_policy or default_image_pull_policy(),
                     "command": ["python", "-m", "yr.server"],
                     "ports": [{"name": "grpc", "containerPort": PORT, "protocol": "TCP"}],
                     "env": container_env(yrinstance),
@@ -196,3 +218,6 @@ def build_pod(
             ],
         },
     }
+    if image_pull_secrets:
+        pod["spec"]["imagePullSecrets"] = [{"name": secret} for secret in image_pull_secrets]
+    return pod
