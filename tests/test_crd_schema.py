@@ -288,3 +288,21 @@ def test_schema_caps_concurrency_where_the_sdk_does(validator):
         InvokeOptions(concurrency=10_001)
     assert errors(validator, yrinstance(concurrency=10_000)) == []
     assert errors(validator, yrinstance(concurrency=10_001)) != []
+
+
+def test_instance_names_too_long_for_a_pod_name_are_rejected(version):
+    import celpy
+
+    (validation,) = version["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    env = celpy.Environment()
+    program = env.program(env.compile(validation["rule"]))
+
+    def admitted(name: str) -> bool:
+        obj = yrinstance()
+        obj["metadata"]["name"] = name
+        return bool(program.evaluate({"self": celpy.json_to_cel(obj)}))
+
+    assert admitted("w" * 240)
+    assert not admitted("w" * 241)
+    # The longest admitted name still leaves room for the pod's -<incarnation> suffix.
+    assert len(f"{'w' * 240}-{10**11 - 1}") <= 253

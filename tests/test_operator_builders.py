@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ try:
 except ImportError:  # not pip-installed: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from yr_operator.builders import build_pod, incarnation_of, pod_name
+from yr_operator.builders import build_pod, incarnation_of, instance_label_value, pod_name
 from yr_operator.plan import backoff_seconds, plan
 from yr_operator.status import build_status, observe_pod, status_changed, status_patch
 
@@ -167,6 +168,27 @@ def test_pod_labels_select_the_instance_and_keep_user_labels() -> None:
         "yr.dev/session": "s1",
         "app.kubernetes.io/name": "yr-instance",
     }
+
+
+def test_instance_label_is_the_name_when_it_fits_a_label_value() -> None:
+    name = "w" * 63
+    pod = build_pod(yri(), incarnation=0, image="i", service_account="s")
+    assert pod["metadata"]["labels"]["yr.dev/instance"] == "w1"
+    assert instance_label_value(name) == name
+
+
+def test_long_instance_name_gets_a_unique_hashed_label_that_is_a_valid_label_value() -> None:
+    long_a, long_b = "a" * 62 + ".x-" + "1" * 30, "a" * 62 + ".x-" + "2" * 30
+    obj = yri()
+    obj["metadata"]["name"] = long_a
+    pod = build_pod(obj, incarnation=2, image="i", service_account="s")
+    label = pod["metadata"]["labels"]["yr.dev/instance"]
+    assert label == instance_label_value(long_a) != instance_label_value(long_b)
+    assert len(label) <= 63
+    assert re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", label)
+    # A pod without the incarnation annotation is still recognised by its name and label.
+    del pod["metadata"]["annotations"]
+    assert incarnation_of(pod) == 2
 
 
 def test_spec_image_wins_over_the_operator_default() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ SESSION_LABEL = "yr.dev/session"
 APP_LABEL = "app.kubernetes.io/name"
 APP_VALUE = "yr-instance"
 INCARNATION_ANNOTATION = "yr.dev/incarnation"
+LABEL_VALUE_MAX = 63
 
 
 def default_image() -> str:
@@ -62,7 +64,7 @@ def incarnation_of(pod: dict[str, Any]) -> int | None:
     if raw is None:
         instance = (meta.get("labels") or {}).get(INSTANCE_LABEL, "")
         prefix, _, raw = (meta.get("name") or "").rpartition("-")
-        if prefix != instance:
+        if instance_label_value(prefix) != instance:
             return None
     try:
         return int(raw)
@@ -89,12 +91,22 @@ def pod_labels(yrinstance: dict[str, Any]) -> dict[str, str]:
     labels = {str(k): str(v) for k, v in (spec.get("podLabels") or {}).items()}
     labels.update(
         {
-            INSTANCE_LABEL: yrinstance["metadata"]["name"],
+            INSTANCE_LABEL: instance_label_value(yrinstance["metadata"]["name"]),
             SESSION_LABEL: str(spec["session"]),
             APP_LABEL: APP_VALUE,
         }
     )
     return labels
+
+
+def instance_label_value(instance_name: str) -> str:
+    """The `yr.dev/instance` label of an instance's pods: its name, or for a name longer than a
+    label value may be (63), a prefix of it and a hash of all of it, so that it stays unique."""
+    if len(instance_name) <= LABEL_VALUE_MAX:
+        return instance_name
+    digest = hashlib.sha256(instance_name.encode()).hexdigest()[:16]
+    prefix = instance_name[: LABEL_VALUE_MAX - len(digest) - 1].rstrip("-.")
+    return f"{prefix}-{digest}"
 
 
 def _field_ref(name: str, path: str) -> dict[str, Any]:
