@@ -75,6 +75,11 @@ def test_pod_readiness_probe_is_grpc_on_50051() -> None:
     assert c["command"] == ["python", "-m", "yr.server"]
 
 
+def test_readiness_probe_waits_a_second_so_a_normal_start_passes_its_first_probe() -> None:
+    c = container(build_pod(yri(), incarnation=0, image="img", service_account="sa"))
+    assert c["readinessProbe"]["initialDelaySeconds"] == 1
+
+
 def test_pod_is_controlled_by_its_yrinstance() -> None:
     pod = build_pod(yri(), incarnation=0, image="img", service_account="sa")
     assert pod["metadata"]["ownerReferences"] == [

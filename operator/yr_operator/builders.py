@@ -207,8 +207,13 @@ def build_pod(
                             "memory": f"{int(spec['memory'])}Mi",
                         }
                     },
+                    # The SDK calls a Running pod as soon as its server reports SERVING; Ready
+                    # only matters through the gateway. The kubelet probes at container start,
+                    # before the server can listen, and every failed probe is a Warning event:
+                    # a 1 s delay lets a normal start pass its first probe.
                     "readinessProbe": {
                         "grpc": {"port": PORT},
+                        "initialDelaySeconds": 1,
                         "periodSeconds": 1,
                         "timeoutSeconds": 1,
                         "failureThreshold": 3,
