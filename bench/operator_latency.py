@@ -43,6 +43,7 @@ from tests.cluster.waiting import wait_for  # noqa: E402
 GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
 
 
+@yr.instance
 class Echo:
     """Defined in __main__, so it is pickled by value: any yr image can run it."""
 
