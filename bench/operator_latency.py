@@ -1,22 +1,24 @@
-"""Operator latency on the local cluster: YRInstance created -> Pod created -> Ready.
+"""Start latency of an instance: YRInstance created -> Pod -> Ready, and -> first call answered.
 
-    python bench/operator_latency.py [--single 20] [--burst 100]
+    python bench/operator_latency.py [--single 10] [--burst 20]                # emulated cluster
+    python bench/operator_latency.py --kubeconfig ~/.kube/config [--namespace default]
 
-Starts the emulated cluster (tests/cluster) and the real operator (`python -m yr_operator -A`),
-then measures, from just before the client's create call:
-  - "pod": until a watch on pods sees the instance's Pod (the operator's reaction time);
-  - "ready": until a watch on YRInstances sees status.phase Ready (pod start, the real
-    `python -m yr.server`, its gRPC health, the node's probe, the operator's status write).
-"single" creates instances one at a time (each waits for the previous to be Ready);
-"burst" creates them back to back and waits for all. The operator's CPU time and peak RSS
-(psutil) are taken over each scenario. Prints a table; nothing is asserted.
+Without --kubeconfig it starts the emulated cluster (tests/cluster: pods are local processes, no
+container runtime, no image) and the real operator (`python -m yr_operator -A`); with it, it uses
+that cluster, whose operator (the chart's) must already run. Instances are created through the
+SDK (`yr.init(backend="kubernetes")`), and from just before each `.invoke()` it measures:
+  - "pod":   a watch on pods sees the instance's Pod (the operator's reaction time);
+  - "ready": a watch on YRInstances sees status.phase Ready (the kubelet's readiness probe);
+  - "call":  the first method call returns (the SDK calls a Running pod once its server is
+             SERVING, without waiting for Ready; see docs/kubernetes-contract.md).
+"single" creates instances one at a time (each waits for its first call and Ready); "burst"
+creates them back to back and waits for all. It also counts `Unhealthy` (failed probe) Events.
+The first line says which cluster it ran on. Prints a table; nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import collections
 import contextlib
 import os
 import statistics
@@ -30,22 +32,34 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import cloudpickle  # noqa: E402
-import psutil  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
+from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes import watch as k8s_watch  # noqa: E402
 
+import yr  # noqa: E402
 from tests.cluster.fixtures import LocalCluster  # noqa: E402
 from tests.cluster.waiting import wait_for  # noqa: E402
 
-GROUP, VERSION, PLURAL, NS = "yr.dev", "v1alpha1", "yrinstances", "default"
+GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
+
+
+@yr.instance
+class Echo:
+    """Defined in __main__, so it is pickled by value: any yr image can run it."""
+
+    def ping(self) -> str:
+        return "pong"
 
 
 class Recorder:
     """Two watches (pods, YRInstances) stamping the first sighting of each milestone."""
 
-    def __init__(self, cluster: LocalCluster) -> None:
-        self.cluster = cluster
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self.core, self.custom, self.namespace = (
+            k8s.CoreV1Api(api),
+            k8s.CustomObjectsApi(api),
+            namespace,
+        )
         self.pod_seen: dict[str, float] = {}
         self.ready_seen: dict[str, float] = {}
         self._watches: list[k8s_watch.Watch] = []
@@ -54,7 +68,7 @@ class Recorder:
 
     @staticmethod
     def _quietly(target: Any) -> None:
-        with contextlib.suppress(Exception):  # the cluster stopping ends an open watch
+        with contextlib.suppress(Exception):  # stopping the watch ends the stream
             target()
 
     def _stream(self, list_fn: Any, *args: Any, **kw: Any) -> Any:
@@ -63,62 +77,36 @@ class Recorder:
         return w.stream(list_fn, *args, timeout_seconds=3600, **kw)
 
     def _pods(self) -> None:
-        core = k8s.CoreV1Api(self.cluster.api_client())
         selector = "app.kubernetes.io/name=yr-instance"
-        for event in self._stream(core.list_namespaced_pod, NS, label_selector=selector):
-            name = (event["object"].metadata.labels or {}).get("yr.dev/instance")
-            if name:
-                self.pod_seen.setdefault(name, time.monotonic())
+        stream = self._stream(
+            self.core.list_namespaced_pod, self.namespace, label_selector=selector
+        )
+        for event in stream:
+            owners = event["object"].metadata.owner_references or []
+            for owner in owners:
+                if owner.kind == "YRInstance":
+                    self.pod_seen.setdefault(owner.name, time.monotonic())
 
     def _instances(self) -> None:
-        custom = k8s.CustomObjectsApi(self.cluster.api_client())
-        for event in self._stream(custom.list_namespaced_custom_object, GROUP, VERSION, NS, PLURAL):
+        list_fn = self.custom.list_namespaced_custom_object
+        for event in self._stream(list_fn, GROUP, VERSION, self.namespace, PLURAL):
             obj = event["object"]
             if (obj.get("status") or {}).get("phase") == "Ready":
                 self.ready_seen.setdefault(obj["metadata"]["name"], time.monotonic())
 
+    def probe_warnings(self, since: float) -> int:
+        events = self.core.list_namespaced_event(self.namespace).items
+        return sum(
+            (e.count or 1)
+            for e in events
+            if e.reason == "Unhealthy"
+            and e.last_timestamp is not None
+            and e.last_timestamp.timestamp() >= since
+        )
+
     def stop(self) -> None:
         for w in self._watches:
             w.stop()
-
-
-class Sampler:
-    """The operator's CPU seconds over a window, and its peak RSS (sampled every 50 ms)."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak_rss = 0
-        self._cpu0 = self._cpu()
-        self._stop = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _cpu(self) -> float:
-        t = self.proc.cpu_times()
-        return t.user + t.system
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
-
-    def finish(self) -> tuple[float, float]:
-        self._stop.set()
-        self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
-        return self._cpu() - self._cpu0, self.peak_rss / 2**20
-
-
-def yrinstance(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "YRInstance",
-        "metadata": {"name": name},
-        "spec": {
-            "className": "collections.Counter",
-            "cpu": 10,
-            "memory": 16,
-            "payloadSecret": "counter-payload",
-            "session": "bench",
-        },
-    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -126,115 +114,122 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run(
-    custom: k8s.CustomObjectsApi,
-    rec: Recorder,
-    op_pid: int,
-    names: list[str],
-    *,
-    one_by_one: bool,
-    apiserver_pid: int,
-) -> dict[str, Any]:
-    sampler = Sampler(op_pid)
-    api_sampler = Sampler(apiserver_pid)
+def run(rec: Recorder, n: int, *, one_by_one: bool) -> dict[str, Any]:
+    options = yr.InvokeOptions(cpu=10, memory=64)
     start: dict[str, float] = {}
-    t_begin = time.monotonic()
-    for name in names:
-        start[name] = time.monotonic()
-        custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, yrinstance(name))
+    answered: dict[str, float] = {}
+    handles = []
+    wall_start, since = time.monotonic(), time.time()
+
+    def first_call(handle: Any) -> None:
+        assert yr.get(handle.ping.invoke(), timeout=120) == "pong"
+        answered[handle.instance_id] = time.monotonic()
+
+    waiters = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        handle = Echo.options(options).invoke()
+        start[handle.instance_id] = t0
+        handles.append(handle)
+        waiter = threading.Thread(target=first_call, args=(handle,), daemon=True)
+        waiter.start()
+        waiters.append(waiter)
         if one_by_one:
-            wait_for(lambda n=name: n in rec.ready_seen, 60, f"{name} Ready")
-    wait_for(lambda: all(n in rec.ready_seen for n in names), 180, "all Ready")
-    wall = max(rec.ready_seen[n] for n in names) - t_begin
-    cpu, rss = sampler.finish()
-    api_cpu, _ = api_sampler.finish()
-    to_pod = [(rec.pod_seen[n] - start[n]) * 1000 for n in names]
-    to_ready = [(rec.ready_seen[n] - start[n]) * 1000 for n in names]
+            waiter.join(180)
+            wait_for(lambda h=handle: h.instance_id in rec.ready_seen, 120, "Ready")
+    for waiter in waiters:
+        waiter.join(180)
+    names = list(start)
+    wait_for(lambda: all(name in rec.ready_seen for name in names), 180, "all Ready")
+    wall = max(answered[name] for name in names) - wall_start
+    for handle in handles:
+        handle.terminate()
     return {
-        "n": len(names),
-        "pod": to_pod,
-        "ready": to_ready,
+        "n": n,
+        "pod": [(rec.pod_seen[name] - start[name]) * 1000 for name in names],
+        "ready": [(rec.ready_seen[name] - start[name]) * 1000 for name in names],
+        "call": [(answered[name] - start[name]) * 1000 for name in names],
         "wall": wall,
-        "cpu": cpu,
-        "rss": rss,
-        "api_cpu": api_cpu,
+        "warnings": rec.probe_warnings(since),
     }
 
 
-def cleanup(custom: k8s.CustomObjectsApi, core: k8s.CoreV1Api, names: list[str]) -> None:
-    for name in names:
-        custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
-    selector = "app.kubernetes.io/name=yr-instance"
-    wait_for(lambda: not core.list_namespaced_pod(NS, label_selector=selector).items, 60, "gc")
+def describe(api: k8s.ApiClient, emulated: bool) -> str:
+    if emulated:
+        return (
+            "the EMULATED cluster (tests/cluster: pods are local processes, no container "
+            "runtime, probes run eagerly) - not a figure for a real node"
+        )
+    version = k8s.VersionApi(api).get_code().git_version
+    nodes = k8s.CoreV1Api(api).list_node().items
+    kubelets = sorted(
+        {
+            f"{n.status.node_info.kubelet_version}/{n.status.node_info.container_runtime_version}"
+            for n in nodes
+        }
+    )
+    return (
+        f"a real cluster at {api.configuration.host} (Kubernetes {version}, {len(nodes)} "
+        f"node(s), kubelet/runtime {', '.join(kubelets)})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--single", type=int, default=20, help="instances created one by one")
-    parser.add_argument("--burst", type=int, default=100, help="instances created at once")
+    parser.add_argument("--single", type=int, default=10, help="instances created one by one")
+    parser.add_argument("--burst", type=int, default=20, help="instances created at once")
+    parser.add_argument("--kubeconfig", default="", help="a real cluster (default: emulated)")
+    parser.add_argument("--namespace", default="default")
     args = parser.parse_args()
 
-    cluster = LocalCluster.start(cpu="64", memory="256Gi", crds=[REPO / "crds/yrinstances.yaml"])
-    env = dict(
-        os.environ,
-        KUBECONFIG=str(cluster.kubeconfig),
-        PYTHONPATH=os.pathsep.join([str(REPO / "operator"), str(REPO)]),
-    )
-    log = open(cluster.workdir / "operator.log", "ab")  # noqa: SIM115 - closed below
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "yr_operator", "-A"], env=env, stdout=log, stderr=log
-    )
-    rec = Recorder(cluster)
-    assert cluster.apiserver is not None
-    apiserver = cluster.apiserver.pid
-    api = cluster.api_client()
-    core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
+    cluster = operator = log = None
+    kubeconfig = args.kubeconfig
+    if not kubeconfig:
+        cluster = LocalCluster.start(
+            cpu="64", memory="256Gi", crds=[REPO / "crds/yrinstances.yaml"]
+        )
+        kubeconfig = str(cluster.kubeconfig)
+        env = dict(
+            os.environ,
+            KUBECONFIG=kubeconfig,
+            PYTHONPATH=os.pathsep.join([str(REPO / "operator"), str(REPO)]),
+        )
+        log = open(cluster.workdir / "operator.log", "ab")  # noqa: SIM115 - closed below
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "yr_operator", "-A"], env=env, stdout=log, stderr=log
+        )
+    configuration = k8s.Configuration()
+    k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    api = k8s.ApiClient(configuration)
+    where = describe(api, emulated=cluster is not None)
+    rec = Recorder(api, args.namespace)
+    yr.init(yr.Config(backend="kubernetes", namespace=args.namespace, kubeconfig=kubeconfig))
+    rows = []
     try:
-        payload = base64.b64encode(cloudpickle.dumps((collections.Counter, (), {}))).decode()
-        core.create_namespaced_secret(
-            NS, {"metadata": {"name": "counter-payload"}, "data": {"payload": payload}}
-        )
-        core.create_namespaced_secret(
-            NS, {"metadata": {"name": "yr-session-bench"}, "stringData": {"token": "t"}}
-        )
-        warm = ["warmup"]
-        run(
-            custom, rec, operator.pid, warm, one_by_one=True, apiserver_pid=apiserver
-        )  # operator and node warm
-        cleanup(custom, core, warm)
-        rows = []
-        single = [f"single-{i}" for i in range(args.single)]
-        rows.append(
-            (
-                "1 at a time",
-                run(custom, rec, operator.pid, single, one_by_one=True, apiserver_pid=apiserver),
-            )
-        )
-        cleanup(custom, core, single)
-        burst = [f"burst-{i}" for i in range(args.burst)]
-        rows.append(
-            (
-                f"{args.burst} at once",
-                run(custom, rec, operator.pid, burst, one_by_one=False, apiserver_pid=apiserver),
-            )
-        )
-        cleanup(custom, core, burst)
+        run(rec, 1, one_by_one=True)  # warm: operator, node, image cache
+        rows.append(("1 at a time", run(rec, args.single, one_by_one=True)))
+        rows.append((f"{args.burst} at once", run(rec, args.burst, one_by_one=False)))
     finally:
+        yr.finalize()
         rec.stop()
-        operator.terminate()
-        operator.wait(15)
-        log.close()
         api.close()
-        cluster.stop()
+        if operator is not None:
+            operator.terminate()
+            operator.wait(15)
+        if log is not None:
+            log.close()
+        if cluster is not None:
+            cluster.stop()
 
-    print(f"operator latency on the local cluster ({os.cpu_count()} cores), milliseconds")
-    head = f"{'scenario':<14}{'n':>5}{'pod p50':>9}{'pod p99':>9}{'ready p50':>11}{'ready p99':>11}"
-    print(head + f"{'all ready s':>13}{'op cpu s':>10}{'op rss MB':>11}{'apiserver cpu s':>17}")
+    print(f"start latency on {where}; driver on {os.cpu_count()} cores; milliseconds")
+    head = f"{'scenario':<14}{'n':>4}{'pod p50':>9}{'ready p50':>11}{'ready p99':>11}"
+    print(head + f"{'call p50':>10}{'call p99':>10}{'all answered s':>16}{'probe warnings':>16}")
     for label, r in rows:
         print(
-            f"{label:<14}{r['n']:>5}{statistics.median(r['pod']):>9.1f}{pct(r['pod'], 0.99):>9.1f}"
+            f"{label:<14}{r['n']:>4}{statistics.median(r['pod']):>9.0f}"
             f"{statistics.median(r['ready']):>11.0f}{pct(r['ready'], 0.99):>11.0f}"
-            f"{r['wall']:>13.2f}{r['cpu']:>10.2f}{r['rss']:>11.1f}{r['api_cpu']:>17.2f}"
+            f"{statistics.median(r['call']):>10.0f}{pct(r['call'], 0.99):>10.0f}"
+            f"{r['wall']:>16.2f}{r['warnings']:>16}"
         )
 
 

@@ -115,8 +115,8 @@ OPERATOR_DISCOVERY = grants(
 )
 INSTANCE = grants(
     {
-        ("yr.dev", "yrinstances"): "create get list watch delete",
-        ("", "secrets"): "create get list watch delete",
+        ("yr.dev", "yrinstances"): "create list watch delete",
+        ("", "secrets"): "create",
     }
 )
 GATEWAY = grants({("yr.dev", "yrinstances"): "get list watch"})
@@ -217,6 +217,18 @@ def test_operator_watching_listed_namespaces_gets_a_role_in_each(tools):
 def test_instance_role_allows_only_yrinstances_and_secrets_in_its_namespace(tools):
     docs = render(tools)
     assert rule_set(one(docs, "Role", "yr-instance", NAMESPACE)) == INSTANCE
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_instance_role_cannot_read_any_secret(tools, variant):
+    # User code in a pod holds these credentials: a readable Secret would expose the Helm
+    # release, every payload and other sessions' tokens.
+    roles = [d for d in of_kind(render(tools, *VARIANTS[variant]), "Role")]
+    instance_roles = [r for r in roles if r["metadata"]["name"] == "yr-instance"]
+    assert instance_roles
+    for role in instance_roles:
+        secret_verbs = {v for g, r, v in rule_set(role) if (g, r) == ("", "secrets")}
+        assert secret_verbs == {"create"}, role["metadata"]["namespace"]
 
 
 def test_instance_rbac_follows_watched_namespaces(tools):
@@ -321,6 +333,7 @@ def test_operator_env_names_chart_image_and_yr_instance_service_account(tools):
     assert operator_env(render(tools)) == {
         "YR_INSTANCE_IMAGE": "yr:0.1.0",
         "YR_INSTANCE_SERVICE_ACCOUNT": "yr-instance",
+        "YR_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
     }
 
 
@@ -335,9 +348,25 @@ def test_operator_env_follows_image_tag_and_instance_values(tools):
     assert operator_env(docs) == {
         "YR_INSTANCE_IMAGE": "yr:dev",
         "YR_INSTANCE_SERVICE_ACCOUNT": "workers",
+        "YR_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
     }
     docs = render(tools, "--set", "instance.image=registry.example/yr-gpu:1")
     assert operator_env(docs)["YR_INSTANCE_IMAGE"] == "registry.example/yr-gpu:1"
+
+
+def test_operator_hands_the_charts_pull_policy_and_pull_secrets_to_instance_pods(tools):
+    docs = render(
+        tools,
+        "--set",
+        "image.pullPolicy=Always",
+        "--set",
+        "imagePullSecrets[0].name=regcred",
+        "--set",
+        "imagePullSecrets[1].name=mirror",
+    )
+    env = operator_env(docs)
+    assert env["YR_INSTANCE_IMAGE_PULL_POLICY"] == "Always"
+    assert env["YR_INSTANCE_IMAGE_PULL_SECRETS"] == "regcred,mirror"
 
 
 def test_operator_uses_its_own_service_account(tools):
@@ -436,13 +465,30 @@ def test_dockerfile_final_stage_is_slim_non_root_and_runs_instance_server():
     instructions = dockerfile_instructions()
     last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
     final = instructions[last_from:]
-    assert final[0] == ("FROM", "python:3.11-slim")
+    assert final[0] == ("FROM", "${BASE_IMAGE}")
     users = [arg for op, arg in final if op == "USER"]
     assert users == ["10001:10001"]
     # Nothing after USER switches back to root, and CMD comes after USER.
     ops = [op for op, _ in final]
     assert ops.index("CMD") > ops.index("USER")
     assert final[-1] == ("CMD", '["python", "-m", "yr.server"]')
+
+
+def test_dockerfile_base_image_is_a_build_argument_defaulting_to_python_slim():
+    instructions = dockerfile_instructions()
+    assert instructions[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")
+    assert [arg for op, arg in instructions if op == "FROM"] == [
+        "${BASE_IMAGE} AS build",
+        "${BASE_IMAGE}",
+    ]
+
+
+def test_dockerfile_has_no_syntax_directive():
+    # `# syntax=...` makes BuildKit pull a frontend image: offline builds would fail.
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        assert not line[1:].strip().lower().startswith("syntax="), line
 
 
 def test_dockerfile_installs_project_with_pip():

@@ -216,3 +216,93 @@ def test_schema_preserves_unknown_fields_only_for_kopf_status(version):
         if node.get("x-kubernetes-preserve-unknown-fields")
     ]
     assert preserving == ["/status/kopf"]
+
+
+# --- pod labels and concurrency: rejected at admission, as the SDK and the pod would ---------
+
+
+def pod_labels_schema(version) -> dict:
+    return version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["podLabels"]
+
+
+@pytest.fixture(scope="module")
+def pod_label_key_rule(version):
+    """The CEL rule on podLabels, compiled by a CEL implementation (the emulated API server
+    does not evaluate CEL): `rule(labels)` is True when the API server would admit them."""
+    import celpy
+
+    (validation,) = pod_labels_schema(version)["x-kubernetes-validations"]
+    env = celpy.Environment()
+    program = env.program(env.compile(validation["rule"]))
+    return lambda labels: bool(program.evaluate({"self": celpy.json_to_cel(labels)}))
+
+
+VALID_LABEL_KEYS = ["team", "app.kubernetes.io/name", "example.com/Tier_2", "a", "x" * 63]
+INVALID_LABEL_KEYS = [
+    "",
+    "bad key",
+    "-leading-dash",
+    "trailing.",
+    "x" * 64,
+    "a/b/c",
+    "UPPER.example.com/name",
+    "/name",
+    "example.com/",
+    "p" * 254 + "/name",
+]
+
+
+@pytest.mark.parametrize("key", VALID_LABEL_KEYS)
+def test_pod_label_rule_admits_valid_label_keys(pod_label_key_rule, key):
+    assert pod_label_key_rule({key: "v"})
+
+
+@pytest.mark.parametrize("key", INVALID_LABEL_KEYS, ids=lambda k: repr(k[:20]))
+def test_pod_label_rule_rejects_invalid_label_keys(pod_label_key_rule, key):
+    assert not pod_label_key_rule({"team": "a", key: "v"})
+
+
+@pytest.mark.parametrize("value", ["", "ml", "A-b_c.9", "x" * 63])
+def test_schema_admits_valid_pod_label_values(validator, value):
+    assert errors(validator, yrinstance(podLabels={"team": value})) == []
+
+
+@pytest.mark.parametrize("value", ["x" * 64, "has space", "-dash", "dot.", "a/b", "é"])
+def test_schema_rejects_invalid_pod_label_values(validator, value):
+    assert errors(validator, yrinstance(podLabels={"team": value})) != []
+
+
+def test_pod_labels_are_bounded_so_the_rule_fits_the_api_servers_cost_budget(version, validator):
+    # An unbounded map makes the API server estimate the CEL rule's cost as too high and
+    # refuse the whole CRD.
+    assert pod_labels_schema(version)["maxProperties"] == 128
+    too_many = {f"l{i}": "v" for i in range(129)}
+    assert errors(validator, yrinstance(podLabels=too_many)) != []
+
+
+def test_schema_caps_concurrency_where_the_sdk_does(validator):
+    from yr.options import InvokeOptions
+
+    InvokeOptions(concurrency=10_000)
+    with pytest.raises(ValueError):
+        InvokeOptions(concurrency=10_001)
+    assert errors(validator, yrinstance(concurrency=10_000)) == []
+    assert errors(validator, yrinstance(concurrency=10_001)) != []
+
+
+def test_instance_names_too_long_for_a_pod_name_are_rejected(version):
+    import celpy
+
+    (validation,) = version["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    env = celpy.Environment()
+    program = env.program(env.compile(validation["rule"]))
+
+    def admitted(name: str) -> bool:
+        obj = yrinstance()
+        obj["metadata"]["name"] = name
+        return bool(program.evaluate({"self": celpy.json_to_cel(obj)}))
+
+    assert admitted("w" * 240)
+    assert not admitted("w" * 241)
+    # The longest admitted name still leaves room for the pod's -<incarnation> suffix.
+    assert len(f"{'w' * 240}-{10**11 - 1}") <= 253

@@ -177,8 +177,14 @@ def test_a_killed_worker_pod_restarts_and_a_call_in_flight_gets_the_died_error(s
     with pytest.raises(yr.YRInstanceDiedError, match="SIGKILL"):
         yr.get(in_flight, timeout=60)
     assert yr.get(worker.pid.invoke(), timeout=60) != pid
-    status = _instances(session)[worker.instance_id]["status"]
-    assert (status["phase"], status["restarts"]) == ("Ready", 1)
+    # The call may be answered before the probe marks the new pod Ready (the SDK calls a
+    # Running pod once it is SERVING), so Ready comes now or a probe period later.
+    wait_for(
+        lambda: _instances(session)[worker.instance_id]["status"]["phase"] == "Ready",
+        timeout=30,
+        what="the restarted instance to be Ready",
+    )
+    assert _instances(session)[worker.instance_id]["status"]["restarts"] == 1
 
     pid = yr.get(worker.pid.invoke(), timeout=60)
     in_flight = call_in_flight(worker, tmp_path)

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 try:
     import yr_operator  # noqa: F401
 except ImportError:  # not pip-installed: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from yr_operator.builders import build_pod, incarnation_of, pod_name
+from yr_operator.builders import build_pod, incarnation_of, instance_label_value, pod_name
 from yr_operator.plan import backoff_seconds, plan
 from yr_operator.status import build_status, observe_pod, status_changed, status_patch
 
 NOW = "2025-01-01T00:00:00Z"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def yri(**spec_overrides: object) -> dict:
@@ -70,6 +73,11 @@ def test_pod_readiness_probe_is_grpc_on_50051() -> None:
     assert c["readinessProbe"]["periodSeconds"] == 1
     assert c["ports"] == [{"name": "grpc", "containerPort": 50051, "protocol": "TCP"}]
     assert c["command"] == ["python", "-m", "yr.server"]
+
+
+def test_readiness_probe_waits_a_second_so_a_normal_start_passes_its_first_probe() -> None:
+    c = container(build_pod(yri(), incarnation=0, image="img", service_account="sa"))
+    assert c["readinessProbe"]["initialDelaySeconds"] == 1
 
 
 def test_pod_is_controlled_by_its_yrinstance() -> None:
@@ -167,9 +175,60 @@ def test_pod_labels_select_the_instance_and_keep_user_labels() -> None:
     }
 
 
+def test_instance_label_is_the_name_when_it_fits_a_label_value() -> None:
+    name = "w" * 63
+    pod = build_pod(yri(), incarnation=0, image="i", service_account="s")
+    assert pod["metadata"]["labels"]["yr.dev/instance"] == "w1"
+    assert instance_label_value(name) == name
+
+
+def test_long_instance_name_gets_a_unique_hashed_label_that_is_a_valid_label_value() -> None:
+    long_a, long_b = "a" * 62 + ".x-" + "1" * 30, "a" * 62 + ".x-" + "2" * 30
+    obj = yri()
+    obj["metadata"]["name"] = long_a
+    pod = build_pod(obj, incarnation=2, image="i", service_account="s")
+    label = pod["metadata"]["labels"]["yr.dev/instance"]
+    assert label == instance_label_value(long_a) != instance_label_value(long_b)
+    assert len(label) <= 63
+    assert re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", label)
+    # A pod without the incarnation annotation is still recognised by its name and label.
+    del pod["metadata"]["annotations"]
+    assert incarnation_of(pod) == 2
+
+
 def test_spec_image_wins_over_the_operator_default() -> None:
     assert container(build_pod(yri(image="mine:1"), incarnation=0, image="d"))["image"] == "mine:1"
     assert container(build_pod(yri(), incarnation=0, image="d"))["image"] == "d"
+
+
+def test_default_instance_image_is_the_charts_image_not_latest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("YR_INSTANCE_IMAGE", raising=False)
+    chart = yaml.safe_load((REPO / "charts" / "yr" / "Chart.yaml").read_text())
+    image = container(build_pod(yri(), incarnation=0, service_account="s"))["image"]
+    assert image == f"yr:{chart['appVersion']}"
+
+
+def test_instance_image_is_pulled_only_if_not_present_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("YR_INSTANCE_IMAGE_PULL_POLICY", raising=False)
+    assert container(build_pod(yri(), incarnation=0, image="i"))["imagePullPolicy"] == (
+        "IfNotPresent"
+    )
+    monkeypatch.setenv("YR_INSTANCE_IMAGE_PULL_POLICY", "Always")
+    assert container(build_pod(yri(), incarnation=0, image="i"))["imagePullPolicy"] == "Always"
+
+
+def test_instance_pod_gets_the_operators_image_pull_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("YR_INSTANCE_IMAGE_PULL_SECRETS", raising=False)
+    assert "imagePullSecrets" not in build_pod(yri(), incarnation=0, image="i")["spec"]
+    monkeypatch.setenv("YR_INSTANCE_IMAGE_PULL_SECRETS", "regcred, other")
+    pod = build_pod(yri(), incarnation=0, image="i")
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
 
 
 # --- observe_pod ------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
+from collections.abc import Sequence
 from typing import Any
 
 GROUP = "yr.dev"
@@ -13,7 +16,10 @@ KIND = "YRInstance"
 PORT = 50051
 PAYLOAD_DIR = "/var/run/yr/payload"
 RUN_AS_USER = 10001
-DEFAULT_IMAGE = "yr:latest"
+# The chart's image (repository yr, tag its appVersion = this package's version), never
+# ":latest": Kubernetes always pulls ":latest", which fails for an image loaded into the node.
+DEFAULT_IMAGE = f"yr:{importlib.metadata.version('yr')}"
+DEFAULT_IMAGE_PULL_POLICY = "IfNotPresent"
 DEFAULT_SERVICE_ACCOUNT = "yr-instance"
 
 INSTANCE_LABEL = "yr.dev/instance"
@@ -21,11 +27,24 @@ SESSION_LABEL = "yr.dev/session"
 APP_LABEL = "app.kubernetes.io/name"
 APP_VALUE = "yr-instance"
 INCARNATION_ANNOTATION = "yr.dev/incarnation"
+LABEL_VALUE_MAX = 63
 
 
 def default_image() -> str:
     """The image used when a YRInstance leaves `spec.image` empty (operator env)."""
     return os.environ.get("YR_INSTANCE_IMAGE") or DEFAULT_IMAGE
+
+
+def default_image_pull_policy() -> str:
+    """The instance container's imagePullPolicy (operator env; the chart's image.pullPolicy)."""
+    return os.environ.get("YR_INSTANCE_IMAGE_PULL_POLICY") or DEFAULT_IMAGE_PULL_POLICY
+
+
+def default_image_pull_secrets() -> list[str]:
+    """Secrets instance pods pull their image with (operator env, comma-separated; the chart's
+    imagePullSecrets)."""
+    raw = os.environ.get("YR_INSTANCE_IMAGE_PULL_SECRETS", "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
 
 
 def default_service_account() -> str:
@@ -45,7 +64,7 @@ def incarnation_of(pod: dict[str, Any]) -> int | None:
     if raw is None:
         instance = (meta.get("labels") or {}).get(INSTANCE_LABEL, "")
         prefix, _, raw = (meta.get("name") or "").rpartition("-")
-        if prefix != instance:
+        if instance_label_value(prefix) != instance:
             return None
     try:
         return int(raw)
@@ -72,12 +91,22 @@ def pod_labels(yrinstance: dict[str, Any]) -> dict[str, str]:
     labels = {str(k): str(v) for k, v in (spec.get("podLabels") or {}).items()}
     labels.update(
         {
-            INSTANCE_LABEL: yrinstance["metadata"]["name"],
+            INSTANCE_LABEL: instance_label_value(yrinstance["metadata"]["name"]),
             SESSION_LABEL: str(spec["session"]),
             APP_LABEL: APP_VALUE,
         }
     )
     return labels
+
+
+def instance_label_value(instance_name: str) -> str:
+    """The `yr.dev/instance` label of an instance's pods: its name, or for a name longer than a
+    label value may be (63), a prefix of it and a hash of all of it, so that it stays unique."""
+    if len(instance_name) <= LABEL_VALUE_MAX:
+        return instance_name
+    digest = hashlib.sha256(instance_name.encode()).hexdigest()[:16]
+    prefix = instance_name[: LABEL_VALUE_MAX - len(digest) - 1].rstrip("-.")
+    return f"{prefix}-{digest}"
 
 
 def _field_ref(name: str, path: str) -> dict[str, Any]:
@@ -131,12 +160,16 @@ def build_pod(
     incarnation: int,
     image: str | None = None,
     service_account: str | None = None,
+    image_pull_policy: str | None = None,
+    image_pull_secrets: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The Pod that runs incarnation `incarnation` of a YRInstance (see the contract)."""
     meta = yrinstance["metadata"]
     spec = yrinstance["spec"]
     name = pod_name(meta["name"], incarnation)
-    return {
+    if image_pull_secrets is None:
+        image_pull_secrets = default_image_pull_secrets()
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -164,6 +197,7 @@ def build_pod(
                 {
                     "name": "instance",
                     "image": spec.get("image") or image or default_image(),
+                    "imagePullPolicy": image_pull_policy or default_image_pull_policy(),
                     "command": ["python", "-m", "yr.server"],
                     "ports": [{"name": "grpc", "containerPort": PORT, "protocol": "TCP"}],
                     "env": container_env(yrinstance),
@@ -173,8 +207,13 @@ def build_pod(
                             "memory": f"{int(spec['memory'])}Mi",
                         }
                     },
+                    # The SDK calls a Running pod as soon as its server reports SERVING; Ready
+                    # only matters through the gateway. The kubelet probes at container start,
+                    # before the server can listen, and every failed probe is a Warning event:
+                    # a 1 s delay lets a normal start pass its first probe.
                     "readinessProbe": {
                         "grpc": {"port": PORT},
+                        "initialDelaySeconds": 1,
                         "periodSeconds": 1,
                         "timeoutSeconds": 1,
                         "failureThreshold": 3,
@@ -196,3 +235,6 @@ def build_pod(
             ],
         },
     }
+    if image_pull_secrets:
+        pod["spec"]["imagePullSecrets"] = [{"name": secret} for secret in image_pull_secrets]
+    return pod

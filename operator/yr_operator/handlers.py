@@ -14,7 +14,6 @@ from .builders import (
     APP_LABEL,
     APP_VALUE,
     GROUP,
-    INSTANCE_LABEL,
     KIND,
     PLURAL,
     VERSION,
@@ -94,16 +93,14 @@ async def yrinstance_update(
 
 
 @kopf.on.event("v1", "pods", labels={APP_LABEL: APP_VALUE})
-async def pod_event(
-    body: kopf.Body, namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any
-) -> None:
+async def pod_event(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """A pod changed: reconcile the YRInstance that controls it."""
     owners = body.get("metadata", {}).get("ownerReferences") or []
-    if not any(o.get("kind") == KIND and o.get("controller") for o in owners):
-        return
-    instance = labels.get(INSTANCE_LABEL)
-    if instance:
-        await memo.reconciler.reconcile_logged(namespace=namespace, name=instance)
+    # The controller reference names the YRInstance; the yr.dev/instance label is a hash for
+    # names longer than a label value may be.
+    controller = next((o for o in owners if o.get("kind") == KIND and o.get("controller")), None)
+    if controller is not None and controller.get("name"):
+        await memo.reconciler.reconcile_logged(namespace=namespace, name=controller["name"])
 
 
 @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={DRIVER_LABEL: "true"})

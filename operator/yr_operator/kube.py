@@ -11,7 +11,15 @@ from urllib.parse import quote
 import aiohttp
 import kubernetes
 
-from .builders import APP_LABEL, APP_VALUE, GROUP, INSTANCE_LABEL, PLURAL, VERSION
+from .builders import (
+    APP_LABEL,
+    APP_VALUE,
+    GROUP,
+    INSTANCE_LABEL,
+    PLURAL,
+    VERSION,
+    instance_label_value,
+)
 
 
 class ApiError(Exception):
@@ -121,7 +129,8 @@ class Kube:
         )
 
     async def list_instance_pods(self, *, namespace: str, instance: str) -> list[dict[str, Any]]:
-        selector = f"{INSTANCE_LABEL}={instance},{APP_LABEL}={APP_VALUE}"
+        label = instance_label_value(instance)
+        selector = f"{INSTANCE_LABEL}={label},{APP_LABEL}={APP_VALUE}"
         data = await self.request(
             "GET", f"/api/v1/namespaces/{namespace}/pods", params={"labelSelector": selector}
         )
@@ -129,7 +138,7 @@ class Kube:
         return [
             p
             for p in (data or {}).get("items") or []
-            if (p.get("metadata", {}).get("labels") or {}).get(INSTANCE_LABEL) == instance
+            if (p.get("metadata", {}).get("labels") or {}).get(INSTANCE_LABEL) == label
         ]
 
     async def create_pod(self, *, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
 from yr.runtime.base import Endpoint
 from yr.runtime.kubernetes.objects import GROUP, PLURAL, VERSION
+
+# A Running pod's server gets this long to report SERVING before we fall back to waiting for
+# the kubelet's readiness probe (status phase Ready).
+LISTEN_CHECK_TIMEOUT_S = 30.0
+# gRPC's first reconnect backoff is 1 s: while the server starts, try again far sooner.
+_FAST_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 250),
+]
 
 
 @dataclass
@@ -28,6 +40,9 @@ class _Tracked:
     waiters: list[tuple[int, concurrent.futures.Future]] = field(default_factory=list)
     error: BaseException | None = None
     deleted: bool = False
+    # (podIP, incarnation) whose server answered SERVING / is being checked.
+    serving: tuple[str, int] | None = None
+    checking: tuple[str, int] | None = None
 
 
 def death_from_status(status: dict[str, Any], *, will_restart: bool, restarts_left: int):
@@ -61,6 +76,7 @@ class StatusWatcher:
         self._address_of = address_of
         self._on_pod_running = on_pod_running
         self._tracked: dict[str, _Tracked] = {}
+        self._checks: set[grpc.Channel] = set()
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="yr-k8s-watch", daemon=True)
@@ -190,10 +206,24 @@ class StatusWatcher:
 
     def _settle(self, name: str, tracked: _Tracked) -> None:
         status = tracked.status
-        if status.get("phase") != "Ready" or not status.get("podIP"):
+        pod_ip, phase = status.get("podIP"), status.get("phase")
+        if phase not in ("Running", "Ready") or not pod_ip or not tracked.waiters:
             return
         incarnation = int(status.get("restarts") or 0)
-        endpoint = Endpoint(self._address_of(name, status), incarnation)
+        address = self._address_of(name, status)
+        # Usable as soon as its server answers, not a readiness period later. Through a
+        # gateway only Ready counts: the gateway forwards calls, not health checks.
+        if phase == "Running" and tracked.serving != (pod_ip, incarnation):
+            if "#" not in address and tracked.checking != (pod_ip, incarnation):
+                tracked.checking = (pod_ip, incarnation)
+                threading.Thread(
+                    target=self._check_serving,
+                    args=(name, tracked, address, (pod_ip, incarnation)),
+                    name="yr-k8s-listen",
+                    daemon=True,
+                ).start()
+            return
+        endpoint = Endpoint(address, incarnation)
         waiting = []
         for minimum, future in tracked.waiters:
             if minimum <= incarnation:
@@ -202,6 +232,39 @@ class StatusWatcher:
             else:
                 waiting.append((minimum, future))
         tracked.waiters = waiting
+
+    def _check_serving(self, name: str, tracked: _Tracked, address: str, key: tuple) -> None:
+        """Watch the pod's gRPC health until SERVING (its object is constructed), then settle."""
+        channel = grpc.insecure_channel(address, options=_FAST_RECONNECT)
+        with self._lock:
+            if self._stopping.is_set():
+                channel.close()
+                return
+            self._checks.add(channel)
+        serving = False
+        try:
+            replies = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(),
+                timeout=LISTEN_CHECK_TIMEOUT_S,
+                wait_for_ready=True,  # refused connections are retried, not failed
+            )
+            for reply in replies:
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    serving = True
+                    replies.cancel()
+                    break
+        except grpc.RpcError:
+            pass  # deadline, or the pod went away: the status watch says what happened
+        finally:
+            with self._lock:
+                self._checks.discard(channel)
+            channel.close()
+        with self._lock:
+            if tracked.checking == key:
+                tracked.checking = None
+                if serving:
+                    tracked.serving = key
+                    self._settle(name, tracked)
 
     def _fail(self, tracked: _Tracked, error: BaseException) -> None:
         if tracked.error is None:
@@ -239,5 +302,7 @@ class StatusWatcher:
     def stop(self) -> None:
         self._stopping.set()
         with self._lock:
+            for channel in self._checks:
+                channel.close()  # ends a pending health watch at once
             for tracked in self._tracked.values():
                 self._fail(tracked, YRError("the session was finalized"))
