@@ -14,15 +14,15 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from yr import serialization, sharedmem
+from yr import serialization, sharedmem, tracebacks
 from yr.dispatch import CallOrder, SerialRunner
+from yr.errors import YRInvokeError
 from yr.protocol import (
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
@@ -92,18 +92,28 @@ def resolve_refs(values: Any) -> list[Any]:
 
 
 def remote_error(error: BaseException, *, context: str = "") -> yr_pb2.RemoteError:
-    formatted = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    """What travels back to the caller: the original exception and one traceback per hop.
+
+    An error that came from a callee (a ``YRInvokeError`` the method let propagate) travels as
+    the callee's original exception, its traceback followed by this process's frames.
+    """
+    if isinstance(error, YRInvokeError) and error.cause is not None:
+        original = error.cause
+        formatted = tracebacks.format_hop(error, original)
+    else:
+        original = error
+        formatted = tracebacks.format_error(error)
     if context:
         formatted = f"(raised in {context})\n{formatted}"
-    try:
-        blob = serialization.dumps(error)
-        serialization.loads(blob)
-    except Exception:
-        blob = b""
+    if isinstance(error, YRInvokeError):
+        formatted = tracebacks.join_hops(error.remote_traceback, formatted)
+    blob, why_not = serialization.dumps_exception(original)
+    if why_not:
+        formatted = f"{formatted.rstrip()}\n({why_not})\n"
     return yr_pb2.RemoteError(
         exception=blob,
-        type_name=f"{type(error).__module__}.{type(error).__qualname__}",
-        message=str(error),
+        type_name=f"{type(original).__module__}.{type(original).__qualname__}",
+        message=str(original),
         traceback=formatted,
     )
 
