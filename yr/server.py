@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from yr import serialization, sharedmem, tracebacks
+from yr import credentials, serialization, sharedmem, tracebacks
 from yr.dispatch import CallOrder, SerialRunner
 from yr.errors import YRInvokeError
 from yr.protocol import (
@@ -216,6 +216,7 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready."""
+    credentials.adopt_session_token(token)  # before the user's code can start a process
     server = grpc.aio.server(options=SERVER_OPTIONS)
     servicer = InstanceServicer(
         UserObject(payload, class_name=class_name),
