@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hmac
 import inspect
 import os
 import signal
@@ -27,10 +26,10 @@ from yr.protocol import (
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
     SERVER_OPTIONS,
-    TOKEN_METADATA_KEY,
     yr_pb2,
     yr_pb2_grpc,
 )
+from yr.protocol.gate import TokenGate, one_token
 
 
 class UserObject:
@@ -126,12 +125,10 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         user: UserObject,
         *,
         instance_id: str,
-        token: str,
         concurrency: int,
     ) -> None:
         self._user = user
         self._instance_id = instance_id
-        self._token = token.encode()
         self._order = CallOrder()
         self._runner = SerialRunner(asyncio.get_running_loop()) if concurrency == 1 else None
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -147,18 +144,11 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         self.constructed.set()
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        token = b""
-        version = ""
-        for key, value in context.invocation_metadata() or ():
-            if key == TOKEN_METADATA_KEY:
-                token = value.encode() if isinstance(value, str) else value
-            elif key == PROTOCOL_METADATA_KEY:
-                version = value
-        if not hmac.compare_digest(token, self._token):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                f"instance {self._instance_id} refused the call: missing or wrong session token",
-            )
+        """The token was checked by the TokenGate before the request was read; the version
+        is checked here, before anything in the request is unpickled."""
+        version = next(
+            (v for k, v in context.invocation_metadata() or () if k == PROTOCOL_METADATA_KEY), ""
+        )
         if version != str(PROTOCOL_VERSION):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -217,15 +207,19 @@ async def serve(
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready."""
     credentials.adopt_session_token(token)  # before the user's code can start a process
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    health_servicer = health.aio.HealthServicer()
+    gate = TokenGate(
+        one_token(token),
+        refusal=f"instance {instance_id} refused the call: missing or wrong session token",
+        open_methods={_HEALTH_CHECK: _probe_handler(health_servicer)},
+    )
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
     servicer = InstanceServicer(
         UserObject(payload, class_name=class_name),
         instance_id=instance_id,
-        token=token,
         concurrency=concurrency,
     )
     yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     bound = server.add_insecure_port(_join_host_port(host, port))
@@ -244,6 +238,21 @@ async def serve(
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=1.0)
     servicer.shutdown()
+
+
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def _probe_handler(health_servicer: health.aio.HealthServicer) -> grpc.RpcMethodHandler:
+    """The health check for callers without the token (readiness probes): it answers the
+    overall status and never reads the request, so its size cannot matter."""
+
+    async def check(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await health_servicer.Check(health_pb2.HealthCheckRequest(), context)
+
+    return grpc.stream_unary_rpc_method_handler(
+        check, response_serializer=health_pb2.HealthCheckResponse.SerializeToString
+    )
 
 
 def _join_host_port(host: str, port: int) -> str:
