@@ -113,3 +113,12 @@ def test_an_unauthenticated_request_is_refused_before_its_body_grows_the_driver(
     )
     assert codes == ["UNAUTHENTICATED", "UNAUTHENTICATED"]
     assert growth < GROWTH_BOUND_BYTES, f"the driver grew by {growth >> 20} MiB"
+
+
+def test_the_instance_server_has_a_help_message():
+    shown = subprocess.run(
+        [sys.executable, "-m", "yr.server", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "usage: python -m yr.server" in shown.stdout
+    assert "YR_SESSION_TOKEN" in shown.stdout

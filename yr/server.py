@@ -6,6 +6,7 @@ docs/kubernetes-contract.md); the local runtime calls :func:`serve` in a forked 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
 import inspect
@@ -210,7 +211,7 @@ async def serve(
     health_servicer = health.aio.HealthServicer()
     gate = TokenGate(
         one_token(token),
-        refusal=f"instance {instance_id} refused the call: missing or wrong session token",
+        refusal_message=f"instance {instance_id} refused the call: missing or wrong session token",
         open_methods={_HEALTH_CHECK: _probe_handler(health_servicer)},
     )
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
@@ -259,8 +260,18 @@ def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of an instance pod: configuration comes from the environment."""
+    argparse.ArgumentParser(
+        prog="python -m yr.server",
+        description=(
+            "Serve one yr instance over gRPC (what an instance pod runs). Configured by the "
+            "environment: YR_SESSION_TOKEN (required), YR_PAYLOAD_FILE (default: "
+            "/var/run/yr/payload/payload), YR_INSTANCE_NAME, YR_CLASS_NAME, YR_POD_IP (default: "
+            "all interfaces), YR_PORT (default: 50051), YR_CONCURRENCY (default: 1). See "
+            "docs/kubernetes-contract.md."
+        ),
+    ).parse_args(argv)
     env = os.environ
     payload_file = env.get("YR_PAYLOAD_FILE", "/var/run/yr/payload/payload")
     token = env.get("YR_SESSION_TOKEN", "")

@@ -32,10 +32,12 @@ def one_token(expected: str) -> TokenCheck:
     return lambda token: bool(token) and hmac.compare_digest(token, expected_bytes)
 
 
-def _refusal(message: str) -> grpc.RpcMethodHandler:
-    # Request-streaming, and never iterated: the refused body is never received or buffered.
+def refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    """A handler that answers ``code`` without receiving the request: it is request-streaming
+    and never iterates, so the refused body is never buffered."""
+
     async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
 
     return grpc.stream_unary_rpc_method_handler(refuse)
 
@@ -48,11 +50,11 @@ class TokenGate(grpc.aio.ServerInterceptor):
         self,
         accepts: TokenCheck,
         *,
-        refusal: str,
+        refusal_message: str,
         open_methods: dict[str, grpc.RpcMethodHandler] | None = None,
     ) -> None:
         self._accepts = accepts
-        self._refusal = _refusal(refusal)
+        self._refusal = refusal(grpc.StatusCode.UNAUTHENTICATED, refusal_message)
         self._open_methods = open_methods or {}
 
     async def intercept_service(

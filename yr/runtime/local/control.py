@@ -112,7 +112,7 @@ class ControlServer:
         )
         gate = TokenGate(
             one_token(runtime.session_token),
-            refusal="the driver refused the request: missing or wrong session token",
+            refusal_message="the driver refused the request: missing or wrong session token",
         )
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
         yr_pb2_grpc.add_RuntimeServicer_to_server(_RuntimeServicer(runtime), server)
