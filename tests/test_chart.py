@@ -119,7 +119,8 @@ INSTANCE = grants(
         ("", "secrets"): "create",
     }
 )
-GATEWAY = grants({("yr.dev", "yrinstances"): "get list watch"})
+# Secrets: get only, to check a caller's token against its session's yr-session-* Secret.
+GATEWAY = grants({("yr.dev", "yrinstances"): "get list watch", ("", "secrets"): "get"})
 
 
 def pod_templates(docs: list[dict]) -> dict[str, dict]:
@@ -238,7 +239,7 @@ def test_instance_rbac_follows_watched_namespaces(tools):
     assert all(rule_set(r) == INSTANCE for r in roles)
 
 
-def test_gateway_role_only_reads_yrinstances(tools):
+def test_gateway_role_reads_yrinstances_and_gets_session_secrets(tools):
     assert rule_set(one(render(tools), "Role", "yr-gateway", NAMESPACE)) == GATEWAY
 
 

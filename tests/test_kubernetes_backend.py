@@ -286,12 +286,13 @@ def test_the_seed_program_runs_through_the_gateway(cluster, gateway):
 def test_the_gateway_refuses_to_route_to_an_unknown_instance(gateway):
     import grpc
 
-    from yr.protocol import ROUTE_METADATA_KEY, yr_pb2, yr_pb2_grpc
+    from yr.protocol import ROUTE_METADATA_KEY, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
 
     _, address = gateway
+    metadata = ((ROUTE_METADATA_KEY, "nobody"), (TOKEN_METADATA_KEY, "a-token"))
     with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as caught:
         yr_pb2_grpc.InstanceStub(channel).Hello(
-            yr_pb2.HelloRequest(), metadata=((ROUTE_METADATA_KEY, "nobody"),), timeout=10
+            yr_pb2.HelloRequest(), metadata=metadata, timeout=10
         )
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "no ready instance 'nobody'" in caught.value.details()

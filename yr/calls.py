@@ -80,13 +80,14 @@ def fail(call: Call, error: BaseException) -> None:
 
 def _rebuild_error(remote: yr_pb2.RemoteError) -> BaseException:
     cause: BaseException | None = None
+    why_not = ""
     if remote.exception:
         try:
             cause = serialization.loads(remote.exception)
-        except Exception:
-            cause = None
+        except Exception as error:
+            why_not = f" (it could not be rebuilt here: {type(error).__name__}: {error})"
     if isinstance(cause, YRError) and not remote.traceback:
         return cause
     if cause is None:
-        cause = YRError(f"{remote.type_name}: {remote.message}")
+        cause = YRError(f"{remote.type_name}: {remote.message}{why_not}")
     return invoke_error_for(cause, remote.traceback)

@@ -45,8 +45,15 @@ class YRInvokeError(YRError):
     def _render(self) -> str:
         cause = self.cause
         header = f"{type(cause).__name__}: {cause}" if cause is not None else "remote error"
+        if cause is not None and not isinstance(cause, Exception):
+            header += (
+                f" (the instance raised {type(cause).__name__}, which is no Exception: it "
+                "arrives as a YRInvokeError so that it cannot end the caller)"
+            )
         if self.remote_traceback:
-            return f"{header}\n\nRemote traceback:\n{self.remote_traceback.rstrip()}"
+            return (
+                f"{header}\n\nRemote traceback (innermost first):\n{self.remote_traceback.rstrip()}"
+            )
         return header
 
     def __str__(self) -> str:
@@ -64,9 +71,17 @@ _DUAL_TYPES: dict[type, type] = {}
 
 
 def invoke_error_for(cause: BaseException | None, remote_traceback: str) -> YRInvokeError:
-    """Build a ``YRInvokeError`` that is also an instance of ``type(cause)`` where possible."""
+    """Build a ``YRInvokeError`` that is also an instance of ``type(cause)`` where possible.
+
+    Never for BaseExceptions that are no Exception (``SystemExit``, ``KeyboardInterrupt``,
+    ``GeneratorExit``): typed as themselves, an uncaught one would silently end the caller.
+    """
     cause_type = type(cause) if cause is not None else None
-    if cause_type is None or issubclass(cause_type, YRInvokeError):
+    if (
+        cause_type is None
+        or issubclass(cause_type, YRInvokeError)
+        or not issubclass(cause_type, Exception)
+    ):
         return YRInvokeError(cause, remote_traceback)
     dual = _DUAL_TYPES.get(cause_type)
     if dual is None:
@@ -80,6 +95,7 @@ def invoke_error_for(cause: BaseException | None, remote_traceback: str) -> YRIn
             return YRInvokeError(cause, remote_traceback)
         _DUAL_TYPES[cause_type] = dual
     error = dual.__new__(dual)
+    error.__dict__.update(getattr(cause, "__dict__", {}))  # e.g. CodeError(42, ...).code
     error.cause = cause
     error.remote_traceback = remote_traceback
     error.args = (error._render(),)

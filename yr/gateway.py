@@ -1,96 +1,173 @@
 """The gateway: lets a driver outside the cluster call instance pods through one NodePort.
 
 It forwards yr.Instance calls, bytes untouched, to the pod of the YRInstance named in the
-``x-yr-route`` metadata — only YRInstances of its own namespace, so it is no open proxy. The
-instance still checks the session token; the gateway never unpickles anything.
+``x-yr-route`` metadata — only YRInstances of its own namespace, so it is no open proxy — and
+only for callers presenting that instance's session token: the token in ``x-yr-token`` must
+equal the ``token`` of the Secret ``yr-session-<spec.session>``. Both checks happen on the
+metadata, before the request body is received, so a caller without the token cannot make the
+gateway buffer anything; the instance checks the token again. The gateway never unpickles.
 ``python -m yr.gateway`` (env: YR_NAMESPACE, YR_GATEWAY_PORT, YR_GATEWAY_HOST).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import base64
+import hmac
 import os
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from yr.protocol import CHANNEL_OPTIONS, ROUTE_METADATA_KEY, SERVER_OPTIONS
+from yr.protocol.gate import presented_token, refusal
 from yr.runtime.kubernetes.objects import GROUP, PLURAL, VERSION
 
 _FORWARDED_METHODS = ("/yr.v1.Instance/Call", "/yr.v1.Instance/Hello")
-CACHE_TTL_S = 2.0
+ROUTE_TTL_S = 2.0  # a pod's address, until a forward to it fails
+UNKNOWN_TTL_S = 1.0  # "no such YRInstance": token-bearing floods of one name read once a second
+TOKEN_TTL_S = 30.0  # a session's token never changes while its Secret exists
 
 
-class Router:
-    """YRInstance name -> its pod's address, from the API server, cached briefly."""
+@dataclass(frozen=True)
+class Route:
+    session: str
+    address: str  # "" while the instance has no ready pod
 
-    def __init__(self, *, custom_api: Any, namespace: str) -> None:
-        self._api = custom_api
+
+class Directory:
+    """YRInstance name -> session and pod address, session -> token: from the API server,
+    cached (unknown names too, briefly), so that repeated calls cost no API reads."""
+
+    def __init__(self, *, custom_api: Any, core_api: Any, namespace: str) -> None:
+        self._custom = custom_api
+        self._core = core_api
         self._namespace = namespace
-        self._cache: dict[str, tuple[float, str]] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._routes: dict[str, tuple[float, Route | None]] = {}
+        self._tokens: dict[str, tuple[float, bytes | None]] = {}
 
-    def address(self, name: str, *, fresh: bool = False) -> str | None:
-        cached = self._cache.get(name)
-        if cached and not fresh and time.monotonic() - cached[0] < CACHE_TTL_S:
-            return cached[1]
+    def route(self, name: str) -> Route | None:
+        now = time.monotonic()
+        cached = self._routes.get(name)
+        if cached is not None:
+            at, route = cached
+            ready = route is not None and route.address
+            if now - at < (ROUTE_TTL_S if ready else UNKNOWN_TTL_S if route is None else 0):
+                return route
         try:
-            obj = self._api.get_namespaced_custom_object(
+            obj = self._custom.get_namespaced_custom_object(
                 GROUP, VERSION, self._namespace, PLURAL, name
             )
         except Exception:
+            self._routes[name] = (now, None)
             return None
         status = obj.get("status") or {}
-        if not status.get("podIP"):
-            return None
-        address = f"{status['podIP']}:{status.get('port') or 50051}"
-        self._cache[name] = (time.monotonic(), address)
-        return address
+        address = f"{status['podIP']}:{status.get('port') or 50051}" if status.get("podIP") else ""
+        route = Route(session=(obj.get("spec") or {}).get("session", ""), address=address)
+        self._routes[name] = (now, route)
+        return route
 
-    def channel(self, address: str) -> grpc.aio.Channel:
+    def forget(self, name: str) -> None:
+        """A forward to the cached pod failed: look the instance up afresh next time."""
+        self._routes.pop(name, None)
+
+    def session_token(self, session: str) -> bytes | None:
+        now = time.monotonic()
+        cached = self._tokens.get(session)
+        if cached is not None and now - cached[0] < (TOKEN_TTL_S if cached[1] else UNKNOWN_TTL_S):
+            return cached[1]
+        try:
+            secret = self._core.read_namespaced_secret(f"yr-session-{session}", self._namespace)
+            token = base64.b64decode((secret.data or {})["token"])
+        except Exception:
+            token = None
+        self._tokens[session] = (now, token)
+        return token
+
+
+class _Gateway(grpc.aio.ServerInterceptor):
+    """Decides on the metadata alone whether, and where, a call is forwarded."""
+
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        method = details.method
+        if method not in _FORWARDED_METHODS:
+            return await continuation(details)  # nothing else is served: UNIMPLEMENTED
+        metadata = tuple(details.invocation_metadata or ())
+        token = presented_token(metadata)
+        if not token:
+            return refusal(
+                grpc.StatusCode.UNAUTHENTICATED, "the gateway refused the call: no session token"
+            )
+        name = next((v for k, v in metadata if k == ROUTE_METADATA_KEY), "")
+        route = await asyncio.to_thread(self._directory.route, name) if name else None
+        if route is None:
+            return refusal(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the gateway knows no ready instance {name!r} in its namespace",
+            )
+        expected = await asyncio.to_thread(self._directory.session_token, route.session)
+        if expected is None or not hmac.compare_digest(token, expected):
+            return refusal(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the gateway refused the call: wrong session token for instance {name!r}",
+            )
+        if not route.address:
+            return refusal(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the gateway knows no ready instance {name!r} in its namespace "
+                "(failed to connect: it has no ready pod)",
+            )
+        forwarded = tuple((k, v) for k, v in metadata if k != ROUTE_METADATA_KEY)
+        return grpc.unary_unary_rpc_method_handler(
+            self._forwarder(name, route.address, method, forwarded)
+        )
+
+    def _forwarder(self, name: str, address: str, method: str, metadata: tuple) -> Any:
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            call = self._channel(address).unary_unary(method)
+            try:
+                return await call(request, metadata=metadata)
+            except grpc.aio.AioRpcError as error:
+                code, details = error.code(), error.details() or ""
+            if code == grpc.StatusCode.UNAVAILABLE:
+                # Its pod is gone or restarting: the next call looks the instance up afresh.
+                self._directory.forget(name)
+                self._drop_channel(address)
+                if not _reached_pod(details):
+                    details = f"failed to connect to the pod of {name} at {address}: {details}"
+            await context.abort(code, details)
+
+        return forward
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
             channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             self._channels[address] = channel
         return channel
 
-
-class _Forwarder(grpc.GenericRpcHandler):
-    def __init__(self, router: Router) -> None:
-        self._router = router
-
-    def service(self, handler_call_details):
-        method = handler_call_details.method
-        if method not in _FORWARDED_METHODS:
-            return None
-
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            metadata = tuple(context.invocation_metadata() or ())
-            route = next((v for k, v in metadata if k == ROUTE_METADATA_KEY), "")
-            loop = asyncio.get_running_loop()
-            address = await loop.run_in_executor(None, self._router.address, route)
-            if address is None:
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"the gateway knows no ready instance {route!r} in its namespace",
-                )
-            call = self._router.channel(address).unary_unary(method)
-            forwarded = tuple((k, v) for k, v in metadata if k != ROUTE_METADATA_KEY)
-            try:
-                return await call(request, metadata=forwarded)
-            except grpc.aio.AioRpcError as error:
-                await context.abort(error.code(), error.details() or "")
-
-        return grpc.unary_unary_rpc_method_handler(forward)
+    def _drop_channel(self, address: str) -> None:
+        channel = self._channels.pop(address, None)
+        if channel is not None:
+            asyncio.get_running_loop().create_task(channel.close())
 
 
-async def serve(*, custom_api: Any, namespace: str, host: str, port: int) -> None:
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers(
-        [_Forwarder(Router(custom_api=custom_api, namespace=namespace))]
-    )
+def _reached_pod(details: str) -> bool:
+    lowered = details.lower()
+    return not ("connection refused" in lowered or "failed to connect" in lowered)
+
+
+async def serve(*, custom_api: Any, core_api: Any, namespace: str, host: str, port: int) -> None:
+    directory = Directory(custom_api=custom_api, core_api=core_api, namespace=namespace)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[_Gateway(directory)])
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     print(f"yr gateway for namespace {namespace} listening on {host}:{bound}", flush=True)
@@ -101,15 +178,26 @@ async def serve(*, custom_api: Any, namespace: str, host: str, port: int) -> Non
     await server.stop(grace=1.0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m yr.gateway",
+        description=(
+            "Forward yr calls from drivers outside the cluster to the instance pods of one "
+            "namespace. Configured by the environment: YR_NAMESPACE (default: default), "
+            "YR_GATEWAY_HOST (default: 0.0.0.0), YR_GATEWAY_PORT (default: 50052; 0 picks a "
+            "free port), and KUBECONFIG or the in-cluster service account."
+        ),
+    )
+    parser.parse_args(argv)
     from kubernetes import client as k8s
 
     from yr.runtime.kubernetes.runtime import _load_config
 
-    api = k8s.CustomObjectsApi(_load_config())
+    api_client = _load_config()
     asyncio.run(
         serve(
-            custom_api=api,
+            custom_api=k8s.CustomObjectsApi(api_client),
+            core_api=k8s.CoreV1Api(api_client),
             namespace=os.environ.get("YR_NAMESPACE", "default"),
             host=os.environ.get("YR_GATEWAY_HOST", "0.0.0.0"),
             port=int(os.environ.get("YR_GATEWAY_PORT", "50052")),

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib
 import io
+import linecache
+import os
 import pickle
 import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +32,8 @@ class _Pickler(cloudpickle.CloudPickler):
     now points at the ``@yr.instance`` creator, not at the class itself."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.CodeType):
+            return _reduce_code(obj)
         if isinstance(obj, type):
             module_name = getattr(obj, "__module__", None)
             if (
@@ -46,6 +51,66 @@ class _Pickler(cloudpickle.CloudPickler):
                 if getattr(holder, WRAPPED_CLASS_ATTRIBUTE, None) is obj:
                     return _wrapped_class, (module_name, obj.__qualname__)
         return super().reducer_override(obj)
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """cloudpickle's code reduction, minus its ``<dynamic-code>`` file name: tracebacks from
+    by-value code (the driver script's classes) name the user's file and show its lines."""
+    _, args = cloudpickle.cloudpickle._code_reduce(code)
+    filename = code.co_filename
+    args = tuple(filename if arg == "<dynamic-code>" else arg for arg in args)
+    last = max((line for _, _, line in code.co_lines() if line is not None), default=0)
+    source = linecache.getlines(filename)[code.co_firstlineno - 1 : last]
+    return _load_code, (args, filename, code.co_firstlineno, source)
+
+
+def _load_code(
+    args: tuple[Any, ...], filename: str, first_line: int, source: list[str]
+) -> types.CodeType:
+    if source and not os.path.exists(filename):  # e.g. a pod: lend linecache the driver's lines
+        entry = linecache.cache.get(filename)
+        if entry is None or entry[1] is None:  # nothing, or lines lent before: add these
+            lines = list(entry[2]) if entry else []
+            lines += ["\n"] * (first_line - 1 + len(source) - len(lines))
+            lines[first_line - 1 : first_line - 1 + len(source)] = source
+            linecache.cache[filename] = (0, None, lines, filename)
+    return types.CodeType(*args)
+
+
+def _rebuild_exception(cls: type, args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+class _ExceptionWithoutInit:
+    """Pickles an exception as its class, args and attributes: rebuilt without calling
+    ``__init__``, whose signature need not match ``args`` (``CodeError(42, "nope")``)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self):
+        error = self.error
+        return _rebuild_exception, (type(error), error.args, dict(vars(error)))
+
+
+def dumps_exception(error: BaseException) -> tuple[bytes, str]:
+    """Pickle ``error`` so that the caller rebuilds it as its own type; else ``b""`` and why."""
+    try:
+        blob = dumps(error)
+        loads(blob)  # pickle calls __init__(*args) on load: a mismatch shows only here
+        return blob, ""
+    except Exception as plain_error:
+        reason = f"{type(plain_error).__name__}: {plain_error}"
+    try:
+        blob = dumps(_ExceptionWithoutInit(error))
+        if type(loads(blob)) is type(error):
+            return blob, ""
+    except Exception as error_without_init:
+        reason += f"; without __init__: {type(error_without_init).__name__}: {error_without_init}"
+    return b"", f"the {type(error).__name__} itself could not be sent back: {reason}"
 
 
 BufferCallback = Callable[[pickle.PickleBuffer], Any]

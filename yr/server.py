@@ -6,31 +6,31 @@ docs/kubernetes-contract.md); the local runtime calls :func:`serve` in a forked 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
-import hmac
 import inspect
 import os
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from yr import serialization, sharedmem
+from yr import credentials, serialization, sharedmem, tracebacks
 from yr.dispatch import CallOrder, SerialRunner
+from yr.errors import YRInvokeError
 from yr.protocol import (
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
     SERVER_OPTIONS,
-    TOKEN_METADATA_KEY,
     yr_pb2,
     yr_pb2_grpc,
 )
+from yr.protocol.gate import TokenGate, one_token
 
 
 class UserObject:
@@ -92,18 +92,28 @@ def resolve_refs(values: Any) -> list[Any]:
 
 
 def remote_error(error: BaseException, *, context: str = "") -> yr_pb2.RemoteError:
-    formatted = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    """What travels back to the caller: the original exception and one traceback per hop.
+
+    An error that came from a callee (a ``YRInvokeError`` the method let propagate) travels as
+    the callee's original exception, its traceback followed by this process's frames.
+    """
+    if isinstance(error, YRInvokeError) and error.cause is not None:
+        original = error.cause
+        formatted = tracebacks.format_hop(error, original)
+    else:
+        original = error
+        formatted = tracebacks.format_error(error)
     if context:
         formatted = f"(raised in {context})\n{formatted}"
-    try:
-        blob = serialization.dumps(error)
-        serialization.loads(blob)
-    except Exception:
-        blob = b""
+    if isinstance(error, YRInvokeError):
+        formatted = tracebacks.join_hops(error.remote_traceback, formatted)
+    blob, why_not = serialization.dumps_exception(original)
+    if why_not:
+        formatted = f"{formatted.rstrip()}\n({why_not})\n"
     return yr_pb2.RemoteError(
         exception=blob,
-        type_name=f"{type(error).__module__}.{type(error).__qualname__}",
-        message=str(error),
+        type_name=f"{type(original).__module__}.{type(original).__qualname__}",
+        message=str(original),
         traceback=formatted,
     )
 
@@ -116,12 +126,10 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         user: UserObject,
         *,
         instance_id: str,
-        token: str,
         concurrency: int,
     ) -> None:
         self._user = user
         self._instance_id = instance_id
-        self._token = token.encode()
         self._order = CallOrder()
         self._runner = SerialRunner(asyncio.get_running_loop()) if concurrency == 1 else None
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -137,18 +145,11 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         self.constructed.set()
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        token = b""
-        version = ""
-        for key, value in context.invocation_metadata() or ():
-            if key == TOKEN_METADATA_KEY:
-                token = value.encode() if isinstance(value, str) else value
-            elif key == PROTOCOL_METADATA_KEY:
-                version = value
-        if not hmac.compare_digest(token, self._token):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                f"instance {self._instance_id} refused the call: missing or wrong session token",
-            )
+        """The token was checked by the TokenGate before the request was read; the version
+        is checked here, before anything in the request is unpickled."""
+        version = next(
+            (v for k, v in context.invocation_metadata() or () if k == PROTOCOL_METADATA_KEY), ""
+        )
         if version != str(PROTOCOL_VERSION):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -206,15 +207,20 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    credentials.adopt_session_token(token)  # before the user's code can start a process
+    health_servicer = health.aio.HealthServicer()
+    gate = TokenGate(
+        one_token(token),
+        refusal_message=f"instance {instance_id} refused the call: missing or wrong session token",
+        open_methods={_HEALTH_CHECK: _probe_handler(health_servicer)},
+    )
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
     servicer = InstanceServicer(
         UserObject(payload, class_name=class_name),
         instance_id=instance_id,
-        token=token,
         concurrency=concurrency,
     )
     yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     bound = server.add_insecure_port(_join_host_port(host, port))
@@ -235,12 +241,37 @@ async def serve(
     servicer.shutdown()
 
 
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def _probe_handler(health_servicer: health.aio.HealthServicer) -> grpc.RpcMethodHandler:
+    """The health check for callers without the token (readiness probes): it answers the
+    overall status and never reads the request, so its size cannot matter."""
+
+    async def check(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await health_servicer.Check(health_pb2.HealthCheckRequest(), context)
+
+    return grpc.stream_unary_rpc_method_handler(
+        check, response_serializer=health_pb2.HealthCheckResponse.SerializeToString
+    )
+
+
 def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of an instance pod: configuration comes from the environment."""
+    argparse.ArgumentParser(
+        prog="python -m yr.server",
+        description=(
+            "Serve one yr instance over gRPC (what an instance pod runs). Configured by the "
+            "environment: YR_SESSION_TOKEN (required), YR_PAYLOAD_FILE (default: "
+            "/var/run/yr/payload/payload), YR_INSTANCE_NAME, YR_CLASS_NAME, YR_POD_IP (default: "
+            "all interfaces), YR_PORT (default: 50051), YR_CONCURRENCY (default: 1). See "
+            "docs/kubernetes-contract.md."
+        ),
+    ).parse_args(argv)
     env = os.environ
     payload_file = env.get("YR_PAYLOAD_FILE", "/var/run/yr/payload/payload")
     token = env.get("YR_SESSION_TOKEN", "")

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from yr import serialization
+from yr import credentials, serialization
 from yr.errors import DeathInfo, YRError
 from yr.protocol import CHANNEL_OPTIONS, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
 from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
@@ -37,7 +37,7 @@ class RemoteRuntime(Runtime):
 
     @classmethod
     def from_environment(cls) -> RemoteRuntime:
-        return cls(os.environ["YR_CONTROL_ADDRESS"], os.environ["YR_SESSION_TOKEN"])
+        return cls(os.environ["YR_CONTROL_ADDRESS"], credentials.session_token())
 
     def _call(self, method: Any, request: Any) -> Any:
         try:

@@ -20,6 +20,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from yr import credentials
 from yr.errors import DeathInfo, YRError, YRSerializationError
 from yr.options import Config
 from yr.runtime.base import ClassInfo, InstanceSpec, Runtime
@@ -134,7 +135,7 @@ class KubernetesRuntime(Runtime):
             api_client=_load_config(),
             namespace=env["YR_NAMESPACE"],
             session=env["YR_SESSION"],
-            token=env["YR_SESSION_TOKEN"],
+            token=credentials.session_token(),
             owner=pod_owner,
         )
 

@@ -8,14 +8,14 @@ metadata so that the instance re-raises the same exception type the driver would
 from __future__ import annotations
 
 import asyncio
-import hmac
 import threading
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from yr import serialization
-from yr.protocol import SERVER_OPTIONS, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
+from yr.protocol import SERVER_OPTIONS, yr_pb2, yr_pb2_grpc
+from yr.protocol.gate import TokenGate, one_token
 
 if TYPE_CHECKING:
     from yr.runtime.local.runtime import LocalRuntime
@@ -26,15 +26,9 @@ ERROR_METADATA_KEY = "x-yr-error-bin"
 class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
     def __init__(self, runtime: LocalRuntime) -> None:
         self._runtime = runtime
-        self._token = runtime.session_token.encode()
 
     async def _guard(self, context: grpc.aio.ServicerContext, work: Any) -> Any:
-        token = b""
-        for key, value in context.invocation_metadata() or ():
-            if key == TOKEN_METADATA_KEY:
-                token = value.encode() if isinstance(value, str) else value
-        if not hmac.compare_digest(token, self._token):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong session token")
+        # The token was checked by the TokenGate, before the request was read.
         try:
             if asyncio.iscoroutinefunction(work):
                 return await work()
@@ -116,7 +110,11 @@ class ControlServer:
         self._loop.set_default_executor(
             concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="yr-ctl")
         )
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        gate = TokenGate(
+            one_token(runtime.session_token),
+            refusal_message="the driver refused the request: missing or wrong session token",
+        )
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
         yr_pb2_grpc.add_RuntimeServicer_to_server(_RuntimeServicer(runtime), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()

@@ -12,6 +12,53 @@ import tempfile
 import threading
 
 
+class LineSplitter:
+    """Cuts an instance's byte stream into lines as a terminal would show them, in linear time.
+
+    ``\n`` ends a line. ``\r`` (a progress bar redrawing itself) ends a frame that the next
+    one overwrites: each read yields only the newest frame, ended by ``\r`` so the driver's
+    terminal redraws it in place, and a line shows its last frame. Each byte is scanned at
+    most twice, however long the stream goes without a newline.
+    """
+
+    def __init__(self) -> None:
+        self._pending = bytearray()  # bytes after the last separator
+        self._frame = b""  # the frame last shown for the line not yet ended
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        """The ``(text, ending)`` pieces that ``data`` completes; ending is ``\n`` or ``\r``."""
+        if b"\n" not in data and b"\r" not in data:
+            self._pending += data
+            return []
+        *lines, tail = (bytes(self._pending) + data).split(b"\n")
+        self._pending = bytearray()
+        pieces = [(self._end_line(line), b"\n") for line in lines]
+        drawn, cut, rest = tail.rpartition(b"\r")
+        if cut:
+            frame = _last_frame(drawn)
+            if frame:
+                pieces.append((frame, b"\r"))
+                self._frame = frame
+        self._pending += rest
+        return pieces
+
+    def finish(self) -> list[tuple[bytes, bytes]]:
+        """At EOF: the unfinished line, if any, ended by a newline."""
+        if not self._pending and not self._frame:
+            return []
+        return [(self._end_line(bytes(self._pending)), b"\n")]
+
+    def _end_line(self, line: bytes) -> bytes:
+        frame = _last_frame(line) or self._frame
+        self._frame = b""
+        return frame
+
+
+def _last_frame(line: bytes) -> bytes:
+    """What a terminal shows of ``line``: its last non-empty carriage-return segment."""
+    return line.rstrip(b"\r").rpartition(b"\r")[2]
+
+
 class OutputForwarder:
     """A Unix socket that instance processes connect their stdout and stderr to."""
 
@@ -61,7 +108,7 @@ class OutputForwarder:
             except BlockingIOError:
                 return
             connection.setblocking(False)
-            self._streams[connection] = {"header": None, "buffer": b""}
+            self._streams[connection] = {"header": None, "splitter": LineSplitter()}
             self._selector.register(connection, selectors.EVENT_READ, "stream")
 
     def _read(self, connection: socket.socket) -> None:
@@ -72,23 +119,25 @@ class OutputForwarder:
             return
         except OSError:
             data = b""
+        splitter: LineSplitter = state["splitter"]
+        pieces = splitter.feed(data) if data else splitter.finish()
+        if pieces and state["header"] is None:
+            header, _ = pieces.pop(0)  # the instance's first line says who it is
+            state["header"] = json.loads(header)
+        self._emit(state, pieces)
         if not data:
-            if state["buffer"]:
-                self._emit(state, state["buffer"])
             self._close(connection)
-            return
-        state["buffer"] += data
-        *lines, state["buffer"] = state["buffer"].split(b"\n")
-        for line in lines:
-            if state["header"] is None:
-                state["header"] = json.loads(line)
-            else:
-                self._emit(state, line)
 
-    def _emit(self, state: dict, line: bytes) -> None:
+    def _emit(self, state: dict, pieces: list[tuple[bytes, bytes]]) -> None:
+        if not pieces:
+            return
         header = state["header"] or {"stream": "stdout", "prefix": "instance"}
         stream = sys.stderr if header["stream"] == "stderr" else sys.stdout
-        text = f"({header['prefix']}) {line.decode(errors='replace')}\n"
+        prefix = f"({header['prefix']}) "
+        # One write per read, not per piece: a progress bar sends thousands of tiny pieces.
+        text = "".join(
+            prefix + piece.decode(errors="replace") + ending.decode() for piece, ending in pieces
+        )
         with self._write_lock:
             try:
                 stream.write(text)
