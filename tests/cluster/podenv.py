@@ -21,8 +21,7 @@ from typing import Any
 
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
-
-from tests.cluster import quantity
+from kubernetes.utils import parse_quantity
 
 Obj = dict[str, Any]
 _PYTHONS = re.compile(r"^python(3(\.\d+)?)?$")
@@ -131,8 +130,8 @@ def _resource_ref(container: Obj, ref: Obj) -> str:
     value = (resources.get(kind) or {}).get(name) or (resources.get("requests") or {}).get(name)
     if value is None:
         return "0"
-    divisor = quantity.parse(ref.get("divisor", "1"))
-    return str(math.ceil(quantity.parse(value) / divisor))
+    divisor = parse_quantity(ref.get("divisor", "1"))
+    return str(math.ceil(parse_quantity(value) / divisor))
 
 
 def expand(text: str, env: dict[str, str]) -> str:

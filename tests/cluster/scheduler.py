@@ -12,7 +12,9 @@ import logging
 from collections import Counter
 from typing import Any
 
-from tests.cluster import kinds, quantity
+from kubernetes.utils import parse_quantity
+
+from tests.cluster import kinds
 from tests.cluster.controller import Controller
 from tests.cluster.meta import ApiError, now_rfc3339
 from tests.cluster.store import Store
@@ -23,6 +25,15 @@ SCHEDULER_NAME = "default-scheduler"
 Obj = dict[str, Any]
 
 
+def millicores(quantity: str | int | float) -> int:
+    """CPU in millicores, rounded up as the scheduler does."""
+    return int((parse_quantity(quantity) * 1000).to_integral_value(rounding="ROUND_CEILING"))
+
+
+def bytes_of(quantity: str | int | float) -> int:
+    return int(parse_quantity(quantity).to_integral_value(rounding="ROUND_CEILING"))
+
+
 def pod_requests(pod: Obj) -> Counter[str]:
     """cpu (millicores), memory (bytes) and pods, including the init containers' maximum."""
     spec = pod.get("spec", {})
@@ -31,9 +42,9 @@ def pod_requests(pod: Obj) -> Counter[str]:
         requests = (container.get("resources") or {}).get("requests") or {}
         total: Counter[str] = Counter()
         if "cpu" in requests:
-            total["cpu"] = quantity.millicores(requests["cpu"])
+            total["cpu"] = millicores(requests["cpu"])
         if "memory" in requests:
-            total["memory"] = quantity.bytes_of(requests["memory"])
+            total["memory"] = bytes_of(requests["memory"])
         return total
 
     total: Counter[str] = Counter()
@@ -51,8 +62,8 @@ def allocatable(node: Obj) -> Counter[str]:
     status = node.get("status", {})
     values = status.get("allocatable") or status.get("capacity") or {}
     return Counter(
-        cpu=quantity.millicores(values.get("cpu", 0)),
-        memory=quantity.bytes_of(values.get("memory", 0)),
+        cpu=millicores(values.get("cpu", 0)),
+        memory=bytes_of(values.get("memory", 0)),
         pods=int(values.get("pods", 110)),
     )
 
