@@ -21,10 +21,11 @@ from aiohttp import web
 
 from tests.cluster import cli
 from tests.cluster.gc import GarbageCollector
-from tests.cluster.handlers import Handlers
+from tests.cluster.handlers import DEFAULT_BOOKMARK_INTERVAL, Handlers
 from tests.cluster.resources import Registry
 from tests.cluster.scheduler import Scheduler
 from tests.cluster.store import Store
+from tests.cluster.watches import HISTORY
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -63,9 +64,11 @@ def load_crd_documents(paths: list[str]) -> list[dict[str, Any]]:
     return crds
 
 
-def build_cluster(crd_paths: list[str], gc: bool = True, scheduler: bool = True):
+def build_cluster(
+    crd_paths: list[str], gc: bool = True, scheduler: bool = True, watch_history: int = HISTORY
+):
     """The store with default namespaces and CRDs, plus the controllers to run beside it."""
-    store = Store(Registry())
+    store = Store(Registry(), watch_history)
     ns_rt = store.registry.get("", "v1", "namespaces")
     crd_rt = store.registry.get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
     assert ns_rt is not None and crd_rt is not None
@@ -82,9 +85,14 @@ def build_cluster(crd_paths: list[str], gc: bool = True, scheduler: bool = True)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    store, controllers = build_cluster(args.crd, gc=not args.no_gc, scheduler=not args.no_scheduler)
+    store, controllers = build_cluster(
+        args.crd,
+        gc=not args.no_gc,
+        scheduler=not args.no_scheduler,
+        watch_history=args.watch_history,
+    )
     app = web.Application(client_max_size=8 * 1024 * 1024)
-    Handlers(store).routes(app)
+    Handlers(store, bookmark_interval=args.bookmark_interval).routes(app)
     # Open watch streams would hold shutdown for the whole timeout: keep it short.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
     await runner.setup()
@@ -122,6 +130,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crd", action="append", default=[], help="CRD YAML file (repeatable)")
     parser.add_argument("--no-gc", action="store_true", help="do not run the garbage collector")
     parser.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler")
+    parser.add_argument(
+        "--watch-history",
+        type=int,
+        default=HISTORY,
+        help=f"events kept for resuming watches, older ones get 410 (default {HISTORY})",
+    )
+    parser.add_argument(
+        "--bookmark-interval",
+        type=float,
+        default=DEFAULT_BOOKMARK_INTERVAL,
+        help="seconds of quiet after which a watch with allowWatchBookmarks gets a BOOKMARK",
+    )
     cli.add_process_arguments(parser)
     args = parser.parse_args(argv)
     cli.configure_logging(args)

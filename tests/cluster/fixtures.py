@@ -49,11 +49,15 @@ class LocalCluster:
         memory: str = "8Gi",
         crds: Sequence[str | Path] = (),
         node_name: str | None = "node-1",
+        apiserver_args: Sequence[str] = (),
     ) -> LocalCluster:
-        """API server (with GC and scheduler) and, unless node_name is None, one node."""
+        """API server (with GC and scheduler) and, unless node_name is None, one node.
+
+        `apiserver_args` are extra `python -m tests.cluster.apiserver` options, e.g.
+        `("--watch-history", "10")`."""
         cluster = cls(Path(workdir or tempfile.mkdtemp(prefix="yr-cluster-")))
         try:
-            cluster._start_apiserver([str(c) for c in crds])
+            cluster._start_apiserver([str(c) for c in crds], list(apiserver_args))
             if node_name is not None:
                 cluster.add_node(node_name, cpu=cpu, memory=memory)
         except BaseException:
@@ -82,8 +86,8 @@ class LocalCluster:
         path = self.workdir / log_name
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
-    def _start_apiserver(self, crds: list[str]) -> None:
-        args = ["-m", "tests.cluster.apiserver", "--kubeconfig", str(self.kubeconfig)]
+    def _start_apiserver(self, crds: list[str], extra: list[str]) -> None:
+        args = ["-m", "tests.cluster.apiserver", "--kubeconfig", str(self.kubeconfig), *extra]
         for crd in crds:
             args += ["--crd", crd]
         self.apiserver = proc = self._spawn(args, "apiserver.log")
@@ -196,6 +200,7 @@ def _factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactor
         memory: str = "8Gi",
         crds: Sequence[str | Path] = (),
         node_name: str | None = "node-1",
+        apiserver_args: Sequence[str] = (),
     ) -> LocalCluster:
         cluster = LocalCluster.start(
             tmp_path_factory.mktemp("cluster"),
@@ -203,6 +208,7 @@ def _factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactor
             memory=memory,
             crds=crds,
             node_name=node_name,
+            apiserver_args=apiserver_args,
         )
         started.append(cluster)
         return cluster

@@ -27,6 +27,8 @@ VERSION = {
     "compiler": "gc",
 }
 DEFAULT_WATCH_TIMEOUT = 1800.0
+# The real server bookmarks about once a minute; quiet tests would never see one.
+DEFAULT_BOOKMARK_INTERVAL = 5.0
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -39,8 +41,9 @@ def _out(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class Handlers:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL) -> None:
         self.store = store
+        self.bookmark_interval = bookmark_interval
 
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
@@ -252,20 +255,23 @@ class Handlers:
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
         offset = 0
-        while True:
-            pod = self.store.lookup(rt, ns, name)
-            stopped = pod is None or kinds.container_stopped(pod)
-            if path.exists():
-                with path.open("rb") as handle:
-                    handle.seek(offset)
-                    chunk = handle.read()
-                if chunk:
-                    offset += len(chunk)
-                    await response.write(chunk)
-            if stopped:  # everything it wrote has been sent
-                break
-            await asyncio.sleep(0.05)
-        await response.write_eof()
+        try:
+            while True:
+                pod = self.store.lookup(rt, ns, name)
+                stopped = pod is None or kinds.container_stopped(pod)
+                if path.exists():
+                    with path.open("rb") as handle:
+                        handle.seek(offset)
+                        chunk = handle.read()
+                    if chunk:
+                        offset += len(chunk)
+                        await response.write(chunk)
+                if stopped:  # everything it wrote has been sent
+                    break
+                await asyncio.sleep(0.05)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the reader closed its stream (kubectl logs -f interrupted, a driver done)
         return response
 
     def _log(self, rt: ResourceType, ns: str, name: str, query: Any) -> web.Response:
@@ -293,11 +299,16 @@ class Handlers:
             return response
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         try:
             while (remaining := deadline - loop.time()) > 0:
+                wait = min(remaining, self.bookmark_interval) if bookmarks else remaining
                 try:
-                    event = await asyncio.wait_for(watch.queue.get(), remaining)
+                    event = await asyncio.wait_for(watch.queue.get(), wait)
                 except asyncio.TimeoutError:
+                    if bookmarks:  # the queue is empty: everything up to store.rv was sent
+                        await response.write(_line("BOOKMARK", self._bookmark(rt)))
+                        continue
                     break
                 chunk = []
                 while True:
@@ -314,6 +325,14 @@ class Handlers:
         finally:
             self.store.close_watch(watch)
         return response
+
+    def _bookmark(self, rt: ResourceType) -> dict[str, Any]:
+        """An object of the watched kind that carries only the current resourceVersion."""
+        return {
+            "kind": rt.kind,
+            "apiVersion": rt.api_version,
+            "metadata": {"resourceVersion": str(self.store.rv)},
+        }
 
 
 def _line(kind: str, obj: dict[str, Any]) -> bytes:

@@ -24,7 +24,7 @@ from tests.cluster.meta import (
     now_rfc3339,
 )
 from tests.cluster.resources import Registry, ResourceType, types_from_crd
-from tests.cluster.watches import Event, Hub, Watch
+from tests.cluster.watches import HISTORY, Event, Hub, Watch
 
 Obj = dict[str, Any]
 
@@ -38,11 +38,11 @@ def _without(obj: Obj, *keys: str) -> Obj:
 
 
 class Store:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, watch_history: int = HISTORY) -> None:
         self.registry = registry
         self.rv = 0
         self.objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
-        self.hub = Hub()
+        self.hub = Hub(watch_history)
         # In-process controllers (GC, scheduler) hear every event here.
         self.listeners: list[Callable[[Event], None]] = self.hub.listeners
 
