@@ -237,7 +237,7 @@ def test_instance_too_big_for_the_node_is_pending_unschedulable(env: Env) -> Non
         f"{name} to be Unschedulable",
     )
     assert st["phase"] == "Pending"
-    assert st["message"] == "0/1 nodes are available: 1 Insufficient cpu."
+    assert st["message"].startswith("0/1 nodes are available: 1 Insufficient cpu.")
     env.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
 
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from tests.cluster.waiting import wait_for
 REPO = Path(__file__).resolve().parents[2]
 TEST_CRD = Path(__file__).resolve().parent / "testdata" / "widgets-crd.yaml"
 START_TIMEOUT = 20.0
+# Long enough for pods that ignore SIGTERM to use their grace period and be killed.
+NAMESPACE_DELETE_TIMEOUT = 60.0
 
 
 class LocalCluster:
@@ -228,3 +231,30 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterF
 def module_local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
     """The same factory, but the clusters live for the whole test module (faster suites)."""
     yield from _factory(tmp_path_factory)
+
+
+@pytest.fixture
+def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace on the module's `cluster` for one test; deleted (and gone) after it.
+
+    Tests on a module-scoped cluster share nothing but the cluster: names can repeat across
+    tests, and the namespace controller collects whatever a test leaves behind."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    with cluster.api_client() as client:
+        core = CoreV1Api(client)
+        core.create_namespace({"metadata": {"name": name, "labels": {"yr.dev/test": "true"}}})
+        yield name
+        try:
+            core.delete_namespace(name)
+        except ApiException as error:
+            if error.status != 404:  # the test may have deleted it itself
+                raise
+
+        def gone() -> bool:
+            try:
+                core.read_namespace(name)
+            except ApiException as error:
+                return error.status == 404
+            return False
+
+        wait_for(gone, NAMESPACE_DELETE_TIMEOUT, f"test namespace {name} to be deleted")

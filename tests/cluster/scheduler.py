@@ -1,8 +1,8 @@
 """The scheduler: binds pending pods to Ready nodes whose allocatable CPU/memory fits them.
 
 Otherwise it marks the pod `PodScheduled=False/Unschedulable` with the real message
-(`0/1 nodes are available: 1 Insufficient cpu.`) and records a FailedScheduling Event; it
-retries whenever pods or nodes change, so freed capacity is used at once.
+(`0/1 nodes are available: 1 Insufficient cpu. preemption: ...`) and records a
+FailedScheduling Event; it retries whenever pods or nodes change, so freed capacity is used.
 """
 
 from __future__ import annotations
@@ -175,7 +175,11 @@ class Scheduler(Controller):
         if not node_count:
             return "no nodes available to schedule pods"
         parts = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
-        return f"0/{node_count} nodes are available: {parts}."
+        # The real scheduler appends its preemption verdict; we never preempt (no victims).
+        return (
+            f"0/{node_count} nodes are available: {parts}. preemption: 0/{node_count} nodes are "
+            f"available: {node_count} No preemption victims found for incoming pod."
+        )
 
     def _unschedulable(self, pod: Obj, message: str) -> None:
         conditions = pod.get("status", {}).get("conditions") or []
