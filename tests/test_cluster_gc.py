@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.fixtures import TEST_CRD, LocalCluster
 from tests.cluster.testkit import container_pid, pod_manifest, wait_pod, wait_pod_gone
-from tests.cluster.waiting import wait_for
+from tests.support import wait_for
 
 HOLD = "test.yr.dev/hold"
 
@@ -67,7 +67,11 @@ def test_background_deletion_collects_the_whole_chain(core: CoreV1Api, namespace
 
     core.delete_namespaced_config_map("parent", namespace, propagation_policy="Background")
 
-    wait_for(lambda: _all_gone(core, namespace, "parent", "child", "grandchild"), 10, "chain gone")
+    wait_for(
+        lambda: _all_gone(core, namespace, "parent", "child", "grandchild"),
+        timeout=10,
+        what="chain gone",
+    )
 
 
 def test_foreground_deletion_keeps_owners_until_their_dependents_are_gone(core, namespace):
@@ -77,8 +81,8 @@ def test_foreground_deletion_keeps_owners_until_their_dependents_are_gone(core, 
 
     grandchild = wait_for(
         lambda: (g := _exists(core, namespace, "grandchild")).metadata.deletion_timestamp and g,
-        10,
-        "the grandchild to be deleting",
+        timeout=10,
+        what="the grandchild to be deleting",
     )
     assert grandchild.metadata.finalizers == [HOLD]
     for owner in ("parent", "child"):
@@ -88,7 +92,11 @@ def test_foreground_deletion_keeps_owners_until_their_dependents_are_gone(core, 
 
     core.patch_namespaced_config_map("grandchild", namespace, {"metadata": {"finalizers": None}})
 
-    wait_for(lambda: _all_gone(core, namespace, "parent", "child", "grandchild"), 10, "chain gone")
+    wait_for(
+        lambda: _all_gone(core, namespace, "parent", "child", "grandchild"),
+        timeout=10,
+        what="chain gone",
+    )
 
 
 def test_an_owner_reference_with_a_wrong_uid_gets_the_dependent_collected(core, namespace):
@@ -97,7 +105,11 @@ def test_an_owner_reference_with_a_wrong_uid_gets_the_dependent_collected(core, 
 
     _cm(core, namespace, "stray", impostor)
 
-    wait_for(lambda: _exists(core, namespace, "stray") is None, 10, "the dependent collected")
+    wait_for(
+        lambda: _exists(core, namespace, "stray") is None,
+        timeout=10,
+        what="the dependent collected",
+    )
     assert _exists(core, namespace, "parent") is not None
 
 
@@ -107,7 +119,11 @@ def test_an_owner_in_another_namespace_counts_as_absent(core, namespace):
 
     _cm(core, namespace, "stray", _ref(elsewhere))
 
-    wait_for(lambda: _exists(core, namespace, "stray") is None, 10, "the dependent collected")
+    wait_for(
+        lambda: _exists(core, namespace, "stray") is None,
+        timeout=10,
+        what="the dependent collected",
+    )
     assert _exists(core, f"{namespace}-other", "parent") is not None
 
 
@@ -116,7 +132,7 @@ def test_orphan_deletion_keeps_dependents_without_the_reference(core, namespace)
 
     core.delete_namespaced_config_map("parent", namespace, propagation_policy="Orphan")
 
-    wait_for(lambda: _exists(core, namespace, "parent") is None, 10, "parent gone")
+    wait_for(lambda: _exists(core, namespace, "parent") is None, timeout=10, what="parent gone")
     assert _exists(core, namespace, "child").metadata.owner_references in (None, [])
     assert _exists(core, namespace, "grandchild") is not None
 
@@ -131,8 +147,8 @@ def test_a_dependent_with_a_live_second_owner_survives_and_drops_the_dead_refere
 
     wait_for(
         lambda: len(_exists(core, namespace, "shared").metadata.owner_references) == 1,
-        10,
-        "the dead owner's reference removed",
+        timeout=10,
+        what="the dead owner's reference removed",
     )
     assert _exists(core, namespace, "shared").metadata.owner_references[0].name == "second"
 
@@ -144,8 +160,8 @@ def test_deleting_a_namespace_deletes_what_is_in_it(core, namespace):
 
     wait_for(
         lambda: not core.list_namespace(field_selector=f"metadata.name={namespace}").items,
-        10,
-        "namespace gone",
+        timeout=10,
+        what="namespace gone",
     )
     assert core.list_namespaced_config_map(namespace).items == []
 
@@ -182,7 +198,7 @@ def test_deleting_a_custom_owner_terminates_its_pod(cluster: LocalCluster, core,
         custom.delete_namespaced_custom_object("test.yr.dev", "v1", namespace, "widgets", "owner")
 
     wait_pod_gone(core, namespace, "owned")
-    wait_for(lambda: not _pid_alive(container_pid(pod)), 5, "the pod's process gone")
+    wait_for(lambda: not _pid_alive(container_pid(pod)), timeout=5, what="the pod's process gone")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -23,7 +23,7 @@ from tests.cluster.testkit import (
     wait_pod,
     wait_pod_gone,
 )
-from tests.cluster.waiting import wait_for
+from tests.support import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_a_pod_ignoring_sigterm_stays_terminating_until_its_grace_period_ends(
         namespace, pod_manifest("stubborn", ["python", "-c", code, str(armed)], grace=1)
     )
     pod = wait_pod(core, namespace, "stubborn", lambda p: p.status.phase == "Running", "Running")
-    wait_for(armed.exists, 10, "the pod to ignore SIGTERM")
+    wait_for(armed.exists, timeout=10, what="the pod to ignore SIGTERM")
     process = psutil.Process(container_pid(pod))
     started = time.monotonic()
 
@@ -234,8 +234,8 @@ def test_pod_start_latency_is_small(core: CoreV1Api, namespace: str):
 
     wait_for(
         lambda: core.read_namespaced_pod("quick", namespace).status.phase == "Running",
-        10,
-        "Running",
+        timeout=10,
+        what="Running",
     )
 
     assert time.monotonic() - started < 3.0

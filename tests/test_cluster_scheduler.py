@@ -9,7 +9,7 @@ from kubernetes.client import CoreV1Api, V1Pod
 
 from tests.cluster.fixtures import LocalCluster
 from tests.cluster.testkit import pod_manifest, wait_pod
-from tests.cluster.waiting import wait_for
+from tests.support import wait_for
 
 SLEEP = ["sleep", "600"]
 
@@ -50,7 +50,7 @@ def test_pods_beyond_the_node_cpu_wait_unschedulable_with_the_real_message(
     for name in names:
         core.create_namespaced_pod(namespace, pod_manifest(name, SLEEP, cpu="1"))
 
-    wait_for(lambda: len(_bound(core, namespace)) == 4, 10, "four pods bound")
+    wait_for(lambda: len(_bound(core, namespace)) == 4, timeout=10, what="four pods bound")
     pending = sorted(set(names) - _bound(core, namespace))
     for name in pending:
         pod = wait_pod(core, namespace, name, _unschedulable, "Unschedulable")
@@ -63,7 +63,7 @@ def test_pods_beyond_the_node_cpu_wait_unschedulable_with_the_real_message(
 def test_unschedulable_pods_bind_when_capacity_is_freed(core: CoreV1Api, namespace: str):
     for i in range(6):
         core.create_namespaced_pod(namespace, pod_manifest(f"cpu-{i}", SLEEP, cpu="1"))
-    wait_for(lambda: len(_bound(core, namespace)) == 4, 10, "four pods bound")
+    wait_for(lambda: len(_bound(core, namespace)) == 4, timeout=10, what="four pods bound")
     victims = sorted(_bound(core, namespace))[:2]
 
     for name in victims:
@@ -71,8 +71,8 @@ def test_unschedulable_pods_bind_when_capacity_is_freed(core: CoreV1Api, namespa
 
     wait_for(
         lambda: len(_bound(core, namespace)) == 4 and not set(victims) & _bound(core, namespace),
-        15,
-        "the two waiting pods bound in place of the deleted ones",
+        timeout=15,
+        what="the two waiting pods bound in place of the deleted ones",
     )
 
 

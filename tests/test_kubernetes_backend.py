@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client as k8s
 
 import yr
+from tests.cluster.operator_process import OperatorProcess, operator_env
 from tests.k8s_instances import Lead, Worker
 from tests.support import call_in_flight, wait_for
 
@@ -28,22 +29,14 @@ GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
 @pytest.fixture(scope="module")
 def cluster(module_local_cluster):
     cluster = module_local_cluster(cpu="8", memory="16Gi", crds=[CRD])
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), YR_RESTART_BACKOFF_SECONDS="0.2")
-    log = open(cluster.workdir / "operator.log", "ab")  # noqa: SIM115 - closed at teardown
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "yr_operator", "-A"], env=env, stdout=log, stderr=log
-    )
-    cluster.env = env
+    operator = OperatorProcess(
+        cluster.kubeconfig, cluster.workdir / "operator.log", YR_RESTART_BACKOFF_SECONDS="0.2"
+    ).start()
+    cluster.env = operator_env(cluster.kubeconfig)
     try:
         yield cluster
     finally:
-        operator.terminate()
-        try:
-            operator.wait(15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
-        log.close()
+        operator.stop()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster.waiting import wait_for
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_CRD = Path(__file__).resolve().parent / "testdata" / "widgets-crd.yaml"
@@ -100,7 +100,7 @@ class LocalCluster:
                 raise RuntimeError(f"API server exited:\n{self._log_tail('apiserver.log')}")
             return self.kubeconfig.exists()
 
-        wait_for(up, START_TIMEOUT, "the API server to write its kubeconfig")
+        wait_for(up, timeout=START_TIMEOUT, what="the API server to write its kubeconfig")
         with self.api_client() as client:
             self.base_url = client.configuration.host
 
@@ -148,7 +148,7 @@ class LocalCluster:
                     for c in ((node.status and node.status.conditions) or [])
                 )
 
-            wait_for(ready, START_TIMEOUT, f"node {name} to be Ready")
+            wait_for(ready, timeout=START_TIMEOUT, what=f"node {name} to be Ready")
         return proc
 
     def pod_log(self, namespace: str, name: str, container: str | None = None) -> str:
@@ -257,4 +257,6 @@ def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator
                 return error.status == 404
             return False
 
-        wait_for(gone, NAMESPACE_DELETE_TIMEOUT, f"test namespace {name} to be deleted")
+        wait_for(
+            gone, timeout=NAMESPACE_DELETE_TIMEOUT, what=f"test namespace {name} to be deleted"
+        )
