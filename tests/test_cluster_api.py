@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.fixtures import TEST_CRD, LocalCluster
 from tests.cluster.testkit import pod_manifest
+from tests.cluster.tools import K8sTools
 
 
 def widgets(namespace: str) -> tuple[str, str, str, str]:
@@ -343,13 +343,14 @@ def test_leases_can_be_created_and_renewed(client: ApiClient, namespace: str):
     assert renewed.spec.lease_duration_seconds == 15 and renewed.spec.renew_time.year == 2030
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl on PATH")
-def test_kubectl_shows_crd_printer_columns(cluster: LocalCluster, custom, namespace: str):
+def test_kubectl_shows_crd_printer_columns(
+    cluster: LocalCluster, custom, namespace: str, k8s_tools: K8sTools
+):
     custom.create_namespaced_custom_object(*widgets(namespace), widget("shown", size=7))
 
     out = subprocess.run(
         [
-            "kubectl",
+            k8s_tools / "kubectl",
             "--kubeconfig",
             str(cluster.kubeconfig),
             "--namespace",
