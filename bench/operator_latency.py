@@ -20,7 +20,6 @@ import collections
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -36,7 +35,8 @@ from kubernetes import client as k8s  # noqa: E402
 from kubernetes import watch as k8s_watch  # noqa: E402
 
 from tests.cluster.fixtures import LocalCluster  # noqa: E402
-from tests.cluster.waiting import wait_for  # noqa: E402
+from tests.cluster.operator_process import OperatorProcess  # noqa: E402
+from tests.support import wait_for  # noqa: E402
 
 GROUP, VERSION, PLURAL, NS = "yr.dev", "v1alpha1", "yrinstances", "default"
 
@@ -143,8 +143,8 @@ def run(
         start[name] = time.monotonic()
         custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, yrinstance(name))
         if one_by_one:
-            wait_for(lambda n=name: n in rec.ready_seen, 60, f"{name} Ready")
-    wait_for(lambda: all(n in rec.ready_seen for n in names), 180, "all Ready")
+            wait_for(lambda n=name: n in rec.ready_seen, timeout=60, what=f"{name} Ready")
+    wait_for(lambda: all(n in rec.ready_seen for n in names), timeout=180, what="all Ready")
     wall = max(rec.ready_seen[n] for n in names) - t_begin
     cpu, rss = sampler.finish()
     api_cpu, _ = api_sampler.finish()
@@ -165,7 +165,11 @@ def cleanup(custom: k8s.CustomObjectsApi, core: k8s.CoreV1Api, names: list[str])
     for name in names:
         custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
     selector = "app.kubernetes.io/name=yr-instance"
-    wait_for(lambda: not core.list_namespaced_pod(NS, label_selector=selector).items, 60, "gc")
+    wait_for(
+        lambda: not core.list_namespaced_pod(NS, label_selector=selector).items,
+        timeout=60,
+        what="gc",
+    )
 
 
 def main() -> None:
@@ -175,15 +179,8 @@ def main() -> None:
     args = parser.parse_args()
 
     cluster = LocalCluster.start(cpu="64", memory="256Gi", crds=[REPO / "crds/yrinstances.yaml"])
-    env = dict(
-        os.environ,
-        KUBECONFIG=str(cluster.kubeconfig),
-        PYTHONPATH=os.pathsep.join([str(REPO / "operator"), str(REPO)]),
-    )
-    log = open(cluster.workdir / "operator.log", "ab")  # noqa: SIM115 - closed below
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "yr_operator", "-A"], env=env, stdout=log, stderr=log
-    )
+    operator = OperatorProcess(cluster.kubeconfig, cluster.workdir / "operator.log").start()
+    assert operator.proc is not None
     rec = Recorder(cluster)
     assert cluster.apiserver is not None
     apiserver = cluster.apiserver.pid
@@ -199,7 +196,7 @@ def main() -> None:
         )
         warm = ["warmup"]
         run(
-            custom, rec, operator.pid, warm, one_by_one=True, apiserver_pid=apiserver
+            custom, rec, operator.proc.pid, warm, one_by_one=True, apiserver_pid=apiserver
         )  # operator and node warm
         cleanup(custom, core, warm)
         rows = []
@@ -207,7 +204,9 @@ def main() -> None:
         rows.append(
             (
                 "1 at a time",
-                run(custom, rec, operator.pid, single, one_by_one=True, apiserver_pid=apiserver),
+                run(
+                    custom, rec, operator.proc.pid, single, one_by_one=True, apiserver_pid=apiserver
+                ),
             )
         )
         cleanup(custom, core, single)
@@ -215,15 +214,15 @@ def main() -> None:
         rows.append(
             (
                 f"{args.burst} at once",
-                run(custom, rec, operator.pid, burst, one_by_one=False, apiserver_pid=apiserver),
+                run(
+                    custom, rec, operator.proc.pid, burst, one_by_one=False, apiserver_pid=apiserver
+                ),
             )
         )
         cleanup(custom, core, burst)
     finally:
         rec.stop()
-        operator.terminate()
-        operator.wait(15)
-        log.close()
+        operator.stop()
         api.close()
         cluster.stop()
 
