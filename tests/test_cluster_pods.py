@@ -191,7 +191,7 @@ def _secret(name: str, token: str) -> dict:
     return {"metadata": {"name": name}, "stringData": {"token": token}}
 
 
-def test_env_gets_field_refs_secrets_and_kubeconfig_and_secret_volumes_are_files(
+def test_env_gets_field_refs_and_secrets_and_secret_volumes_are_files(
     core: CoreV1Api,
     cluster: LocalCluster,
     namespace: str,
@@ -206,7 +206,6 @@ def test_env_gets_field_refs_secrets_and_kubeconfig_and_secret_volumes_are_files
     assert env["POD_UID"] == created.metadata.uid
     assert env["POD_IP"] == pod.status.pod_ip
     assert env["TOKEN"] == "s3cret" and env["file"] == "s3cret" and env["mode"] == "0o440"
-    assert env["KUBECONFIG"] == str(cluster.kubeconfig.resolve())
 
 
 def test_a_pod_waits_for_a_missing_secret_then_starts(

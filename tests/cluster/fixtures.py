@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
@@ -107,6 +108,30 @@ class LocalCluster:
     def api_client(self) -> ApiClient:
         """A fresh official-client ApiClient for this cluster (close it, or use `with`)."""
         return kube_config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def service_account_token(self, namespace: str, account: str) -> str:
+        """A bearer token for `namespace/account` (TokenRequest, as a kubelet asks for one)."""
+        with self.api_client() as client:
+            granted = CoreV1Api(client).create_namespaced_service_account_token(
+                account, namespace, {"spec": {"expirationSeconds": 3600}}
+            )
+        return granted.status.token
+
+    def kubeconfig_for(self, namespace: str, account: str) -> Path:
+        """A kubeconfig that authenticates as the ServiceAccount `namespace/account`."""
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        config["users"][0]["user"] = {"token": self.service_account_token(namespace, account)}
+        config["contexts"][0]["context"]["namespace"] = namespace
+        path = self.workdir / "kubeconfigs" / f"{namespace}_{account}"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def api_client_as(self, namespace: str, account: str) -> ApiClient:
+        """An ApiClient acting as the ServiceAccount `namespace/account` (close it after)."""
+        return kube_config.new_client_from_config(
+            config_file=str(self.kubeconfig_for(namespace, account))
+        )
 
     def add_node(
         self, name: str, cpu: str = "4", memory: str = "8Gi", stop_grace: float = 2.0

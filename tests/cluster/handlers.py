@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from tests.cluster import kinds, tables
-from tests.cluster.meta import LOG_DIR_ANNOTATION, ApiError, bad_request, conflict
+from tests.cluster.auth import Authorizer, Identity, Tokens, check_path, request_for, verb_of
+from tests.cluster.meta import LOG_DIR_ANNOTATION, ApiError, bad_request, conflict, now_rfc3339
 from tests.cluster.patches import apply_patch
 from tests.cluster.resources import ResourceType
 from tests.cluster.scheduler import bind_pod
@@ -41,8 +42,12 @@ def _out(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class Handlers:
-    def __init__(self, store: Store, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL) -> None:
+    def __init__(
+        self, store: Store, tokens: Tokens, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL
+    ) -> None:
         self.store = store
+        self.tokens = tokens
+        self.authorizer = Authorizer(store)
         self.bookmark_interval = bookmark_interval
 
     def routes(self, app: web.Application) -> None:
@@ -57,6 +62,13 @@ class Handlers:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
         registry = self.store.registry
+        identity = self.tokens.authenticate(request.headers.get("Authorization"))
+        parts = path.strip("/").split("/")
+        resource_path = (parts[0] == "api" and len(parts) > 2) or (
+            parts[0] == "apis" and len(parts) > 3
+        )
+        if not resource_path:  # discovery and the like: authorized as a path, not a resource
+            check_path(identity, path)
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
         if path == "/version":
@@ -74,7 +86,6 @@ class Handlers:
             )
         if path == "/apis":
             return _json(registry.group_list())
-        parts = path.strip("/").split("/")
         if parts[0] == "api" and len(parts) >= 2:
             group, version, rest = "", parts[1], parts[2:]
         elif parts[0] == "apis" and len(parts) >= 2:
@@ -99,6 +110,9 @@ class Handlers:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if rt.namespaced and name is not None and namespace is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        watching = request.query.get("watch") in ("true", "1")
+        verb = verb_of(request.method, name, watching)
+        self.authorizer.check(identity, request_for(rt, verb, namespace, name, sub))
         return await self._verb(request, rt, namespace, name, sub)
 
     def _doc(self, doc: dict[str, Any] | None) -> web.Response:
@@ -138,6 +152,8 @@ class Handlers:
             return _json(_out(rt, obj))
         elif method == "POST" and sub == "binding":
             return self._bind(rt, ns, name, await self._body(request))
+        elif method == "POST" and sub == "token":
+            return self._token_request(rt, ns, name, await self._body(request, optional=True))
         elif method == "PUT":
             body = await self._body(request)
             return _json(_out(rt, self.store.update(rt, ns, name, lambda _: body, sub)))
@@ -229,6 +245,30 @@ class Handlers:
                 "metadata": {},
                 "status": "Success",
                 "code": 201,
+            },
+            201,
+        )
+
+    def _token_request(
+        self, rt: ResourceType, ns: str, name: str, body: dict[str, Any] | None
+    ) -> web.Response:
+        """TokenRequest: a bearer token that authenticates as the ServiceAccount."""
+        account = self.store.require(rt, ns, name)
+        uid = account["metadata"]["uid"]
+        token = self.tokens.issue(Identity.service_account(ns, name, uid))
+        spec = dict((body or {}).get("spec") or {})
+        spec.setdefault("expirationSeconds", 3600)
+        spec.setdefault("audiences", ["https://kubernetes.default.svc"])
+        return _json(
+            {
+                "kind": "TokenRequest",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": spec,
+                "status": {
+                    "token": token,
+                    "expirationTimestamp": now_rfc3339(spec["expirationSeconds"]),
+                },
             },
             201,
         )

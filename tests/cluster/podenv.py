@@ -23,8 +23,13 @@ from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from tests.cluster.auth import kubeconfig_text
+
 Obj = dict[str, Any]
 _PYTHONS = re.compile(r"^python(3(\.\d+)?)?$")
+# Where a real kubelet mounts the pod's ServiceAccount token, namespace and CA.
+SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+API_ACCESS_VOLUME = "kube-api-access"
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -101,6 +106,37 @@ def materialize_volumes(core: CoreV1Api, pod: Obj, volumes_dir: Path) -> dict[st
         if "emptyDir" in volume:
             target.mkdir(parents=True, exist_ok=True)
     return result
+
+
+def mount_service_account(
+    core: CoreV1Api, pod: Obj, volumes_dir: Path, server: str, ca_pem: bytes
+) -> Path:
+    """The pod's API credentials: a token of its ServiceAccount (TokenRequest) as files, and a
+    kubeconfig using it; without automount, a kubeconfig with no credentials at all."""
+    spec, namespace = pod["spec"], pod["metadata"]["namespace"]
+    account = spec.get("serviceAccountName") or "default"
+    target = volumes_dir / API_ACCESS_VOLUME
+    target.mkdir(parents=True, exist_ok=True)
+    token = None
+    if spec.get("automountServiceAccountToken", True):
+        try:
+            granted = core.create_namespaced_service_account_token(
+                account, namespace, {"spec": {"expirationSeconds": 3607}}
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            raise ConfigError(
+                "ContainerCreating",
+                f'MountVolume.SetUp failed for volume "{API_ACCESS_VOLUME}" : failed to fetch '
+                f'token: serviceaccounts "{account}" not found',
+            ) from None
+        token = granted.status.token
+        (target / "token").write_text(token)
+    (target / "namespace").write_text(namespace)
+    (target / "ca.crt").write_bytes(ca_pem)
+    (target / "kubeconfig").write_text(kubeconfig_text(server, ca_pem, token, namespace))
+    return target
 
 
 def _field_ref(pod: Obj, path: str, pod_ip: str, host_ip: str) -> str:
@@ -232,6 +268,10 @@ def build_launch(
         ),
         key=lambda m: -len(m[0]),
     )
+    if API_ACCESS_VOLUME in volumes:  # every container gets it, as the kubelet mounts it
+        mounts.append((SERVICE_ACCOUNT_MOUNT, volumes[API_ACCESS_VOLUME]))
+        mounts.sort(key=lambda m: -len(m[0]))
+        base_env = {**base_env, "KUBECONFIG": str(volumes[API_ACCESS_VOLUME] / "kubeconfig")}
     spec_env = container_env(core, pod, container, pod_ip, host_ip)
     env = {**base_env, **{k: remap(v, mounts) for k, v in spec_env.items()}}
     words = [

@@ -116,9 +116,31 @@ class Store:
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), generation=1)
         kinds.prepare_create(rt, obj)
         obj = self._check_schema(rt, obj)
+        if rt.key == kinds.POD_KEY:
+            self._admit_service_account(obj)
         if rt.key == kinds.CRD_KEY:
             self._register_crd(obj)
-        return self._commit(rt, obj, None)
+        created = self._commit(rt, obj, None)
+        if rt.key == kinds.NAMESPACE_KEY:
+            # The ServiceAccount controller's job, done at once (real: shortly after).
+            accounts = self.registry.get("", "v1", "serviceaccounts")
+            assert accounts is not None
+            self.create(accounts, meta["name"], {"metadata": {"name": "default"}})
+        return created
+
+    def _admit_service_account(self, pod: Obj) -> None:
+        """The ServiceAccount admission plugin: a pod runs as an account that exists."""
+        meta, account = pod["metadata"], pod["spec"]["serviceAccountName"]
+        accounts = self.registry.get("", "v1", "serviceaccounts")
+        assert accounts is not None
+        if self.lookup(accounts, meta["namespace"], account) is None:
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'pods "{meta["name"]}" is forbidden: error looking up service account '
+                f'{meta["namespace"]}/{account}: serviceaccount "{account}" not found',
+                {"name": meta["name"], "kind": "pods"},
+            )
 
     def update(
         self,
