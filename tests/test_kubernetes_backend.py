@@ -17,7 +17,9 @@ import pytest
 from kubernetes import client as k8s
 
 import yr
+from tests.cluster.chart_rbac import install_chart_rbac
 from tests.cluster.operator_process import OperatorProcess, operator_env
+from tests.cluster.tools import K8sTools
 from tests.k8s_instances import Lead, Worker
 from tests.support import call_in_flight, wait_for
 
@@ -27,10 +29,14 @@ GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
 
 
 @pytest.fixture(scope="module")
-def cluster(module_local_cluster):
+def cluster(module_local_cluster, k8s_tools: K8sTools):
     cluster = module_local_cluster(cpu="8", memory="16Gi", crds=[CRD])
+    # The operator, the gateway and instance pods run as the chart's ServiceAccounts.
+    install_chart_rbac(cluster, k8s_tools / "helm", "default")
     operator = OperatorProcess(
-        cluster.kubeconfig, cluster.workdir / "operator.log", YR_RESTART_BACKOFF_SECONDS="0.2"
+        cluster.kubeconfig_for("default", "yr-operator"),
+        cluster.workdir / "operator.log",
+        YR_RESTART_BACKOFF_SECONDS="0.2",
     ).start()
     cluster.env = operator_env(cluster.kubeconfig)
     try:
@@ -233,7 +239,10 @@ def gateway(cluster):
     process = subprocess.Popen(
         [sys.executable, "-m", "yr.gateway"],
         env=dict(
-            cluster.env, YR_NAMESPACE="default", YR_GATEWAY_PORT="0", YR_GATEWAY_HOST="127.0.0.1"
+            operator_env(cluster.kubeconfig_for("default", "yr-gateway")),
+            YR_NAMESPACE="default",
+            YR_GATEWAY_PORT="0",
+            YR_GATEWAY_HOST="127.0.0.1",
         ),
         stdout=subprocess.PIPE,
         text=True,

@@ -23,8 +23,10 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
+from tests.cluster.chart_rbac import install_chart_rbac
 from tests.cluster.operator_process import OperatorProcess
 from tests.cluster.testkit import container_pid
+from tests.cluster.tools import K8sTools
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,10 +114,14 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(module_local_cluster: Callable[..., Any]) -> Iterator[Env]:
+def env(module_local_cluster: Callable[..., Any], k8s_tools: K8sTools) -> Iterator[Env]:
     cluster = module_local_cluster(cpu="4", memory="8Gi", crds=[CRD])
+    # The operator and its pods run as the chart's ServiceAccounts, with the chart's RBAC.
+    install_chart_rbac(cluster, k8s_tools / "helm", NS)
     operator = OperatorProcess(
-        cluster.kubeconfig, cluster.workdir / "operator.log", YR_RESTART_BACKOFF_SECONDS=BACKOFF
+        cluster.kubeconfig_for(NS, "yr-operator"),
+        cluster.workdir / "operator.log",
+        YR_RESTART_BACKOFF_SECONDS=BACKOFF,
     ).start()
     e = Env(cluster, operator)
     payload = base64.b64encode(cloudpickle.dumps((collections.Counter, (), {}))).decode()
