@@ -20,6 +20,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
+from tests.cluster.access import cluster_for_api_tests
 from tests.cluster.fixtures import TEST_CRD, LocalCluster
 from tests.cluster.testkit import pod_manifest
 from tests.cluster.tools import K8sTools
@@ -32,7 +33,7 @@ def widgets(namespace: str) -> tuple[str, str, str, str]:
 
 @pytest.fixture(scope="module")
 def cluster(module_local_cluster) -> LocalCluster:
-    return module_local_cluster(crds=[TEST_CRD], node_name=None)
+    return cluster_for_api_tests(module_local_cluster, crds=[TEST_CRD], node_name=None)
 
 
 @pytest.fixture

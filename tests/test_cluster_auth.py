@@ -17,6 +17,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
+from tests.cluster.access import cluster_for_api_tests
 from tests.cluster.chart_rbac import install_chart_rbac
 from tests.cluster.fixtures import REPO, LocalCluster
 from tests.cluster.testkit import python_pod, wait_pod
@@ -28,7 +29,7 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 
 @pytest.fixture(scope="module")
 def cluster(module_local_cluster) -> LocalCluster:
-    return module_local_cluster(crds=[REPO / "crds" / "yrinstances.yaml"])
+    return cluster_for_api_tests(module_local_cluster, crds=[REPO / "crds" / "yrinstances.yaml"])
 
 
 @pytest.fixture

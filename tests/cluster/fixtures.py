@@ -21,11 +21,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
-from kubernetes import config as kube_config
-from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
+from tests.cluster.access import ClusterAccess
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,12 +34,11 @@ START_TIMEOUT = 20.0
 NAMESPACE_DELETE_TIMEOUT = 60.0
 
 
-class LocalCluster:
+class LocalCluster(ClusterAccess):
     """A running emulated cluster: `.kubeconfig`, `.base_url`, `.api_client()`, `.stop()`."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.kubeconfig = workdir / "kubeconfig"
+        super().__init__(workdir / "kubeconfig", workdir)
         self.base_url = ""
         self.apiserver: subprocess.Popen[bytes] | None = None
         self.nodes: dict[str, subprocess.Popen[bytes]] = {}
@@ -104,34 +102,6 @@ class LocalCluster:
         wait_for(up, timeout=START_TIMEOUT, what="the API server to write its kubeconfig")
         with self.api_client() as client:
             self.base_url = client.configuration.host
-
-    def api_client(self) -> ApiClient:
-        """A fresh official-client ApiClient for this cluster (close it, or use `with`)."""
-        return kube_config.new_client_from_config(config_file=str(self.kubeconfig))
-
-    def service_account_token(self, namespace: str, account: str) -> str:
-        """A bearer token for `namespace/account` (TokenRequest, as a kubelet asks for one)."""
-        with self.api_client() as client:
-            granted = CoreV1Api(client).create_namespaced_service_account_token(
-                account, namespace, {"spec": {"expirationSeconds": 3600}}
-            )
-        return granted.status.token
-
-    def kubeconfig_for(self, namespace: str, account: str) -> Path:
-        """A kubeconfig that authenticates as the ServiceAccount `namespace/account`."""
-        config = yaml.safe_load(self.kubeconfig.read_text())
-        config["users"][0]["user"] = {"token": self.service_account_token(namespace, account)}
-        config["contexts"][0]["context"]["namespace"] = namespace
-        path = self.workdir / "kubeconfigs" / f"{namespace}_{account}"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
-
-    def api_client_as(self, namespace: str, account: str) -> ApiClient:
-        """An ApiClient acting as the ServiceAccount `namespace/account` (close it after)."""
-        return kube_config.new_client_from_config(
-            config_file=str(self.kubeconfig_for(namespace, account))
-        )
 
     def add_node(
         self, name: str, cpu: str = "4", memory: str = "8Gi", stop_grace: float = 2.0
@@ -259,7 +229,7 @@ def module_local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
 
 
 @pytest.fixture
-def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace(cluster: ClusterAccess) -> Iterator[str]:
     """A fresh namespace on the module's `cluster` for one test; deleted (and gone) after it.
 
     Tests on a module-scoped cluster share nothing but the cluster: names can repeat across
@@ -268,6 +238,17 @@ def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator
     with cluster.api_client() as client:
         core = CoreV1Api(client)
         core.create_namespace({"metadata": {"name": name, "labels": {"yr.dev/test": "true"}}})
+        # Pods are refused until the ServiceAccount controller has made "default" (real
+        # clusters make it shortly after the namespace).
+        wait_for(
+            lambda: (
+                core.list_namespaced_service_account(
+                    name, field_selector="metadata.name=default"
+                ).items
+            ),
+            timeout=START_TIMEOUT,
+            what=f"the default ServiceAccount of {name}",
+        )
         yield name
         try:
             core.delete_namespace(name)
