@@ -21,6 +21,7 @@ from aiohttp import web
 
 from tests.cluster import cli, kinds
 from tests.cluster.auth import ADMIN, Tokens, kubeconfig_text
+from tests.cluster.deployments import DeploymentController
 from tests.cluster.gc import GarbageCollector
 from tests.cluster.handlers import DEFAULT_BOOKMARK_INTERVAL, Handlers
 from tests.cluster.resources import Registry
@@ -66,6 +67,7 @@ def build_cluster(
         controllers.append(GarbageCollector(store))
     if scheduler:
         controllers.append(Scheduler(store))
+    controllers.append(DeploymentController(store))
     return store, controllers
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.cluster import kinds, tables
+from tests.cluster import kinds, openapi, protobuf, tables
 from tests.cluster.auth import Authorizer, Identity, Tokens, check_path, request_for, verb_of
 from tests.cluster.meta import LOG_DIR_ANNOTATION, ApiError, bad_request, conflict, now_rfc3339
 from tests.cluster.patches import apply_patch
@@ -73,6 +73,10 @@ class Handlers:
             return web.Response(text="ok")
         if path == "/version":
             return _json(VERSION)
+        if path == openapi.PREFIX:
+            return _json(openapi.index(registry))
+        if path.startswith(openapi.PREFIX + "/"):
+            return self._doc(openapi.document(registry, path[len(openapi.PREFIX) :]))
         if path == "/api":
             host = request.host
             return _json(
@@ -195,6 +199,8 @@ class Handlers:
             if optional:
                 return None
             raise bad_request("the request body is empty")
+        if request.content_type == protobuf.MEDIA_TYPE:
+            return protobuf.decode(raw)
         try:
             return json.loads(raw)
         except ValueError as error:

@@ -30,6 +30,7 @@ _PYTHONS = re.compile(r"^python(3(\.\d+)?)?$")
 # Where a real kubelet mounts the pod's ServiceAccount token, namespace and CA.
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 API_ACCESS_VOLUME = "kube-api-access"
+PODNET = Path(__file__).resolve().parent / "podnet"
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -283,6 +284,9 @@ def build_launch(
             "CreateContainerError",
             "emulated node: the container has no command (image entrypoints are unknown here)",
         )
+    # The pod's own network, as far as Python processes go (see podnet/sitecustomize.py).
+    env["EMULATED_POD_IP"] = pod_ip
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PODNET), env.get("PYTHONPATH")) if p)
     argv = [remap(w, mounts) for w in words]
     cwd = remap(container.get("workingDir") or default_cwd, mounts)
     return Launch(argv=argv, env=env, cwd=cwd if os.path.isdir(cwd) else default_cwd)
