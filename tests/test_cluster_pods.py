@@ -238,3 +238,24 @@ def test_pod_start_latency_is_small(core: CoreV1Api, namespace: str):
     )
 
     assert time.monotonic() - started < 3.0
+
+
+def test_closing_a_followed_log_stream_logs_no_traceback_in_the_api_server(
+    core: CoreV1Api, cluster: LocalCluster, namespace: str
+):
+    code = "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.01)"
+    core.create_namespaced_pod(namespace, python_pod("chatty", code))
+    wait_pod(core, namespace, "chatty", lambda p: p.status.phase == "Running", "Running")
+    stream = core.read_namespaced_pod_log("chatty", namespace, follow=True, _preload_content=False)
+    stream.read(16)
+    stream.close()
+    seen = cluster.pod_log(namespace, "chatty").count("tick")
+
+    # The server polls the log every 50 ms: once 50 more lines exist it has tried to send some.
+    wait_for(
+        lambda: cluster.pod_log(namespace, "chatty").count("tick") > seen + 50,
+        timeout=30,
+        what="the pod to log on after the stream closed",
+    )
+
+    assert "Traceback" not in (cluster.workdir / "apiserver.log").read_text()
