@@ -259,3 +259,19 @@ def test_closing_a_followed_log_stream_logs_no_traceback_in_the_api_server(
     )
 
     assert "Traceback" not in (cluster.workdir / "apiserver.log").read_text()
+
+
+def test_a_python_process_binding_the_wildcard_address_gets_its_pods_ip(
+    core: CoreV1Api, cluster: LocalCluster, namespace: str
+):
+    code = (
+        "import socket\n"
+        "s = socket.socket()\n"
+        "s.bind(('0.0.0.0', 0))\n"
+        "print(s.getsockname()[0], flush=True)\n"
+    )
+    core.create_namespaced_pod(namespace, python_pod("binder", code))
+
+    pod = wait_pod(core, namespace, "binder", terminated, "terminated")
+
+    assert cluster.pod_log(namespace, "binder").strip() == pod.status.pod_ip
