@@ -116,8 +116,7 @@ def test_a_pod_killed_by_a_signal_reports_128_plus_the_signal(core: CoreV1Api, n
 
     state = terminated(wait_pod(core, namespace, "killed", terminated, "terminated"))
 
-    assert (state.exit_code, state.reason) == (137, "Error")
-    assert "signal 9 (SIGKILL)" in state.message
+    assert (state.exit_code, state.reason, state.message) == (137, "Error", None)
 
 
 def test_a_pod_that_exits_zero_succeeds(core: CoreV1Api, namespace: str):
