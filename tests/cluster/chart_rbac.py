@@ -15,11 +15,14 @@ from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import create_from_dict
 
-from tests.cluster.fixtures import REPO, LocalCluster
+from tests.cluster.access import ClusterAccess
+from tests.cluster.fixtures import REPO
 
 CHART = REPO / "charts" / "yr"
 RELEASE = "yr"
 RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+# What a further namespace needs when the cluster-wide part is installed already.
+NAMESPACED_RBAC = ("ServiceAccount", "Role", "RoleBinding")
 
 
 def render_chart(helm: Path, namespace: str, *helm_args: str) -> list[dict[str, Any]]:
@@ -36,10 +39,15 @@ def render_chart(helm: Path, namespace: str, *helm_args: str) -> list[dict[str, 
 
 
 def install_chart_rbac(
-    cluster: LocalCluster, helm: Path, namespace: str, *helm_args: str
+    cluster: ClusterAccess,
+    helm: Path,
+    namespace: str,
+    *helm_args: str,
+    kinds: tuple[str, ...] = RBAC_KINDS,
 ) -> list[dict[str, Any]]:
-    """Create the chart's ServiceAccounts, Roles, ClusterRoles and bindings; return them."""
-    docs = [d for d in render_chart(helm, namespace, *helm_args) if d["kind"] in RBAC_KINDS]
+    """Create the chart's ServiceAccounts, Roles, ClusterRoles and bindings (those of `kinds`)
+    for a release in `namespace`; return them."""
+    docs = [d for d in render_chart(helm, namespace, *helm_args) if d["kind"] in kinds]
     with cluster.api_client() as client:
         try:
             CoreV1Api(client).create_namespace({"metadata": {"name": namespace}})
