@@ -19,6 +19,7 @@ import base64
 import collections
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import threading
@@ -34,8 +35,10 @@ import psutil  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import watch as k8s_watch  # noqa: E402
 
+from tests.cluster.chart_rbac import install_chart_rbac  # noqa: E402
 from tests.cluster.fixtures import LocalCluster  # noqa: E402
 from tests.cluster.operator_process import OperatorProcess  # noqa: E402
+from tests.cluster.tools import SETUP  # noqa: E402
 from tests.support import wait_for  # noqa: E402
 
 GROUP, VERSION, PLURAL, NS = "yr.dev", "v1alpha1", "yrinstances", "default"
@@ -178,8 +181,15 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100, help="instances created at once")
     args = parser.parse_args()
 
+    helm = shutil.which("helm")
+    if helm is None:
+        parser.error(f"helm not found on PATH; install it with: {SETUP}")
     cluster = LocalCluster.start(cpu="64", memory="256Gi", crds=[REPO / "crds/yrinstances.yaml"])
-    operator = OperatorProcess(cluster.kubeconfig, cluster.workdir / "operator.log").start()
+    # The operator and its pods run as the chart's ServiceAccounts, as in a real install.
+    install_chart_rbac(cluster, Path(helm), NS)
+    operator = OperatorProcess(
+        cluster.kubeconfig_for(NS, "yr-operator"), cluster.workdir / "operator.log"
+    ).start()
     assert operator.proc is not None
     rec = Recorder(cluster)
     assert cluster.apiserver is not None
