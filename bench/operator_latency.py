@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -37,8 +37,11 @@ from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes import watch as k8s_watch  # noqa: E402
 
 import yr  # noqa: E402
+from tests.cluster.chart_rbac import install_chart_rbac  # noqa: E402
 from tests.cluster.fixtures import LocalCluster  # noqa: E402
-from tests.cluster.waiting import wait_for  # noqa: E402
+from tests.cluster.operator_process import OperatorProcess  # noqa: E402
+from tests.cluster.tools import SETUP  # noqa: E402
+from tests.support import wait_for  # noqa: E402
 
 GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
 
@@ -182,22 +185,22 @@ def main() -> None:
     parser.add_argument("--namespace", default="default")
     args = parser.parse_args()
 
-    cluster = operator = log = None
+    cluster = operator = None
     kubeconfig = args.kubeconfig
     if not kubeconfig:
+        helm = shutil.which("helm")
+        if helm is None:
+            parser.error(f"helm not found on PATH; install it with: {SETUP}")
         cluster = LocalCluster.start(
             cpu="64", memory="256Gi", crds=[REPO / "crds/yrinstances.yaml"]
         )
+        # The operator and its pods run as the chart's ServiceAccounts, as in a real install.
+        install_chart_rbac(cluster, Path(helm), args.namespace)
         kubeconfig = str(cluster.kubeconfig)
-        env = dict(
-            os.environ,
-            KUBECONFIG=kubeconfig,
-            PYTHONPATH=os.pathsep.join([str(REPO / "operator"), str(REPO)]),
-        )
-        log = open(cluster.workdir / "operator.log", "ab")  # noqa: SIM115 - closed below
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "yr_operator", "-A"], env=env, stdout=log, stderr=log
-        )
+        operator = OperatorProcess(
+            cluster.kubeconfig_for(args.namespace, "yr-operator"),
+            cluster.workdir / "operator.log",
+        ).start()
     configuration = k8s.Configuration()
     k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     api = k8s.ApiClient(configuration)
@@ -214,10 +217,7 @@ def main() -> None:
         rec.stop()
         api.close()
         if operator is not None:
-            operator.terminate()
-            operator.wait(15)
-        if log is not None:
-            log.close()
+            operator.stop()
         if cluster is not None:
             cluster.stop()
 

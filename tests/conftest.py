@@ -9,7 +9,7 @@ import pytest
 
 from tests.support import wait_for
 
-pytest_plugins = ["tests.local_fixtures", "tests.cluster.fixtures"]
+pytest_plugins = ["tests.local_fixtures", "tests.cluster.fixtures", "tests.cluster.tools"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,8 +2,8 @@
 validation, exact least-privilege RBAC, hardened pods, the operator and gateway wiring, and the
 packaging files around it (CRD copy, Dockerfile, kind-config.yaml).
 
-helm and kubectl come from .tools/bin; the session fixture runs .ci/install-k8s-tools when
-they are missing, so this works on a fresh checkout after `pip install -e .[test]`.
+helm and kubectl are the ones on PATH (`.ci/install-k8s-tools` installs the pinned ones into
+.tools/bin, `.ci/run` puts that on PATH); without them the run stops with one message.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.cluster.tools import K8sTools
+
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "yr"
-TOOLS = REPO / ".tools" / "bin"
-INSTALLER = REPO / ".ci" / "install-k8s-tools"
 # The Kubernetes version manifests are validated against: the kubectl we ship is v1.34.
 KUBERNETES_VERSION = "1.34.0"
 RELEASE, NAMESPACE = "yr", "yr-system"
+INSTALLER, INSTALLED = REPO / ".ci" / "install-k8s-tools", REPO / ".tools" / "bin"
 
 # Value sets every structural check runs over: the default install and the non-default shapes.
 VARIANTS = {
@@ -41,10 +42,8 @@ VARIANTS = {
 
 
 @pytest.fixture(scope="session")
-def tools() -> Path:
-    if not all((TOOLS / name).is_file() for name in ("helm", "kubectl")):
-        subprocess.run([str(INSTALLER)], check=True, capture_output=True, timeout=300)
-    return TOOLS
+def tools(k8s_tools: K8sTools) -> K8sTools:
+    return k8s_tools
 
 
 def run(*argv: str | Path) -> str:
@@ -59,11 +58,11 @@ def _render(helm: Path, args: tuple[str, ...]) -> tuple[str, list[dict]]:
     return text, [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def render(tools: Path, *args: str) -> list[dict]:
+def render(tools: K8sTools, *args: str) -> list[dict]:
     return _render(tools / "helm", args)[1]
 
 
-def rendered_text(tools: Path, *args: str) -> str:
+def rendered_text(tools: K8sTools, *args: str) -> str:
     return _render(tools / "helm", args)[0]
 
 
@@ -133,7 +132,7 @@ def pod_templates(docs: list[dict]) -> dict[str, dict]:
 
 
 def test_installer_provides_pinned_helm_and_kubectl(tools):
-    assert run(INSTALLER).strip() == str(TOOLS)  # idempotent: a second run is a no-op
+    assert run(INSTALLER).strip() == str(INSTALLED)  # idempotent: a second run is a no-op
     assert run(tools / "helm", "version", "--template", "{{.Version}}") == "v3.19.0"
     assert "v1.34.5" in run(tools / "kubectl", "version", "--client")
 
@@ -517,7 +516,7 @@ def test_kind_config_maps_the_charts_default_node_port():
     assert mapping["containerPort"] == values["gateway"]["service"]["nodePort"]
 
 
-def render_notes(tools: Path, tmp_path: Path, *args: str) -> str:
+def render_notes(tools: K8sTools, tmp_path: Path, *args: str) -> str:
     """NOTES.txt as `helm install` would print it. `helm template` skips NOTES and
     `helm install --dry-run` needs a cluster, so render it through `tpl` in a chart copy."""
     chart = tmp_path / "yr"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -21,16 +20,20 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
+from tests.cluster.access import cluster_for_api_tests
 from tests.cluster.fixtures import TEST_CRD, LocalCluster
 from tests.cluster.testkit import pod_manifest
+from tests.cluster.tools import K8sTools
 
-NS = "default"
-WIDGETS = ("test.yr.dev", "v1", NS, "widgets")
+
+def widgets(namespace: str) -> tuple[str, str, str, str]:
+    """group, version, namespace, plural of the test CRD's objects in `namespace`."""
+    return ("test.yr.dev", "v1", namespace, "widgets")
 
 
 @pytest.fixture(scope="module")
 def cluster(module_local_cluster) -> LocalCluster:
-    return module_local_cluster(crds=[TEST_CRD], node_name=None)
+    return cluster_for_api_tests(module_local_cluster, crds=[TEST_CRD], node_name=None)
 
 
 @pytest.fixture
@@ -64,35 +67,39 @@ def _error(call, *args, **kwargs) -> tuple[int, dict]:
     return caught.value.status, json.loads(caught.value.body)
 
 
-def test_the_server_stamps_uid_resource_version_timestamp_and_generated_names(core: CoreV1Api):
-    made = core.create_namespaced_config_map(NS, {"metadata": {"generateName": "stamped-"}})
+def test_the_server_stamps_uid_resource_version_timestamp_and_generated_names(
+    core: CoreV1Api, namespace: str
+):
+    made = core.create_namespaced_config_map(namespace, {"metadata": {"generateName": "stamped-"}})
 
     assert made.metadata.name.startswith("stamped-") and len(made.metadata.name) == 13
     assert made.metadata.uid and made.metadata.resource_version
     assert made.metadata.creation_timestamp is not None
 
 
-def test_a_name_clash_is_409_already_exists(core: CoreV1Api):
-    core.create_namespaced_config_map(NS, {"metadata": {"name": "twice"}})
+def test_a_name_clash_is_409_already_exists(core: CoreV1Api, namespace: str):
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "twice"}})
 
-    code, status = _error(core.create_namespaced_config_map, NS, {"metadata": {"name": "twice"}})
+    code, status = _error(
+        core.create_namespaced_config_map, namespace, {"metadata": {"name": "twice"}}
+    )
 
     assert (code, status["reason"]) == (409, "AlreadyExists")
     assert status["message"] == 'configmaps "twice" already exists'
 
 
-def test_a_missing_object_is_a_404_status(core: CoreV1Api):
-    code, status = _error(core.read_namespaced_pod, "nobody", NS)
+def test_a_missing_object_is_a_404_status(core: CoreV1Api, namespace: str):
+    code, status = _error(core.read_namespaced_pod, "nobody", namespace)
 
     assert code == 404
     assert status["kind"] == "Status" and status["reason"] == "NotFound"
     assert status["message"] == 'pods "nobody" not found'
 
 
-def test_a_custom_object_violating_the_schema_is_422_naming_the_fields(custom):
+def test_a_custom_object_violating_the_schema_is_422_naming_the_fields(custom, namespace: str):
     bad = widget("bad", size=0, color="pink", label="Not-A-Label")
 
-    code, status = _error(custom.create_namespaced_custom_object, *WIDGETS, bad)
+    code, status = _error(custom.create_namespaced_custom_object, *widgets(namespace), bad)
 
     assert (code, status["reason"]) == (422, "Invalid")
     fields = {cause["field"] for cause in status["details"]["causes"]}
@@ -103,79 +110,83 @@ def test_a_custom_object_violating_the_schema_is_422_naming_the_fields(custom):
     )
 
 
-def test_a_required_field_missing_is_422_required_value(custom):
+def test_a_required_field_missing_is_422_required_value(custom, namespace: str):
     body = widget("incomplete")
     del body["spec"]["color"]
 
-    code, status = _error(custom.create_namespaced_custom_object, *WIDGETS, body)
+    code, status = _error(custom.create_namespaced_custom_object, *widgets(namespace), body)
 
     assert code == 422
     expected = 'Widget.test.yr.dev "incomplete" is invalid: spec.color: Required value'
     assert status["message"] == expected
 
 
-def test_unknown_fields_are_pruned_and_defaults_applied(custom):
-    made = custom.create_namespaced_custom_object(*WIDGETS, widget("pruned", junk=1, weight="2"))
+def test_unknown_fields_are_pruned_and_defaults_applied(custom, namespace: str):
+    made = custom.create_namespaced_custom_object(
+        *widgets(namespace), widget("pruned", junk=1, weight="2")
+    )
 
     assert made["spec"] == {"size": 3, "color": "red", "weight": "2", "replicas": 1}
 
 
-def test_a_status_patch_changes_only_the_status(custom):
-    custom.create_namespaced_custom_object(*WIDGETS, widget("statusful"))
+def test_a_status_patch_changes_only_the_status(custom, namespace: str):
+    custom.create_namespaced_custom_object(*widgets(namespace), widget("statusful"))
 
     patched = custom.patch_namespaced_custom_object_status(
-        *WIDGETS, "statusful", {"status": {"phase": "Ready"}, "spec": {"size": 9}}
+        *widgets(namespace), "statusful", {"status": {"phase": "Ready"}, "spec": {"size": 9}}
     )
 
     assert patched["status"] == {"phase": "Ready"}
     assert patched["spec"]["size"] == 3 and patched["metadata"]["generation"] == 1
 
 
-def test_a_main_resource_write_ignores_status_and_bumps_generation(custom):
-    custom.create_namespaced_custom_object(*WIDGETS, widget("specful"))
-    custom.patch_namespaced_custom_object_status(*WIDGETS, "specful", {"status": {"phase": "A"}})
+def test_a_main_resource_write_ignores_status_and_bumps_generation(custom, namespace: str):
+    custom.create_namespaced_custom_object(*widgets(namespace), widget("specful"))
+    custom.patch_namespaced_custom_object_status(
+        *widgets(namespace), "specful", {"status": {"phase": "A"}}
+    )
 
     patched = custom.patch_namespaced_custom_object(
-        *WIDGETS, "specful", {"spec": {"size": 5}, "status": {"phase": "B"}}
+        *widgets(namespace), "specful", {"spec": {"size": 5}, "status": {"phase": "B"}}
     )
 
     assert patched["spec"]["size"] == 5 and patched["status"] == {"phase": "A"}
     assert patched["metadata"]["generation"] == 2
 
 
-def test_metadata_changes_do_not_bump_generation(custom):
-    custom.create_namespaced_custom_object(*WIDGETS, widget("labelled"))
+def test_metadata_changes_do_not_bump_generation(custom, namespace: str):
+    custom.create_namespaced_custom_object(*widgets(namespace), widget("labelled"))
 
     patched = custom.patch_namespaced_custom_object(
-        *WIDGETS, "labelled", {"metadata": {"labels": {"a": "b"}}}
+        *widgets(namespace), "labelled", {"metadata": {"labels": {"a": "b"}}}
     )
 
     assert patched["metadata"]["generation"] == 1
 
 
-def test_a_stale_resource_version_is_a_409_conflict(core: CoreV1Api):
-    made = core.create_namespaced_config_map(NS, {"metadata": {"name": "raced"}})
-    core.patch_namespaced_config_map("raced", NS, {"data": {"a": "1"}})
+def test_a_stale_resource_version_is_a_409_conflict(core: CoreV1Api, namespace: str):
+    made = core.create_namespaced_config_map(namespace, {"metadata": {"name": "raced"}})
+    core.patch_namespaced_config_map("raced", namespace, {"data": {"a": "1"}})
     stale = {"metadata": {"resourceVersion": made.metadata.resource_version}, "data": {"b": "2"}}
 
-    code, status = _error(core.patch_namespaced_config_map, "raced", NS, stale)
+    code, status = _error(core.patch_namespaced_config_map, "raced", namespace, stale)
 
     assert (code, status["reason"]) == (409, "Conflict")
 
 
-def test_a_failed_json_patch_test_is_422_as_kopf_expects(core: CoreV1Api):
-    core.create_namespaced_config_map(NS, {"metadata": {"name": "tested"}})
+def test_a_failed_json_patch_test_is_422_as_kopf_expects(core: CoreV1Api, namespace: str):
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "tested"}})
     ops = [
         {"op": "test", "path": "/metadata/resourceVersion", "value": "0"},
         {"op": "add", "path": "/data", "value": {"x": "y"}},
     ]
 
-    code, _ = _error(core.patch_namespaced_config_map, "tested", NS, ops)
+    code, _ = _error(core.patch_namespaced_config_map, "tested", namespace, ops)
 
     assert code == 422
 
 
-def test_strategic_merge_patch_merges_containers_by_name(client: ApiClient):
+def test_strategic_merge_patch_merges_containers_by_name(client: ApiClient, namespace: str):
     apps = AppsV1Api(client)
     template = {
         "spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}
@@ -183,36 +194,36 @@ def test_strategic_merge_patch_merges_containers_by_name(client: ApiClient):
     selector = {"matchLabels": {"app": "merged"}}
     template["metadata"] = {"labels": {"app": "merged"}}
     spec = {"selector": selector, "template": template}
-    apps.create_namespaced_deployment(NS, {"metadata": {"name": "merged"}, "spec": spec})
+    apps.create_namespaced_deployment(namespace, {"metadata": {"name": "merged"}, "spec": spec})
 
     patch = {"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "b:2"}]}}}}
-    patched = apps.patch_namespaced_deployment("merged", NS, patch)
+    patched = apps.patch_namespaced_deployment("merged", namespace, patch)
 
     images = [(c.name, c.image) for c in patched.spec.template.spec.containers]
     assert images == [("a", "a:1"), ("b", "b:2")]
 
 
-def test_pod_status_conditions_merge_by_type(core: CoreV1Api):
-    core.create_namespaced_pod(NS, pod_manifest("conditioned", ["true"]))
+def test_pod_status_conditions_merge_by_type(core: CoreV1Api, namespace: str):
+    core.create_namespaced_pod(namespace, pod_manifest("conditioned", ["true"]))
     ready = {"type": "Ready", "status": "False"}
-    core.patch_namespaced_pod_status("conditioned", NS, {"status": {"conditions": [ready]}})
+    core.patch_namespaced_pod_status("conditioned", namespace, {"status": {"conditions": [ready]}})
 
     scheduled = {"type": "PodScheduled", "status": "True"}
     pod = core.patch_namespaced_pod_status(
-        "conditioned", NS, {"status": {"conditions": [scheduled]}}
+        "conditioned", namespace, {"status": {"conditions": [scheduled]}}
     )
 
     assert sorted(c.type for c in pod.status.conditions) == ["PodScheduled", "Ready"]
 
 
-def test_label_selectors_equality_and_set_based(core: CoreV1Api):
+def test_label_selectors_equality_and_set_based(core: CoreV1Api, namespace: str):
     for name, tier in (("sel-a", "web"), ("sel-b", "db"), ("sel-c", "cache")):
         core.create_namespaced_config_map(
-            NS, {"metadata": {"name": name, "labels": {"tier": tier, "sel": "yes"}}}
+            namespace, {"metadata": {"name": name, "labels": {"tier": tier, "sel": "yes"}}}
         )
 
     def names(selector: str) -> list[str]:
-        items = core.list_namespaced_config_map(NS, label_selector=selector).items
+        items = core.list_namespaced_config_map(namespace, label_selector=selector).items
         return sorted(i.metadata.name for i in items)
 
     assert names("sel=yes,tier=web") == ["sel-a"]
@@ -222,25 +233,27 @@ def test_label_selectors_equality_and_set_based(core: CoreV1Api):
     assert names("sel,!tier") == []
 
 
-def test_field_selectors_on_name_and_node_name(core: CoreV1Api):
+def test_field_selectors_on_name_and_node_name(core: CoreV1Api, namespace: str):
     body = pod_manifest("placed", ["true"], nodeName="far-away")
-    core.create_namespaced_pod(NS, body)
+    core.create_namespaced_pod(namespace, body)
 
-    by_node = core.list_namespaced_pod(NS, field_selector="spec.nodeName=far-away").items
-    by_name = core.list_namespaced_pod(NS, field_selector="metadata.name=placed").items
+    by_node = core.list_namespaced_pod(namespace, field_selector="spec.nodeName=far-away").items
+    by_name = core.list_namespaced_pod(namespace, field_selector="metadata.name=placed").items
 
     assert [p.metadata.name for p in by_node] == ["placed"] == [p.metadata.name for p in by_name]
+    # Bound to a node that never runs it: nothing would ever finish its graceful deletion.
+    core.delete_namespaced_pod("placed", namespace, grace_period_seconds=0)
 
 
-def test_a_watch_sees_added_modified_and_deleted(core: CoreV1Api):
-    version = core.list_namespaced_config_map(NS).metadata.resource_version
+def test_a_watch_sees_added_modified_and_deleted(core: CoreV1Api, namespace: str):
+    version = core.list_namespaced_config_map(namespace).metadata.resource_version
     seen: queue.Queue = queue.Queue()
     stream = watch.Watch()
 
     def follow() -> None:
         for event in stream.stream(
             core.list_namespaced_config_map,
-            NS,
+            namespace,
             resource_version=version,
             field_selector="metadata.name=watched",
             timeout_seconds=10,
@@ -251,21 +264,21 @@ def test_a_watch_sees_added_modified_and_deleted(core: CoreV1Api):
 
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
-    core.create_namespaced_config_map(NS, {"metadata": {"name": "watched"}})
-    core.patch_namespaced_config_map("watched", NS, {"data": {"k": "v"}})
-    core.delete_namespaced_config_map("watched", NS)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "watched"}})
+    core.patch_namespaced_config_map("watched", namespace, {"data": {"k": "v"}})
+    core.delete_namespaced_config_map("watched", namespace)
     thread.join(10)
 
     assert [seen.get_nowait() for _ in range(seen.qsize())] == ["ADDED", "MODIFIED", "DELETED"]
 
 
-def test_binding_a_pod_makes_a_node_watch_see_it_added(core: CoreV1Api):
+def test_binding_a_pod_makes_a_node_watch_see_it_added(core: CoreV1Api, namespace: str):
     version = core.list_pod_for_all_namespaces().metadata.resource_version
-    core.create_namespaced_pod(NS, pod_manifest("to-bind", ["true"]))
+    core.create_namespaced_pod(namespace, pod_manifest("to-bind", ["true"]))
 
     core.create_namespaced_pod_binding(
         "to-bind",
-        NS,
+        namespace,
         {"metadata": {"name": "to-bind"}, "target": {"kind": "Node", "name": "n9"}},
         _preload_content=False,
     )
@@ -280,24 +293,25 @@ def test_binding_a_pod_makes_a_node_watch_see_it_added(core: CoreV1Api):
     )
     assert [e["type"] for e in events] == ["ADDED"]
     assert events[0]["object"].spec.node_name == "n9"
+    core.delete_namespaced_pod("to-bind", namespace, grace_period_seconds=0)  # n9 never runs it
 
 
-def test_deleting_an_unbound_pod_removes_it_at_once(core: CoreV1Api):
-    core.create_namespaced_pod(NS, pod_manifest("unbound", ["true"]))
+def test_deleting_an_unbound_pod_removes_it_at_once(core: CoreV1Api, namespace: str):
+    core.create_namespaced_pod(namespace, pod_manifest("unbound", ["true"]))
 
-    core.delete_namespaced_pod("unbound", NS)
+    core.delete_namespaced_pod("unbound", namespace)
 
-    assert _error(core.read_namespaced_pod, "unbound", NS)[0] == 404
+    assert _error(core.read_namespaced_pod, "unbound", namespace)[0] == 404
 
 
-def test_deleting_a_bound_pod_waits_for_its_node(core: CoreV1Api):
-    core.create_namespaced_pod(NS, pod_manifest("bound", ["true"], nodeName="absent-node"))
+def test_deleting_a_bound_pod_waits_for_its_node(core: CoreV1Api, namespace: str):
+    core.create_namespaced_pod(namespace, pod_manifest("bound", ["true"], nodeName="absent-node"))
 
-    core.delete_namespaced_pod("bound", NS)
-    assert core.read_namespaced_pod("bound", NS).metadata.deletion_timestamp is not None
+    core.delete_namespaced_pod("bound", namespace)
+    assert core.read_namespaced_pod("bound", namespace).metadata.deletion_timestamp is not None
 
-    core.delete_namespaced_pod("bound", NS, grace_period_seconds=0)
-    assert _error(core.read_namespaced_pod, "bound", NS)[0] == 404
+    core.delete_namespaced_pod("bound", namespace, grace_period_seconds=0)
+    assert _error(core.read_namespaced_pod, "bound", namespace)[0] == 404
 
 
 def test_namespaces_list_and_objects_need_an_existing_namespace(core: CoreV1Api):
@@ -317,25 +331,35 @@ def test_discovery_lists_core_coordination_events_and_crd_groups(client: ApiClie
     assert {"pods", "pods/status", "pods/binding", "nodes/status", "events"} <= core_resources
 
 
-def test_leases_can_be_created_and_renewed(client: ApiClient):
+def test_leases_can_be_created_and_renewed(client: ApiClient, namespace: str):
     leases = CoordinationV1Api(client)
     leases.create_namespaced_lease(
-        NS, {"metadata": {"name": "driver"}, "spec": {"leaseDurationSeconds": 15}}
+        namespace, {"metadata": {"name": "driver"}, "spec": {"leaseDurationSeconds": 15}}
     )
 
     renewed = leases.patch_namespaced_lease(
-        "driver", NS, {"spec": {"renewTime": "2030-01-01T00:00:00.000000Z"}}
+        "driver", namespace, {"spec": {"renewTime": "2030-01-01T00:00:00.000000Z"}}
     )
 
     assert renewed.spec.lease_duration_seconds == 15 and renewed.spec.renew_time.year == 2030
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl on PATH")
-def test_kubectl_shows_crd_printer_columns(cluster: LocalCluster, custom):
-    custom.create_namespaced_custom_object(*WIDGETS, widget("shown", size=7))
+def test_kubectl_shows_crd_printer_columns(
+    cluster: LocalCluster, custom, namespace: str, k8s_tools: K8sTools
+):
+    custom.create_namespaced_custom_object(*widgets(namespace), widget("shown", size=7))
 
     out = subprocess.run(
-        ["kubectl", "--kubeconfig", str(cluster.kubeconfig), "get", "widgets", "shown"],
+        [
+            k8s_tools / "kubectl",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--namespace",
+            namespace,
+            "get",
+            "widgets",
+            "shown",
+        ],
         capture_output=True,
         text=True,
         timeout=30,

@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.fixtures import TEST_CRD, LocalCluster
 from tests.cluster.testkit import container_pid, pod_manifest, wait_pod, wait_pod_gone
-from tests.cluster.waiting import wait_for
+from tests.support import wait_for
 
 HOLD = "test.yr.dev/hold"
 
@@ -26,13 +26,6 @@ def cluster(module_local_cluster) -> LocalCluster:
 def core(cluster: LocalCluster) -> Iterator[CoreV1Api]:
     with cluster.api_client() as client:
         yield CoreV1Api(client)
-
-
-@pytest.fixture
-def ns(core: CoreV1Api) -> str:
-    name = f"gc-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name}})
-    return name
 
 
 def _ref(owner: V1ConfigMap, block: bool = True) -> dict:
@@ -69,99 +62,117 @@ def _all_gone(core: CoreV1Api, ns: str, *names: str) -> bool:
     return all(_exists(core, ns, name) is None for name in names)
 
 
-def test_background_deletion_collects_the_whole_chain(core: CoreV1Api, ns: str):
-    _chain(core, ns)
+def test_background_deletion_collects_the_whole_chain(core: CoreV1Api, namespace: str):
+    _chain(core, namespace)
 
-    core.delete_namespaced_config_map("parent", ns, propagation_policy="Background")
+    core.delete_namespaced_config_map("parent", namespace, propagation_policy="Background")
 
-    wait_for(lambda: _all_gone(core, ns, "parent", "child", "grandchild"), 10, "chain gone")
+    wait_for(
+        lambda: _all_gone(core, namespace, "parent", "child", "grandchild"),
+        timeout=10,
+        what="chain gone",
+    )
 
 
-def test_foreground_deletion_keeps_owners_until_their_dependents_are_gone(core, ns):
-    _chain(core, ns, hold_grandchild=True)
+def test_foreground_deletion_keeps_owners_until_their_dependents_are_gone(core, namespace):
+    _chain(core, namespace, hold_grandchild=True)
 
-    core.delete_namespaced_config_map("parent", ns, propagation_policy="Foreground")
+    core.delete_namespaced_config_map("parent", namespace, propagation_policy="Foreground")
 
     grandchild = wait_for(
-        lambda: (g := _exists(core, ns, "grandchild")).metadata.deletion_timestamp and g,
-        10,
-        "the grandchild to be deleting",
+        lambda: (g := _exists(core, namespace, "grandchild")).metadata.deletion_timestamp and g,
+        timeout=10,
+        what="the grandchild to be deleting",
     )
     assert grandchild.metadata.finalizers == [HOLD]
     for owner in ("parent", "child"):
-        meta = _exists(core, ns, owner).metadata
+        meta = _exists(core, namespace, owner).metadata
         assert meta.deletion_timestamp is not None
         assert "foregroundDeletion" in meta.finalizers
 
-    core.patch_namespaced_config_map("grandchild", ns, {"metadata": {"finalizers": None}})
+    core.patch_namespaced_config_map("grandchild", namespace, {"metadata": {"finalizers": None}})
 
-    wait_for(lambda: _all_gone(core, ns, "parent", "child", "grandchild"), 10, "chain gone")
+    wait_for(
+        lambda: _all_gone(core, namespace, "parent", "child", "grandchild"),
+        timeout=10,
+        what="chain gone",
+    )
 
 
-def test_an_owner_reference_with_a_wrong_uid_gets_the_dependent_collected(core, ns):
-    parent = _cm(core, ns, "parent")
+def test_an_owner_reference_with_a_wrong_uid_gets_the_dependent_collected(core, namespace):
+    parent = _cm(core, namespace, "parent")
     impostor = {**_ref(parent), "uid": str(uuid.uuid4())}
 
-    _cm(core, ns, "stray", impostor)
-
-    wait_for(lambda: _exists(core, ns, "stray") is None, 10, "the dependent collected")
-    assert _exists(core, ns, "parent") is not None
-
-
-def test_an_owner_in_another_namespace_counts_as_absent(core, ns):
-    core.create_namespace({"metadata": {"name": f"{ns}-other"}})
-    elsewhere = _cm(core, f"{ns}-other", "parent")
-
-    _cm(core, ns, "stray", _ref(elsewhere))
-
-    wait_for(lambda: _exists(core, ns, "stray") is None, 10, "the dependent collected")
-    assert _exists(core, f"{ns}-other", "parent") is not None
-
-
-def test_orphan_deletion_keeps_dependents_without_the_reference(core, ns):
-    _chain(core, ns)
-
-    core.delete_namespaced_config_map("parent", ns, propagation_policy="Orphan")
-
-    wait_for(lambda: _exists(core, ns, "parent") is None, 10, "parent gone")
-    assert _exists(core, ns, "child").metadata.owner_references in (None, [])
-    assert _exists(core, ns, "grandchild") is not None
-
-
-def test_a_dependent_with_a_live_second_owner_survives_and_drops_the_dead_reference(core, ns):
-    first, second = _cm(core, ns, "first"), _cm(core, ns, "second")
-    _cm(core, ns, "shared", _ref(first), _ref(second))
-
-    core.delete_namespaced_config_map("first", ns)
+    _cm(core, namespace, "stray", impostor)
 
     wait_for(
-        lambda: len(_exists(core, ns, "shared").metadata.owner_references) == 1,
-        10,
-        "the dead owner's reference removed",
+        lambda: _exists(core, namespace, "stray") is None,
+        timeout=10,
+        what="the dependent collected",
     )
-    assert _exists(core, ns, "shared").metadata.owner_references[0].name == "second"
+    assert _exists(core, namespace, "parent") is not None
 
 
-def test_deleting_a_namespace_deletes_what_is_in_it(core, ns):
-    _chain(core, ns)
+def test_an_owner_in_another_namespace_counts_as_absent(core, namespace):
+    core.create_namespace({"metadata": {"name": f"{namespace}-other"}})
+    elsewhere = _cm(core, f"{namespace}-other", "parent")
 
-    core.delete_namespace(ns)
+    _cm(core, namespace, "stray", _ref(elsewhere))
 
     wait_for(
-        lambda: not core.list_namespace(field_selector=f"metadata.name={ns}").items,
-        10,
-        "namespace gone",
+        lambda: _exists(core, namespace, "stray") is None,
+        timeout=10,
+        what="the dependent collected",
     )
-    assert core.list_namespaced_config_map(ns).items == []
+    assert _exists(core, f"{namespace}-other", "parent") is not None
 
 
-def test_deleting_a_custom_owner_terminates_its_pod(cluster: LocalCluster, core, ns):
+def test_orphan_deletion_keeps_dependents_without_the_reference(core, namespace):
+    _chain(core, namespace)
+
+    core.delete_namespaced_config_map("parent", namespace, propagation_policy="Orphan")
+
+    wait_for(lambda: _exists(core, namespace, "parent") is None, timeout=10, what="parent gone")
+    assert _exists(core, namespace, "child").metadata.owner_references in (None, [])
+    assert _exists(core, namespace, "grandchild") is not None
+
+
+def test_a_dependent_with_a_live_second_owner_survives_and_drops_the_dead_reference(
+    core, namespace
+):
+    first, second = _cm(core, namespace, "first"), _cm(core, namespace, "second")
+    _cm(core, namespace, "shared", _ref(first), _ref(second))
+
+    core.delete_namespaced_config_map("first", namespace)
+
+    wait_for(
+        lambda: len(_exists(core, namespace, "shared").metadata.owner_references) == 1,
+        timeout=10,
+        what="the dead owner's reference removed",
+    )
+    assert _exists(core, namespace, "shared").metadata.owner_references[0].name == "second"
+
+
+def test_deleting_a_namespace_deletes_what_is_in_it(core, namespace):
+    _chain(core, namespace)
+
+    core.delete_namespace(namespace)
+
+    wait_for(
+        lambda: not core.list_namespace(field_selector=f"metadata.name={namespace}").items,
+        timeout=10,
+        what="namespace gone",
+    )
+    assert core.list_namespaced_config_map(namespace).items == []
+
+
+def test_deleting_a_custom_owner_terminates_its_pod(cluster: LocalCluster, core, namespace):
     with cluster.api_client() as client:
         custom = CustomObjectsApi(client)
         widget = custom.create_namespaced_custom_object(
             "test.yr.dev",
             "v1",
-            ns,
+            namespace,
             "widgets",
             {
                 "apiVersion": "test.yr.dev/v1",
@@ -181,13 +192,13 @@ def test_deleting_a_custom_owner_terminates_its_pod(cluster: LocalCluster, core,
                 "blockOwnerDeletion": True,
             }
         ]
-        core.create_namespaced_pod(ns, body)
-        pod = wait_pod(core, ns, "owned", lambda p: p.status.phase == "Running", "Running")
+        core.create_namespaced_pod(namespace, body)
+        pod = wait_pod(core, namespace, "owned", lambda p: p.status.phase == "Running", "Running")
 
-        custom.delete_namespaced_custom_object("test.yr.dev", "v1", ns, "widgets", "owner")
+        custom.delete_namespaced_custom_object("test.yr.dev", "v1", namespace, "widgets", "owner")
 
-    wait_pod_gone(core, ns, "owned")
-    wait_for(lambda: not _pid_alive(container_pid(pod)), 5, "the pod's process gone")
+    wait_pod_gone(core, namespace, "owned")
+    wait_for(lambda: not _pid_alive(container_pid(pod)), timeout=5, what="the pod's process gone")
 
 
 def _pid_alive(pid: int) -> bool:

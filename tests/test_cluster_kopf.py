@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.fixtures import TEST_CRD, LocalCluster
 from tests.cluster.testkit import TESTDATA
-from tests.cluster.waiting import wait_for
+from tests.support import wait_for
 
 OPERATOR = TESTDATA / "kopf_operator.py"
 KOPF_TIMEOUT = 30.0
@@ -39,8 +39,8 @@ class Kopf:
 
     def wait(self, predicate: Callable[[], object], what: str) -> object:
         try:
-            return wait_for(predicate, KOPF_TIMEOUT, what)
-        except TimeoutError as error:
+            return wait_for(predicate, timeout=KOPF_TIMEOUT, what=what)
+        except AssertionError as error:
             raise AssertionError(
                 f"{error}\n--- kopf log ---\n{self.log.read_text()[-4000:]}"
             ) from None

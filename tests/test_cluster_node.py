@@ -9,7 +9,7 @@ from kubernetes.client import CoreV1Api
 
 from tests.cluster.fixtures import LocalCluster
 from tests.cluster.testkit import pod_manifest, wait_pod
-from tests.cluster.waiting import wait_for
+from tests.support import wait_for
 
 NS = "default"
 
@@ -45,8 +45,8 @@ def test_sigterm_to_the_node_agent_stops_every_pod_process_and_their_children(lo
             wait_pod(core, NS, name, lambda p: p.status.phase == "Running", "Running")
         wait_for(
             lambda: len(psutil.Process(agent.pid).children(recursive=True)) >= 5,
-            10,
-            "every pod process and child started",
+            timeout=10,
+            what="every pod process and child started",
         )
         started = psutil.Process(agent.pid).children(recursive=True)
 

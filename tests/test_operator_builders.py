@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-try:
-    import yr_operator  # noqa: F401
-except ImportError:  # not pip-installed: use the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-
 from yr_operator.builders import build_pod, incarnation_of, instance_label_value, pod_name
 from yr_operator.plan import backoff_seconds, plan
 from yr_operator.status import build_status, observe_pod, status_changed, status_patch

@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-try:
-    import yr_operator  # noqa: F401
-except ImportError:  # not pip-installed: use the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-
 from yr_operator.cli import parse_args
 
 

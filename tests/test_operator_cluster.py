@@ -11,8 +11,6 @@ import collections
 import datetime
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,56 +23,27 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
+from tests.cluster.chart_rbac import NAMESPACED_RBAC, install_chart_rbac
+from tests.cluster.operator_process import OperatorProcess
 from tests.cluster.testkit import container_pid
-from tests.cluster.waiting import wait_for
+from tests.cluster.tools import K8sTools
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "crds" / "yrinstances.yaml"
 GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
-NS = "default"
+OPERATOR_NS = "yr-system"
 SESSION = "optest"
 BACKOFF = "0.5"  # YR_RESTART_BACKOFF_SECONDS: long enough to see Restarting, short for tests
-
-
-class Operator:
-    """The operator as a subprocess, stopped (or killed) by PID."""
-
-    def __init__(self, *, kubeconfig: Path, log: Path) -> None:
-        self.env = dict(
-            os.environ,
-            KUBECONFIG=str(kubeconfig),
-            YR_RESTART_BACKOFF_SECONDS=BACKOFF,
-            PYTHONPATH=os.pathsep.join([str(REPO / "operator"), str(REPO)]),
-        )
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "yr_operator", "-A"], env=self.env, stdout=out, stderr=out
-            )
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 class Env:
     """The cluster, the operator and the API clients one test needs."""
 
-    def __init__(self, cluster: Any, operator: Operator) -> None:
+    def __init__(self, cluster: Any, operator: OperatorProcess, namespace: str) -> None:
         self.cluster = cluster
         self.operator = operator
+        self.ns = namespace
         self.api = cluster.api_client()
         self.core = k8s.CoreV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
@@ -94,11 +63,11 @@ class Env:
                 **spec,
             },
         }
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
 
     def get(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -108,14 +77,16 @@ class Env:
         return (self.get(name) or {}).get("status") or {}
 
     def pods_of(self, name: str) -> list[k8s.V1Pod]:
-        pods = self.core.list_namespaced_pod(NS, label_selector=f"yr.dev/instance={name}").items
+        pods = self.core.list_namespaced_pod(
+            self.ns, label_selector=f"yr.dev/instance={name}"
+        ).items
         return [p for p in pods if p.metadata.labels.get("yr.dev/instance") == name]
 
     def wait_phase(self, name: str, phase: str, timeout: float = 30.0) -> dict[str, Any]:
         return wait_for(
             lambda: (st := self.status(name)).get("phase") == phase and st,
-            timeout,
-            f"YRInstance {name} to be {phase} (now {self.status(name)})",
+            timeout=timeout,
+            what=f"YRInstance {name} to be {phase} (now {self.status(name)})",
         )
 
     def phases_until(
@@ -127,7 +98,7 @@ class Env:
             self.custom.list_namespaced_custom_object,
             GROUP,
             VERSION,
-            NS,
+            self.ns,
             PLURAL,
             resource_version=since,
             timeout_seconds=int(timeout),
@@ -146,22 +117,43 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(module_local_cluster: Callable[..., Any]) -> Iterator[Env]:
-    cluster = module_local_cluster(cpu="4", memory="8Gi", crds=[CRD])
-    operator = Operator(kubeconfig=cluster.kubeconfig, log=cluster.workdir / "operator.log")
-    operator.start()
-    e = Env(cluster, operator)
+def cluster(module_local_cluster: Callable[..., Any]) -> Any:
+    return module_local_cluster(cpu="4", memory="8Gi", crds=[CRD])
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Any, k8s_tools: K8sTools) -> Iterator[OperatorProcess]:
+    """The operator, cluster-wide, as the chart's yr-operator ServiceAccount with its RBAC."""
+    install_chart_rbac(cluster, k8s_tools / "helm", OPERATOR_NS)
+    operator = OperatorProcess(
+        cluster.kubeconfig_for(OPERATOR_NS, "yr-operator"),
+        cluster.workdir / "operator.log",
+        YR_RESTART_BACKOFF_SECONDS=BACKOFF,
+    ).start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+
+
+@pytest.fixture
+def env(
+    cluster: Any, operator: OperatorProcess, namespace: str, k8s_tools: K8sTools
+) -> Iterator[Env]:
+    """One test's namespace: the chart's instance account and Role there, and the Secrets."""
+    install_chart_rbac(cluster, k8s_tools / "helm", namespace, kinds=NAMESPACED_RBAC)
+    e = Env(cluster, operator, namespace)
     payload = base64.b64encode(cloudpickle.dumps((collections.Counter, (), {}))).decode()
     e.core.create_namespaced_secret(
-        NS, {"metadata": {"name": "counter-payload"}, "data": {"payload": payload}}
+        namespace, {"metadata": {"name": "counter-payload"}, "data": {"payload": payload}}
     )
     e.core.create_namespaced_secret(
-        NS, {"metadata": {"name": f"yr-session-{SESSION}"}, "stringData": {"token": "t0k3n"}}
+        namespace,
+        {"metadata": {"name": f"yr-session-{SESSION}"}, "stringData": {"token": "t0k3n"}},
     )
     try:
         yield e
     finally:
-        operator.stop()
         e.api.close()
 
 
@@ -180,13 +172,13 @@ def stays(predicate: Callable[[], bool], *, seconds: float) -> bool:
 
 
 def kill_pod_process(e: Env, pod_name: str) -> None:
-    os.kill(container_pid(e.core.read_namespaced_pod(pod_name, NS)), signal.SIGKILL)
+    os.kill(container_pid(e.core.read_namespaced_pod(pod_name, e.ns)), signal.SIGKILL)
 
 
 def test_yrinstance_gets_exactly_one_pod_with_its_cpu_and_owner(env: Env) -> None:
     name = unique("one")
     yri = env.create(name, cpu=250, memory=96)
-    pods = wait_for(lambda: env.pods_of(name), 20, f"a pod for {name}")
+    pods = wait_for(lambda: env.pods_of(name), timeout=20, what=f"a pod for {name}")
     env.wait_phase(name, "Ready")
     pods = env.pods_of(name)
     assert [p.metadata.name for p in pods] == [f"{name}-0"]
@@ -205,7 +197,7 @@ def test_status_becomes_ready_with_the_pods_address(env: Env) -> None:
     name = unique("ready")
     env.create(name)
     st = env.wait_phase(name, "Ready")
-    pod = env.core.read_namespaced_pod(f"{name}-0", NS)
+    pod = env.core.read_namespaced_pod(f"{name}-0", env.ns)
     assert (st["podName"], st["podIP"], st["port"], st["node"], st["restarts"]) == (
         f"{name}-0",
         pod.status.pod_ip,
@@ -222,10 +214,12 @@ def test_each_phase_transition_is_posted_as_an_event(env: Env) -> None:
     env.wait_phase(name, "Ready")
 
     def reasons() -> set[str]:
-        events = env.core.list_namespaced_event(NS).items
+        events = env.core.list_namespaced_event(env.ns).items
         return {e.reason for e in events if e.involved_object.uid == uid}
 
-    wait_for(lambda: {"Pending", "Running", "Ready"} <= reasons(), 10, f"events of {name}")
+    wait_for(
+        lambda: {"Pending", "Running", "Ready"} <= reasons(), timeout=10, what=f"events of {name}"
+    )
 
 
 def test_instance_too_big_for_the_node_is_pending_unschedulable(env: Env) -> None:
@@ -233,12 +227,12 @@ def test_instance_too_big_for_the_node_is_pending_unschedulable(env: Env) -> Non
     env.create(name, cpu=64000)
     st = wait_for(
         lambda: (s := env.status(name)).get("reason") == "Unschedulable" and s,
-        20,
-        f"{name} to be Unschedulable",
+        timeout=20,
+        what=f"{name} to be Unschedulable",
     )
     assert st["phase"] == "Pending"
-    assert st["message"] == "0/1 nodes are available: 1 Insufficient cpu."
-    env.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+    assert st["message"].startswith("0/1 nodes are available: 1 Insufficient cpu.")
+    env.custom.delete_namespaced_custom_object(GROUP, VERSION, env.ns, PLURAL, name)
 
 
 def test_killed_pod_restarts_within_the_budget(env: Env) -> None:
@@ -252,7 +246,9 @@ def test_killed_pod_restarts_within_the_budget(env: Env) -> None:
     )
     assert ("Restarting", 1) in seen and seen[-1] == ("Ready", 1)
     wait_for(
-        lambda: [p.metadata.name for p in env.pods_of(name)] == [f"{name}-1"], 10, "old pod gone"
+        lambda: [p.metadata.name for p in env.pods_of(name)] == [f"{name}-1"],
+        timeout=10,
+        what="old pod gone",
     )
 
 
@@ -263,13 +259,15 @@ def test_killed_pod_without_budget_fails_with_the_signal(env: Env) -> None:
     kill_pod_process(env, f"{name}-0")
     st = env.wait_phase(name, "Failed")
     assert (st["reason"], st["message"]) == ("Signal", "killed by signal 9 (SIGKILL)")
-    wait_for(lambda: not env.pods_of(name), 10, f"the failed pod of {name} to be deleted")
+    wait_for(
+        lambda: not env.pods_of(name), timeout=10, what=f"the failed pod of {name} to be deleted"
+    )
 
 
 def test_pod_exiting_with_a_code_fails_with_that_code(env: Env) -> None:
     # The instance server refuses to serve without a session token: it exits with code 1.
     env.core.create_namespaced_secret(
-        NS, {"metadata": {"name": "yr-session-tokenless"}, "stringData": {"token": ""}}
+        env.ns, {"metadata": {"name": "yr-session-tokenless"}, "stringData": {"token": ""}}
     )
     name = unique("exit")
     env.create(name, session="tokenless")
@@ -298,7 +296,7 @@ def test_operator_restart_during_creation_leaves_one_pod_per_instance(env: Env) 
 def create_driver_lease(e: Env, session: str, *, duration: int) -> k8s.V1Lease:
     renewed = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return e.coordination.create_namespaced_lease(
-        NS,
+        e.ns,
         {
             "metadata": {
                 "name": f"yr-driver-{session}",
@@ -327,46 +325,52 @@ def test_expired_driver_leases_are_deleted_and_their_trees_collected(env: Env) -
         }
         env.create(name, owners=[owner])
     for name in names:
-        wait_for(lambda n=name: env.pods_of(n), 20, f"a pod for {name}")
+        wait_for(lambda n=name: env.pods_of(n), timeout=20, what=f"a pod for {name}")
 
     def lease_gone(lease: k8s.V1Lease) -> bool:
         try:
-            env.coordination.read_namespaced_lease(lease.metadata.name, NS)
+            env.coordination.read_namespaced_lease(lease.metadata.name, env.ns)
         except ApiException as e:
             return e.status == 404
         return False
 
     for lease in leases:
-        wait_for(lambda x=lease: lease_gone(x), 20, f"{lease.metadata.name} to be deleted")
+        wait_for(
+            lambda x=lease: lease_gone(x), timeout=20, what=f"{lease.metadata.name} to be deleted"
+        )
     assert time.time() >= started + 3, "deleted before it expired"
     for name in names:
-        wait_for(lambda n=name: env.get(n) is None and not env.pods_of(n), 20, f"{name} collected")
+        wait_for(
+            lambda n=name: env.get(n) is None and not env.pods_of(n),
+            timeout=20,
+            what=f"{name} collected",
+        )
 
 
 def test_deleted_yrinstance_loses_its_pod_for_good(env: Env) -> None:
     name = unique("deleted")
     env.create(name)
-    wait_for(lambda: env.pods_of(name), 20, f"a pod for {name}")
-    env.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
-    wait_for(lambda: not env.pods_of(name), 20, f"the pod of {name} to be collected")
+    wait_for(lambda: env.pods_of(name), timeout=20, what=f"a pod for {name}")
+    env.custom.delete_namespaced_custom_object(GROUP, VERSION, env.ns, PLURAL, name)
+    wait_for(lambda: not env.pods_of(name), timeout=20, what=f"the pod of {name} to be collected")
     # A re-creation would follow the deletion event at once; a second of absence settles it.
     assert stays(lambda: not env.pods_of(name), seconds=1.0), "the operator re-created the pod"
 
 
 def test_no_finalizer_ever_appears_on_a_yrinstance(env: Env) -> None:
     name = unique("nofin")
-    since = env.core.list_namespaced_pod(NS).metadata.resource_version
+    since = env.core.list_namespaced_pod(env.ns).metadata.resource_version
     env.create(name, maxRestarts=1)
     env.wait_phase(name, "Ready")
     kill_pod_process(env, f"{name}-0")
     env.wait_phase(name, "Ready")
-    env.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+    env.custom.delete_namespaced_custom_object(GROUP, VERSION, env.ns, PLURAL, name)
     finalizers: list[Any] = []
     stream = k8s_watch.Watch().stream(
         env.custom.list_namespaced_custom_object,
         GROUP,
         VERSION,
-        NS,
+        env.ns,
         PLURAL,
         resource_version=since,
         timeout_seconds=20,
@@ -385,17 +389,17 @@ def test_spec_change_is_observed_and_applies_to_the_next_incarnation(env: Env) -
     env.create(name, maxRestarts=0)
     env.wait_phase(name, "Ready")
     patch = {"spec": {"maxRestarts": 1}}
-    generation = env.custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name, patch)[
-        "metadata"
-    ]["generation"]
+    generation = env.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, env.ns, PLURAL, name, patch
+    )["metadata"]["generation"]
     wait_for(
         lambda: env.status(name).get("observedGeneration") == generation,
-        10,
-        f"{name} to observe generation {generation}",
+        timeout=10,
+        what=f"{name} to observe generation {generation}",
     )
     kill_pod_process(env, f"{name}-0")
     wait_for(
         lambda: (st := env.status(name)).get("phase") == "Ready" and st.get("restarts") == 1,
-        30,
-        f"{name} to restart under its new budget",
+        timeout=30,
+        what=f"{name} to restart under its new budget",
     )

@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-try:
-    import yr_operator  # noqa: F401
-except ImportError:  # not pip-installed: use the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-
 from yr_operator.leases import Leases, expires_at, parse_time
 
 T0 = parse_time("2025-01-01T00:00:00Z")

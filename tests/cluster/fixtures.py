@@ -15,28 +15,30 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
 import pytest
-from kubernetes import config as kube_config
-from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster.waiting import wait_for
+from tests.cluster.access import ClusterAccess
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_CRD = Path(__file__).resolve().parent / "testdata" / "widgets-crd.yaml"
 START_TIMEOUT = 20.0
+# Long enough for pods that ignore SIGTERM to use their grace period and be killed.
+NAMESPACE_DELETE_TIMEOUT = 60.0
 
 
-class LocalCluster:
+class LocalCluster(ClusterAccess):
     """A running emulated cluster: `.kubeconfig`, `.base_url`, `.api_client()`, `.stop()`."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.kubeconfig = workdir / "kubeconfig"
+        super().__init__(workdir / "kubeconfig", workdir)
         self.base_url = ""
         self.apiserver: subprocess.Popen[bytes] | None = None
         self.nodes: dict[str, subprocess.Popen[bytes]] = {}
@@ -49,11 +51,15 @@ class LocalCluster:
         memory: str = "8Gi",
         crds: Sequence[str | Path] = (),
         node_name: str | None = "node-1",
+        apiserver_args: Sequence[str] = (),
     ) -> LocalCluster:
-        """API server (with GC and scheduler) and, unless node_name is None, one node."""
+        """API server (with GC and scheduler) and, unless node_name is None, one node.
+
+        `apiserver_args` are extra `python -m tests.cluster.apiserver` options, e.g.
+        `("--watch-history", "10")`."""
         cluster = cls(Path(workdir or tempfile.mkdtemp(prefix="yr-cluster-")))
         try:
-            cluster._start_apiserver([str(c) for c in crds])
+            cluster._start_apiserver([str(c) for c in crds], list(apiserver_args))
             if node_name is not None:
                 cluster.add_node(node_name, cpu=cpu, memory=memory)
         except BaseException:
@@ -82,8 +88,8 @@ class LocalCluster:
         path = self.workdir / log_name
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
-    def _start_apiserver(self, crds: list[str]) -> None:
-        args = ["-m", "tests.cluster.apiserver", "--kubeconfig", str(self.kubeconfig)]
+    def _start_apiserver(self, crds: list[str], extra: list[str]) -> None:
+        args = ["-m", "tests.cluster.apiserver", "--kubeconfig", str(self.kubeconfig), *extra]
         for crd in crds:
             args += ["--crd", crd]
         self.apiserver = proc = self._spawn(args, "apiserver.log")
@@ -93,13 +99,9 @@ class LocalCluster:
                 raise RuntimeError(f"API server exited:\n{self._log_tail('apiserver.log')}")
             return self.kubeconfig.exists()
 
-        wait_for(up, START_TIMEOUT, "the API server to write its kubeconfig")
+        wait_for(up, timeout=START_TIMEOUT, what="the API server to write its kubeconfig")
         with self.api_client() as client:
             self.base_url = client.configuration.host
-
-    def api_client(self) -> ApiClient:
-        """A fresh official-client ApiClient for this cluster (close it, or use `with`)."""
-        return kube_config.new_client_from_config(config_file=str(self.kubeconfig))
 
     def add_node(
         self, name: str, cpu: str = "4", memory: str = "8Gi", stop_grace: float = 2.0
@@ -141,7 +143,7 @@ class LocalCluster:
                     for c in ((node.status and node.status.conditions) or [])
                 )
 
-            wait_for(ready, START_TIMEOUT, f"node {name} to be Ready")
+            wait_for(ready, timeout=START_TIMEOUT, what=f"node {name} to be Ready")
         return proc
 
     def pod_log(self, namespace: str, name: str, container: str | None = None) -> str:
@@ -196,6 +198,7 @@ def _factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactor
         memory: str = "8Gi",
         crds: Sequence[str | Path] = (),
         node_name: str | None = "node-1",
+        apiserver_args: Sequence[str] = (),
     ) -> LocalCluster:
         cluster = LocalCluster.start(
             tmp_path_factory.mktemp("cluster"),
@@ -203,6 +206,7 @@ def _factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactor
             memory=memory,
             crds=crds,
             node_name=node_name,
+            apiserver_args=apiserver_args,
         )
         started.append(cluster)
         return cluster
@@ -222,3 +226,43 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterF
 def module_local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
     """The same factory, but the clusters live for the whole test module (faster suites)."""
     yield from _factory(tmp_path_factory)
+
+
+@pytest.fixture
+def namespace(cluster: ClusterAccess) -> Iterator[str]:
+    """A fresh namespace on the module's `cluster` for one test; deleted (and gone) after it.
+
+    Tests on a module-scoped cluster share nothing but the cluster: names can repeat across
+    tests, and the namespace controller collects whatever a test leaves behind."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    with cluster.api_client() as client:
+        core = CoreV1Api(client)
+        core.create_namespace({"metadata": {"name": name, "labels": {"yr.dev/test": "true"}}})
+        # Pods are refused until the ServiceAccount controller has made "default" (real
+        # clusters make it shortly after the namespace).
+        wait_for(
+            lambda: (
+                core.list_namespaced_service_account(
+                    name, field_selector="metadata.name=default"
+                ).items
+            ),
+            timeout=START_TIMEOUT,
+            what=f"the default ServiceAccount of {name}",
+        )
+        yield name
+        try:
+            core.delete_namespace(name)
+        except ApiException as error:
+            if error.status != 404:  # the test may have deleted it itself
+                raise
+
+        def gone() -> bool:
+            try:
+                core.read_namespace(name)
+            except ApiException as error:
+                return error.status == 404
+            return False
+
+        wait_for(
+            gone, timeout=NAMESPACE_DELETE_TIMEOUT, what=f"test namespace {name} to be deleted"
+        )

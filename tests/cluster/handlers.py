@@ -9,8 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.cluster import kinds, tables
-from tests.cluster.meta import LOG_DIR_ANNOTATION, ApiError, bad_request, conflict
+from tests.cluster import kinds, openapi, protobuf, tables
+from tests.cluster.auth import Authorizer, Identity, Tokens, check_path, request_for, verb_of
+from tests.cluster.meta import LOG_DIR_ANNOTATION, ApiError, bad_request, conflict, now_rfc3339
 from tests.cluster.patches import apply_patch
 from tests.cluster.resources import ResourceType
 from tests.cluster.scheduler import bind_pod
@@ -27,6 +28,8 @@ VERSION = {
     "compiler": "gc",
 }
 DEFAULT_WATCH_TIMEOUT = 1800.0
+# The real server bookmarks about once a minute; quiet tests would never see one.
+DEFAULT_BOOKMARK_INTERVAL = 5.0
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -39,8 +42,13 @@ def _out(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class Handlers:
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, tokens: Tokens, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL
+    ) -> None:
         self.store = store
+        self.tokens = tokens
+        self.authorizer = Authorizer(store)
+        self.bookmark_interval = bookmark_interval
 
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
@@ -54,10 +62,21 @@ class Handlers:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
         registry = self.store.registry
+        identity = self.tokens.authenticate(request.headers.get("Authorization"))
+        parts = path.strip("/").split("/")
+        resource_path = (parts[0] == "api" and len(parts) > 2) or (
+            parts[0] == "apis" and len(parts) > 3
+        )
+        if not resource_path:  # discovery and the like: authorized as a path, not a resource
+            check_path(identity, path)
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
         if path == "/version":
             return _json(VERSION)
+        if path == openapi.PREFIX:
+            return _json(openapi.index(registry))
+        if path.startswith(openapi.PREFIX + "/"):
+            return self._doc(openapi.document(registry, path[len(openapi.PREFIX) :]))
         if path == "/api":
             host = request.host
             return _json(
@@ -71,7 +90,6 @@ class Handlers:
             )
         if path == "/apis":
             return _json(registry.group_list())
-        parts = path.strip("/").split("/")
         if parts[0] == "api" and len(parts) >= 2:
             group, version, rest = "", parts[1], parts[2:]
         elif parts[0] == "apis" and len(parts) >= 2:
@@ -96,6 +114,9 @@ class Handlers:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if rt.namespaced and name is not None and namespace is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        watching = request.query.get("watch") in ("true", "1")
+        verb = verb_of(request.method, name, watching)
+        self.authorizer.check(identity, request_for(rt, verb, namespace, name, sub))
         return await self._verb(request, rt, namespace, name, sub)
 
     def _doc(self, doc: dict[str, Any] | None) -> web.Response:
@@ -135,6 +156,8 @@ class Handlers:
             return _json(_out(rt, obj))
         elif method == "POST" and sub == "binding":
             return self._bind(rt, ns, name, await self._body(request))
+        elif method == "POST" and sub == "token":
+            return self._token_request(rt, ns, name, await self._body(request, optional=True))
         elif method == "PUT":
             body = await self._body(request)
             return _json(_out(rt, self.store.update(rt, ns, name, lambda _: body, sub)))
@@ -176,6 +199,8 @@ class Handlers:
             if optional:
                 return None
             raise bad_request("the request body is empty")
+        if request.content_type == protobuf.MEDIA_TYPE:
+            return protobuf.decode(raw)
         try:
             return json.loads(raw)
         except ValueError as error:
@@ -230,6 +255,30 @@ class Handlers:
             201,
         )
 
+    def _token_request(
+        self, rt: ResourceType, ns: str, name: str, body: dict[str, Any] | None
+    ) -> web.Response:
+        """TokenRequest: a bearer token that authenticates as the ServiceAccount."""
+        account = self.store.require(rt, ns, name)
+        uid = account["metadata"]["uid"]
+        token = self.tokens.issue(Identity.service_account(ns, name, uid))
+        spec = dict((body or {}).get("spec") or {})
+        spec.setdefault("expirationSeconds", 3600)
+        spec.setdefault("audiences", ["https://kubernetes.default.svc"])
+        return _json(
+            {
+                "kind": "TokenRequest",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": spec,
+                "status": {
+                    "token": token,
+                    "expirationTimestamp": now_rfc3339(spec["expirationSeconds"]),
+                },
+            },
+            201,
+        )
+
     def _log_path(self, rt: ResourceType, ns: str, name: str, query: Any) -> Path:
         pod = self.store.require(rt, ns, name)
         containers = [c["name"] for c in pod["spec"].get("containers", [])]
@@ -252,20 +301,23 @@ class Handlers:
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
         offset = 0
-        while True:
-            pod = self.store.lookup(rt, ns, name)
-            stopped = pod is None or kinds.container_stopped(pod)
-            if path.exists():
-                with path.open("rb") as handle:
-                    handle.seek(offset)
-                    chunk = handle.read()
-                if chunk:
-                    offset += len(chunk)
-                    await response.write(chunk)
-            if stopped:  # everything it wrote has been sent
-                break
-            await asyncio.sleep(0.05)
-        await response.write_eof()
+        try:
+            while True:
+                pod = self.store.lookup(rt, ns, name)
+                stopped = pod is None or kinds.container_stopped(pod)
+                if path.exists():
+                    with path.open("rb") as handle:
+                        handle.seek(offset)
+                        chunk = handle.read()
+                    if chunk:
+                        offset += len(chunk)
+                        await response.write(chunk)
+                if stopped:  # everything it wrote has been sent
+                    break
+                await asyncio.sleep(0.05)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the reader closed its stream (kubectl logs -f interrupted, a driver done)
         return response
 
     def _log(self, rt: ResourceType, ns: str, name: str, query: Any) -> web.Response:
@@ -293,11 +345,16 @@ class Handlers:
             return response
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         try:
             while (remaining := deadline - loop.time()) > 0:
+                wait = min(remaining, self.bookmark_interval) if bookmarks else remaining
                 try:
-                    event = await asyncio.wait_for(watch.queue.get(), remaining)
+                    event = await asyncio.wait_for(watch.queue.get(), wait)
                 except asyncio.TimeoutError:
+                    if bookmarks:  # the queue is empty: everything up to store.rv was sent
+                        await response.write(_line("BOOKMARK", self._bookmark(rt)))
+                        continue
                     break
                 chunk = []
                 while True:
@@ -314,6 +371,14 @@ class Handlers:
         finally:
             self.store.close_watch(watch)
         return response
+
+    def _bookmark(self, rt: ResourceType) -> dict[str, Any]:
+        """An object of the watched kind that carries only the current resourceVersion."""
+        return {
+            "kind": rt.kind,
+            "apiVersion": rt.api_version,
+            "metadata": {"resourceVersion": str(self.store.rv)},
+        }
 
 
 def _line(kind: str, obj: dict[str, Any]) -> bytes:

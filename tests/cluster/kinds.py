@@ -12,6 +12,7 @@ from tests.cluster.resources import ResourceType
 POD_KEY = ("", "pods")
 NAMESPACE_KEY = ("", "namespaces")
 SECRET_KEY = ("", "secrets")
+SERVICE_ACCOUNT_KEY = ("", "serviceaccounts")
 CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 

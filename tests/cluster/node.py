@@ -95,7 +95,12 @@ class NodeAgent:
 
     # ---- API calls used by the pod workers
     def materialize_volumes(self, pod: Obj, volumes_dir: Path) -> dict[str, Path]:
-        return podenv.materialize_volumes(self.core, pod, volumes_dir)
+        volumes = podenv.materialize_volumes(self.core, pod, volumes_dir)
+        server, ca_file = self.api.configuration.host, self.api.configuration.ssl_ca_cert
+        volumes[podenv.API_ACCESS_VOLUME] = podenv.mount_service_account(
+            self.core, pod, volumes_dir, server, Path(ca_file).read_bytes()
+        )
+        return volumes
 
     def launch_for(self, pod: Obj, container: Obj, volumes: dict[str, Path], pod_ip: str):
         return podenv.build_launch(

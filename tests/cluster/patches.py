@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import jsonpatch
+import jsonpointer
+
 from tests.cluster.meta import ApiError, bad_request
 
 # Strategic merge: lists merged by key instead of replaced (patchMergeKey in the Go types).
@@ -45,93 +48,20 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise unprocessable(f"invalid JSON pointer {path!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def _container(doc: Any, parts: list[str], path: str) -> tuple[Any, str]:
-    node = doc
-    for part in parts[:-1]:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise unprocessable(f"doc is missing path: {path!r}")
-    return node, parts[-1]
-
-
-def _get(doc: Any, path: str) -> Any:
-    parts = _pointer(path)
-    if not parts:
-        return doc
-    node, last = _container(doc, parts, path)
-    if isinstance(node, dict) and last in node:
-        return node[last]
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        return node[int(last)]
-    raise unprocessable(f"doc is missing path: {path!r}")
-
-
-def _remove(doc: Any, path: str) -> Any:
-    node, last = _container(doc, _pointer(path), path)
-    if isinstance(node, dict) and last in node:
-        return node.pop(last)
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        return node.pop(int(last))
-    raise unprocessable(f"unable to remove nonexistent key: {path!r}")
-
-
-def _add(doc: Any, path: str, value: Any, replace: bool = False) -> Any:
-    parts = _pointer(path)
-    if not parts:
-        return value
-    node, last = _container(doc, parts, path)
-    if isinstance(node, dict):
-        if replace and last not in node:
-            raise unprocessable(f"replace operation does not apply: doc is missing key: {path!r}")
-        node[last] = value
-    elif isinstance(node, list):
-        index = len(node) if last == "-" else int(last) if last.isdigit() else -1
-        if index < 0 or index > len(node) or (replace and index >= len(node)):
-            raise unprocessable(f"index out of range in {path!r}")
-        if replace:
-            node[index] = value
-        else:
-            node.insert(index, value)
-    else:
-        raise unprocessable(f"doc is missing path: {path!r}")
-    return doc
-
-
 def json_patch(target: Any, ops: Any) -> Any:
-    """RFC 6902 add/remove/replace/move/copy/test; any failure is a 422 as on the real server."""
+    """RFC 6902 through `jsonpatch`; any failure is a 422 as on the real server."""
     if not isinstance(ops, list):
         raise bad_request("json patch must be a list of operations")
-    doc = copy.deepcopy(target)
-    for op in ops:
-        kind, path = op.get("op"), op.get("path", "")
-        if kind == "test":
-            if _get(doc, path) != op.get("value"):
-                raise unprocessable(f"testing value {path} failed: test failed")
-        elif kind == "remove":
-            _remove(doc, path)
-        elif kind == "add":
-            doc = _add(doc, path, copy.deepcopy(op.get("value")))
-        elif kind == "replace":
-            doc = _add(doc, path, copy.deepcopy(op.get("value")), replace=True)
-        elif kind in ("move", "copy"):
-            value = _get(doc, op["from"])
-            if kind == "move":
-                _remove(doc, op["from"])
-            doc = _add(doc, path, copy.deepcopy(value))
-        else:
-            raise bad_request(f"unexpected json patch operation {kind!r}")
-    return doc
+    try:
+        return jsonpatch.JsonPatch(ops).apply(target)
+    except jsonpatch.InvalidJsonPatch as exc:
+        raise bad_request(f"invalid json patch: {exc}") from None
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise unprocessable(f"test failed: {exc}") from None
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        raise unprocessable(str(exc)) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad_request(f"invalid json patch: {exc}") from None
 
 
 def _strip_directives(value: Any) -> Any:

@@ -21,11 +21,16 @@ from typing import Any
 
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 
-from tests.cluster import quantity
+from tests.cluster.auth import kubeconfig_text
 
 Obj = dict[str, Any]
 _PYTHONS = re.compile(r"^python(3(\.\d+)?)?$")
+# Where a real kubelet mounts the pod's ServiceAccount token, namespace and CA.
+SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+API_ACCESS_VOLUME = "kube-api-access"
+PODNET = Path(__file__).resolve().parent / "podnet"
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -104,6 +109,37 @@ def materialize_volumes(core: CoreV1Api, pod: Obj, volumes_dir: Path) -> dict[st
     return result
 
 
+def mount_service_account(
+    core: CoreV1Api, pod: Obj, volumes_dir: Path, server: str, ca_pem: bytes
+) -> Path:
+    """The pod's API credentials: a token of its ServiceAccount (TokenRequest) as files, and a
+    kubeconfig using it; without automount, a kubeconfig with no credentials at all."""
+    spec, namespace = pod["spec"], pod["metadata"]["namespace"]
+    account = spec.get("serviceAccountName") or "default"
+    target = volumes_dir / API_ACCESS_VOLUME
+    target.mkdir(parents=True, exist_ok=True)
+    token = None
+    if spec.get("automountServiceAccountToken", True):
+        try:
+            granted = core.create_namespaced_service_account_token(
+                account, namespace, {"spec": {"expirationSeconds": 3607}}
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            raise ConfigError(
+                "ContainerCreating",
+                f'MountVolume.SetUp failed for volume "{API_ACCESS_VOLUME}" : failed to fetch '
+                f'token: serviceaccounts "{account}" not found',
+            ) from None
+        token = granted.status.token
+        (target / "token").write_text(token)
+    (target / "namespace").write_text(namespace)
+    (target / "ca.crt").write_bytes(ca_pem)
+    (target / "kubeconfig").write_text(kubeconfig_text(server, ca_pem, token, namespace))
+    return target
+
+
 def _field_ref(pod: Obj, path: str, pod_ip: str, host_ip: str) -> str:
     meta = pod["metadata"]
     simple = {
@@ -131,8 +167,8 @@ def _resource_ref(container: Obj, ref: Obj) -> str:
     value = (resources.get(kind) or {}).get(name) or (resources.get("requests") or {}).get(name)
     if value is None:
         return "0"
-    divisor = quantity.parse(ref.get("divisor", "1"))
-    return str(math.ceil(quantity.parse(value) / divisor))
+    divisor = parse_quantity(ref.get("divisor", "1"))
+    return str(math.ceil(parse_quantity(value) / divisor))
 
 
 def expand(text: str, env: dict[str, str]) -> str:
@@ -233,6 +269,10 @@ def build_launch(
         ),
         key=lambda m: -len(m[0]),
     )
+    if API_ACCESS_VOLUME in volumes:  # every container gets it, as the kubelet mounts it
+        mounts.append((SERVICE_ACCOUNT_MOUNT, volumes[API_ACCESS_VOLUME]))
+        mounts.sort(key=lambda m: -len(m[0]))
+        base_env = {**base_env, "KUBECONFIG": str(volumes[API_ACCESS_VOLUME] / "kubeconfig")}
     spec_env = container_env(core, pod, container, pod_ip, host_ip)
     env = {**base_env, **{k: remap(v, mounts) for k, v in spec_env.items()}}
     words = [
@@ -244,6 +284,9 @@ def build_launch(
             "CreateContainerError",
             "emulated node: the container has no command (image entrypoints are unknown here)",
         )
+    # The pod's own network, as far as Python processes go (see podnet/sitecustomize.py).
+    env["EMULATED_POD_IP"] = pod_ip
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PODNET), env.get("PYTHONPATH")) if p)
     argv = [remap(w, mounts) for w in words]
     cwd = remap(container.get("workingDir") or default_cwd, mounts)
     return Launch(argv=argv, env=env, cwd=cwd if os.path.isdir(cwd) else default_cwd)

@@ -57,15 +57,10 @@ class Container:
 
 
 def termination(returncode: int) -> Obj:
-    """What containerd/kubelet report: signals become 128+N with reason Error."""
+    """What containerd/kubelet report: signals become 128+N with reason Error and no message
+    (a real kubelet has one only when the container wrote a termination message)."""
     if returncode < 0:
-        number = -returncode
-        name = signal.Signals(number).name if number in signal.valid_signals() else f"SIG{number}"
-        return {
-            "exitCode": 128 + number,
-            "reason": "Error",
-            "message": f"killed by signal {number} ({name})",
-        }
+        return {"exitCode": 128 - returncode, "reason": "Error"}
     return {"exitCode": returncode, "reason": "Completed" if returncode == 0 else "Error"}
 
 

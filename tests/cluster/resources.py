@@ -107,7 +107,7 @@ BUILTINS: tuple[ResourceType, ...] = (
         subresources=("status",),
         categories=("all",),
     ),
-    _t("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    _t("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",), subresources=("token",)),
     _t("", "v1", "endpoints", "Endpoints", short_names=("ep",)),
     _t("coordination.k8s.io", "v1", "leases", "Lease"),
     _t("events.k8s.io", "v1", "events", "Event"),

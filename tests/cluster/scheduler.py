@@ -1,8 +1,8 @@
 """The scheduler: binds pending pods to Ready nodes whose allocatable CPU/memory fits them.
 
 Otherwise it marks the pod `PodScheduled=False/Unschedulable` with the real message
-(`0/1 nodes are available: 1 Insufficient cpu.`) and records a FailedScheduling Event; it
-retries whenever pods or nodes change, so freed capacity is used at once.
+(`0/1 nodes are available: 1 Insufficient cpu. preemption: ...`) and records a
+FailedScheduling Event; it retries whenever pods or nodes change, so freed capacity is used.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import logging
 from collections import Counter
 from typing import Any
 
-from tests.cluster import kinds, quantity
+from kubernetes.utils import parse_quantity
+
+from tests.cluster import kinds
 from tests.cluster.controller import Controller
 from tests.cluster.meta import ApiError, now_rfc3339
 from tests.cluster.store import Store
@@ -23,6 +25,15 @@ SCHEDULER_NAME = "default-scheduler"
 Obj = dict[str, Any]
 
 
+def millicores(quantity: str | int | float) -> int:
+    """CPU in millicores, rounded up as the scheduler does."""
+    return int((parse_quantity(quantity) * 1000).to_integral_value(rounding="ROUND_CEILING"))
+
+
+def bytes_of(quantity: str | int | float) -> int:
+    return int(parse_quantity(quantity).to_integral_value(rounding="ROUND_CEILING"))
+
+
 def pod_requests(pod: Obj) -> Counter[str]:
     """cpu (millicores), memory (bytes) and pods, including the init containers' maximum."""
     spec = pod.get("spec", {})
@@ -31,9 +42,9 @@ def pod_requests(pod: Obj) -> Counter[str]:
         requests = (container.get("resources") or {}).get("requests") or {}
         total: Counter[str] = Counter()
         if "cpu" in requests:
-            total["cpu"] = quantity.millicores(requests["cpu"])
+            total["cpu"] = millicores(requests["cpu"])
         if "memory" in requests:
-            total["memory"] = quantity.bytes_of(requests["memory"])
+            total["memory"] = bytes_of(requests["memory"])
         return total
 
     total: Counter[str] = Counter()
@@ -51,8 +62,8 @@ def allocatable(node: Obj) -> Counter[str]:
     status = node.get("status", {})
     values = status.get("allocatable") or status.get("capacity") or {}
     return Counter(
-        cpu=quantity.millicores(values.get("cpu", 0)),
-        memory=quantity.bytes_of(values.get("memory", 0)),
+        cpu=millicores(values.get("cpu", 0)),
+        memory=bytes_of(values.get("memory", 0)),
         pods=int(values.get("pods", 110)),
     )
 
@@ -164,7 +175,11 @@ class Scheduler(Controller):
         if not node_count:
             return "no nodes available to schedule pods"
         parts = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
-        return f"0/{node_count} nodes are available: {parts}."
+        # The real scheduler appends its preemption verdict; we never preempt (no victims).
+        return (
+            f"0/{node_count} nodes are available: {parts}. preemption: 0/{node_count} nodes are "
+            f"available: {node_count} No preemption victims found for incoming pod."
+        )
 
     def _unschedulable(self, pod: Obj, message: str) -> None:
         conditions = pod.get("status", {}).get("conditions") or []

@@ -24,7 +24,7 @@ from tests.cluster.meta import (
     now_rfc3339,
 )
 from tests.cluster.resources import Registry, ResourceType, types_from_crd
-from tests.cluster.watches import Event, Hub, Watch
+from tests.cluster.watches import HISTORY, Event, Hub, Watch
 
 Obj = dict[str, Any]
 
@@ -38,11 +38,11 @@ def _without(obj: Obj, *keys: str) -> Obj:
 
 
 class Store:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, watch_history: int = HISTORY) -> None:
         self.registry = registry
         self.rv = 0
         self.objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
-        self.hub = Hub()
+        self.hub = Hub(watch_history)
         # In-process controllers (GC, scheduler) hear every event here.
         self.listeners: list[Callable[[Event], None]] = self.hub.listeners
 
@@ -116,9 +116,31 @@ class Store:
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), generation=1)
         kinds.prepare_create(rt, obj)
         obj = self._check_schema(rt, obj)
+        if rt.key == kinds.POD_KEY:
+            self._admit_service_account(obj)
         if rt.key == kinds.CRD_KEY:
             self._register_crd(obj)
-        return self._commit(rt, obj, None)
+        created = self._commit(rt, obj, None)
+        if rt.key == kinds.NAMESPACE_KEY:
+            # The ServiceAccount controller's job, done at once (real: shortly after).
+            accounts = self.registry.get("", "v1", "serviceaccounts")
+            assert accounts is not None
+            self.create(accounts, meta["name"], {"metadata": {"name": "default"}})
+        return created
+
+    def _admit_service_account(self, pod: Obj) -> None:
+        """The ServiceAccount admission plugin: a pod runs as an account that exists."""
+        meta, account = pod["metadata"], pod["spec"]["serviceAccountName"]
+        accounts = self.registry.get("", "v1", "serviceaccounts")
+        assert accounts is not None
+        if self.lookup(accounts, meta["namespace"], account) is None:
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'pods "{meta["name"]}" is forbidden: error looking up service account '
+                f'{meta["namespace"]}/{account}: serviceaccount "{account}" not found',
+                {"name": meta["name"], "kind": "pods"},
+            )
 
     def update(
         self,

@@ -9,7 +9,7 @@ from typing import Any
 from kubernetes.client import CoreV1Api, V1Pod
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster.waiting import wait_for
+from tests.support import wait_for
 
 TESTDATA = Path(__file__).resolve().parent / "testdata"
 GRPC_HEALTH_SERVER = TESTDATA / "grpc_health_server.py"
@@ -60,7 +60,7 @@ def wait_pod(core: CoreV1Api, namespace: str, name: str, predicate: Callable[[V1
         pod = core.read_namespaced_pod(name, namespace)
         return pod if predicate(pod) else None
 
-    return wait_for(check, timeout, f"pod {namespace}/{name}: {what}")
+    return wait_for(check, timeout=timeout, what=f"pod {namespace}/{name}: {what}")
 
 
 def wait_pod_gone(core: CoreV1Api, namespace: str, name: str, timeout: float = 20.0) -> None:
@@ -71,7 +71,7 @@ def wait_pod_gone(core: CoreV1Api, namespace: str, name: str, timeout: float = 2
             return error.status == 404
         return False
 
-    wait_for(gone, timeout, f"pod {namespace}/{name} to be gone")
+    wait_for(gone, timeout=timeout, what=f"pod {namespace}/{name} to be gone")
 
 
 def is_ready(pod: V1Pod) -> bool:

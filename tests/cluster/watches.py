@@ -11,7 +11,9 @@ from typing import Any
 from tests.cluster.meta import ApiError, bad_request
 from tests.cluster.selectors import Predicate
 
-HISTORY = 20000  # events kept for watches that resume from a resourceVersion
+# Events kept for watches that resume from a resourceVersion. Short, as the real watch cache
+# is (a few minutes of events): clients must survive 410 Gone, and tests can provoke it.
+HISTORY = 1000
 Obj = dict[str, Any]
 
 
@@ -53,8 +55,8 @@ class Watch:
 class Hub:
     """Fans committed events out to watches and listeners, and remembers recent ones."""
 
-    def __init__(self) -> None:
-        self.history: deque[Event] = deque(maxlen=HISTORY)
+    def __init__(self, history: int = HISTORY) -> None:
+        self.history: deque[Event] = deque(maxlen=history)
         self.floor = 0  # a watch from before this resourceVersion gets 410 Expired
         self.watches: set[Watch] = set()
         self.listeners: list[Callable[[Event], None]] = []

@@ -1,0 +1,59 @@
+"""The chart's own identities in the emulated cluster: its rendered ServiceAccounts and RBAC.
+
+Tests run the operator, the gateway and instance pods as the chart's ServiceAccounts, so a
+verb the chart does not grant is a 403 in tests, as on a real cluster.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes.client import CoreV1Api
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import create_from_dict
+
+from tests.cluster.access import ClusterAccess
+from tests.cluster.fixtures import REPO
+
+CHART = REPO / "charts" / "yr"
+RELEASE = "yr"
+RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+# What a further namespace needs when the cluster-wide part is installed already.
+NAMESPACED_RBAC = ("ServiceAccount", "Role", "RoleBinding")
+
+
+def render_chart(helm: Path, namespace: str, *helm_args: str) -> list[dict[str, Any]]:
+    """`helm template` of charts/yr for a release in `namespace`."""
+    done = subprocess.run(
+        [str(helm), "template", RELEASE, str(CHART), "--namespace", namespace, *helm_args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"helm template failed:\n{done.stderr}")
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def install_chart_rbac(
+    cluster: ClusterAccess,
+    helm: Path,
+    namespace: str,
+    *helm_args: str,
+    kinds: tuple[str, ...] = RBAC_KINDS,
+) -> list[dict[str, Any]]:
+    """Create the chart's ServiceAccounts, Roles, ClusterRoles and bindings (those of `kinds`)
+    for a release in `namespace`; return them."""
+    docs = [d for d in render_chart(helm, namespace, *helm_args) if d["kind"] in kinds]
+    with cluster.api_client() as client:
+        try:
+            CoreV1Api(client).create_namespace({"metadata": {"name": namespace}})
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        for doc in docs:
+            create_from_dict(client, doc, namespace=namespace)
+    return docs
