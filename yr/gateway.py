@@ -16,8 +16,8 @@ from typing import Any
 
 import grpc
 
+from yr.contract import GROUP, PLURAL, PORT, VERSION
 from yr.protocol import CHANNEL_OPTIONS, ROUTE_METADATA_KEY, SERVER_OPTIONS
-from yr.runtime.kubernetes.objects import GROUP, PLURAL, VERSION
 
 _FORWARDED_METHODS = ("/yr.v1.Instance/Call", "/yr.v1.Instance/Hello")
 CACHE_TTL_S = 2.0
@@ -45,7 +45,7 @@ class Router:
         status = obj.get("status") or {}
         if not status.get("podIP"):
             return None
-        address = f"{status['podIP']}:{status.get('port') or 50051}"
+        address = f"{status['podIP']}:{status.get('port') or PORT}"
         self._cache[name] = (time.monotonic(), address)
         return address
 

@@ -241,9 +241,11 @@ def _join_host_port(host: str, port: int) -> str:
 
 def main() -> None:
     """Entry point of an instance pod: configuration comes from the environment."""
+    from yr import contract as c
+
     env = os.environ
-    payload_file = env.get("YR_PAYLOAD_FILE", "/var/run/yr/payload/payload")
-    token = env.get("YR_SESSION_TOKEN", "")
+    payload_file = env.get(c.ENV_PAYLOAD_FILE, f"{c.PAYLOAD_DIR}/{c.PAYLOAD_KEY}")
+    token = env.get(c.ENV_SESSION_TOKEN, "")
     if not token:
         sys.exit("yr.server: YR_SESSION_TOKEN is not set; refusing to serve without a secret")
     try:
@@ -264,7 +266,7 @@ def main() -> None:
             class_name=env.get("YR_CLASS_NAME", "instance"),
             token=token,
             host=env.get("YR_POD_IP", "0.0.0.0"),
-            port=int(env.get("YR_PORT", "50051")),
+            port=int(env.get(c.ENV_PORT, str(c.PORT))),
             concurrency=int(env.get("YR_CONCURRENCY", "1")),
         )
     )

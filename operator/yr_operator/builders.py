@@ -5,22 +5,22 @@ from __future__ import annotations
 import os
 from typing import Any
 
-GROUP = "yr.dev"
-VERSION = "v1alpha1"
-PLURAL = "yrinstances"
-KIND = "YRInstance"
+from yr import contract as c
+from yr.contract import (
+    APP_LABEL,
+    APP_VALUE,
+    INCARNATION_ANNOTATION,
+    INSTANCE_LABEL,
+    KIND,
+    PAYLOAD_DIR,
+    PORT,
+    SESSION_LABEL,
+    pod_name,
+)
 
-PORT = 50051
-PAYLOAD_DIR = "/var/run/yr/payload"
 RUN_AS_USER = 10001
 DEFAULT_IMAGE = "yr:latest"
 DEFAULT_SERVICE_ACCOUNT = "yr-instance"
-
-INSTANCE_LABEL = "yr.dev/instance"
-SESSION_LABEL = "yr.dev/session"
-APP_LABEL = "app.kubernetes.io/name"
-APP_VALUE = "yr-instance"
-INCARNATION_ANNOTATION = "yr.dev/incarnation"
 
 
 def default_image() -> str:
@@ -31,11 +31,6 @@ def default_image() -> str:
 def default_service_account() -> str:
     """The ServiceAccount every instance pod runs as (operator env)."""
     return os.environ.get("YR_INSTANCE_SERVICE_ACCOUNT") or DEFAULT_SERVICE_ACCOUNT
-
-
-def pod_name(instance_name: str, incarnation: int) -> str:
-    """Deterministic per incarnation, so a restarted operator never creates a second pod."""
-    return f"{instance_name}-{incarnation}"
 
 
 def incarnation_of(pod: dict[str, Any]) -> int | None:
@@ -57,7 +52,7 @@ def owner_reference(yrinstance: dict[str, Any]) -> dict[str, Any]:
     """The controller ownerReference that lets the garbage collector delete the pod."""
     meta = yrinstance["metadata"]
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": c.API_VERSION,
         "kind": KIND,
         "name": meta["name"],
         "uid": meta["uid"],
@@ -89,21 +84,23 @@ def container_env(yrinstance: dict[str, Any]) -> list[dict[str, Any]]:
     spec = yrinstance["spec"]
     session = str(spec["session"])
     env: list[dict[str, Any]] = [
-        {"name": "YR_BACKEND", "value": "kubernetes"},
-        {"name": "YR_INSTANCE_NAME", "value": yrinstance["metadata"]["name"]},
-        {"name": "YR_CLASS_NAME", "value": str(spec.get("className", ""))},
-        {"name": "YR_SESSION", "value": session},
-        {"name": "YR_CONCURRENCY", "value": str(spec.get("concurrency") or 1)},
-        {"name": "YR_PORT", "value": str(PORT)},
-        {"name": "YR_PAYLOAD_FILE", "value": f"{PAYLOAD_DIR}/payload"},
+        {"name": c.ENV_BACKEND, "value": "kubernetes"},
+        {"name": c.ENV_INSTANCE_NAME, "value": yrinstance["metadata"]["name"]},
+        {"name": c.ENV_CLASS_NAME, "value": str(spec.get("className", ""))},
+        {"name": c.ENV_SESSION, "value": session},
+        {"name": c.ENV_CONCURRENCY, "value": str(spec.get("concurrency") or 1)},
+        {"name": c.ENV_PORT, "value": str(PORT)},
+        {"name": c.ENV_PAYLOAD_FILE, "value": f"{PAYLOAD_DIR}/{c.PAYLOAD_KEY}"},
         {
-            "name": "YR_SESSION_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": f"yr-session-{session}", "key": "token"}},
+            "name": c.ENV_SESSION_TOKEN,
+            "valueFrom": {
+                "secretKeyRef": {"name": c.session_secret_name(session), "key": c.TOKEN_KEY}
+            },
         },
-        _field_ref("YR_NAMESPACE", "metadata.namespace"),
-        _field_ref("YR_POD_NAME", "metadata.name"),
-        _field_ref("YR_POD_UID", "metadata.uid"),
-        _field_ref("YR_POD_IP", "status.podIP"),
+        _field_ref(c.ENV_NAMESPACE, "metadata.namespace"),
+        _field_ref(c.ENV_POD_NAME, "metadata.name"),
+        _field_ref(c.ENV_POD_UID, "metadata.uid"),
+        _field_ref(c.ENV_POD_IP, "status.podIP"),
     ]
     taken = {e["name"] for e in env}
     for key, value in (spec.get("envVars") or {}).items():

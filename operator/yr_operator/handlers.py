@@ -10,19 +10,20 @@ from typing import Any
 
 import kopf
 
-from .builders import (
+from yr.contract import (
     APP_LABEL,
     APP_VALUE,
+    DRIVER_LABEL,
     GROUP,
     INSTANCE_LABEL,
     KIND,
     PLURAL,
     VERSION,
-    default_image,
-    default_service_account,
 )
+
+from .builders import default_image, default_service_account
 from .kube import Kube, load_configuration
-from .leases import DRIVER_LABEL, Leases, delete_expired
+from .leases import Leases, delete_expired
 from .reconcile import Reconciler
 
 PROGRESS_PREFIX = "operator.yr.dev"

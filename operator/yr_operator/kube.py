@@ -11,7 +11,7 @@ from urllib.parse import quote
 import aiohttp
 import kubernetes
 
-from .builders import APP_LABEL, APP_VALUE, GROUP, INSTANCE_LABEL, PLURAL, VERSION
+from yr.contract import APP_LABEL, APP_VALUE, GROUP, INSTANCE_LABEL, PLURAL, VERSION
 
 
 class ApiError(Exception):

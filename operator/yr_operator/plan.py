@@ -6,7 +6,9 @@ import dataclasses
 import os
 from typing import Any
 
-from .builders import incarnation_of, pod_name
+from yr.contract import LastTermination, pod_name
+
+from .builders import incarnation_of
 from .status import PodState, build_status, observe_pod
 
 BACKOFF_CAP_SECONDS = 60.0
@@ -108,15 +110,24 @@ def plan(
 
     # The incarnation k is dead: free its pod (and so its children) now, then restart or fail.
     doomed = stale + ((pod_name(name, k),) if k in live else ())
+    ended = LastTermination(
+        incarnation=k,
+        reason=death.reason,
+        message=death.message,
+        exit_code=death.exit_code,
+        signal=death.signal,
+    )
     if k < max_restarts:
         delay = backoff_seconds(k + 1, base=backoff_base)
         message = f"{death.message}; restart {k + 1}/{max_restarts} in {delay:g}s"
-        restarting = status("Restarting", death, message=message, pod_name="", pod_ip="")
+        restarting = status(
+            "Restarting", death, message=message, pod_name="", pod_ip="", last_termination=ended
+        )
         restarting.update(restarts=k + 1, podName=pod_name(name, k + 1))
         return finish(status=restarting, delete=doomed, restart_at=now + delay)
     if max_restarts:
         message = f"{death.message} (restart budget of {max_restarts} spent)"
     else:
         message = death.message
-    failed = status("Failed", death, message=message, pod_ip="")
+    failed = status("Failed", death, message=message, pod_ip="", last_termination=ended)
     return finish(status=failed, delete=doomed)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -13,9 +12,12 @@ from typing import Any
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
+from yr import contract as c
+from yr.contract import GROUP, PLURAL, VERSION, LastTermination
+from yr.errors import DeathInfo, YRError, YRInstanceDiedError
 from yr.runtime.base import Endpoint
-from yr.runtime.kubernetes.objects import GROUP, PLURAL, VERSION
+from yr.runtime.kubernetes import api
+from yr.runtime.kubernetes.diagnosis import schedule_error
 
 
 @dataclass
@@ -28,16 +30,26 @@ class _Tracked:
     waiters: list[tuple[int, concurrent.futures.Future]] = field(default_factory=list)
     error: BaseException | None = None
     deleted: bool = False
+    exists: bool = False  # created (or seen): absent from a fresh listing means deleted
 
 
-def death_from_status(status: dict[str, Any], *, will_restart: bool, restarts_left: int):
-    message = status.get("message") or status.get("reason") or "its pod stopped"
-    signal_match = re.search(r"signal (\d+)", message)
-    code_match = re.search(r"exit code (-?\d+)", message)
+def death_from_status(
+    status: dict[str, Any], incarnation: int, *, will_restart: bool, restarts_left: int
+) -> DeathInfo:
+    """The operator's structured lastTermination for that incarnation, as a DeathInfo."""
+    ended = LastTermination.from_status(status.get("lastTermination"))
+    if ended is None or ended.incarnation != incarnation:
+        reason = status.get("reason") or "its pod stopped"
+        return DeathInfo(reason=reason, will_restart=will_restart, restarts_left=restarts_left)
+    # An exit code or a signal speaks for itself; other ends (OOMKilled, Evicted, PodDeleted)
+    # need their message.
+    plain = ended.reason in (c.REASON_ERROR, c.REASON_SIGNAL) and (
+        ended.exit_code is not None or ended.signal is not None
+    )
     return DeathInfo(
-        exit_code=int(code_match.group(1)) if code_match and not signal_match else None,
-        signal=int(signal_match.group(1)) if signal_match else None,
-        reason=f"{status.get('reason', '')}: {message}".strip(": ") if not signal_match else "",
+        exit_code=ended.exit_code,
+        signal=ended.signal,
+        reason="" if plain else ended.message or ended.reason,
         will_restart=will_restart,
         restarts_left=restarts_left,
     )
@@ -57,7 +69,7 @@ class StatusWatcher:
     ) -> None:
         self._api = custom_api
         self._namespace = namespace
-        self._selector = f"yr.dev/session={session}"
+        self._selector = f"{c.SESSION_LABEL}={session}"
         self._address_of = address_of
         self._on_pod_running = on_pod_running
         self._tracked: dict[str, _Tracked] = {}
@@ -68,11 +80,21 @@ class StatusWatcher:
         self._timer = threading.Thread(target=self._expire, name="yr-k8s-timeouts", daemon=True)
         self._timer.start()
 
-    def track(self, name: str, *, class_name: str, schedule_timeout_s: float) -> None:
+    def track(
+        self, name: str, *, class_name: str, schedule_timeout_s: float, exists: bool = False
+    ) -> None:
         with self._lock:
-            self._tracked.setdefault(
+            tracked = self._tracked.setdefault(
                 name, _Tracked(class_name, time.monotonic(), schedule_timeout_s)
             )
+            tracked.exists = tracked.exists or exists
+
+    def created(self, name: str) -> None:
+        """The API server has the YRInstance: from now on, missing from a listing is deleted."""
+        with self._lock:
+            tracked = self._tracked.get(name)
+            if tracked is not None:
+                tracked.exists = True
 
     def forget(self, name: str, error: BaseException) -> None:
         with self._lock:
@@ -113,12 +135,7 @@ class StatusWatcher:
             stream = watch.Watch()
             try:
                 if not resource_version:
-                    listing = self._api.list_namespaced_custom_object(
-                        GROUP, VERSION, self._namespace, PLURAL, label_selector=self._selector
-                    )
-                    for item in listing.get("items", []):
-                        self._observe(item, deleted=False)
-                    resource_version = listing["metadata"].get("resourceVersion", "")
+                    resource_version = self._relist()
                 for event in stream.stream(
                     self._api.list_namespaced_custom_object,
                     GROUP,
@@ -137,13 +154,37 @@ class StatusWatcher:
             except ApiException as error:
                 if error.status == 410:
                     resource_version = ""  # too old: list again
-                elif not self._stopping.wait(0.5):
-                    continue
+                elif self._stopping.wait(0.5):
+                    return
             except Exception:
                 if self._stopping.wait(0.5):
                     return
             finally:
                 stream.stop()
+
+    def _relist(self) -> str:
+        """List the session's instances; one that existed but is not listed was deleted while
+        nobody watched (a 410 gap). Returns the list's resourceVersion to watch from."""
+        with self._lock:
+            known = {name for name, tracked in self._tracked.items() if tracked.exists}
+        listing = api.call(
+            self._api.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self._namespace,
+            PLURAL,
+            label_selector=self._selector,
+        )
+        listed = set()
+        for item in listing.get("items", []):
+            listed.add(item["metadata"]["name"])
+            self._observe(item, deleted=False)
+        for name in known - listed:
+            with self._lock:
+                tracked = self._tracked.get(name)
+                status = dict(tracked.status) if tracked is not None else {}
+            self._observe({"metadata": {"name": name}, "status": status}, deleted=True)
+        return listing["metadata"].get("resourceVersion", "")
 
     def _observe(self, obj: dict[str, Any], *, deleted: bool) -> None:
         name = obj["metadata"]["name"]
@@ -158,6 +199,7 @@ class StatusWatcher:
             tracked = self._tracked.get(name)
             if tracked is None:
                 return
+            tracked.exists = True
             tracked.status = status
             max_restarts = int((obj.get("spec") or {}).get("maxRestarts", 0))
             restarts = int(status.get("restarts") or 0)
@@ -172,13 +214,13 @@ class StatusWatcher:
                         restarts_left=max_restarts - incarnation - 1,
                     ),
                 )
-            if phase == "Restarting" and restarts > 0:
+            if phase == c.RESTARTING and restarts > 0:
                 # The operator already counts the incarnation it is about to start.
                 tracked.deaths[restarts - 1] = death_from_status(
-                    status, will_restart=True, restarts_left=max_restarts - restarts
+                    status, restarts - 1, will_restart=True, restarts_left=max_restarts - restarts
                 )
-            if phase == "Failed":
-                death = death_from_status(status, will_restart=False, restarts_left=0)
+            if phase == c.FAILED:
+                death = death_from_status(status, restarts, will_restart=False, restarts_left=0)
                 tracked.deaths.setdefault(restarts, death)
                 self._fail(tracked, YRInstanceDiedError(name, tracked.class_name, death))
             if deleted:
@@ -190,7 +232,7 @@ class StatusWatcher:
 
     def _settle(self, name: str, tracked: _Tracked) -> None:
         status = tracked.status
-        if status.get("phase") != "Ready" or not status.get("podIP"):
+        if status.get("phase") != c.READY or not status.get("podIP"):
             return
         incarnation = int(status.get("restarts") or 0)
         endpoint = Endpoint(self._address_of(name, status), incarnation)
@@ -217,24 +259,20 @@ class StatusWatcher:
             now = time.monotonic()
             with self._lock:
                 for name, tracked in self._tracked.items():
-                    never_ready = tracked.status.get("phase") in (None, "", "Pending")
+                    never_ready = tracked.status.get("phase") in (None, "", c.PENDING)
                     if (
                         tracked.error is None
                         and never_ready
                         and tracked.waiters
                         and now - tracked.created_at > tracked.schedule_timeout_s
                     ):
-                        self._fail(tracked, self._schedule_error(name, tracked))
-
-    def _schedule_error(self, name: str, tracked: _Tracked) -> YRSchedulingError:
-        status = tracked.status
-        why = status.get("message") or "its pod was not created or scheduled in time"
-        reason = status.get("reason") or "Pending"
-        return YRSchedulingError(
-            f"instance {name} ({tracked.class_name}) could not be scheduled within "
-            f"{tracked.schedule_timeout_s * 1000:.0f} ms: {reason}: {why}. Lower its cpu, free "
-            "capacity in the cluster, or raise InvokeOptions(schedule_timeout_ms=...)"
-        )
+                        error = schedule_error(
+                            name,
+                            tracked.class_name,
+                            tracked.status,
+                            timeout_s=tracked.schedule_timeout_s,
+                        )
+                        self._fail(tracked, error)
 
     def stop(self) -> None:
         self._stopping.set()
