@@ -44,6 +44,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.reconnect_backoff = 0.1
     settings.watching.connect_timeout = 5
     settings.watching.server_timeout = 300
+    # The client must outwait the server's own end of a watch, or every watch ends in an error.
+    settings.watching.client_timeout = 330
     settings.networking.error_backoffs = (0.1, 0.5, 1, 2, 5)
     kube = Kube(load_configuration())
     memo.kube = kube

@@ -10,7 +10,7 @@ from typing import Any
 
 from .builders import build_pod
 from .events import post_event
-from .kube import ApiError, Kube
+from .kube import ApiError, Conflict, Kube, NotFound
 from .plan import Plan, plan
 from .status import build_status, status_changed, status_patch
 
@@ -104,15 +104,15 @@ class Reconciler:
         try:
             await self.kube.create_pod(namespace=meta["namespace"], pod=pod)
             return True
-        except ApiError as e:
-            if e.status == 409 and fast:
+        except Conflict:
+            if fast:
                 return False  # already there (an earlier operator run): read and decide
-            if e.status == 409:
-                # Taken by a pod our list did not count: an old owner's, awaiting the GC.
-                self.requeue(namespace=meta["namespace"], name=meta["name"], delay=RETRY_SECONDS)
-                return None
-            if e.status >= 500 or e.status == 429:
-                raise
+            # Taken by a pod our list did not count: an old owner's, awaiting the GC.
+            self.requeue(namespace=meta["namespace"], name=meta["name"], delay=RETRY_SECONDS)
+            return None
+        except ApiError as e:
+            if e.transient:
+                raise  # still failing after the request's own retries: kopf retries later
             # Quota, admission or RBAC refusal: say so, like a ReplicaSet's FailedCreate.
             status = build_status(
                 phase="Pending",
@@ -137,10 +137,8 @@ class Reconciler:
                     name=meta["name"],
                     status=status_patch(current, status),
                 )
-            except ApiError as e:
-                if e.status == 404:
-                    return  # deleted meanwhile: the GC takes care of the pod
-                raise
+            except NotFound:
+                return  # deleted meanwhile: the GC takes care of the pod
         if event is not None:
             kind, reason, message = event
             post_event(yri, kind=kind, reason=reason, message=message)

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.cluster import kinds, tables
+from tests.cluster.faults import Faults
 from tests.cluster.meta import LOG_DIR_ANNOTATION, ApiError, bad_request, conflict
 from tests.cluster.patches import apply_patch
 from tests.cluster.resources import ResourceType
@@ -41,11 +42,15 @@ def _out(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
 class Handlers:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.faults = Faults()  # armed by tests through /emulated/faults
 
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        return await self.faults.serve(request, self._serve)
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._dispatch(request)
         except ApiError as error:
