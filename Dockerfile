@@ -21,7 +21,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY yr ./yr
 COPY operator ./operator
-RUN /opt/yr/bin/pip install . \
+RUN /opt/yr/bin/pip install ".[kubernetes,operator]" \
  && /opt/yr/bin/python -c "import yr, yr_operator"
 
 FROM python:3.11-slim

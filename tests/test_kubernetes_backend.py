@@ -143,17 +143,16 @@ def test_a_tree_that_does_not_fit_reports_the_schedulers_message(session):
     # 8 CPUs: the lead and seven workers fit, the eighth worker cannot.
     workers = yr.InvokeOptions(cpu=1000, memory=128, schedule_timeout_ms=3000)
     lead = Lead.invoke(8, workers)
-    with pytest.raises(yr.YRSchedulingError, match="Insufficient cpu") as caught:
+    with pytest.raises(yr.YRSchedulingError, match="Unschedulable: .*Insufficient cpu"):
         yr.get(lead.train.invoke(0.1), timeout=120)
-    assert "0/1 nodes are available: 1 Insufficient cpu." in str(caught.value)
     pending = [
         obj["status"]
         for obj in _instances(session).values()
         if (obj.get("status") or {}).get("phase") == "Pending"
     ]
-    assert [(s["reason"], s["message"]) for s in pending] == [
-        ("Unschedulable", "0/1 nodes are available: 1 Insufficient cpu.")
-    ]
+    # The scheduler's words vary (a real one adds a preemption clause): check the cause only.
+    assert [s["reason"] for s in pending] == ["Unschedulable"]
+    assert "Insufficient cpu" in pending[0]["message"]
 
 
 def test_an_instance_pod_refuses_a_call_without_the_session_token(session):

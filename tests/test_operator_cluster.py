@@ -237,7 +237,8 @@ def test_instance_too_big_for_the_node_is_pending_unschedulable(env: Env) -> Non
         f"{name} to be Unschedulable",
     )
     assert st["phase"] == "Pending"
-    assert st["message"] == "0/1 nodes are available: 1 Insufficient cpu."
+    # The scheduler's words vary (a real one adds a preemption clause): check the cause only.
+    assert "Insufficient cpu" in st["message"]
     env.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
 
 
@@ -362,6 +363,7 @@ def test_no_finalizer_ever_appears_on_a_yrinstance(env: Env) -> None:
     env.wait_phase(name, "Ready")
     env.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
     finalizers: list[Any] = []
+    deleted = False
     stream = k8s_watch.Watch().stream(
         env.custom.list_namespaced_custom_object,
         GROUP,
@@ -376,7 +378,9 @@ def test_no_finalizer_ever_appears_on_a_yrinstance(env: Env) -> None:
         if obj["metadata"]["name"] == name:
             finalizers += obj["metadata"].get("finalizers") or []
             if event["type"] == "DELETED":
+                deleted = True
                 break
+    assert deleted, f"the watch never reported {name} DELETED"
     assert finalizers == []
 
 

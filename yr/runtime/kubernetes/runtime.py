@@ -23,6 +23,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
 from yr import contract as c
+from yr.console import notice
 from yr.contract import GROUP, PLURAL, VERSION
 from yr.errors import DeathInfo, YRError, YRSerializationError
 from yr.options import Config
@@ -163,7 +164,7 @@ class KubernetesRuntime(Runtime):
             namespace,
             objects.build_token_secret(session=session, token=token, owner=lease_owner),
         )
-        logger.info("yr: kubernetes session %s in namespace %s", session, namespace)
+        notice(f"yr: kubernetes session {session} in namespace {namespace}")
         return cls(
             api_client=api_client,
             namespace=namespace,
