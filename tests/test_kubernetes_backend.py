@@ -103,6 +103,37 @@ def test_what_instance_pods_print_reaches_the_driver_prefixed_by_pod(cluster):
     assert all(line.startswith("(trainingworker-") for line in training)
 
 
+SAY_THEN_FINALIZE = textwrap.dedent(
+    """
+    import yr
+    from tests.k8s_instances import Worker
+    yr.init(yr.Config(backend="kubernetes", namespace="default"))
+    worker = Worker.options(yr.InvokeOptions(cpu=100, memory=64)).invoke()
+    lines = ["last words 1", "last words 2", "last words 3"]
+    assert yr.get(worker.say.invoke(lines), timeout=120) == 3
+    yr.finalize()
+    """
+)
+
+
+def test_what_a_pod_prints_just_before_finalize_still_reaches_the_driver(cluster):
+    finished = subprocess.run(
+        [sys.executable, "-c", SAY_THEN_FINALIZE],
+        env=cluster.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert finished.returncode == 0, finished.stderr
+    said = [line.split(") ", 1)[-1] for line in finished.stdout.splitlines()]
+    assert [line for line in said if line.startswith("last words")] == [
+        "last words 1",
+        "last words 2",
+        "last words 3",
+    ]
+
+
 def test_each_instance_is_a_yrinstance_and_a_pod_owned_along_the_tree(session):
     leads = [Lead.invoke(2), Lead.invoke(2)]
     assert (
