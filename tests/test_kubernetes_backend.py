@@ -223,6 +223,23 @@ def test_a_killed_worker_pod_restarts_and_a_call_in_flight_gets_the_died_error(s
     assert "SIGKILL" in _instances(session)[worker.instance_id]["status"]["message"]
 
 
+def test_a_class_from_a_module_the_pods_lack_fails_pointing_to_pickling_by_value(
+    session, tmp_path, monkeypatch
+):
+    (tmp_path / "h4_driver_only.py").write_text(
+        "import yr\n\n\n@yr.instance\nclass Private:\n    def ping(self):\n        return 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))  # the driver sees it, the pods do not
+    from h4_driver_only import Private
+
+    instance = Private.options(yr.InvokeOptions(cpu=100, memory=64)).invoke()
+    with pytest.raises(ModuleNotFoundError) as caught:
+        yr.get(instance.ping.invoke(), timeout=60)
+    text = str(caught.value)
+    assert "No module named 'h4_driver_only'" in text
+    assert "cloudpickle.register_pickle_by_value" in text and "instance.image" in text
+
+
 def test_a_payload_over_the_object_size_limit_is_refused_and_creates_nothing(session):
     with pytest.raises(yr.YRSerializationError, match="more than the .* MiB a Kubernetes"):
         Lead.invoke(b"x" * (2 * 1024 * 1024))

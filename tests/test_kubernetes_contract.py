@@ -14,11 +14,20 @@ def test_a_death_is_read_from_last_termination_not_from_the_message() -> None:
         "phase": "Restarting",
         "restarts": 1,
         "message": "user printed 'exit code 7' and 'signal 3'; restart 1/2 in 1s",
-        "lastTermination": {"incarnation": 0, "reason": "Error", "message": "x", "exitCode": 2},
+        "lastTermination": {"incarnation": 0, "reason": "Error", "message": "", "exitCode": 2},
     }
     death = death_from_status(status, 0, will_restart=True, restarts_left=1)
     assert (death.exit_code, death.signal) == (2, None)
     assert death.describe() == "exited with code 2"
+
+
+def test_a_module_missing_in_the_pod_points_to_register_pickle_by_value() -> None:
+    words = "Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named 'mine'"
+    ended = {"incarnation": 0, "reason": "Error", "message": words, "exitCode": 1}
+    death = death_from_status({"lastTermination": ended}, 0, will_restart=False, restarts_left=0)
+    text = death.describe()
+    assert text.startswith("exited with code 1: ModuleNotFoundError: No module named 'mine'")
+    assert "cloudpickle.register_pickle_by_value" in text and "instance.image" in text
 
 
 def test_a_signal_death_names_the_signal() -> None:

@@ -374,7 +374,7 @@ def test_a_signal_death_is_recorded_as_structured_last_termination() -> None:
     assert p.status["lastTermination"] == {
         "incarnation": 0,
         "reason": "Signal",
-        "message": "killed by signal 9 (SIGKILL)",
+        "message": "",
         "signal": 9,
     }
 
@@ -386,9 +386,18 @@ def test_an_exit_code_death_is_recorded_with_its_code_and_no_signal() -> None:
     assert p.status["lastTermination"] == {
         "incarnation": 0,
         "reason": "Error",
-        "message": "exit code 3",
+        "message": "",
         "exitCode": 3,
     }
+
+
+def test_a_crash_keeps_the_containers_termination_message_as_data() -> None:
+    obj = yri(maxRestarts=0)
+    obj["status"] = {"phase": "Ready", "restarts": 0, "podName": "w1-0"}
+    words = "Traceback ...\nModuleNotFoundError: No module named 'mine'"
+    p = plan(obj, [pod_with(terminated(exitCode=1, message=words))], now=0, now_iso=NOW)
+    ended = p.status["lastTermination"]
+    assert (ended["exitCode"], ended["message"]) == (1, words)
 
 
 def test_last_termination_survives_the_next_incarnation_becoming_ready() -> None:

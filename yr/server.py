@@ -45,11 +45,18 @@ class UserObject:
     def construct(self) -> None:
         try:
             cls, args, kwargs = serialization.loads(self._payload)
+        except ModuleNotFoundError as error:
+            self.init_error = remote_error(error, context=_missing_module(self.class_name, error))
+            return
+        except BaseException as error:
+            self.init_error = remote_error(error, context=f"__init__ of {self.class_name}")
+            return
+        finally:
+            self._payload = b""
+        try:
             self.instance = cls(*args, **kwargs)
         except BaseException as error:
             self.init_error = remote_error(error, context=f"__init__ of {self.class_name}")
-        finally:
-            self._payload = b""
 
     def run(self, invocation: yr_pb2.Invocation) -> yr_pb2.Outcome:
         if self.init_error is not None:
@@ -89,6 +96,14 @@ def resolve_refs(values: Any) -> list[Any]:
     from yr.refs import ObjectRef
 
     return [value.result() if isinstance(value, ObjectRef) else value for value in values]
+
+
+def _missing_module(class_name: str, error: ModuleNotFoundError) -> str:
+    return (
+        f"unpickling {class_name}: this instance's image lacks module {error.name!r}; ship it "
+        "with cloudpickle.register_pickle_by_value(module) before creating the instance, or "
+        "run an image that has it (the chart's instance.image; docs/quickstart-kubernetes.md)"
+    )
 
 
 def remote_error(error: BaseException, *, context: str = "") -> yr_pb2.RemoteError:

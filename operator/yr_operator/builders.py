@@ -177,6 +177,9 @@ def build_pod(
                         "failureThreshold": 3,
                     },
                     "securityContext": container_security_context(),
+                    # A crash before serving (e.g. a module missing from the image) then
+                    # reaches the driver through lastTermination.message.
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
                     "volumeMounts": [
                         {"name": "payload", "mountPath": PAYLOAD_DIR, "readOnly": True},
                         {"name": "tmp", "mountPath": "/tmp"},

@@ -110,10 +110,13 @@ def plan(
 
     # The incarnation k is dead: free its pod (and so its children) now, then restart or fail.
     doomed = stale + ((pod_name(name, k),) if k in live else ())
+    coded = death.exit_code is not None or death.signal is not None
     ended = LastTermination(
         incarnation=k,
         reason=death.reason,
-        message=death.message,
+        # A code or signal is data already; the message then carries only the container's own
+        # words (kubelet's termination message), never our prose about them.
+        message=death.detail if coded else death.message,
         exit_code=death.exit_code,
         signal=death.signal,
     )

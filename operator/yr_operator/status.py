@@ -30,6 +30,7 @@ class PodState:
     node: str = ""
     exit_code: int | None = None
     signal: int | None = None
+    detail: str = ""  # the container's own termination message (e.g. its log's last lines)
 
     @property
     def dead(self) -> bool:
@@ -101,7 +102,10 @@ def observe_pod(pod: dict[str, Any]) -> PodState:
         reason, message, sig = _termination(terminated)
         code = terminated.get("exitCode")
         exit_code = code if isinstance(code, int) and not sig else None
-        return PodState("Dead", reason, message, ip, node, exit_code=exit_code, signal=sig)
+        detail = (terminated.get("message") or "").strip()
+        return PodState(
+            "Dead", reason, message, ip, node, exit_code=exit_code, signal=sig, detail=detail
+        )
     if status.get("phase") in ("Failed", "Succeeded"):
         # Evicted, DeadlineExceeded, ... carry their reason on the pod, not a container.
         reason = status.get("reason") or status.get("phase")

@@ -218,6 +218,12 @@ class PodWorker(threading.Thread):
     def _record_exit(self, container: Container) -> None:
         assert container.proc is not None
         with_signal = termination(container.proc.returncode)
+        if (
+            container.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+            and with_signal["exitCode"] != 0
+            and not with_signal.get("message")
+        ):
+            with_signal["message"] = self._log_tail(container)
         container.state = {
             "terminated": {
                 **with_signal,
@@ -228,6 +234,15 @@ class PodWorker(threading.Thread):
         }
         # The container is gone: whatever it left in its process group goes with it.
         self._signal_group(container, signal.SIGKILL)
+
+    def _log_tail(self, container: Container) -> str:
+        """A kubelet's FallbackToLogsOnError message: the log's last 80 lines, at most 2 KiB."""
+        path = self.dir / f"{container.name}.log"
+        try:
+            lines = path.read_bytes().splitlines()[-80:]
+        except OSError:
+            return ""
+        return b"\n".join(lines)[-2048:].decode(errors="replace")
 
     def _signal_group(self, container: Container, sig: signal.Signals) -> None:
         if container.proc is None:

@@ -41,18 +41,32 @@ def death_from_status(
     if ended is None or ended.incarnation != incarnation:
         reason = status.get("reason") or "its pod stopped"
         return DeathInfo(reason=reason, will_restart=will_restart, restarts_left=restarts_left)
-    # An exit code or a signal speaks for itself; other ends (OOMKilled, Evicted, PodDeleted)
-    # need their message.
-    plain = ended.reason in (c.REASON_ERROR, c.REASON_SIGNAL) and (
-        ended.exit_code is not None or ended.signal is not None
-    )
     return DeathInfo(
         exit_code=ended.exit_code,
         signal=ended.signal,
-        reason="" if plain else ended.message or ended.reason,
+        reason=_why(ended),
         will_restart=will_restart,
         restarts_left=restarts_left,
     )
+
+
+def _why(ended: LastTermination) -> str:
+    """What to add to the exit code or signal: the container's last words, plus advice."""
+    if ended.reason == c.REASON_SIGNAL and ended.signal is not None:
+        return ""  # the signal says it all
+    words = ended.message.strip()
+    if ended.exit_code is None and ended.signal is None:
+        return words or ended.reason  # OOMKilled, Evicted, PodDeleted, ...
+    last = words.splitlines()[-1] if words else ""
+    if ended.reason != c.REASON_ERROR:
+        last = f"{ended.reason}: {last}" if last else ended.reason
+    if "ModuleNotFoundError" in words:
+        last += (
+            " (the instance image lacks a module the class needs: build it into the image "
+            "the chart's instance.image names, or ship it with "
+            "cloudpickle.register_pickle_by_value(module); see docs/quickstart-kubernetes.md)"
+        )
+    return last
 
 
 class StatusWatcher:
