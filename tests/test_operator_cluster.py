@@ -275,7 +275,11 @@ def test_pod_exiting_with_a_code_fails_with_that_code(env: Env) -> None:
     name = unique("exit")
     env.create(name, session="tokenless")
     st = env.wait_phase(name, "Failed")
-    assert (st["reason"], st["message"]) == ("Error", "exit code 1")
+    assert st["reason"] == "Error" and st["message"].startswith("exit code 1")
+    ended = st["lastTermination"]
+    assert (ended["incarnation"], ended["reason"], ended["exitCode"]) == (0, "Error", 1)
+    # FallbackToLogsOnError: the container's last words travel as data.
+    assert "YR_SESSION_TOKEN is not set" in ended["message"]
 
 
 def test_operator_restart_during_creation_leaves_one_pod_per_instance(env: Env) -> None:
@@ -403,3 +407,16 @@ def test_spec_change_is_observed_and_applies_to_the_next_incarnation(env: Env) -
         30,
         f"{name} to restart under its new budget",
     )
+
+
+def test_a_missing_payload_secret_shows_the_kubelets_failed_mount(env: Env) -> None:
+    name = unique("nopayload")
+    env.create(name, payloadSecret=f"{name}-missing")
+    st = wait_for(
+        lambda: (s := env.status(name)).get("reason") == "FailedMount" and s,
+        30,
+        f"{name} to show the kubelet's FailedMount",
+    )
+    assert st["phase"] == "Pending"
+    assert f'secret "{name}-missing" not found' in st["message"]
+    env.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)

@@ -189,6 +189,15 @@ class Kube:
             if (p.get("metadata", {}).get("labels") or {}).get(INSTANCE_LABEL) == instance
         ]
 
+    async def warning_events(self, *, namespace: str, uid: str) -> list[dict[str, Any]]:
+        """The Warning Events about one object (by uid), as the kubelet posts them."""
+        data = await self.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/events",
+            params={"fieldSelector": f"involvedObject.uid={uid},type=Warning"},
+        )
+        return list((data or {}).get("items") or [])
+
     async def create_pod(self, *, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
         return await self.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=pod)
 

@@ -57,8 +57,13 @@ def plan(
     now_iso: str,
     restart_at: float | None = None,
     backoff_base: float | None = None,
+    kubelet_warnings: dict[str, tuple[str, str]] | None = None,
 ) -> Plan:
-    """Decide from the instance, its pods and the time; `restart_at` is remembered by the caller."""
+    """Decide from the instance, its pods and the time; `restart_at` is remembered by the caller.
+
+    `kubelet_warnings`: pod name -> (reason, message) of its latest Warning Event, for pods
+    that the kubelet keeps waiting without saying why in their status.
+    """
     meta, spec = yrinstance["metadata"], yrinstance.get("spec") or {}
     current: dict[str, Any] = yrinstance.get("status") or {}
     name, uid = meta["name"], meta.get("uid", "")
@@ -95,6 +100,9 @@ def plan(
     pod = owned.get(k)
     if pod is not None:
         st = observe_pod(pod)
+        warning = (kubelet_warnings or {}).get(pod_name(name, k))
+        if st.phase == "Pending" and not st.reason and warning:
+            st = dataclasses.replace(st, reason=warning[0], message=warning[1])
         if not (st.dead or st.phase == "Terminating"):
             return finish(status=status(st.phase, st), delete=stale)
         death = st

@@ -11,12 +11,18 @@ from typing import Any
 from .builders import build_pod
 from .events import post_event
 from .kube import ApiError, Conflict, Kube, NotFound
+from .leases import parse_time
 from .plan import Plan, plan
-from .status import build_status, status_changed, status_patch
+from .status import build_status, creating_quietly, status_changed, status_patch
 
 log = logging.getLogger("yr_operator")
 Key = tuple[str, str]  # (namespace, name)
 RETRY_SECONDS = 1.0
+QUIET_CHECK_S = 2.0  # a pod ContainerCreating this long has its Warning Events read
+
+
+def _event_time(event: dict[str, Any]) -> str:
+    return event.get("lastTimestamp") or event.get("eventTime") or ""
 
 
 def _iso(ts: float) -> str:
@@ -57,13 +63,44 @@ class Reconciler:
                     self._forget(key)
                     return
                 pods = await self.kube.list_instance_pods(namespace=namespace, instance=name)
-                await self._run(yri, pods=pods, fast=False)
+                warnings = await self._kubelet_warnings(yri, pods)
+                await self._run(yri, pods=pods, fast=False, warnings=warnings)
         finally:
             self._queued.discard(key)
             if not lock.locked() and key not in self._queued:
                 self._locks.pop(key, None)
 
-    async def _run(self, yri: dict[str, Any], *, pods: list[dict[str, Any]], fast: bool) -> bool:
+    async def _kubelet_warnings(
+        self, yri: dict[str, Any], pods: list[dict[str, Any]]
+    ) -> dict[str, tuple[str, str]]:
+        """Why the kubelet keeps a pod ContainerCreating (e.g. FailedMount), from its Events.
+
+        Asked only of pods older than a few seconds, and asked again while they stay so: the
+        Event does not change the pod, so nothing else would wake the reconcile up."""
+        meta, found = yri["metadata"], {}
+        now = time.time()
+        for pod in pods:
+            if not creating_quietly(pod):
+                continue
+            pmeta = pod["metadata"]
+            self.requeue(namespace=meta["namespace"], name=meta["name"], delay=QUIET_CHECK_S)
+            created = parse_time(pmeta.get("creationTimestamp"))
+            if created is None or now - created < QUIET_CHECK_S:
+                continue
+            events = await self.kube.warning_events(namespace=meta["namespace"], uid=pmeta["uid"])
+            if events:
+                latest = max(events, key=_event_time)
+                found[pmeta["name"]] = (latest.get("reason") or "", latest.get("message") or "")
+        return found
+
+    async def _run(
+        self,
+        yri: dict[str, Any],
+        *,
+        pods: list[dict[str, Any]],
+        fast: bool,
+        warnings: dict[str, tuple[str, str]] | None = None,
+    ) -> bool:
         """Plan and apply; False when the fast path must fall back to a full read."""
         meta, current = yri["metadata"], yri.get("status") or {}
         rkey = (
@@ -73,7 +110,14 @@ class Reconciler:
             int(current.get("restarts") or 0),
         )
         now = time.time()
-        p = plan(yri, pods, now=now, now_iso=_iso(now), restart_at=self._restart_at.get(rkey))
+        p = plan(
+            yri,
+            pods,
+            now=now,
+            now_iso=_iso(now),
+            restart_at=self._restart_at.get(rkey),
+            kubelet_warnings=warnings,
+        )
         for pod in p.delete:
             await self.kube.delete_pod(namespace=meta["namespace"], name=pod)
         if p.create is not None:

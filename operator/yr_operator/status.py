@@ -92,6 +92,15 @@ def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
     return (statuses[0].get("state") or {}) if statuses else {}
 
 
+def creating_quietly(pod: dict[str, Any]) -> bool:
+    """A scheduled pod whose container is still ContainerCreating: a kubelet says why (e.g. a
+    Secret volume it cannot mount) only in the pod's Warning Events."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    waiting = _container_state(pod).get("waiting") or {}
+    return waiting.get("reason") in _QUIET_WAITING and not waiting.get("message")
+
+
 def observe_pod(pod: dict[str, Any]) -> PodState:
     """Reduce a pod to the one fact the instance status needs."""
     status = pod.get("status") or {}

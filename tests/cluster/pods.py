@@ -85,6 +85,7 @@ class PodWorker(threading.Thread):
         self.removed = False  # the object is gone from the API
         self.shutting_down = False  # the agent is stopping
         self.start_time = now_rfc3339()
+        self._mount_warned = ""  # the FailedMount message last posted (post each once)
         self._conditions: dict[str, Obj] = {}
         self._reported: Obj | None = None
 
@@ -162,14 +163,25 @@ class PodWorker(threading.Thread):
                     for c in self.containers
                 ]
             except ConfigError as error:
-                for container in self.containers:
-                    container.state = {
-                        "waiting": {"reason": error.reason, "message": error.message}
-                    }
-                self._report()
+                self._config_error(error)
             except ApiException as error:
                 log.warning("preparing %s: %s", self.name, error.reason)
             self.wake.wait(PREPARE_RETRY)
+
+    def _config_error(self, error: ConfigError) -> None:
+        """As a kubelet: a volume that cannot be mounted leaves the container plainly
+        ContainerCreating and says why in a FailedMount Event; an env problem is in the
+        waiting state itself (CreateContainerConfigError)."""
+        if error.reason == "ContainerCreating":
+            waiting: Obj = {"reason": "ContainerCreating"}
+            if error.message != self._mount_warned:
+                self._mount_warned = error.message
+                self.agent.kube.event(self.pod, "Warning", "FailedMount", error.message)
+        else:
+            waiting = {"reason": error.reason, "message": error.message}
+        for container in self.containers:
+            container.state = {"waiting": dict(waiting)}
+        self._report()
 
     def _start(self, container: Container, launch: Launch) -> None:
         log_path = self.dir / f"{container.name}.log"
