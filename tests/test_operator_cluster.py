@@ -420,3 +420,38 @@ def test_a_missing_payload_secret_shows_the_kubelets_failed_mount(env: Env) -> N
     assert st["phase"] == "Pending"
     assert f'secret "{name}-missing" not found' in st["message"]
     env.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+
+
+def test_an_instance_whose_owner_is_being_deleted_gets_no_pod_and_no_warning(env: Env) -> None:
+    lease = create_driver_lease(env, unique("leaving"), duration=3600)
+    lease_name = lease.metadata.name
+    # A finalizer holds the Lease in its being-deleted state, as a slow teardown would.
+    env.coordination.patch_namespaced_lease(
+        lease_name, NS, {"metadata": {"finalizers": ["test.yr.dev/hold"]}}
+    )
+    env.coordination.delete_namespaced_lease(lease_name, NS)
+    log = env.operator.log
+    wait_for(
+        lambda: f"{lease_name} is being deleted" in log.read_text(errors="replace"),
+        20,
+        "the operator to see the Lease being deleted",
+    )
+    name = unique("orphaned")
+    owner = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "name": lease_name,
+        "uid": lease.metadata.uid,
+    }
+    env.create(name, owners=[owner])
+    try:
+        assert stays(lambda: not env.pods_of(name), seconds=2.0), "a pod was created"
+        warnings = [
+            e
+            for e in env.core.list_namespaced_event(NS).items
+            if e.involved_object.name == name and e.type == "Warning"
+        ]
+        assert warnings == []
+    finally:
+        env.coordination.patch_namespaced_lease(lease_name, NS, {"metadata": {"finalizers": None}})
+    wait_for(lambda: env.get(name) is None, 20, f"{name} to be collected with its owner")

@@ -24,6 +24,7 @@ from yr.contract import (
 from .builders import default_image, default_service_account
 from .kube import Kube, load_configuration
 from .leases import Leases, delete_expired
+from .owners import DyingOwners
 from .reconcile import Reconciler
 
 PROGRESS_PREFIX = "operator.yr.dev"
@@ -49,8 +50,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.error_backoffs = (0.1, 0.5, 1, 2, 5)
     kube = Kube(load_configuration())
     memo.kube = kube
+    memo.dying = DyingOwners()
     memo.reconciler = Reconciler(
-        kube=kube, image=default_image(), service_account=default_service_account()
+        kube=kube,
+        image=default_image(),
+        service_account=default_service_account(),
+        dying=memo.dying,
     )
     memo.leases = Leases()
 
@@ -98,9 +103,15 @@ async def yrinstance_update(
 
 @kopf.on.event("v1", "pods", labels={APP_LABEL: APP_VALUE})
 async def pod_event(
-    body: kopf.Body, namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any
+    type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    labels: dict[str, str],
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     """A pod changed: reconcile the YRInstance that controls it."""
+    memo.dying.observe(event_type=type, body=body)  # it may own nested instances
     owners = body.get("metadata", {}).get("ownerReferences") or []
     if not any(o.get("kind") == KIND and o.get("controller") for o in owners):
         return
@@ -111,6 +122,7 @@ async def pod_event(
 
 @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={DRIVER_LABEL: "true"})
 async def lease_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.dying.observe(event_type=type, body=body)
     memo.leases.observe(event_type=type, body=_plain(body))
     leases: Leases = memo.leases
     if leases.task is None or leases.task.done():

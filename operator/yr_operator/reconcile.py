@@ -12,6 +12,7 @@ from .builders import build_pod
 from .events import post_event
 from .kube import ApiError, Conflict, Kube, NotFound
 from .leases import parse_time
+from .owners import DyingOwners
 from .plan import Plan, plan
 from .status import build_status, creating_quietly, status_changed, status_patch
 
@@ -32,8 +33,11 @@ def _iso(ts: float) -> str:
 class Reconciler:
     """Serialises reconciles per instance and remembers restart times between them."""
 
-    def __init__(self, *, kube: Kube, image: str, service_account: str) -> None:
+    def __init__(
+        self, *, kube: Kube, image: str, service_account: str, dying: DyingOwners | None = None
+    ) -> None:
         self.kube = kube
+        self.dying = dying or DyingOwners()
         self.image = image
         self.service_account = service_account
         self._locks: dict[Key, asyncio.Lock] = {}
@@ -120,6 +124,10 @@ class Reconciler:
         )
         for pod in p.delete:
             await self.kube.delete_pod(namespace=meta["namespace"], name=pod)
+        if p.create is not None and self.dying.owner_dying(yri):
+            # Its owner is going, and it with it: a new pod would only fail (and warn) on the
+            # session Secret already gone. Nothing to write, nothing to announce.
+            return True
         if p.create is not None:
             created = await self._create(yri, p, fast=fast)
             if created is not True:
