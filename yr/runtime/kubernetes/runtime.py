@@ -36,20 +36,27 @@ logger = logging.getLogger("yr")
 LEASE_RENEW_S = max(objects.LEASE_DURATION_S / 3, 0.5)
 
 
+def _kubeconfig_source(kubeconfig: str = "") -> str:
+    """Which configuration _load_config reads: a kubeconfig path, or the pod's account."""
+    path = kubeconfig or os.environ.get("KUBECONFIG") or ""
+    if path or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return path or os.path.expanduser(KUBE_CONFIG_DEFAULT_LOCATION)
+    return "the in-cluster service account"
+
+
 def _load_config(kubeconfig: str = "") -> k8s.ApiClient:
     """An ApiClient from the kubeconfig (or the pod's service account); a clear YRError when
     there is neither."""
     configuration = k8s.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG") or ""
-    if path or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        tried = path or os.path.expanduser(KUBE_CONFIG_DEFAULT_LOCATION)
+    source = _kubeconfig_source(kubeconfig)
+    if source != "the in-cluster service account":
         try:
             k8s_config.load_kube_config(
                 config_file=kubeconfig or None, client_configuration=configuration
             )
         except (ConfigException, OSError, TypeError, ValueError) as error:
             raise YRError(
-                f"cannot load the Kubernetes configuration from {tried}: {error}. Point "
+                f"cannot load the Kubernetes configuration from {source}: {error}. Point "
                 "yr.Config(kubeconfig=...) or $KUBECONFIG at a valid kubeconfig"
             ) from None
     else:
@@ -57,8 +64,9 @@ def _load_config(kubeconfig: str = "") -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
-def _check_api(custom: k8s.CustomObjectsApi, namespace: str, host: str) -> None:
+def _check_api(custom: k8s.CustomObjectsApi, namespace: str, *, source: str) -> None:
     """Reach the API server and the YRInstance resource before creating anything."""
+    host = custom.api_client.configuration.host
     try:
         api.call(
             custom.list_namespaced_custom_object,
@@ -73,11 +81,12 @@ def _check_api(custom: k8s.CustomObjectsApi, namespace: str, host: str) -> None:
     except api.NotFound:
         raise YRError(
             "the YRInstance CRD is not installed in this cluster: helm install yr charts/yr "
-            f"(docs/quickstart-kubernetes.md); API server {host}"
+            f"(docs/quickstart-kubernetes.md); API server {host} from {source}"
         ) from None
     except (urllib3.exceptions.HTTPError, OSError) as error:
         raise YRError(
-            f"cannot reach the Kubernetes API server at {host}: {_root_cause(error)}"
+            f"cannot reach the Kubernetes API server at {host} (from {source}): "
+            f"{_root_cause(error)}"
         ) from None
 
 
@@ -134,7 +143,11 @@ class KubernetesRuntime(Runtime):
         api_client = _load_config(config.kubeconfig)
         namespace = config.namespace or "default"
         try:
-            _check_api(k8s.CustomObjectsApi(api_client), namespace, api_client.configuration.host)
+            _check_api(
+                k8s.CustomObjectsApi(api_client),
+                namespace,
+                source=_kubeconfig_source(config.kubeconfig),
+            )
         except BaseException:
             api_client.close()
             raise
