@@ -18,6 +18,11 @@ class Worker:
     def train(self, shard: int, lr: float) -> str:
         return f"shard {shard} loss {0.1 / lr}"
 
+    def say(self, lines: list[str]) -> int:
+        for line in lines:
+            print(line)
+        return len(lines)
+
     def sleep_marked(self, seconds: float, marker: str) -> int:
         """Sleep, after creating ``marker`` so a test knows the call is running."""
         open(marker, "w").close()

@@ -414,3 +414,50 @@ def test_instance_being_deleted_is_terminating_and_gets_no_pod() -> None:
     obj["metadata"]["deletionTimestamp"] = NOW
     p = plan(obj, [], now=0, now_iso=NOW)
     assert p.status["phase"] == "Terminating" and p.create is None
+
+
+# --- status.lastTermination ---------------------------------------------------------------
+
+
+def test_a_signal_death_is_recorded_as_structured_last_termination() -> None:
+    obj = yri(maxRestarts=2)
+    obj["status"] = {"phase": "Ready", "restarts": 0, "podName": "w1-0"}
+    p = plan(obj, [pod_with(terminated(exitCode=137))], now=100, now_iso=NOW, backoff_base=1)
+    assert p.status["lastTermination"] == {
+        "incarnation": 0,
+        "reason": "Signal",
+        "message": "",
+        "signal": 9,
+    }
+
+
+def test_an_exit_code_death_is_recorded_with_its_code_and_no_signal() -> None:
+    obj = yri(maxRestarts=0)
+    obj["status"] = {"phase": "Ready", "restarts": 0, "podName": "w1-0"}
+    p = plan(obj, [pod_with(terminated(exitCode=3))], now=0, now_iso=NOW)
+    assert p.status["lastTermination"] == {
+        "incarnation": 0,
+        "reason": "Error",
+        "message": "",
+        "exitCode": 3,
+    }
+
+
+def test_a_crash_keeps_the_containers_termination_message_as_data() -> None:
+    obj = yri(maxRestarts=0)
+    obj["status"] = {"phase": "Ready", "restarts": 0, "podName": "w1-0"}
+    words = "Traceback ...\nModuleNotFoundError: No module named 'mine'"
+    p = plan(obj, [pod_with(terminated(exitCode=1, message=words))], now=0, now_iso=NOW)
+    ended = p.status["lastTermination"]
+    assert (ended["exitCode"], ended["message"]) == (1, words)
+
+
+def test_last_termination_survives_the_next_incarnation_becoming_ready() -> None:
+    obj = yri(maxRestarts=1)
+    obj["status"] = {"phase": "Ready", "restarts": 0, "podName": "w1-0"}
+    obj["status"] = plan(obj, [pod_with(terminated(exitCode=3))], now=0, now_iso=NOW).status
+    ready = pod_with({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+    ready["metadata"]["name"] = "w1-1"
+    ready["metadata"]["annotations"]["yr.dev/incarnation"] = "1"
+    p = plan(obj, [ready], now=5, now_iso=NOW)
+    assert p.status["phase"] == "Ready" and p.status["lastTermination"]["incarnation"] == 0

@@ -272,7 +272,11 @@ def test_pod_exiting_with_a_code_fails_with_that_code(env: Env) -> None:
     name = unique("exit")
     env.create(name, session="tokenless")
     st = env.wait_phase(name, "Failed")
-    assert (st["reason"], st["message"]) == ("Error", "exit code 1")
+    assert st["reason"] == "Error" and st["message"].startswith("exit code 1")
+    ended = st["lastTermination"]
+    assert (ended["incarnation"], ended["reason"], ended["exitCode"]) == (0, "Error", 1)
+    # FallbackToLogsOnError: the container's last words travel as data.
+    assert "YR_SESSION_TOKEN is not set" in ended["message"]
 
 
 def test_operator_restart_during_creation_leaves_one_pod_per_instance(env: Env) -> None:
@@ -366,6 +370,7 @@ def test_no_finalizer_ever_appears_on_a_yrinstance(env: Env) -> None:
     env.wait_phase(name, "Ready")
     env.custom.delete_namespaced_custom_object(GROUP, VERSION, env.ns, PLURAL, name)
     finalizers: list[Any] = []
+    deleted = False
     stream = k8s_watch.Watch().stream(
         env.custom.list_namespaced_custom_object,
         GROUP,
@@ -380,7 +385,9 @@ def test_no_finalizer_ever_appears_on_a_yrinstance(env: Env) -> None:
         if obj["metadata"]["name"] == name:
             finalizers += obj["metadata"].get("finalizers") or []
             if event["type"] == "DELETED":
+                deleted = True
                 break
+    assert deleted, f"the watch never reported {name} DELETED"
     assert finalizers == []
 
 
@@ -403,3 +410,53 @@ def test_spec_change_is_observed_and_applies_to_the_next_incarnation(env: Env) -
         timeout=30,
         what=f"{name} to restart under its new budget",
     )
+
+
+def test_a_missing_payload_secret_shows_the_kubelets_failed_mount(env: Env) -> None:
+    name = unique("nopayload")
+    env.create(name, payloadSecret=f"{name}-missing")
+    st = wait_for(
+        lambda: (s := env.status(name)).get("reason") == "FailedMount" and s,
+        30,
+        f"{name} to show the kubelet's FailedMount",
+    )
+    assert st["phase"] == "Pending"
+    assert f'secret "{name}-missing" not found' in st["message"]
+    env.custom.delete_namespaced_custom_object(GROUP, VERSION, env.ns, PLURAL, name)
+
+
+def test_an_instance_whose_owner_is_being_deleted_gets_no_pod_and_no_warning(env: Env) -> None:
+    lease = create_driver_lease(env, unique("leaving"), duration=3600)
+    lease_name = lease.metadata.name
+    # A finalizer holds the Lease in its being-deleted state, as a slow teardown would.
+    env.coordination.patch_namespaced_lease(
+        lease_name, env.ns, {"metadata": {"finalizers": ["test.yr.dev/hold"]}}
+    )
+    env.coordination.delete_namespaced_lease(lease_name, env.ns)
+    log = env.operator.log
+    wait_for(
+        lambda: f"{lease_name} is being deleted" in log.read_text(errors="replace"),
+        20,
+        "the operator to see the Lease being deleted",
+    )
+    name = unique("orphaned")
+    owner = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "name": lease_name,
+        "uid": lease.metadata.uid,
+    }
+    env.create(name, owners=[owner])
+    try:
+        assert stays(lambda: not env.pods_of(name), seconds=2.0), "a pod was created"
+        warnings = [
+            e
+            for e in env.core.list_namespaced_event(env.ns).items
+            if e.involved_object.name == name and e.type == "Warning"
+        ]
+        assert warnings == []
+    finally:
+        env.coordination.patch_namespaced_lease(
+            lease_name, env.ns, {"metadata": {"finalizers": None}}
+        )
+    wait_for(lambda: env.get(name) is None, 20, f"{name} to be collected with its owner")

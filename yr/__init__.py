@@ -30,13 +30,8 @@ def resources() -> list[dict]:
     return session.current().runtime.resources()
 
 
-_logger = _logging.getLogger("yr")
-if not _logger.handlers:  # say what the runtime does unless the application configured logging
-    _handler = _logging.StreamHandler()
-    _handler.setFormatter(_logging.Formatter("%(message)s"))
-    _logger.addHandler(_handler)
-    _logger.setLevel(_logging.INFO)
-    _logger.propagate = False
+# A library only adds a NullHandler: the application's logging configuration decides what shows.
+_logging.getLogger("yr").addHandler(_logging.NullHandler())
 
 __all__ = [
     "Config",

@@ -23,9 +23,9 @@ from typing import Any
 
 import grpc
 
+from yr.contract import GROUP, PLURAL, PORT, TOKEN_KEY, VERSION, session_secret_name
 from yr.protocol import CHANNEL_OPTIONS, ROUTE_METADATA_KEY, SERVER_OPTIONS
 from yr.protocol.gate import presented_token, refusal
-from yr.runtime.kubernetes.objects import GROUP, PLURAL, VERSION
 
 _FORWARDED_METHODS = ("/yr.v1.Instance/Call", "/yr.v1.Instance/Hello")
 ROUTE_TTL_S = 2.0  # a pod's address, until a forward to it fails
@@ -66,7 +66,7 @@ class Directory:
             self._routes[name] = (now, None)
             return None
         status = obj.get("status") or {}
-        address = f"{status['podIP']}:{status.get('port') or 50051}" if status.get("podIP") else ""
+        address = f"{status['podIP']}:{status.get('port') or PORT}" if status.get("podIP") else ""
         route = Route(session=(obj.get("spec") or {}).get("session", ""), address=address)
         self._routes[name] = (now, route)
         return route
@@ -81,8 +81,10 @@ class Directory:
         if cached is not None and now - cached[0] < (TOKEN_TTL_S if cached[1] else UNKNOWN_TTL_S):
             return cached[1]
         try:
-            secret = self._core.read_namespaced_secret(f"yr-session-{session}", self._namespace)
-            token = base64.b64decode((secret.data or {})["token"])
+            secret = self._core.read_namespaced_secret(
+                session_secret_name(session), self._namespace
+            )
+            token = base64.b64decode((secret.data or {})[TOKEN_KEY])
         except Exception:
             token = None
         self._tokens[session] = (now, token)

@@ -45,11 +45,18 @@ class UserObject:
     def construct(self) -> None:
         try:
             cls, args, kwargs = serialization.loads(self._payload)
+        except ModuleNotFoundError as error:
+            self.init_error = remote_error(error, context=_missing_module(self.class_name, error))
+            return
+        except BaseException as error:
+            self.init_error = remote_error(error, context=f"__init__ of {self.class_name}")
+            return
+        finally:
+            self._payload = b""
+        try:
             self.instance = cls(*args, **kwargs)
         except BaseException as error:
             self.init_error = remote_error(error, context=f"__init__ of {self.class_name}")
-        finally:
-            self._payload = b""
 
     def run(self, invocation: yr_pb2.Invocation) -> yr_pb2.Outcome:
         if self.init_error is not None:
@@ -89,6 +96,14 @@ def resolve_refs(values: Any) -> list[Any]:
     from yr.refs import ObjectRef
 
     return [value.result() if isinstance(value, ObjectRef) else value for value in values]
+
+
+def _missing_module(class_name: str, error: ModuleNotFoundError) -> str:
+    return (
+        f"unpickling {class_name}: this instance's image lacks module {error.name!r}; ship it "
+        "with cloudpickle.register_pickle_by_value(module) before creating the instance, or "
+        "run an image that has it (the chart's instance.image; docs/quickstart-kubernetes.md)"
+    )
 
 
 def remote_error(error: BaseException, *, context: str = "") -> yr_pb2.RemoteError:
@@ -272,9 +287,11 @@ def main(argv: list[str] | None = None) -> None:
             "docs/kubernetes-contract.md."
         ),
     ).parse_args(argv)
+    from yr import contract as c
+
     env = os.environ
-    payload_file = env.get("YR_PAYLOAD_FILE", "/var/run/yr/payload/payload")
-    token = env.get("YR_SESSION_TOKEN", "")
+    payload_file = env.get(c.ENV_PAYLOAD_FILE, f"{c.PAYLOAD_DIR}/{c.PAYLOAD_KEY}")
+    token = env.get(c.ENV_SESSION_TOKEN, "")
     if not token:
         sys.exit("yr.server: YR_SESSION_TOKEN is not set; refusing to serve without a secret")
     try:
@@ -295,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
             class_name=env.get("YR_CLASS_NAME", "instance"),
             token=token,
             host=env.get("YR_POD_IP", "0.0.0.0"),
-            port=int(env.get("YR_PORT", "50051")),
+            port=int(env.get(c.ENV_PORT, str(c.PORT))),
             concurrency=int(env.get("YR_CONCURRENCY", "1")),
         )
     )

@@ -8,13 +8,19 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-GROUP = "yr.dev"
-VERSION = "v1alpha1"
-PLURAL = "yrinstances"
-KIND = "YRInstance"
+from yr import contract as c
+from yr.contract import (
+    APP_LABEL,
+    APP_VALUE,
+    INCARNATION_ANNOTATION,
+    INSTANCE_LABEL,
+    KIND,
+    PAYLOAD_DIR,
+    PORT,
+    SESSION_LABEL,
+    pod_name,
+)
 
-PORT = 50051
-PAYLOAD_DIR = "/var/run/yr/payload"
 RUN_AS_USER = 10001
 # The chart's image (repository yr, tag its appVersion = this package's version), never
 # ":latest": Kubernetes always pulls ":latest", which fails for an image loaded into the node.
@@ -22,11 +28,6 @@ DEFAULT_IMAGE = f"yr:{importlib.metadata.version('yr')}"
 DEFAULT_IMAGE_PULL_POLICY = "IfNotPresent"
 DEFAULT_SERVICE_ACCOUNT = "yr-instance"
 
-INSTANCE_LABEL = "yr.dev/instance"
-SESSION_LABEL = "yr.dev/session"
-APP_LABEL = "app.kubernetes.io/name"
-APP_VALUE = "yr-instance"
-INCARNATION_ANNOTATION = "yr.dev/incarnation"
 LABEL_VALUE_MAX = 63
 
 
@@ -52,11 +53,6 @@ def default_service_account() -> str:
     return os.environ.get("YR_INSTANCE_SERVICE_ACCOUNT") or DEFAULT_SERVICE_ACCOUNT
 
 
-def pod_name(instance_name: str, incarnation: int) -> str:
-    """Deterministic per incarnation, so a restarted operator never creates a second pod."""
-    return f"{instance_name}-{incarnation}"
-
-
 def incarnation_of(pod: dict[str, Any]) -> int | None:
     """The incarnation a pod was built for, or None for a pod we did not build."""
     meta = pod.get("metadata") or {}
@@ -76,7 +72,7 @@ def owner_reference(yrinstance: dict[str, Any]) -> dict[str, Any]:
     """The controller ownerReference that lets the garbage collector delete the pod."""
     meta = yrinstance["metadata"]
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": c.API_VERSION,
         "kind": KIND,
         "name": meta["name"],
         "uid": meta["uid"],
@@ -118,21 +114,23 @@ def container_env(yrinstance: dict[str, Any]) -> list[dict[str, Any]]:
     spec = yrinstance["spec"]
     session = str(spec["session"])
     env: list[dict[str, Any]] = [
-        {"name": "YR_BACKEND", "value": "kubernetes"},
-        {"name": "YR_INSTANCE_NAME", "value": yrinstance["metadata"]["name"]},
-        {"name": "YR_CLASS_NAME", "value": str(spec.get("className", ""))},
-        {"name": "YR_SESSION", "value": session},
-        {"name": "YR_CONCURRENCY", "value": str(spec.get("concurrency") or 1)},
-        {"name": "YR_PORT", "value": str(PORT)},
-        {"name": "YR_PAYLOAD_FILE", "value": f"{PAYLOAD_DIR}/payload"},
+        {"name": c.ENV_BACKEND, "value": "kubernetes"},
+        {"name": c.ENV_INSTANCE_NAME, "value": yrinstance["metadata"]["name"]},
+        {"name": c.ENV_CLASS_NAME, "value": str(spec.get("className", ""))},
+        {"name": c.ENV_SESSION, "value": session},
+        {"name": c.ENV_CONCURRENCY, "value": str(spec.get("concurrency") or 1)},
+        {"name": c.ENV_PORT, "value": str(PORT)},
+        {"name": c.ENV_PAYLOAD_FILE, "value": f"{PAYLOAD_DIR}/{c.PAYLOAD_KEY}"},
         {
-            "name": "YR_SESSION_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": f"yr-session-{session}", "key": "token"}},
+            "name": c.ENV_SESSION_TOKEN,
+            "valueFrom": {
+                "secretKeyRef": {"name": c.session_secret_name(session), "key": c.TOKEN_KEY}
+            },
         },
-        _field_ref("YR_NAMESPACE", "metadata.namespace"),
-        _field_ref("YR_POD_NAME", "metadata.name"),
-        _field_ref("YR_POD_UID", "metadata.uid"),
-        _field_ref("YR_POD_IP", "status.podIP"),
+        _field_ref(c.ENV_NAMESPACE, "metadata.namespace"),
+        _field_ref(c.ENV_POD_NAME, "metadata.name"),
+        _field_ref(c.ENV_POD_UID, "metadata.uid"),
+        _field_ref(c.ENV_POD_IP, "status.podIP"),
     ]
     taken = {e["name"] for e in env}
     for key, value in (spec.get("envVars") or {}).items():
@@ -219,6 +217,9 @@ def build_pod(
                         "failureThreshold": 3,
                     },
                     "securityContext": container_security_context(),
+                    # A crash before serving (e.g. a module missing from the image) then
+                    # reaches the driver through lastTermination.message.
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
                     "volumeMounts": [
                         {"name": "payload", "mountPath": PAYLOAD_DIR, "readOnly": True},
                         {"name": "tmp", "mountPath": "/tmp"},

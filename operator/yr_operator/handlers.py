@@ -10,18 +10,20 @@ from typing import Any
 
 import kopf
 
-from .builders import (
+from yr.contract import (
     APP_LABEL,
     APP_VALUE,
+    DRIVER_LABEL,
     GROUP,
     KIND,
     PLURAL,
     VERSION,
-    default_image,
-    default_service_account,
 )
+
+from .builders import default_image, default_service_account
 from .kube import Kube, load_configuration
-from .leases import DRIVER_LABEL, Leases, delete_expired
+from .leases import Leases, delete_expired
+from .owners import DyingOwners
 from .reconcile import Reconciler
 
 PROGRESS_PREFIX = "operator.yr.dev"
@@ -42,11 +44,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.reconnect_backoff = 0.1
     settings.watching.connect_timeout = 5
     settings.watching.server_timeout = 300
+    # The client must outwait the server's own end of a watch, or every watch ends in an error.
+    settings.watching.client_timeout = 330
     settings.networking.error_backoffs = (0.1, 0.5, 1, 2, 5)
     kube = Kube(load_configuration())
     memo.kube = kube
+    memo.dying = DyingOwners()
     memo.reconciler = Reconciler(
-        kube=kube, image=default_image(), service_account=default_service_account()
+        kube=kube,
+        image=default_image(),
+        service_account=default_service_account(),
+        dying=memo.dying,
     )
     memo.leases = Leases()
 
@@ -93,8 +101,15 @@ async def yrinstance_update(
 
 
 @kopf.on.event("v1", "pods", labels={APP_LABEL: APP_VALUE})
-async def pod_event(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(
+    type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     """A pod changed: reconcile the YRInstance that controls it."""
+    memo.dying.observe(event_type=type, body=body)  # it may own nested instances
     owners = body.get("metadata", {}).get("ownerReferences") or []
     # The controller reference names the YRInstance; the yr.dev/instance label is a hash for
     # names longer than a label value may be.
@@ -105,6 +120,7 @@ async def pod_event(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={DRIVER_LABEL: "true"})
 async def lease_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.dying.observe(event_type=type, body=body)
     memo.leases.observe(event_type=type, body=_plain(body))
     leases: Leases = memo.leases
     if leases.task is None or leases.task.done():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import random
 import ssl
 from typing import Any
 from urllib.parse import quote
@@ -11,25 +13,49 @@ from urllib.parse import quote
 import aiohttp
 import kubernetes
 
-from .builders import (
-    APP_LABEL,
-    APP_VALUE,
-    GROUP,
-    INSTANCE_LABEL,
-    PLURAL,
-    VERSION,
-    instance_label_value,
-)
+from yr.contract import APP_LABEL, APP_VALUE, GROUP, INSTANCE_LABEL, PLURAL, VERSION
+
+from .builders import instance_label_value
+
+RETRY_BUDGET_S = 30.0  # a 429/5xx keeps being retried for this long within one request
+MAX_DELAY_S = 10.0
 
 
 class ApiError(Exception):
-    """A non-2xx answer; `status` is the HTTP code (409 Conflict, 404 Not Found, ...)."""
+    """A non-2xx answer; `status` is the HTTP code, subclasses name the common ones."""
 
-    def __init__(self, status: int, body: Any) -> None:
+    def __init__(self, status: int, body: Any, retry_after: float | None = None) -> None:
         message = body.get("message") if isinstance(body, dict) else str(body)
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message or ""
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.status == 429 or self.status >= 500
+
+
+class NotFound(ApiError):
+    """404."""
+
+
+class Conflict(ApiError):
+    """409: already exists, or a failed precondition."""
+
+
+_TYPED: dict[int, type[ApiError]] = {404: NotFound, 409: Conflict}
+
+
+def api_error(status: int, body: Any, retry_after: float | None = None) -> ApiError:
+    return _TYPED.get(status, ApiError)(status, body, retry_after)
+
+
+def _retry_after(raw: str | None) -> float | None:
+    try:
+        return min(max(float(raw), 0.0), MAX_DELAY_S) if raw is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
 
 
 def load_configuration() -> kubernetes.client.Configuration:
@@ -81,6 +107,33 @@ class Kube:
         params: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Any:
+        """One call; 429 and 5xx are retried (after Retry-After when given) for a while."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RETRY_BUDGET_S
+        attempt = 0
+        while True:
+            try:
+                return await self._once(
+                    method, path, body=body, params=params, content_type=content_type
+                )
+            except ApiError as e:
+                delay = e.retry_after
+                if delay is None:
+                    delay = min(0.1 * 2**attempt, MAX_DELAY_S) * (0.5 + random.random() / 2)
+                if not e.transient or loop.time() + delay > deadline:
+                    raise
+                attempt += 1
+                await asyncio.sleep(delay)  # the server's backoff, not synchronisation
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any,
+        params: dict[str, str] | None,
+        content_type: str,
+    ) -> Any:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=64)
             self._session = aiohttp.ClientSession(
@@ -98,7 +151,7 @@ class Kube:
             except ValueError:
                 data = text
             if resp.status >= 400:
-                raise ApiError(resp.status, data)
+                raise api_error(resp.status, data, _retry_after(resp.headers.get("Retry-After")))
             return data
 
     async def close(self) -> None:
@@ -113,10 +166,8 @@ class Kube:
     async def get_yrinstance(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return await self.request("GET", self._yri_path(namespace, name))
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+        except NotFound:
+            return None
 
     async def patch_yrinstance_status(
         self, *, namespace: str, name: str, status: dict[str, Any]
@@ -141,6 +192,15 @@ class Kube:
             if (p.get("metadata", {}).get("labels") or {}).get(INSTANCE_LABEL) == label
         ]
 
+    async def warning_events(self, *, namespace: str, uid: str) -> list[dict[str, Any]]:
+        """The Warning Events about one object (by uid), as the kubelet posts them."""
+        data = await self.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/events",
+            params={"fieldSelector": f"involvedObject.uid={uid},type=Warning"},
+        )
+        return list((data or {}).get("items") or [])
+
     async def create_pod(self, *, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
         return await self.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=pod)
 
@@ -151,10 +211,8 @@ class Kube:
             body["preconditions"] = preconditions
         try:
             await self.request("DELETE", path, body=body)
-        except ApiError as e:
-            if e.status in (404, 409):
-                return False
-            raise
+        except (NotFound, Conflict):
+            return False
         return True
 
     async def delete_pod(self, *, namespace: str, name: str) -> bool:

@@ -14,7 +14,6 @@ from .events import post_event
 from .kube import Kube
 
 log = logging.getLogger("yr_operator")
-DRIVER_LABEL = "yr.dev/driver"
 DEFAULT_DURATION_SECONDS = 15
 _FRACTION = re.compile(r"\.(\d+)")
 

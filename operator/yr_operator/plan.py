@@ -6,7 +6,9 @@ import dataclasses
 import os
 from typing import Any
 
-from .builders import incarnation_of, pod_name
+from yr.contract import LastTermination, pod_name
+
+from .builders import incarnation_of
 from .status import PodState, build_status, observe_pod
 
 BACKOFF_CAP_SECONDS = 60.0
@@ -55,8 +57,13 @@ def plan(
     now_iso: str,
     restart_at: float | None = None,
     backoff_base: float | None = None,
+    kubelet_warnings: dict[str, tuple[str, str]] | None = None,
 ) -> Plan:
-    """Decide from the instance, its pods and the time; `restart_at` is remembered by the caller."""
+    """Decide from the instance, its pods and the time; `restart_at` is remembered by the caller.
+
+    `kubelet_warnings`: pod name -> (reason, message) of its latest Warning Event, for pods
+    that the kubelet keeps waiting without saying why in their status.
+    """
     meta, spec = yrinstance["metadata"], yrinstance.get("spec") or {}
     current: dict[str, Any] = yrinstance.get("status") or {}
     name, uid = meta["name"], meta.get("uid", "")
@@ -93,6 +100,9 @@ def plan(
     pod = owned.get(k)
     if pod is not None:
         st = observe_pod(pod)
+        warning = (kubelet_warnings or {}).get(pod_name(name, k))
+        if st.phase == "Pending" and not st.reason and warning:
+            st = dataclasses.replace(st, reason=warning[0], message=warning[1])
         if not (st.dead or st.phase == "Terminating"):
             return finish(status=status(st.phase, st), delete=stale)
         death = st
@@ -108,15 +118,27 @@ def plan(
 
     # The incarnation k is dead: free its pod (and so its children) now, then restart or fail.
     doomed = stale + ((pod_name(name, k),) if k in live else ())
+    coded = death.exit_code is not None or death.signal is not None
+    ended = LastTermination(
+        incarnation=k,
+        reason=death.reason,
+        # A code or signal is data already; the message then carries only the container's own
+        # words (kubelet's termination message), never our prose about them.
+        message=death.detail if coded else death.message,
+        exit_code=death.exit_code,
+        signal=death.signal,
+    )
     if k < max_restarts:
         delay = backoff_seconds(k + 1, base=backoff_base)
         message = f"{death.message}; restart {k + 1}/{max_restarts} in {delay:g}s"
-        restarting = status("Restarting", death, message=message, pod_name="", pod_ip="")
+        restarting = status(
+            "Restarting", death, message=message, pod_name="", pod_ip="", last_termination=ended
+        )
         restarting.update(restarts=k + 1, podName=pod_name(name, k + 1))
         return finish(status=restarting, delete=doomed, restart_at=now + delay)
     if max_restarts:
         message = f"{death.message} (restart budget of {max_restarts} spent)"
     else:
         message = death.message
-    failed = status("Failed", death, message=message, pod_ip="")
+    failed = status("Failed", death, message=message, pod_ip="", last_termination=ended)
     return finish(status=failed, delete=doomed)

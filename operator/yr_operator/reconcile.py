@@ -10,13 +10,20 @@ from typing import Any
 
 from .builders import build_pod
 from .events import post_event
-from .kube import ApiError, Kube
+from .kube import ApiError, Conflict, Kube, NotFound
+from .leases import parse_time
+from .owners import DyingOwners
 from .plan import Plan, plan
-from .status import build_status, status_changed, status_patch
+from .status import build_status, creating_quietly, status_changed, status_patch
 
 log = logging.getLogger("yr_operator")
 Key = tuple[str, str]  # (namespace, name)
 RETRY_SECONDS = 1.0
+QUIET_CHECK_S = 2.0  # a pod ContainerCreating this long has its Warning Events read
+
+
+def _event_time(event: dict[str, Any]) -> str:
+    return event.get("lastTimestamp") or event.get("eventTime") or ""
 
 
 def _iso(ts: float) -> str:
@@ -26,8 +33,11 @@ def _iso(ts: float) -> str:
 class Reconciler:
     """Serialises reconciles per instance and remembers restart times between them."""
 
-    def __init__(self, *, kube: Kube, image: str, service_account: str) -> None:
+    def __init__(
+        self, *, kube: Kube, image: str, service_account: str, dying: DyingOwners | None = None
+    ) -> None:
         self.kube = kube
+        self.dying = dying or DyingOwners()
         self.image = image
         self.service_account = service_account
         self._locks: dict[Key, asyncio.Lock] = {}
@@ -57,13 +67,44 @@ class Reconciler:
                     self._forget(key)
                     return
                 pods = await self.kube.list_instance_pods(namespace=namespace, instance=name)
-                await self._run(yri, pods=pods, fast=False)
+                warnings = await self._kubelet_warnings(yri, pods)
+                await self._run(yri, pods=pods, fast=False, warnings=warnings)
         finally:
             self._queued.discard(key)
             if not lock.locked() and key not in self._queued:
                 self._locks.pop(key, None)
 
-    async def _run(self, yri: dict[str, Any], *, pods: list[dict[str, Any]], fast: bool) -> bool:
+    async def _kubelet_warnings(
+        self, yri: dict[str, Any], pods: list[dict[str, Any]]
+    ) -> dict[str, tuple[str, str]]:
+        """Why the kubelet keeps a pod ContainerCreating (e.g. FailedMount), from its Events.
+
+        Asked only of pods older than a few seconds, and asked again while they stay so: the
+        Event does not change the pod, so nothing else would wake the reconcile up."""
+        meta, found = yri["metadata"], {}
+        now = time.time()
+        for pod in pods:
+            if not creating_quietly(pod):
+                continue
+            pmeta = pod["metadata"]
+            self.requeue(namespace=meta["namespace"], name=meta["name"], delay=QUIET_CHECK_S)
+            created = parse_time(pmeta.get("creationTimestamp"))
+            if created is None or now - created < QUIET_CHECK_S:
+                continue
+            events = await self.kube.warning_events(namespace=meta["namespace"], uid=pmeta["uid"])
+            if events:
+                latest = max(events, key=_event_time)
+                found[pmeta["name"]] = (latest.get("reason") or "", latest.get("message") or "")
+        return found
+
+    async def _run(
+        self,
+        yri: dict[str, Any],
+        *,
+        pods: list[dict[str, Any]],
+        fast: bool,
+        warnings: dict[str, tuple[str, str]] | None = None,
+    ) -> bool:
         """Plan and apply; False when the fast path must fall back to a full read."""
         meta, current = yri["metadata"], yri.get("status") or {}
         rkey = (
@@ -73,9 +114,20 @@ class Reconciler:
             int(current.get("restarts") or 0),
         )
         now = time.time()
-        p = plan(yri, pods, now=now, now_iso=_iso(now), restart_at=self._restart_at.get(rkey))
+        p = plan(
+            yri,
+            pods,
+            now=now,
+            now_iso=_iso(now),
+            restart_at=self._restart_at.get(rkey),
+            kubelet_warnings=warnings,
+        )
         for pod in p.delete:
             await self.kube.delete_pod(namespace=meta["namespace"], name=pod)
+        if p.create is not None and self.dying.owner_dying(yri):
+            # Its owner is going, and it with it: a new pod would only fail (and warn) on the
+            # session Secret already gone. Nothing to write, nothing to announce.
+            return True
         if p.create is not None:
             created = await self._create(yri, p, fast=fast)
             if created is not True:
@@ -104,15 +156,15 @@ class Reconciler:
         try:
             await self.kube.create_pod(namespace=meta["namespace"], pod=pod)
             return True
-        except ApiError as e:
-            if e.status == 409 and fast:
+        except Conflict:
+            if fast:
                 return False  # already there (an earlier operator run): read and decide
-            if e.status == 409:
-                # Taken by a pod our list did not count: an old owner's, awaiting the GC.
-                self.requeue(namespace=meta["namespace"], name=meta["name"], delay=RETRY_SECONDS)
-                return None
-            if e.status >= 500 or e.status == 429:
-                raise
+            # Taken by a pod our list did not count: an old owner's, awaiting the GC.
+            self.requeue(namespace=meta["namespace"], name=meta["name"], delay=RETRY_SECONDS)
+            return None
+        except ApiError as e:
+            if e.transient:
+                raise  # still failing after the request's own retries: kopf retries later
             # Quota, admission or RBAC refusal: say so, like a ReplicaSet's FailedCreate.
             status = build_status(
                 phase="Pending",
@@ -137,10 +189,8 @@ class Reconciler:
                     name=meta["name"],
                     status=status_patch(current, status),
                 )
-            except ApiError as e:
-                if e.status == 404:
-                    return  # deleted meanwhile: the GC takes care of the pod
-                raise
+            except NotFound:
+                return  # deleted meanwhile: the GC takes care of the pod
         if event is not None:
             kind, reason, message = event
             post_event(yri, kind=kind, reason=reason, message=message)

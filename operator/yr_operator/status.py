@@ -6,7 +6,14 @@ import dataclasses
 import signal
 from typing import Any
 
-from .builders import PORT
+from yr.contract import (
+    PORT,
+    REASON_COMPLETED,
+    REASON_ERROR,
+    REASON_OOM_KILLED,
+    REASON_SIGNAL,
+    LastTermination,
+)
 
 # Waiting reasons that are just progress, not a problem worth showing.
 _QUIET_WAITING = {"ContainerCreating", "PodInitializing"}
@@ -21,6 +28,9 @@ class PodState:
     message: str = ""
     pod_ip: str = ""
     node: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    detail: str = ""  # the container's own termination message (e.g. its log's last lines)
 
     @property
     def dead(self) -> bool:
@@ -36,24 +46,35 @@ def signal_name(number: int) -> str:
 
 def describe_termination(terminated: dict[str, Any]) -> tuple[str, str]:
     """(reason, message) for a terminated container: OOMKilled, Signal, Error or Completed."""
+    reason, message, _ = _termination(terminated)
+    return reason, message
+
+
+def termination_signal(terminated: dict[str, Any]) -> int | None:
+    """The signal that killed the container, if one did (exitCode > 128 is 128 + signal)."""
+    return _termination(terminated)[2]
+
+
+def _termination(terminated: dict[str, Any]) -> tuple[str, str, int | None]:
     code = terminated.get("exitCode")
     sig = terminated.get("signal") or 0
     # A local process killed by a signal reports a negative exit code (Popen style).
     if not sig and isinstance(code, int) and code < 0:
         sig = -code
-    if terminated.get("reason") == "OOMKilled":
-        return "OOMKilled", f"out of memory: the container was OOMKilled (exit code {code})"
+    if terminated.get("reason") == REASON_OOM_KILLED:
+        oom = f"out of memory: the container was OOMKilled (exit code {code})"
+        return REASON_OOM_KILLED, oom, None
     if not sig and isinstance(code, int) and code > 128:
         try:
             sig = signal.Signals(code - 128).value
         except ValueError:
             sig = 0
     if sig:
-        return "Signal", f"killed by signal {sig} ({signal_name(sig)})"
+        return REASON_SIGNAL, f"killed by signal {sig} ({signal_name(sig)})", sig
     detail = (terminated.get("message") or "").strip()
     if code == 0:
-        return "Completed", "exited with code 0" + (f": {detail}" if detail else "")
-    return "Error", f"exit code {code}" + (f": {detail}" if detail else "")
+        return REASON_COMPLETED, "exited with code 0" + (f": {detail}" if detail else ""), None
+    return REASON_ERROR, f"exit code {code}" + (f": {detail}" if detail else ""), None
 
 
 def _condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -71,14 +92,29 @@ def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
     return (statuses[0].get("state") or {}) if statuses else {}
 
 
+def creating_quietly(pod: dict[str, Any]) -> bool:
+    """A scheduled pod whose container is still ContainerCreating: a kubelet says why (e.g. a
+    Secret volume it cannot mount) only in the pod's Warning Events."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    waiting = _container_state(pod).get("waiting") or {}
+    return waiting.get("reason") in _QUIET_WAITING and not waiting.get("message")
+
+
 def observe_pod(pod: dict[str, Any]) -> PodState:
     """Reduce a pod to the one fact the instance status needs."""
     status = pod.get("status") or {}
     ip, node = status.get("podIP") or "", (pod.get("spec") or {}).get("nodeName") or ""
     state = _container_state(pod)
     if "terminated" in state:
-        reason, message = describe_termination(state["terminated"])
-        return PodState("Dead", reason, message, ip, node)
+        terminated = state["terminated"]
+        reason, message, sig = _termination(terminated)
+        code = terminated.get("exitCode")
+        exit_code = code if isinstance(code, int) and not sig else None
+        detail = (terminated.get("message") or "").strip()
+        return PodState(
+            "Dead", reason, message, ip, node, exit_code=exit_code, signal=sig, detail=detail
+        )
     if status.get("phase") in ("Failed", "Succeeded"):
         # Evicted, DeadlineExceeded, ... carry their reason on the pod, not a container.
         reason = status.get("reason") or status.get("phase")
@@ -111,9 +147,11 @@ def build_status(
     restarts: int = 0,
     generation: int | None = None,
     previous: dict[str, Any] | None = None,
+    last_termination: LastTermination | None = None,
     now: str,
 ) -> dict[str, Any]:
-    """The YRInstance status; the Ready condition keeps its transition time if unchanged."""
+    """The YRInstance status; the Ready condition keeps its transition time if unchanged, and
+    lastTermination stays until a later incarnation ends."""
     ready = "True" if phase == "Ready" else "False"
     old = next(
         (c for c in (previous or {}).get("conditions") or [] if c.get("type") == "Ready"), {}
@@ -140,6 +178,10 @@ def build_status(
     }
     if generation is not None:
         status["observedGeneration"] = generation
+    if last_termination is not None:
+        status["lastTermination"] = last_termination.to_status()
+    elif (previous or {}).get("lastTermination"):
+        status["lastTermination"] = previous["lastTermination"]  # type: ignore[index]
     return status
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from tests.cluster import kinds, openapi, protobuf, tables
 from tests.cluster.auth import Authorizer, Identity, Tokens, check_path, request_for, verb_of
+from tests.cluster.faults import Faults
 from tests.cluster.meta import LOG_DIR_ANNOTATION, ApiError, bad_request, conflict, now_rfc3339
 from tests.cluster.patches import apply_patch
 from tests.cluster.resources import ResourceType
@@ -49,11 +50,15 @@ class Handlers:
         self.tokens = tokens
         self.authorizer = Authorizer(store)
         self.bookmark_interval = bookmark_interval
+        self.faults = Faults()  # armed by tests through /emulated/faults
 
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        return await self.faults.serve(request, self._serve)
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._dispatch(request)
         except ApiError as error:

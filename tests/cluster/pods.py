@@ -80,6 +80,7 @@ class PodWorker(threading.Thread):
         self.removed = False  # the object is gone from the API
         self.shutting_down = False  # the agent is stopping
         self.start_time = now_rfc3339()
+        self._mount_warned = ""  # the FailedMount message last posted (post each once)
         self._conditions: dict[str, Obj] = {}
         self._reported: Obj | None = None
 
@@ -157,14 +158,25 @@ class PodWorker(threading.Thread):
                     for c in self.containers
                 ]
             except ConfigError as error:
-                for container in self.containers:
-                    container.state = {
-                        "waiting": {"reason": error.reason, "message": error.message}
-                    }
-                self._report()
+                self._config_error(error)
             except ApiException as error:
                 log.warning("preparing %s: %s", self.name, error.reason)
             self.wake.wait(PREPARE_RETRY)
+
+    def _config_error(self, error: ConfigError) -> None:
+        """As a kubelet: a volume that cannot be mounted leaves the container plainly
+        ContainerCreating and says why in a FailedMount Event; an env problem is in the
+        waiting state itself (CreateContainerConfigError)."""
+        if error.reason == "ContainerCreating":
+            waiting: Obj = {"reason": "ContainerCreating"}
+            if error.message != self._mount_warned:
+                self._mount_warned = error.message
+                self.agent.kube.event(self.pod, "Warning", "FailedMount", error.message)
+        else:
+            waiting = {"reason": error.reason, "message": error.message}
+        for container in self.containers:
+            container.state = {"waiting": dict(waiting)}
+        self._report()
 
     def _start(self, container: Container, launch: Launch) -> None:
         log_path = self.dir / f"{container.name}.log"
@@ -213,6 +225,12 @@ class PodWorker(threading.Thread):
     def _record_exit(self, container: Container) -> None:
         assert container.proc is not None
         with_signal = termination(container.proc.returncode)
+        if (
+            container.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+            and with_signal["exitCode"] != 0
+            and not with_signal.get("message")
+        ):
+            with_signal["message"] = self._log_tail(container)
         container.state = {
             "terminated": {
                 **with_signal,
@@ -223,6 +241,15 @@ class PodWorker(threading.Thread):
         }
         # The container is gone: whatever it left in its process group goes with it.
         self._signal_group(container, signal.SIGKILL)
+
+    def _log_tail(self, container: Container) -> str:
+        """A kubelet's FallbackToLogsOnError message: the log's last 80 lines, at most 2 KiB."""
+        path = self.dir / f"{container.name}.log"
+        try:
+            lines = path.read_bytes().splitlines()[-80:]
+        except OSError:
+            return ""
+        return b"\n".join(lines)[-2048:].decode(errors="replace")
 
     def _signal_group(self, container: Container, sig: signal.Signals) -> None:
         if container.proc is None:

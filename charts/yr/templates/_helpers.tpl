@@ -117,10 +117,11 @@ asserts it: no secrets (pods reference the payload Secret by name, which needs n
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [get, list, watch, delete]
-# kopf posts Events in the core group; newer client code uses events.k8s.io.
+# kopf posts Events in the core group; newer client code uses events.k8s.io. The reconcile
+# lists a pod's Warning Events when the kubelet keeps it ContainerCreating (e.g. FailedMount).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create, patch, list]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

@@ -9,13 +9,10 @@ import os
 import re
 from typing import Any
 
+from yr import contract as c
 from yr.runtime.base import InstanceSpec
 
-GROUP = "yr.dev"
-VERSION = "v1alpha1"
-PLURAL = "yrinstances"
 LEASE_DURATION_S = int(os.environ.get("YR_LEASE_DURATION_SECONDS", "15"))
-METHODS_ANNOTATION = "yr.dev/methods"
 # The API server stores objects up to ~1.5 MiB in etcd; base64 and metadata eat into that.
 MAX_PAYLOAD_BYTES = 1024 * 1024 - 64 * 1024
 
@@ -46,8 +43,8 @@ def build_lease(*, session: str, holder: str) -> dict[str, Any]:
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {
-            "name": f"yr-driver-{session}",
-            "labels": {"yr.dev/driver": "true", "yr.dev/session": session},
+            "name": c.lease_name(session),
+            "labels": {c.DRIVER_LABEL: "true", c.SESSION_LABEL: session},
         },
         "spec": {
             "holderIdentity": holder,
@@ -63,12 +60,12 @@ def build_token_secret(*, session: str, token: str, owner: dict[str, Any]) -> di
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": f"yr-session-{session}",
-            "labels": {"yr.dev/session": session},
+            "name": c.session_secret_name(session),
+            "labels": {c.SESSION_LABEL: session},
             "ownerReferences": [owner],
         },
         "type": "Opaque",
-        "data": {"token": base64.b64encode(token.encode()).decode()},
+        "data": {c.TOKEN_KEY: base64.b64encode(token.encode()).decode()},
     }
 
 
@@ -77,12 +74,12 @@ def build_payload_secret(*, name: str, session: str, payload: bytes, owner: dict
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": f"{name}-payload",
-            "labels": {"yr.dev/session": session, "yr.dev/instance": name},
+            "name": c.payload_secret_name(name),
+            "labels": {c.SESSION_LABEL: session, c.INSTANCE_LABEL: name},
             "ownerReferences": [owner],
         },
         "type": "Opaque",
-        "data": {"payload": base64.b64encode(payload).decode()},
+        "data": {c.PAYLOAD_KEY: base64.b64encode(payload).decode()},
     }
 
 
@@ -96,16 +93,16 @@ def build_yrinstance(
     *, name: str, session: str, spec: InstanceSpec, owner: dict[str, Any]
 ) -> dict[str, Any]:
     options = spec.options
-    labels = {"yr.dev/session": session, "yr.dev/class": dns_label(spec.class_info.short_name)}
+    labels = {c.SESSION_LABEL: session, c.CLASS_LABEL: dns_label(spec.class_info.short_name)}
     if options.name:
-        labels["yr.dev/name"] = name_label(options.name, options.namespace)
+        labels[c.NAME_LABEL] = name_label(options.name, options.namespace)
     body: dict[str, Any] = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "YRInstance",
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
         "metadata": {
             "name": name,
             "labels": labels,
-            "annotations": {METHODS_ANNOTATION: json.dumps(spec.class_info.method_meta)},
+            "annotations": {c.METHODS_ANNOTATION: json.dumps(spec.class_info.method_meta)},
             "ownerReferences": [owner],
         },
         "spec": {
@@ -114,7 +111,7 @@ def build_yrinstance(
             "memory": options.memory,
             "concurrency": options.concurrency,
             "maxRestarts": options.recover_retry_times,
-            "payloadSecret": f"{name}-payload",
+            "payloadSecret": c.payload_secret_name(name),
             "session": session,
         },
     }

@@ -16,32 +16,84 @@ import socket
 import threading
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
+from yr import contract as c
 from yr import credentials
+from yr.console import notice
+from yr.contract import GROUP, PLURAL, VERSION
 from yr.errors import DeathInfo, YRError, YRSerializationError
 from yr.options import Config
 from yr.runtime.base import ClassInfo, InstanceSpec, Runtime
-from yr.runtime.kubernetes import objects
+from yr.runtime.kubernetes import api, objects
 from yr.runtime.kubernetes.logs import PodLogForwarder
-from yr.runtime.kubernetes.objects import GROUP, PLURAL, VERSION
 from yr.runtime.kubernetes.watcher import StatusWatcher
 
 logger = logging.getLogger("yr")
 LEASE_RENEW_S = max(objects.LEASE_DURATION_S / 3, 0.5)
 
 
+def _kubeconfig_source(kubeconfig: str = "") -> str:
+    """Which configuration _load_config reads: a kubeconfig path, or the pod's account."""
+    path = kubeconfig or os.environ.get("KUBECONFIG") or ""
+    if path or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return path or os.path.expanduser(KUBE_CONFIG_DEFAULT_LOCATION)
+    return "the in-cluster service account"
+
+
 def _load_config(kubeconfig: str = "") -> k8s.ApiClient:
+    """An ApiClient from the kubeconfig (or the pod's service account); a clear YRError when
+    there is neither."""
     configuration = k8s.Configuration()
-    if kubeconfig or os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_kube_config(
-            config_file=kubeconfig or None, client_configuration=configuration
-        )
+    source = _kubeconfig_source(kubeconfig)
+    if source != "the in-cluster service account":
+        try:
+            k8s_config.load_kube_config(
+                config_file=kubeconfig or None, client_configuration=configuration
+            )
+        except (ConfigException, OSError, TypeError, ValueError) as error:
+            raise YRError(
+                f"cannot load the Kubernetes configuration from {source}: {error}. Point "
+                "yr.Config(kubeconfig=...) or $KUBECONFIG at a valid kubeconfig"
+            ) from None
     else:
         k8s_config.load_incluster_config(client_configuration=configuration)
     return k8s.ApiClient(configuration)
+
+
+def _check_api(custom: k8s.CustomObjectsApi, namespace: str, *, source: str) -> None:
+    """Reach the API server and the YRInstance resource before creating anything."""
+    host = custom.api_client.configuration.host
+    try:
+        api.call(
+            custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            limit=1,
+            budget_s=10.0,
+            _request_timeout=10,
+        )
+    except api.NotFound:
+        raise YRError(
+            "the YRInstance CRD is not installed in this cluster: helm install yr charts/yr "
+            f"(docs/quickstart-kubernetes.md); API server {host} from {source}"
+        ) from None
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise YRError(
+            f"cannot reach the Kubernetes API server at {host} (from {source}): "
+            f"{_root_cause(error)}"
+        ) from None
+
+
+def _root_cause(error: BaseException) -> str:
+    reason = getattr(error, "reason", None)
+    return str(reason or error)
 
 
 class KubernetesRuntime(Runtime):
@@ -91,18 +143,29 @@ class KubernetesRuntime(Runtime):
     def for_driver(cls, config: Config) -> KubernetesRuntime:
         api_client = _load_config(config.kubeconfig)
         namespace = config.namespace or "default"
+        try:
+            _check_api(
+                k8s.CustomObjectsApi(api_client),
+                namespace,
+                source=_kubeconfig_source(config.kubeconfig),
+            )
+        except BaseException:
+            api_client.close()
+            raise
         session = secrets.token_hex(5)
         token = secrets.token_urlsafe(32)
         coordination = k8s.CoordinationV1Api(api_client)
         holder = f"{socket.gethostname()}/{os.getpid()}"
         try:
-            lease = coordination.create_namespaced_lease(
-                namespace, objects.build_lease(session=session, holder=holder)
+            lease = api.call(
+                coordination.create_namespaced_lease,
+                namespace,
+                objects.build_lease(session=session, holder=holder),
             )
-        except ApiException as error:
+        except api.KubeApiError as error:
             raise YRError(
                 f"cannot start a yr session in namespace {namespace!r}: creating the driver "
-                f"Lease failed: {error.status} {error.reason}"
+                f"Lease failed: {error}"
             ) from None
         lease_owner = objects.owner_reference(
             api_version="coordination.k8s.io/v1",
@@ -110,10 +173,12 @@ class KubernetesRuntime(Runtime):
             name=lease.metadata.name,
             uid=lease.metadata.uid,
         )
-        k8s.CoreV1Api(api_client).create_namespaced_secret(
-            namespace, objects.build_token_secret(session=session, token=token, owner=lease_owner)
+        api.call(
+            k8s.CoreV1Api(api_client).create_namespaced_secret,
+            namespace,
+            objects.build_token_secret(session=session, token=token, owner=lease_owner),
         )
-        logger.info("yr: kubernetes session %s in namespace %s", session, namespace)
+        notice(f"yr: kubernetes session {session} in namespace {namespace}")
         return cls(
             api_client=api_client,
             namespace=namespace,
@@ -129,12 +194,12 @@ class KubernetesRuntime(Runtime):
     def for_instance(cls) -> KubernetesRuntime:
         env = os.environ
         pod_owner = objects.owner_reference(
-            api_version="v1", kind="Pod", name=env["YR_POD_NAME"], uid=env["YR_POD_UID"]
+            api_version="v1", kind="Pod", name=env[c.ENV_POD_NAME], uid=env[c.ENV_POD_UID]
         )
         return cls(
             api_client=_load_config(),
-            namespace=env["YR_NAMESPACE"],
-            session=env["YR_SESSION"],
+            namespace=env[c.ENV_NAMESPACE],
+            session=env[c.ENV_SESSION],
             token=credentials.session_token(),
             owner=pod_owner,
         )
@@ -163,29 +228,45 @@ class KubernetesRuntime(Runtime):
             name=name, session=self._session, spec=spec, owner=self._owner
         )
         try:
-            created = self._custom.create_namespaced_custom_object(
-                GROUP, VERSION, self._namespace, PLURAL, body
+            created = api.call(
+                self._custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self._namespace,
+                PLURAL,
+                body,
             )
-        except ApiException as error:
-            raise YRError(f"the API server refused YRInstance {name}: {error.body}") from None
+        except api.KubeApiError as error:
+            self._watcher.forget(name, YRError(f"instance {name} was never created"))
+            raise YRError(f"the API server refused YRInstance {name}: {error}") from None
+        self._watcher.created(name)
         # The payload belongs to its instance, so deleting the instance collects it; its pod
         # waits for the Secret to exist before it starts (as a kubelet waits for a volume).
         instance_owner = objects.owner_reference(
-            api_version=f"{GROUP}/{VERSION}",
-            kind="YRInstance",
-            name=name,
-            uid=created["metadata"]["uid"],
+            api_version=c.API_VERSION, kind=c.KIND, name=name, uid=created["metadata"]["uid"]
         )
         secret = objects.build_payload_secret(
             name=name, session=self._session, payload=spec.payload, owner=instance_owner
         )
-        self._core.create_namespaced_secret(self._namespace, secret)
+        try:
+            api.call(self._core.create_namespaced_secret, self._namespace, secret)
+        except api.KubeApiError as error:
+            # An instance without its payload would wait forever: take it back.
+            self.terminate(name)
+            raise YRError(
+                f"the API server refused the payload Secret of instance {name}: {error}"
+            ) from None
         return name
 
     def _check_name_free(self, name: str, namespace: str) -> None:
-        selector = f"yr.dev/name={objects.name_label(name, namespace)}"
-        found = self._custom.list_namespaced_custom_object(
-            GROUP, VERSION, self._namespace, PLURAL, label_selector=selector
+        selector = f"{c.NAME_LABEL}={objects.name_label(name, namespace)}"
+        found = api.call(
+            self._custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self._namespace,
+            PLURAL,
+            label_selector=selector,
         )
         if found.get("items"):
             raise ValueError(
@@ -196,7 +277,7 @@ class KubernetesRuntime(Runtime):
     def _address_of(self, name: str, status: dict[str, Any]) -> str:
         if self._gateway:
             return f"{self._gateway}#{name}"
-        return f"{status['podIP']}:{status.get('port') or 50051}"
+        return f"{status['podIP']}:{status.get('port') or c.PORT}"
 
     def endpoint(self, instance_id: str, *, min_incarnation: int = 0) -> concurrent.futures.Future:
         return self._watcher.endpoint(instance_id, min_incarnation)
@@ -208,7 +289,8 @@ class KubernetesRuntime(Runtime):
 
     def terminate(self, instance_id: str, *, wait: bool = False) -> None:
         try:
-            self._custom.delete_namespaced_custom_object(
+            api.call(
+                self._custom.delete_namespaced_custom_object,
                 GROUP,
                 VERSION,
                 self._namespace,
@@ -216,32 +298,34 @@ class KubernetesRuntime(Runtime):
                 instance_id,
                 body=k8s.V1DeleteOptions(propagation_policy="Foreground" if wait else "Background"),
             )
-        except ApiException as error:
-            if error.status != 404:
-                raise YRError(
-                    f"could not delete YRInstance {instance_id}: {error.reason}"
-                ) from None
+        except api.NotFound:
+            pass
+        except api.KubeApiError as error:
+            raise YRError(f"could not delete YRInstance {instance_id}: {error}") from None
         self._watcher.forget(instance_id, YRError(f"instance {instance_id} was terminated"))
 
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
-        selector = f"yr.dev/name={objects.name_label(name, namespace)}"
-        found = self._custom.list_namespaced_custom_object(
-            GROUP, VERSION, self._namespace, PLURAL, label_selector=selector
+        selector = f"{c.NAME_LABEL}={objects.name_label(name, namespace)}"
+        found = api.call(
+            self._custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self._namespace,
+            PLURAL,
+            label_selector=selector,
         ).get("items", [])
         if not found:
             raise ValueError(f"no instance named {name!r} in namespace {namespace!r}")
         obj = found[0]
-        meta = json.loads(
-            obj["metadata"].get("annotations", {}).get(objects.METHODS_ANNOTATION, "{}")
-        )
+        meta = json.loads(obj["metadata"].get("annotations", {}).get(c.METHODS_ANNOTATION, "{}"))
         instance_id = obj["metadata"]["name"]
         self._watcher.track(
-            instance_id, class_name=obj["spec"]["className"], schedule_timeout_s=1e9
+            instance_id, class_name=obj["spec"]["className"], schedule_timeout_s=1e9, exists=True
         )
         return instance_id, ClassInfo(obj["spec"]["className"], meta)
 
     def resources(self) -> list[dict[str, Any]]:
-        nodes = self._core.list_node().items
+        nodes = api.call(self._core.list_node).items
         return [
             {
                 "node": node.metadata.name,
@@ -254,10 +338,12 @@ class KubernetesRuntime(Runtime):
     def _renew(self) -> None:
         while not self._stopping.wait(LEASE_RENEW_S):
             try:
-                self._coordination.patch_namespaced_lease(
+                api.call(
+                    self._coordination.patch_namespaced_lease,
                     self._lease_name,
                     self._namespace,
                     {"spec": {"renewTime": objects.now_microtime()}},
+                    budget_s=LEASE_RENEW_S,
                 )
             except Exception as error:
                 logger.warning("yr: renewing the session lease failed: %s", error)
@@ -269,12 +355,14 @@ class KubernetesRuntime(Runtime):
             self._logs.stop()
         if self._lease_name:
             try:  # the garbage collector takes the whole tree with the Lease
-                self._coordination.delete_namespaced_lease(
+                api.call(
+                    self._coordination.delete_namespaced_lease,
                     self._lease_name,
                     self._namespace,
                     body=k8s.V1DeleteOptions(propagation_policy="Background"),
                 )
-            except ApiException as error:
-                if error.status != 404:
-                    logger.warning("yr: deleting the session lease failed: %s", error.reason)
+            except api.NotFound:
+                pass
+            except api.KubeApiError as error:
+                logger.warning("yr: deleting the session lease failed: %s", error)
         self._api_client.close()

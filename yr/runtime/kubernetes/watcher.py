@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -15,9 +14,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
+from yr import contract as c
+from yr.contract import GROUP, PLURAL, VERSION, LastTermination
+from yr.errors import DeathInfo, YRError, YRInstanceDiedError
 from yr.runtime.base import Endpoint
-from yr.runtime.kubernetes.objects import GROUP, PLURAL, VERSION
+from yr.runtime.kubernetes import api
+from yr.runtime.kubernetes.diagnosis import schedule_error
 
 # A Running pod's server gets this long to report SERVING before we fall back to waiting for
 # the kubelet's readiness probe (status phase Ready).
@@ -43,19 +45,43 @@ class _Tracked:
     # (podIP, incarnation) whose server answered SERVING / is being checked.
     serving: tuple[str, int] | None = None
     checking: tuple[str, int] | None = None
+    exists: bool = False  # created (or seen): absent from a fresh listing means deleted
 
 
-def death_from_status(status: dict[str, Any], *, will_restart: bool, restarts_left: int):
-    message = status.get("message") or status.get("reason") or "its pod stopped"
-    signal_match = re.search(r"signal (\d+)", message)
-    code_match = re.search(r"exit code (-?\d+)", message)
+def death_from_status(
+    status: dict[str, Any], incarnation: int, *, will_restart: bool, restarts_left: int
+) -> DeathInfo:
+    """The operator's structured lastTermination for that incarnation, as a DeathInfo."""
+    ended = LastTermination.from_status(status.get("lastTermination"))
+    if ended is None or ended.incarnation != incarnation:
+        reason = status.get("reason") or "its pod stopped"
+        return DeathInfo(reason=reason, will_restart=will_restart, restarts_left=restarts_left)
     return DeathInfo(
-        exit_code=int(code_match.group(1)) if code_match and not signal_match else None,
-        signal=int(signal_match.group(1)) if signal_match else None,
-        reason=f"{status.get('reason', '')}: {message}".strip(": ") if not signal_match else "",
+        exit_code=ended.exit_code,
+        signal=ended.signal,
+        reason=_why(ended),
         will_restart=will_restart,
         restarts_left=restarts_left,
     )
+
+
+def _why(ended: LastTermination) -> str:
+    """What to add to the exit code or signal: the container's last words, plus advice."""
+    if ended.reason == c.REASON_SIGNAL and ended.signal is not None:
+        return ""  # the signal says it all
+    words = ended.message.strip()
+    if ended.exit_code is None and ended.signal is None:
+        return words or ended.reason  # OOMKilled, Evicted, PodDeleted, ...
+    last = words.splitlines()[-1] if words else ""
+    if ended.reason != c.REASON_ERROR:
+        last = f"{ended.reason}: {last}" if last else ended.reason
+    if "ModuleNotFoundError" in words:
+        last += (
+            " (the instance image lacks a module the class needs: build it into the image "
+            "the chart's instance.image names, or ship it with "
+            "cloudpickle.register_pickle_by_value(module); see docs/quickstart-kubernetes.md)"
+        )
+    return last
 
 
 class StatusWatcher:
@@ -72,7 +98,7 @@ class StatusWatcher:
     ) -> None:
         self._api = custom_api
         self._namespace = namespace
-        self._selector = f"yr.dev/session={session}"
+        self._selector = f"{c.SESSION_LABEL}={session}"
         self._address_of = address_of
         self._on_pod_running = on_pod_running
         self._tracked: dict[str, _Tracked] = {}
@@ -84,11 +110,21 @@ class StatusWatcher:
         self._timer = threading.Thread(target=self._expire, name="yr-k8s-timeouts", daemon=True)
         self._timer.start()
 
-    def track(self, name: str, *, class_name: str, schedule_timeout_s: float) -> None:
+    def track(
+        self, name: str, *, class_name: str, schedule_timeout_s: float, exists: bool = False
+    ) -> None:
         with self._lock:
-            self._tracked.setdefault(
+            tracked = self._tracked.setdefault(
                 name, _Tracked(class_name, time.monotonic(), schedule_timeout_s)
             )
+            tracked.exists = tracked.exists or exists
+
+    def created(self, name: str) -> None:
+        """The API server has the YRInstance: from now on, missing from a listing is deleted."""
+        with self._lock:
+            tracked = self._tracked.get(name)
+            if tracked is not None:
+                tracked.exists = True
 
     def forget(self, name: str, error: BaseException) -> None:
         with self._lock:
@@ -129,12 +165,7 @@ class StatusWatcher:
             stream = watch.Watch()
             try:
                 if not resource_version:
-                    listing = self._api.list_namespaced_custom_object(
-                        GROUP, VERSION, self._namespace, PLURAL, label_selector=self._selector
-                    )
-                    for item in listing.get("items", []):
-                        self._observe(item, deleted=False)
-                    resource_version = listing["metadata"].get("resourceVersion", "")
+                    resource_version = self._relist()
                 for event in stream.stream(
                     self._api.list_namespaced_custom_object,
                     GROUP,
@@ -153,20 +184,44 @@ class StatusWatcher:
             except ApiException as error:
                 if error.status == 410:
                     resource_version = ""  # too old: list again
-                elif not self._stopping.wait(0.5):
-                    continue
+                elif self._stopping.wait(0.5):
+                    return
             except Exception:
                 if self._stopping.wait(0.5):
                     return
             finally:
                 stream.stop()
 
+    def _relist(self) -> str:
+        """List the session's instances; one that existed but is not listed was deleted while
+        nobody watched (a 410 gap). Returns the list's resourceVersion to watch from."""
+        with self._lock:
+            known = {name for name, tracked in self._tracked.items() if tracked.exists}
+        listing = api.call(
+            self._api.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self._namespace,
+            PLURAL,
+            label_selector=self._selector,
+        )
+        listed = set()
+        for item in listing.get("items", []):
+            listed.add(item["metadata"]["name"])
+            self._observe(item, deleted=False)
+        for name in known - listed:
+            with self._lock:
+                tracked = self._tracked.get(name)
+                status = dict(tracked.status) if tracked is not None else {}
+            self._observe({"metadata": {"name": name}, "status": status}, deleted=True)
+        return listing["metadata"].get("resourceVersion", "")
+
     def _observe(self, obj: dict[str, Any], *, deleted: bool) -> None:
         name = obj["metadata"]["name"]
         status = obj.get("status") or {}
         if (
             self._on_pod_running is not None
-            and status.get("phase") in ("Running", "Ready")
+            and status.get("phase") in (c.RUNNING, c.READY)
             and status.get("podName")
         ):
             self._on_pod_running(status["podName"])
@@ -174,6 +229,7 @@ class StatusWatcher:
             tracked = self._tracked.get(name)
             if tracked is None:
                 return
+            tracked.exists = True
             tracked.status = status
             max_restarts = int((obj.get("spec") or {}).get("maxRestarts", 0))
             restarts = int(status.get("restarts") or 0)
@@ -188,13 +244,13 @@ class StatusWatcher:
                         restarts_left=max_restarts - incarnation - 1,
                     ),
                 )
-            if phase == "Restarting" and restarts > 0:
+            if phase == c.RESTARTING and restarts > 0:
                 # The operator already counts the incarnation it is about to start.
                 tracked.deaths[restarts - 1] = death_from_status(
-                    status, will_restart=True, restarts_left=max_restarts - restarts
+                    status, restarts - 1, will_restart=True, restarts_left=max_restarts - restarts
                 )
-            if phase == "Failed":
-                death = death_from_status(status, will_restart=False, restarts_left=0)
+            if phase == c.FAILED:
+                death = death_from_status(status, restarts, will_restart=False, restarts_left=0)
                 tracked.deaths.setdefault(restarts, death)
                 self._fail(tracked, YRInstanceDiedError(name, tracked.class_name, death))
             if deleted:
@@ -207,13 +263,13 @@ class StatusWatcher:
     def _settle(self, name: str, tracked: _Tracked) -> None:
         status = tracked.status
         pod_ip, phase = status.get("podIP"), status.get("phase")
-        if phase not in ("Running", "Ready") or not pod_ip or not tracked.waiters:
+        if phase not in (c.RUNNING, c.READY) or not pod_ip or not tracked.waiters:
             return
         incarnation = int(status.get("restarts") or 0)
         address = self._address_of(name, status)
         # Usable as soon as its server answers, not a readiness period later. Through a
         # gateway only Ready counts: the gateway forwards calls, not health checks.
-        if phase == "Running" and tracked.serving != (pod_ip, incarnation):
+        if phase == c.RUNNING and tracked.serving != (pod_ip, incarnation):
             if "#" not in address and tracked.checking != (pod_ip, incarnation):
                 tracked.checking = (pod_ip, incarnation)
                 threading.Thread(
@@ -280,24 +336,20 @@ class StatusWatcher:
             now = time.monotonic()
             with self._lock:
                 for name, tracked in self._tracked.items():
-                    never_ready = tracked.status.get("phase") in (None, "", "Pending")
+                    never_ready = tracked.status.get("phase") in (None, "", c.PENDING)
                     if (
                         tracked.error is None
                         and never_ready
                         and tracked.waiters
                         and now - tracked.created_at > tracked.schedule_timeout_s
                     ):
-                        self._fail(tracked, self._schedule_error(name, tracked))
-
-    def _schedule_error(self, name: str, tracked: _Tracked) -> YRSchedulingError:
-        status = tracked.status
-        why = status.get("message") or "its pod was not created or scheduled in time"
-        reason = status.get("reason") or "Pending"
-        return YRSchedulingError(
-            f"instance {name} ({tracked.class_name}) could not be scheduled within "
-            f"{tracked.schedule_timeout_s * 1000:.0f} ms: {reason}: {why}. Lower its cpu, free "
-            "capacity in the cluster, or raise InvokeOptions(schedule_timeout_ms=...)"
-        )
+                        error = schedule_error(
+                            name,
+                            tracked.class_name,
+                            tracked.status,
+                            timeout_s=tracked.schedule_timeout_s,
+                        )
+                        self._fail(tracked, error)
 
     def stop(self) -> None:
         self._stopping.set()

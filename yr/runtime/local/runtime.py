@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from yr import sharedmem
+from yr.console import notice
 from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
 from yr.futures import settle
 from yr.options import Config
@@ -66,12 +67,10 @@ class LocalRuntime(Runtime):
     def start(cls, config: Config) -> LocalRuntime:
         num_cpus = config.num_cpus or default_num_cpus()
         runtime = cls(num_cpus=num_cpus, log_to_driver=config.log_to_driver)
-        logger.info(
-            "yr: local runtime started with %dm CPU capacity (%d logical CPUs on %d cores; "
-            "set yr.Config(num_cpus=N) or YR_NUM_CPUS to change it)",
-            runtime._ledger.total,
-            num_cpus,
-            os.cpu_count() or 1,
+        notice(
+            f"yr: local runtime started with {runtime._ledger.total}m CPU capacity ({num_cpus} "
+            f"logical CPUs on {os.cpu_count() or 1} cores; set yr.Config(num_cpus=N) or "
+            "YR_NUM_CPUS to change it)"
         )
         return runtime
 

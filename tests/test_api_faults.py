@@ -1,0 +1,178 @@
+"""The SDK's and the operator's error paths under API faults: 429, 500, a dropped watch, 410.
+
+The faults come from the emulated API server (tests/cluster/faults.py); the SDK, the real kopf
+operator and the pods are the real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+import yr
+from tests.cluster.faults import FaultClient
+from tests.k8s_instances import Worker
+from tests.support import wait_for
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CRD = os.path.join(REPO, "crds", "yrinstances.yaml")
+GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
+SMALL = yr.InvokeOptions(cpu=100, memory=64)
+POD_CREATE = r"^/api/v1/namespaces/default/pods$"
+INSTANCE_CREATE = r"^/apis/yr.dev/v1alpha1/namespaces/default/yrinstances$"
+
+
+def _session_watch() -> str:
+    """What only this session's watches ask for (kopf's watches have no selector)."""
+    return f"labelSelector=yr.dev/session={yr.session.current().runtime._session}"
+
+
+@pytest.fixture(scope="module")
+def cluster(module_local_cluster: Any) -> Iterator[Any]:
+    cluster = module_local_cluster(cpu="8", memory="16Gi", crds=[CRD])
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), YR_RESTART_BACKOFF_SECONDS="0.2")
+    with open(cluster.workdir / "operator.log", "ab") as log:
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "yr_operator", "-A"], env=env, stdout=log, stderr=log
+        )
+    try:
+        yield cluster
+    finally:
+        operator.terminate()
+        try:
+            operator.wait(15)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait()
+
+
+@pytest.fixture
+def faults(cluster: Any) -> Iterator[FaultClient]:
+    client = FaultClient(cluster.base_url)
+    try:
+        yield client
+    finally:
+        client.clear()
+
+
+@pytest.fixture
+def session(cluster: Any, faults: FaultClient) -> Iterator[Any]:
+    yr.init(
+        yr.Config(backend="kubernetes", namespace="default", kubeconfig=str(cluster.kubeconfig))
+    )
+    try:
+        yield cluster
+    finally:
+        faults.clear()
+        yr.finalize()
+        with cluster.api_client() as client:
+            custom = k8s.CustomObjectsApi(client)
+            wait_for(
+                lambda: (
+                    not custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)[
+                        "items"
+                    ]
+                ),
+                timeout=30,
+                what="the session's YRInstances to be collected",
+            )
+
+
+def _gap(hits: list[dict[str, Any]]) -> float:
+    """Seconds between the faulted request and the next one of the same rule."""
+    assert [h["faulted"] for h in hits[:2]] == [True, False], hits
+    return hits[1]["time"] - hits[0]["time"]
+
+
+def test_the_sdk_waits_out_a_429_for_its_retry_after(session: Any, faults: FaultClient) -> None:
+    rule = faults.add(method="POST", path=INSTANCE_CREATE, status=429, retry_after=2)
+    worker = Worker.options(SMALL).invoke()
+    assert yr.get(worker.pid.invoke(), timeout=60) > 0
+    assert _gap(faults.hits(rule)) >= 2.0
+
+
+def test_the_sdk_retries_a_500_so_no_instance_is_left_without_its_payload(
+    session: Any, faults: FaultClient
+) -> None:
+    faults.add(method="POST", path=r"/namespaces/default/secrets$", status=500)
+    worker = Worker.options(SMALL).invoke()
+    assert yr.get(worker.pid.invoke(), timeout=60) > 0
+
+
+def test_the_operator_waits_out_a_429_for_its_retry_after(
+    session: Any, faults: FaultClient
+) -> None:
+    rule = faults.add(method="POST", path=POD_CREATE, status=429, retry_after=3)
+    worker = Worker.options(SMALL).invoke()
+    assert yr.get(worker.pid.invoke(), timeout=60) > 0
+    assert _gap(faults.hits(rule)) >= 3.0
+
+
+def test_the_operator_retries_a_500_instead_of_reporting_failed_create(
+    session: Any, faults: FaultClient
+) -> None:
+    rule = faults.add(method="POST", path=POD_CREATE, status=500)
+    worker = Worker.options(SMALL).invoke()
+    assert yr.get(worker.pid.invoke(), timeout=60) > 0
+    assert [h["faulted"] for h in faults.hits(rule)] == [True, False]
+    with session.api_client() as client:
+        events = k8s.CoreV1Api(client).list_namespaced_event("default").items
+    assert not [
+        e
+        for e in events
+        if e.involved_object.name == worker.instance_id and e.reason == "FailedCreate"
+    ]
+
+
+def test_a_refused_pod_reaches_the_driver_as_failed_create(
+    session: Any, faults: FaultClient
+) -> None:
+    refusal = 'pods "x" is forbidden: error looking up service account default/yr-instance'
+    faults.add(method="POST", path=POD_CREATE, status=403, message=refusal, times=-1)
+    worker = Worker.options(yr.InvokeOptions(cpu=100, memory=64, schedule_timeout_ms=4000))
+    with pytest.raises(yr.YRSchedulingError) as caught:
+        yr.get(worker.invoke().pid.invoke(), timeout=60)
+    assert "could not create its pod" in str(caught.value) and refusal in str(caught.value)
+    assert "cpu" not in str(caught.value)
+
+
+def test_the_sdk_watch_resumes_after_it_is_dropped(session: Any, faults: FaultClient) -> None:
+    first = Worker.options(SMALL).invoke()
+    yr.get(first.pid.invoke(), timeout=60)
+    query = _session_watch()
+    # Between two of its watches there is nothing to cut: try until one was open.
+    wait_for(lambda: faults.drop_watches(path=PLURAL, query=query), timeout=30, what="a watch")
+    second = Worker.options(SMALL).invoke()  # only the watch tells the SDK it is Ready
+    assert yr.get(second.pid.invoke(), timeout=60) > 0
+
+
+def test_an_instance_deleted_while_the_watch_was_gone_fails_its_waiters(
+    session: Any, faults: FaultClient
+) -> None:
+    worker = Worker.options(SMALL).invoke()
+    yr.get(worker.pid.invoke(), timeout=60)
+    runtime = yr.session.current().runtime
+    watch = _session_watch()
+    next_incarnation = runtime.endpoint(worker.instance_id, min_incarnation=1)
+    # The watch is cut and cannot resume (410), and the re-list fails until the instance is gone.
+    gone = faults.add(path=PLURAL, query=watch, watch=True, action="gone", times=-1)
+    listing = faults.add(method="GET", path=PLURAL, query=watch, watch=False, status=500, times=-1)
+    faults.drop_watches(path=PLURAL, query=watch)
+    wait_for(
+        lambda: faults.hits(gone) and faults.hits(listing),
+        timeout=30,
+        what="the SDK to meet the 410 and then the failing list",
+    )
+    with session.api_client() as client:
+        k8s.CustomObjectsApi(client).delete_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, worker.instance_id
+        )
+    faults.clear()
+    with pytest.raises(yr.YRError, match="deleted"):
+        next_incarnation.result(timeout=30)

@@ -1,0 +1,122 @@
+"""The names the SDK, the operator and the gateway share on Kubernetes, in one importable place.
+
+Dependency-free on purpose: the operator imports it without the SDK's runtime, and the SDK
+without kopf. docs/kubernetes-contract.md describes the same contract in prose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+# -- the custom resource --------------------------------------------------------------------
+GROUP = "yr.dev"
+VERSION = "v1alpha1"
+PLURAL = "yrinstances"
+KIND = "YRInstance"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# -- the instance server --------------------------------------------------------------------
+PORT = 50051
+PAYLOAD_DIR = "/var/run/yr/payload"
+PAYLOAD_KEY = "payload"
+TOKEN_KEY = "token"
+
+# -- labels and annotations -----------------------------------------------------------------
+SESSION_LABEL = "yr.dev/session"
+INSTANCE_LABEL = "yr.dev/instance"
+CLASS_LABEL = "yr.dev/class"
+NAME_LABEL = "yr.dev/name"
+DRIVER_LABEL = "yr.dev/driver"
+APP_LABEL = "app.kubernetes.io/name"
+APP_VALUE = "yr-instance"
+METHODS_ANNOTATION = "yr.dev/methods"
+INCARNATION_ANNOTATION = "yr.dev/incarnation"
+
+# -- env of an instance pod -----------------------------------------------------------------
+ENV_BACKEND = "YR_BACKEND"
+ENV_INSTANCE_NAME = "YR_INSTANCE_NAME"
+ENV_CLASS_NAME = "YR_CLASS_NAME"
+ENV_SESSION = "YR_SESSION"
+ENV_CONCURRENCY = "YR_CONCURRENCY"
+ENV_PORT = "YR_PORT"
+ENV_PAYLOAD_FILE = "YR_PAYLOAD_FILE"
+ENV_SESSION_TOKEN = "YR_SESSION_TOKEN"
+ENV_NAMESPACE = "YR_NAMESPACE"
+ENV_POD_NAME = "YR_POD_NAME"
+ENV_POD_UID = "YR_POD_UID"
+ENV_POD_IP = "YR_POD_IP"
+
+# -- status.phase ---------------------------------------------------------------------------
+PENDING = "Pending"
+RUNNING = "Running"
+READY = "Ready"
+RESTARTING = "Restarting"
+FAILED = "Failed"
+TERMINATING = "Terminating"
+PHASES = (PENDING, RUNNING, READY, RESTARTING, FAILED, TERMINATING)
+
+# -- status.reason (besides the kubelet's and scheduler's own, passed through) ---------------
+REASON_FAILED_CREATE = "FailedCreate"
+REASON_UNSCHEDULABLE = "Unschedulable"
+REASON_POD_DELETED = "PodDeleted"
+REASON_SIGNAL = "Signal"
+REASON_ERROR = "Error"
+REASON_OOM_KILLED = "OOMKilled"
+REASON_COMPLETED = "Completed"
+REASON_DELETED = "Deleted"
+REASON_OWNER_DELETED = "OwnerDeleted"
+
+
+def session_secret_name(session: str) -> str:
+    """The Secret holding a session's gRPC token under TOKEN_KEY, owned by the driver Lease."""
+    return f"yr-session-{session}"
+
+
+def payload_secret_name(instance: str) -> str:
+    """The Secret holding an instance's pickled class and arguments under PAYLOAD_KEY."""
+    return f"{instance}-payload"
+
+
+def lease_name(session: str) -> str:
+    return f"yr-driver-{session}"
+
+
+def pod_name(instance: str, incarnation: int) -> str:
+    """Deterministic per incarnation, so a restarted operator never creates a second pod."""
+    return f"{instance}-{incarnation}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LastTermination:
+    """How an incarnation ended (status.lastTermination): data, so nobody parses prose."""
+
+    incarnation: int
+    reason: str
+    message: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "incarnation": self.incarnation,
+            "reason": self.reason,
+            "message": self.message,
+        }
+        if self.exit_code is not None:
+            out["exitCode"] = self.exit_code
+        if self.signal is not None:
+            out["signal"] = self.signal
+        return out
+
+    @classmethod
+    def from_status(cls, raw: dict[str, Any] | None) -> LastTermination | None:
+        if not raw:
+            return None
+        return cls(
+            incarnation=int(raw.get("incarnation") or 0),
+            reason=str(raw.get("reason") or ""),
+            message=str(raw.get("message") or ""),
+            exit_code=raw.get("exitCode"),
+            signal=raw.get("signal"),
+        )
