@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -23,7 +24,7 @@ from typing import Any
 import grpc
 
 from yr import serialization, sharedmem
-from yr.calls import Call, deliver_all, fail, fail_all
+from yr.calls import Batch, Call, deliver_all, fail, fail_all
 from yr.errors import YRError, YRInstanceDiedError, YRProtocolError
 from yr.protocol import (
     CHANNEL_OPTIONS,
@@ -31,10 +32,10 @@ from yr.protocol import (
     PROTOCOL_VERSION,
     ROUTE_METADATA_KEY,
     TOKEN_METADATA_KEY,
-    yr_pb2,
+    WRONG_INSTANCE_CODE,
     yr_pb2_grpc,
 )
-from yr.refs import ObjectRef
+from yr.refs import ObjectRef, collecting_pending
 from yr.runtime.base import ClassInfo, Endpoint, Runtime
 
 # Transport failures after which we ask the runtime whether the instance died.
@@ -64,27 +65,8 @@ class _Pipeline:
     min_incarnation: int = 0
     next_seq: int = 0
     in_flight: int = 0  # batches sent and not answered
+    unsettled: set[tuple[int, int]] = field(default_factory=set)  # (incarnation, seq) out
     failure: BaseException | None = None
-
-
-@dataclass(slots=True)
-class Batch:
-    calls: list[Call]
-    seq: int
-    stub: Any
-    metadata: tuple[tuple[str, str], ...]
-    incarnation: int
-    claimed: bool = False  # by the sender thread or by a yr.get that sends it inline
-
-    def request(self, caller: str) -> yr_pb2.CallRequest:
-        return yr_pb2.CallRequest(
-            caller=caller,
-            seq=self.seq,
-            invocations=[
-                yr_pb2.Invocation(method=c.method, arguments=c.arguments, buffers=c.buffers)
-                for c in self.calls
-            ],
-        )
 
 
 class CallClient:
@@ -133,19 +115,20 @@ class CallClient:
         return_nums: int = 1,
     ) -> list[ObjectRef]:
         """Queue one call; the refs resolve to its result(s)."""
-        waiting = any(
-            isinstance(value, ObjectRef) and not value.done() for value in (*args, *kwargs.values())
-        )
+        if self._closed:
+            raise YRError(f"cannot call {method}: yr.finalize() ended the session")
         call = Call(method, args, kwargs, None, [], [], next(self._order))
-        if not waiting:
-            self._pickle(call, target=f"{class_info.short_name}.{method}")
+        pending = self._pickle(call, target=f"{class_info.short_name}.{method}")
         pipeline = self._pipeline(instance_id, class_info)
         flush = functools.partial(self._flush_call, pipeline, call)
-        call.refs = [ObjectRef(flush=flush) for _ in range(max(return_nums, 1))]
+        origin = (instance_id, f"{class_info.short_name}.{method}")
+        call.refs = [ObjectRef(flush=flush, origin=origin) for _ in range(max(return_nums, 1))]
         with pipeline.lock:
             pipeline.queue.append(call)
             idle = pipeline.in_flight == 0
-        if idle:  # nothing on the wire: send now, so an invoked call is a call in flight
+        if pending:
+            self._pickle_when_ready(pipeline, call, pending)
+        elif idle:  # nothing on the wire: send now, so an invoked call is a call in flight
             self._drain(pipeline)
         else:  # batches are out: let the flusher gather what follows into the next one
             with self._dirty_changed:
@@ -155,13 +138,54 @@ class CallClient:
             return []
         return call.refs
 
-    def _pickle(self, call: Call, *, target: str) -> None:
+    def _pickle(self, call: Call, *, target: str) -> list[ObjectRef]:
+        """Pickle the arguments, never under a lock (pickling a ref may flush its call);
+        return the pending refs found in them instead, if any: the call waits for those."""
         writer = sharedmem.BufferWriter(prefix=self._shm_prefix) if self._shm_prefix else None
-        call.arguments = serialization.dumps_call_arguments(
-            call.args, call.kwargs, target=target, buffer_callback=writer
-        )
+        try:
+            with collecting_pending() as pending:
+                arguments = serialization.dumps_call_arguments(
+                    call.args, call.kwargs, target=target, buffer_callback=writer
+                )
+        except BaseException:
+            if writer:
+                sharedmem.discard(writer.names)
+            raise
+        if pending:
+            if writer:
+                sharedmem.discard(writer.names)
+            return pending
+        call.arguments = arguments
         call.buffers = writer.names if writer else []
         call.args, call.kwargs = (), {}  # the pickled form is all we need now
+        return []
+
+    def _pickle_when_ready(self, pipeline: _Pipeline, call: Call, pending: list[ObjectRef]):
+        """Send the calls behind ``pending``, then pickle ``call`` once all of them settled;
+        meanwhile it holds its place at the head of its pipeline's queue."""
+        remaining = [len(pending)]
+        counter = threading.Lock()
+        target = f"{pipeline.class_info.short_name}.{call.method}"
+
+        def settled(_: concurrent.futures.Future) -> None:
+            with counter:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            try:
+                still_pending = self._pickle(call, target=target)
+            except BaseException as error:
+                call.failure = error
+                still_pending = []
+            if still_pending:  # refs inside the values of the refs just settled
+                self._pickle_when_ready(pipeline, call, still_pending)
+            else:
+                self._drain(pipeline)
+
+        for ref in pending:
+            ref.future.add_done_callback(settled)
+        for ref in pending:
+            ref._request(alone=False)
 
     def forget(self, instance_id: str, error: BaseException) -> None:
         """Fail every queued call to a terminated instance."""
@@ -219,15 +243,28 @@ class CallClient:
             pipeline.stub,
             pipeline.metadata,
             pipeline.endpoint.incarnation,
+            pipeline.instance_id,
         )
         pipeline.next_seq += 1
         pipeline.in_flight += 1
+        pipeline.unsettled.add((batch.incarnation, batch.seq))
         return batch
+
+    @staticmethod
+    def _settle_locked(pipeline: _Pipeline, batch: Batch) -> None:
+        """The batch was answered or will never reach the server: no later batch waits on it."""
+        pipeline.in_flight -= 1
+        pipeline.unsettled.discard((batch.incarnation, batch.seq))
+
+    @staticmethod
+    def _settled_below(pipeline: _Pipeline, batch: Batch) -> int:
+        with pipeline.lock:
+            out = [seq for inc, seq in pipeline.unsettled if inc == batch.incarnation]
+        return min(out, default=batch.seq)
 
     def _drain(self, pipeline: _Pipeline) -> None:
         batches: list[Batch] = []
         failed: list[tuple[Call, BaseException]] = []
-        wait_on: concurrent.futures.Future | None = None
         resolve_from: int | None = None
         with pipeline.lock:
             ready: list[Call] = []
@@ -243,17 +280,12 @@ class CallClient:
                         resolve_from = pipeline.min_incarnation
                     break
                 call = pipeline.queue[0]
+                if call.failure is not None:
+                    pipeline.queue.popleft()
+                    failed.append((call, call.failure))
+                    continue
                 if call.arguments is None:
-                    blocker = _first_pending(call)
-                    if blocker is not None:
-                        wait_on = blocker.future
-                        break
-                    try:
-                        self._pickle(call, target=f"{pipeline.class_info.short_name}.{call.method}")
-                    except BaseException as error:
-                        pipeline.queue.popleft()
-                        failed.append((call, error))
-                        continue
+                    break  # it waits for refs in its arguments; their callback drains again
                 pipeline.queue.popleft()
                 ready.append(call)
                 size += len(call.arguments or b"")
@@ -266,8 +298,6 @@ class CallClient:
             fail(call, error)
         for batch in batches:
             self._send(pipeline, batch)
-        if wait_on is not None:
-            wait_on.add_done_callback(lambda _: self._drain(pipeline))
         if resolve_from is not None:
             self._resolve(pipeline, resolve_from)
 
@@ -286,6 +316,9 @@ class CallClient:
                         pipeline.endpoint.incarnation != endpoint.incarnation
                     ):
                         pipeline.next_seq = 0
+                        pipeline.unsettled = {
+                            key for key in pipeline.unsettled if key[0] != endpoint.incarnation
+                        }
                     pipeline.endpoint = endpoint
                     # "host:port#instance" is an instance behind a gateway that routes by name.
                     address, _, route = endpoint.address.partition("#")
@@ -306,7 +339,11 @@ class CallClient:
             return channel
 
     def _send(self, pipeline: _Pipeline, batch: Batch) -> None:
-        self._senders.submit(self._send_if_unclaimed, pipeline, batch)
+        try:
+            self._senders.submit(self._send_if_unclaimed, pipeline, batch)
+        except RuntimeError:  # finalize() shut the senders down meanwhile
+            self._finish(pipeline, batch)
+            fail_all(batch.calls, _finalized_error(batch.calls[0].method))
 
     def _send_if_unclaimed(self, pipeline: _Pipeline, batch: Batch) -> None:
         if self._claim(pipeline, batch):
@@ -315,12 +352,16 @@ class CallClient:
     def _send_and_wait(self, pipeline: _Pipeline, batch: Batch) -> None:
         """A blocking RPC on a reused sender thread: cheaper than grpc's per-call futures."""
         try:
-            reply = batch.stub.Call(batch.request(self._caller_id), metadata=batch.metadata)
+            request = batch.request(
+                self._caller_id, settled_below=self._settled_below(pipeline, batch)
+            )
+            reply = batch.stub.Call(request, metadata=batch.metadata)
         except grpc.RpcError as error:
             self._on_failure(pipeline, batch, error)
             return
-        except Exception as error:
+        except Exception as error:  # never left this process: the seq must not stay a gap
             self._finish(pipeline, batch)
+            self._fill_gap(pipeline, batch)
             fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
             return
         self._finish(pipeline, batch)
@@ -328,17 +369,36 @@ class CallClient:
 
     def _finish(self, pipeline: _Pipeline, batch: Batch) -> None:
         with pipeline.lock:
-            pipeline.in_flight -= 1
+            self._settle_locked(pipeline, batch)
         _release(batch.calls)
+
+    def _fill_gap(self, pipeline: _Pipeline, batch: Batch) -> None:
+        """Tell the server a seq will never arrive: a later batch may already wait for it."""
+        filler = Batch(
+            [], batch.seq, batch.stub, batch.metadata, batch.incarnation, batch.instance_id
+        )
+        request = filler.request(
+            self._caller_id, settled_below=self._settled_below(pipeline, batch)
+        )
+
+        def send() -> None:
+            with contextlib.suppress(grpc.RpcError):
+                batch.stub.Call(request, metadata=batch.metadata)
+
+        with contextlib.suppress(RuntimeError):  # finalize() meanwhile: nothing waits any more
+            self._helpers.submit(send)
 
     # -- replies ----------------------------------------------------------------------------
 
     def _on_failure(self, pipeline: _Pipeline, batch: Batch, error: grpc.RpcError) -> None:
         code = error.code()
-        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
+        if self._closed:
+            self._finish(pipeline, batch)
+            fail_all(batch.calls, _finalized_error(batch.calls[0].method))
+        elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
             self._finish(pipeline, batch)
             fail_all(batch.calls, YRProtocolError(error.details()))
-        elif code in _DEATH_CODES and not self._closed:
+        elif code in _DEATH_CODES or code == WRONG_INSTANCE_CODE:
             self._helpers.submit(self._explain_failure, pipeline, batch, error)
         else:
             self._finish(pipeline, batch)
@@ -362,6 +422,8 @@ class CallClient:
             return
         if death is None:
             self._finish(pipeline, batch)
+            if _never_delivered(error):
+                self._fill_gap(pipeline, batch)
             fail_all(
                 batch.calls,
                 YRError(
@@ -373,7 +435,7 @@ class CallClient:
         died = YRInstanceDiedError(pipeline.instance_id, pipeline.class_info.class_name, death)
         resend = death.will_restart and _never_delivered(error)
         with pipeline.lock:
-            pipeline.in_flight -= 1
+            self._settle_locked(pipeline, batch)
             if pipeline.endpoint is not None and pipeline.endpoint.incarnation == batch.incarnation:
                 pipeline.endpoint = None
                 pipeline.stub = None
@@ -390,9 +452,19 @@ class CallClient:
         self._drain(pipeline)
 
     def close(self) -> None:
+        """Settle every call not answered yet with a clear error, and stop sending."""
         with self._dirty_changed:
             self._closed = True
             self._dirty_changed.notify_all()
+        with self._lock:
+            pipelines = list(self._pipelines.values())
+        for pipeline in pipelines:
+            with pipeline.lock:
+                pipeline.failure = YRError(
+                    "yr.finalize() ended the session before this call to "
+                    f"{pipeline.class_info.short_name} was sent"
+                )
+            self._drain(pipeline)
         with self._lock:
             channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
@@ -414,15 +486,14 @@ def shared_memory_prefix(session_token: str) -> str:
     return "yr-" + hashlib.sha256(session_token.encode()).hexdigest()[:16]
 
 
-def _first_pending(call: Call) -> ObjectRef | None:
-    for value in (*call.args, *call.kwargs.values()):
-        if isinstance(value, ObjectRef) and not value.done():
-            return value
-    return None
+def _finalized_error(method: str) -> YRError:
+    return YRError(f"yr.finalize() ended the session before the call {method} was answered")
 
 
 def _never_delivered(error: grpc.RpcError) -> bool:
     """True when the transport failed before the call reached the instance (nothing ran)."""
+    if error.code() == WRONG_INSTANCE_CODE:
+        return True  # another instance (a reused address) refused it before running anything
     details = (error.details() or "").lower()
     return error.code() == grpc.StatusCode.UNAVAILABLE and (
         "connection refused" in details or "failed to connect" in details
