@@ -142,10 +142,13 @@ class CallClient:
         """Pickle the arguments, never under a lock (pickling a ref may flush its call);
         return the pending refs found in them instead, if any: the call waits for those."""
         writer = sharedmem.BufferWriter(prefix=self._shm_prefix) if self._shm_prefix else None
+        args, kwargs = call.args, call.kwargs
+        if writer:
+            args, kwargs = sharedmem.large_bytes_out_of_band((args, kwargs))
         try:
             with collecting_pending() as pending:
                 arguments = serialization.dumps_call_arguments(
-                    call.args, call.kwargs, target=target, buffer_callback=writer
+                    args, kwargs, target=target, buffer_callback=writer
                 )
         except BaseException:
             if writer:
