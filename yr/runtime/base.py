@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,9 @@ class ClassInfo:
 
     class_name: str  # module.QualName
     method_meta: dict[str, int] = field(default_factory=dict)  # method -> return_nums
+    # method -> its signature without defaults or annotations (picklable), to check arguments
+    # at invoke(); absent for handles looked up by name
+    signatures: dict[str, inspect.Signature] = field(default_factory=dict, compare=False)
 
     @property
     def short_name(self) -> str:
