@@ -105,3 +105,17 @@ def test_invoke_after_finalize_on_an_old_handle_is_a_clear_error(local_runtime):
     yr.finalize()
     with pytest.raises(yr.YRError, match=r"finalize"):
         client.submit(mirror.instance_id, mirror._class_info, "ping", (), {})
+
+
+def test_a_call_that_failed_to_send_leaves_no_gap_for_the_next(local_runtime):
+    mirror = Mirror.invoke()
+    yr.get(mirror.ping.invoke())  # started: the next call goes out alone
+    client = yr.session.current().client
+    running = mirror.slow.invoke(0.5, "x")  # on the wire: what follows is batched
+    # A batch that fails in this process, after its seq was taken (protobuf refuses the name).
+    [unsendable] = client.submit(mirror.instance_id, mirror._class_info, "bad\ud800", (), {})
+    with pytest.raises(yr.YRError, match="could not send"):
+        yr.get(unsendable, timeout=DEADLINE_S)
+    assert yr.get(running, timeout=DEADLINE_S) == "x"
+    # Served at once, not after the server's 30 s give-up on the missing seq.
+    assert yr.get(mirror.ping.invoke(), timeout=20) == "pong"
