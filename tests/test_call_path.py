@@ -8,6 +8,7 @@ import pytest
 
 import yr
 from tests.call_instances import Mirror, ParallelMirror
+from tests.support import wait_for
 
 DEADLINE_S = 60
 
@@ -119,3 +120,36 @@ def test_a_call_that_failed_to_send_leaves_no_gap_for_the_next(local_runtime):
     assert yr.get(running, timeout=DEADLINE_S) == "x"
     # Served at once, not after the server's 30 s give-up on the missing seq.
     assert yr.get(mirror.ping.invoke(), timeout=20) == "pong"
+
+
+def test_serial_instances_waiting_on_each_other_raise_instead_of_deadlocking(local_runtime):
+    first, second = Mirror.invoke(), Mirror.invoke()
+    yr.get([first.remember.invoke(second), second.remember.invoke(first)])
+    # first waits on second, whose method waits on first: a cycle of two
+    with pytest.raises(yr.YRError, match="deadlock") as caught:
+        _within_deadline(
+            lambda: yr.get(first.ask_peer_to_ask.invoke(DEADLINE_S * 2), timeout=DEADLINE_S),
+            what="a cycle of two waits",
+        )
+    message = str(caught.value)
+    cycle = f"{second.instance_id} -> {first.instance_id} -> {second.instance_id}"
+    assert cycle in message, message
+    assert not isinstance(caught.value, yr.YRTimeoutError)
+    # neither instance stays blocked: both answer afterwards
+    assert yr.get([first.ping.invoke(), second.ping.invoke()], timeout=DEADLINE_S) == ["pong"] * 2
+    assert local_runtime.waits.snapshot() == {}
+
+
+def test_the_wait_graph_shows_who_waits_on_whom_while_a_wait_lasts(local_runtime):
+    asker, answerer = Mirror.invoke(), Mirror.invoke()
+    yr.get(asker.remember.invoke(answerer))
+    yr.get(answerer.ping.invoke())
+    busy = answerer.slow.invoke(5, "done")  # keeps answerer busy, so asker's wait lasts
+    asking = asker.ask_peer.invoke(DEADLINE_S)
+    wait_for(
+        lambda: local_runtime.waits.snapshot() == {asker.instance_id: [answerer.instance_id]},
+        timeout=DEADLINE_S,
+        what="the asker's wait to be recorded",
+    )
+    assert yr.get([busy, asking], timeout=DEADLINE_S) == ["done", "pong"]
+    assert local_runtime.waits.snapshot() == {}

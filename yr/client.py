@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from yr import serialization, sharedmem
+from yr import serialization, sharedmem, waits
 from yr.calls import Batch, Call, deliver_all, fail, fail_all
 from yr.errors import YRError, YRInstanceDiedError, YRProtocolError
 from yr.protocol import (
@@ -75,6 +75,7 @@ class CallClient:
     def __init__(self, runtime: Runtime, *, caller_id: str) -> None:
         self._runtime = runtime
         self._caller_id = caller_id
+        waits.report_waits_to(runtime)
         self._metadata = (
             (TOKEN_METADATA_KEY, runtime.session_token),
             (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)),

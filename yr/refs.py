@@ -148,10 +148,10 @@ def get(
     limit = _validate_timeout(timeout)
     _refuse_waiting_on_self(ref_list)
     _request_all(ref_list)
-    deadline = None if limit is None else time.monotonic() + limit
-    if deadline is not None:
-        pending = [ref.future for ref in ref_list if not ref.done()]
-        _, not_done = concurrent.futures.wait(pending, timeout=limit)
+    pending = [ref for ref in ref_list if not ref.done()]
+    if pending:
+        with waits.waiting_on({ref._origin[0] for ref in pending if ref._origin}):
+            _, not_done = concurrent.futures.wait([ref.future for ref in pending], timeout=limit)
         if not_done:
             count = len(not_done)
             raise YRTimeoutError(

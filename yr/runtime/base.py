@@ -80,6 +80,15 @@ class Runtime(abc.ABC):
     def resources(self) -> list[dict[str, Any]]:
         """Capacity and use, one dict per node."""
 
+    def block_wait(self, waiter: str, targets: list[str]) -> None:
+        """``waiter`` (concurrency 1) blocks on calls to ``targets``; raise if that closes a
+        cycle of such waits. Runtimes that keep no wait graph accept every wait."""
+        return None
+
+    def end_wait(self, waiter: str, targets: list[str]) -> None:
+        """The wait recorded by ``block_wait`` is over."""
+        return None
+
     @abc.abstractmethod
     def shutdown(self) -> None:
         """Terminate every instance this runtime created and release its resources."""
