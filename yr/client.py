@@ -460,6 +460,7 @@ class CallClient:
         with self._dirty_changed:
             self._closed = True
             self._dirty_changed.notify_all()
+        waits.report_waits_to(None)
         with self._lock:
             pipelines = list(self._pipelines.values())
         for pipeline in pipelines:
