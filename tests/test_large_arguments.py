@@ -11,10 +11,13 @@ import yr
 from tests.call_instances import Mirror
 from tests.instances import Counter
 from yr import sharedmem
+from yr.client import shared_memory_prefix
 
 
-def _segments() -> list[str]:
-    return [name for name in os.listdir(sharedmem.SHM_DIRECTORY) if name.startswith("yr-")]
+def _segments(runtime) -> list[str]:
+    """This session's segments (other sessions on the machine may come and go meanwhile)."""
+    prefix = shared_memory_prefix(runtime.session_token) + "-"
+    return [name for name in os.listdir(sharedmem.SHM_DIRECTORY) if name.startswith(prefix)]
 
 
 @pytest.fixture
@@ -43,10 +46,9 @@ def test_a_large_array_argument_arrives_intact(local_runtime, shared_memory_writ
 
 def test_a_large_argument_leaves_no_shared_memory_behind(local_runtime, shared_memory_writes):
     counter = Counter.invoke()
-    before = set(_segments())
     yr.get([counter.echo.invoke(np.ones(1 << 20)) for _ in range(3)])
     assert len(shared_memory_writes) == 3
-    assert set(_segments()) == before
+    assert _segments(local_runtime) == []
 
 
 def test_an_instance_may_modify_its_copy_of_a_shared_argument(local_runtime, shared_memory_writes):
