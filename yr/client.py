@@ -23,7 +23,8 @@ from typing import Any
 
 import grpc
 
-from yr import serialization, sharedmem, waits
+from yr import sharedmem, waits
+from yr.arguments import pickle_arguments, pickle_when_settled
 from yr.calls import Batch, Call, deliver_all, fail, fail_all
 from yr.errors import YRError, YRInstanceDiedError, YRProtocolError
 from yr.protocol import (
@@ -35,7 +36,7 @@ from yr.protocol import (
     WRONG_INSTANCE_CODE,
     yr_pb2_grpc,
 )
-from yr.refs import ObjectRef, collecting_pending
+from yr.refs import ObjectRef
 from yr.runtime.base import ClassInfo, Endpoint, Runtime
 
 # Transport failures after which we ask the runtime whether the instance died.
@@ -119,16 +120,23 @@ class CallClient:
         if self._closed:
             raise YRError(f"cannot call {method}: yr.finalize() ended the session")
         call = Call(method, args, kwargs, None, [], [], next(self._order))
-        pending = self._pickle(call, target=f"{class_info.short_name}.{method}")
+        target = f"{class_info.short_name}.{method}"
+        pending = pickle_arguments(call, target=target, shm_prefix=self._shm_prefix)
         pipeline = self._pipeline(instance_id, class_info)
         flush = functools.partial(self._flush_call, pipeline, call)
-        origin = (instance_id, f"{class_info.short_name}.{method}")
+        origin = (instance_id, target)
         call.refs = [ObjectRef(flush=flush, origin=origin) for _ in range(max(return_nums, 1))]
         with pipeline.lock:
             pipeline.queue.append(call)
             idle = pipeline.in_flight == 0
         if pending:
-            self._pickle_when_ready(pipeline, call, pending)
+            pickle_when_settled(
+                call,
+                pending,
+                target=target,
+                shm_prefix=self._shm_prefix,
+                then=functools.partial(self._drain, pipeline),
+            )
         elif idle:  # nothing on the wire: send now, so an invoked call is a call in flight
             self._drain(pipeline)
         else:  # batches are out: let the flusher gather what follows into the next one
@@ -138,58 +146,6 @@ class CallClient:
         if return_nums == 0:
             return []
         return call.refs
-
-    def _pickle(self, call: Call, *, target: str) -> list[ObjectRef]:
-        """Pickle the arguments, never under a lock (pickling a ref may flush its call);
-        return the pending refs found in them instead, if any: the call waits for those."""
-        writer = sharedmem.BufferWriter(prefix=self._shm_prefix) if self._shm_prefix else None
-        args, kwargs = call.args, call.kwargs
-        if writer:
-            args, kwargs = sharedmem.large_bytes_out_of_band((args, kwargs))
-        try:
-            with collecting_pending() as pending:
-                arguments = serialization.dumps_call_arguments(
-                    args, kwargs, target=target, buffer_callback=writer
-                )
-        except BaseException:
-            if writer:
-                sharedmem.discard(writer.names)
-            raise
-        if pending:
-            if writer:
-                sharedmem.discard(writer.names)
-            return pending
-        call.arguments = arguments
-        call.buffers = writer.names if writer else []
-        call.args, call.kwargs = (), {}  # the pickled form is all we need now
-        return []
-
-    def _pickle_when_ready(self, pipeline: _Pipeline, call: Call, pending: list[ObjectRef]):
-        """Send the calls behind ``pending``, then pickle ``call`` once all of them settled;
-        meanwhile it holds its place at the head of its pipeline's queue."""
-        remaining = [len(pending)]
-        counter = threading.Lock()
-        target = f"{pipeline.class_info.short_name}.{call.method}"
-
-        def settled(_: concurrent.futures.Future) -> None:
-            with counter:
-                remaining[0] -= 1
-                if remaining[0]:
-                    return
-            try:
-                still_pending = self._pickle(call, target=target)
-            except BaseException as error:
-                call.failure = error
-                still_pending = []
-            if still_pending:  # refs inside the values of the refs just settled
-                self._pickle_when_ready(pipeline, call, still_pending)
-            else:
-                self._drain(pipeline)
-
-        for ref in pending:
-            ref.future.add_done_callback(settled)
-        for ref in pending:
-            ref._request(alone=False)
 
     def forget(self, instance_id: str, error: BaseException) -> None:
         """Fail every queued call to a terminated instance."""
