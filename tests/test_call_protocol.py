@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -10,9 +11,12 @@ import textwrap
 import grpc
 import pytest
 
+import yr
 from tests.call_instances import Mirror
 from tests.support import all_dead, wait_for
 from yr import serialization
+from yr.client import CallClient
+from yr.errors import DeathInfo
 from yr.protocol import (
     CHANNEL_OPTIONS,
     PROTOCOL_METADATA_KEY,
@@ -22,6 +26,7 @@ from yr.protocol import (
     yr_pb2,
     yr_pb2_grpc,
 )
+from yr.runtime.base import Endpoint, Runtime
 
 REPLY_DEADLINE_S = 15  # well under the server's 30 s give-up on a missing seq
 TOKEN = "test-token"
@@ -57,7 +62,9 @@ def instance_server(tmp_path):
     try:
         port = int(process.stdout.readline())
         channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
-        yield yr_pb2_grpc.InstanceStub(channel)
+        stub = yr_pb2_grpc.InstanceStub(channel)
+        stub.address = f"127.0.0.1:{port}"
+        yield stub
         channel.close()
     finally:
         process.terminate()
@@ -121,3 +128,51 @@ def test_a_call_meant_for_another_incarnation_is_refused(instance_server):
         _call(instance_server, _ping(0, incarnation=1))
     assert caught.value.code() == WRONG_INSTANCE_CODE
     assert _value(_call(instance_server, _ping(0))) == "pong"  # the right one is served
+
+
+class _StaleFirstRuntime(Runtime):
+    """The Runtime contract for one instance server whose address first resolves to a dead
+    incarnation (a reused address), then to the live one."""
+
+    shares_memory = False
+
+    def __init__(self, address: str) -> None:
+        self.session_token = TOKEN
+        self.address = address
+        self.resolved: list[int] = []
+
+    def endpoint(self, instance_id, *, min_incarnation=0):
+        incarnation = max(1, min_incarnation)
+        self.resolved.append(incarnation)
+        future = concurrent.futures.Future()
+        future.set_result(Endpoint(self.address, incarnation))
+        return future
+
+    def await_death(self, instance_id, incarnation, *, timeout):
+        return DeathInfo(reason="replaced", will_restart=True) if incarnation < 2 else None
+
+    def create(self, spec, *, owner_id):
+        raise NotImplementedError
+
+    def terminate(self, instance_id, *, wait=False):
+        raise NotImplementedError
+
+    def get_named(self, name, namespace):
+        raise NotImplementedError
+
+    def resources(self):
+        return []
+
+    def shutdown(self):
+        pass
+
+
+def test_a_call_refused_by_another_incarnation_is_resent_to_the_current_one(instance_server):
+    runtime = _StaleFirstRuntime(instance_server.address)
+    client = CallClient(runtime, caller_id="caller-2")
+    try:
+        [ref] = client.submit("mirror-1", Mirror._class_info, "ping", (), {})
+        assert yr.get(ref, timeout=REPLY_DEADLINE_S) == "pong"
+        assert runtime.resolved == [1, 2]  # refused by the wrong one, re-resolved, re-sent
+    finally:
+        client.close()
