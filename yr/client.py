@@ -11,14 +11,12 @@ to the next one.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import contextlib
 import functools
 import hashlib
 import itertools
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -27,6 +25,7 @@ from yr import sharedmem, waits
 from yr.arguments import pickle_arguments, pickle_when_settled
 from yr.calls import Batch, Call, deliver_all, fail, fail_all
 from yr.errors import YRError, YRInstanceDiedError, YRProtocolError
+from yr.pipeline import Pipeline
 from yr.protocol import (
     CHANNEL_OPTIONS,
     PROTOCOL_METADATA_KEY,
@@ -53,23 +52,6 @@ MAX_BATCH_CALLS = 512
 MAX_BATCH_BYTES = 8 << 20
 
 
-@dataclass(eq=False)
-class _Pipeline:
-    instance_id: str
-    class_info: ClassInfo
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    queue: collections.deque[Call] = field(default_factory=collections.deque)
-    endpoint: Endpoint | None = None
-    stub: Any = None
-    metadata: tuple[tuple[str, str], ...] = ()
-    resolving: bool = False
-    min_incarnation: int = 0
-    next_seq: int = 0
-    in_flight: int = 0  # batches sent and not answered
-    unsettled: set[tuple[int, int]] = field(default_factory=set)  # (incarnation, seq) out
-    failure: BaseException | None = None
-
-
 class CallClient:
     """Sends method calls from this process to instances and turns replies into refs."""
 
@@ -86,7 +68,7 @@ class CallClient:
             if runtime.shares_memory and sharedmem.available()
             else ""
         )
-        self._pipelines: dict[str, _Pipeline] = {}
+        self._pipelines: dict[str, Pipeline] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._order = itertools.count()
@@ -98,7 +80,7 @@ class CallClient:
         self._senders = concurrent.futures.ThreadPoolExecutor(
             max_workers=4096, thread_name_prefix="yr-send"
         )
-        self._dirty: dict[int, _Pipeline] = {}
+        self._dirty: dict[int, Pipeline] = {}
         self._dirty_changed = threading.Condition()
         self._closed = False
         self._flusher = threading.Thread(target=self._flush_forever, name="yr-flush", daemon=True)
@@ -155,13 +137,13 @@ class CallClient:
                 pipeline.failure = error
             self._drain(pipeline)
 
-    def _pipeline(self, instance_id: str, class_info: ClassInfo) -> _Pipeline:
+    def _pipeline(self, instance_id: str, class_info: ClassInfo) -> Pipeline:
         pipeline = self._pipelines.get(instance_id)
         if pipeline is None:
             with self._lock:
                 pipeline = self._pipelines.get(instance_id)
                 if pipeline is None:
-                    pipeline = _Pipeline(instance_id, class_info)
+                    pipeline = Pipeline(instance_id, class_info)
                     self._pipelines[instance_id] = pipeline
         return pipeline
 
@@ -178,51 +160,16 @@ class CallClient:
             for pipeline in pipelines:
                 self._drain(pipeline)
 
-    def _flush_call(self, pipeline: _Pipeline, call: Call, ref: ObjectRef, *, alone: bool):
+    def _flush_call(self, pipeline: Pipeline, call: Call, ref: ObjectRef, *, alone: bool):
         """Called by ``yr.get`` before it waits: send what is queued now; a call waited on
         alone whose batch no sender thread has picked up yet is sent from this thread."""
         batch = call.batch
-        if alone and batch is not None and self._claim(pipeline, batch):
+        if alone and batch is not None and pipeline.claim(batch):
             self._send_and_wait(pipeline, batch)
         else:
             self._drain(pipeline)
 
-    @staticmethod
-    def _claim(pipeline: _Pipeline, batch: Batch) -> bool:
-        with pipeline.lock:
-            if batch.claimed:
-                return False
-            batch.claimed = True
-            return True
-
-    def _next_batch_locked(self, pipeline: _Pipeline, calls: list[Call]) -> Batch:
-        assert pipeline.endpoint is not None
-        batch = Batch(
-            calls,
-            pipeline.next_seq,
-            pipeline.stub,
-            pipeline.metadata,
-            pipeline.endpoint.incarnation,
-            pipeline.instance_id,
-        )
-        pipeline.next_seq += 1
-        pipeline.in_flight += 1
-        pipeline.unsettled.add((batch.incarnation, batch.seq))
-        return batch
-
-    @staticmethod
-    def _settle_locked(pipeline: _Pipeline, batch: Batch) -> None:
-        """The batch was answered or will never reach the server: no later batch waits on it."""
-        pipeline.in_flight -= 1
-        pipeline.unsettled.discard((batch.incarnation, batch.seq))
-
-    @staticmethod
-    def _settled_below(pipeline: _Pipeline, batch: Batch) -> int:
-        with pipeline.lock:
-            out = [seq for inc, seq in pipeline.unsettled if inc == batch.incarnation]
-        return min(out, default=batch.seq)
-
-    def _drain(self, pipeline: _Pipeline) -> None:
+    def _drain(self, pipeline: Pipeline) -> None:
         batches: list[Batch] = []
         failed: list[tuple[Call, BaseException]] = []
         resolve_from: int | None = None
@@ -250,10 +197,10 @@ class CallClient:
                 ready.append(call)
                 size += len(call.arguments or b"")
                 if len(ready) >= MAX_BATCH_CALLS or size >= MAX_BATCH_BYTES:
-                    batches.append(self._next_batch_locked(pipeline, ready))
+                    batches.append(pipeline.next_batch_locked(ready))
                     ready, size = [], 0
             if ready:
-                batches.append(self._next_batch_locked(pipeline, ready))
+                batches.append(pipeline.next_batch_locked(ready))
         for call, error in failed:
             fail(call, error)
         for batch in batches:
@@ -261,7 +208,7 @@ class CallClient:
         if resolve_from is not None:
             self._resolve(pipeline, resolve_from)
 
-    def _resolve(self, pipeline: _Pipeline, min_incarnation: int) -> None:
+    def _resolve(self, pipeline: Pipeline, min_incarnation: int) -> None:
         future = self._runtime.endpoint(pipeline.instance_id, min_incarnation=min_incarnation)
 
         def resolved(done: concurrent.futures.Future) -> None:
@@ -272,14 +219,7 @@ class CallClient:
                     pipeline.failure = error
                 else:
                     endpoint: Endpoint = done.result()
-                    if pipeline.endpoint is None or (
-                        pipeline.endpoint.incarnation != endpoint.incarnation
-                    ):
-                        pipeline.next_seq = 0
-                        pipeline.unsettled = {
-                            key for key in pipeline.unsettled if key[0] != endpoint.incarnation
-                        }
-                    pipeline.endpoint = endpoint
+                    pipeline.new_incarnation_locked(endpoint)
                     # "host:port#instance" is an instance behind a gateway that routes by name.
                     address, _, route = endpoint.address.partition("#")
                     pipeline.stub = yr_pb2_grpc.InstanceStub(self._channel(address))
@@ -298,23 +238,21 @@ class CallClient:
                 self._channels[address] = channel
             return channel
 
-    def _send(self, pipeline: _Pipeline, batch: Batch) -> None:
+    def _send(self, pipeline: Pipeline, batch: Batch) -> None:
         try:
             self._senders.submit(self._send_if_unclaimed, pipeline, batch)
         except RuntimeError:  # finalize() shut the senders down meanwhile
             self._finish(pipeline, batch)
             fail_all(batch.calls, _finalized_error(batch.calls[0].method))
 
-    def _send_if_unclaimed(self, pipeline: _Pipeline, batch: Batch) -> None:
-        if self._claim(pipeline, batch):
+    def _send_if_unclaimed(self, pipeline: Pipeline, batch: Batch) -> None:
+        if pipeline.claim(batch):
             self._send_and_wait(pipeline, batch)
 
-    def _send_and_wait(self, pipeline: _Pipeline, batch: Batch) -> None:
+    def _send_and_wait(self, pipeline: Pipeline, batch: Batch) -> None:
         """A blocking RPC on a reused sender thread: cheaper than grpc's per-call futures."""
         try:
-            request = batch.request(
-                self._caller_id, settled_below=self._settled_below(pipeline, batch)
-            )
+            request = batch.request(self._caller_id, settled_below=pipeline.settled_below(batch))
             reply = batch.stub.Call(request, metadata=batch.metadata)
         except grpc.RpcError as error:
             self._on_failure(pipeline, batch, error)
@@ -327,19 +265,17 @@ class CallClient:
         self._finish(pipeline, batch)
         deliver_all(batch.calls, reply)
 
-    def _finish(self, pipeline: _Pipeline, batch: Batch) -> None:
+    def _finish(self, pipeline: Pipeline, batch: Batch) -> None:
         with pipeline.lock:
-            self._settle_locked(pipeline, batch)
+            pipeline.settle_locked(batch)
         _release(batch.calls)
 
-    def _fill_gap(self, pipeline: _Pipeline, batch: Batch) -> None:
+    def _fill_gap(self, pipeline: Pipeline, batch: Batch) -> None:
         """Tell the server a seq will never arrive: a later batch may already wait for it."""
         filler = Batch(
             [], batch.seq, batch.stub, batch.metadata, batch.incarnation, batch.instance_id
         )
-        request = filler.request(
-            self._caller_id, settled_below=self._settled_below(pipeline, batch)
-        )
+        request = filler.request(self._caller_id, settled_below=pipeline.settled_below(batch))
 
         def send() -> None:
             with contextlib.suppress(grpc.RpcError):
@@ -350,7 +286,7 @@ class CallClient:
 
     # -- replies ----------------------------------------------------------------------------
 
-    def _on_failure(self, pipeline: _Pipeline, batch: Batch, error: grpc.RpcError) -> None:
+    def _on_failure(self, pipeline: Pipeline, batch: Batch, error: grpc.RpcError) -> None:
         code = error.code()
         if self._closed:
             self._finish(pipeline, batch)
@@ -365,7 +301,7 @@ class CallClient:
             method = batch.calls[0].method
             fail_all(batch.calls, YRError(f"call {method} failed: {code.name}: {error.details()}"))
 
-    def _explain_failure(self, pipeline: _Pipeline, batch: Batch, error: grpc.RpcError) -> None:
+    def _explain_failure(self, pipeline: Pipeline, batch: Batch, error: grpc.RpcError) -> None:
         try:
             death = self._runtime.await_death(
                 pipeline.instance_id, batch.incarnation, timeout=DEATH_REPORT_TIMEOUT_S
@@ -395,7 +331,7 @@ class CallClient:
         died = YRInstanceDiedError(pipeline.instance_id, pipeline.class_info.class_name, death)
         resend = death.will_restart and _never_delivered(error)
         with pipeline.lock:
-            self._settle_locked(pipeline, batch)
+            pipeline.settle_locked(batch)
             if pipeline.endpoint is not None and pipeline.endpoint.incarnation == batch.incarnation:
                 pipeline.endpoint = None
                 pipeline.stub = None
