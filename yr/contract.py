@@ -46,6 +46,7 @@ ENV_NAMESPACE = "YR_NAMESPACE"
 ENV_POD_NAME = "YR_POD_NAME"
 ENV_POD_UID = "YR_POD_UID"
 ENV_POD_IP = "YR_POD_IP"
+ENV_INCARNATION = "YR_INCARNATION"
 
 # -- status.phase ---------------------------------------------------------------------------
 PENDING = "Pending"
