@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from yr.errors import DeathInfo, YRSchedulingError
+from yr.protocol.yr_pb2 import RemoteError
 from yr.runtime.base import Endpoint, InstanceSpec
 from yr.runtime.local.ledger import CpuLedger
 
@@ -47,6 +48,8 @@ class LocalInstance:
     waiters: list[tuple[int, concurrent.futures.Future]] = field(default_factory=list)
     deaths: dict[int, DeathInfo] = field(default_factory=dict)
     error: BaseException | None = None  # set once it can never serve again
+    end_reason: str = ""  # why the runtime ended it ("terminated because its owner X died")
+    init_failure: RemoteError | None = None  # what its current incarnation's __init__ raised
 
     @property
     def label(self) -> str:

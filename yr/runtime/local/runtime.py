@@ -31,7 +31,13 @@ from yr.runtime.local.instances import (
 )
 from yr.runtime.local.ledger import CpuLedger
 from yr.runtime.local.output import OutputForwarder
-from yr.runtime.local.process import ZygoteProcess
+from yr.runtime.local.process import (
+    ZygoteProcess,
+    init_failure_error,
+    read_init_failure,
+    sweep_process_group,
+)
+from yr.runtime.local.sessiondir import SessionDirectory, sweep_dead_sessions
 
 logger = logging.getLogger("yr")
 
@@ -44,6 +50,7 @@ class LocalRuntime(Runtime):
     def __init__(self, *, num_cpus: int, log_to_driver: bool = True) -> None:
         self.shares_memory = True
         self.session_token = secrets.token_urlsafe(32)
+        self._shm_prefix = sharedmem.session_prefix(self.session_token)
         self._ledger = CpuLedger(num_cpus * 1000)
         self._instances: dict[str, LocalInstance] = {}
         self._named: dict[tuple[str, str], str] = {}
@@ -52,8 +59,15 @@ class LocalRuntime(Runtime):
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._closed = False
-        self._output = OutputForwarder() if log_to_driver else None
-        self._zygote = ZygoteProcess(on_event=self._on_event)
+        self._zygote_death = ""  # why the fork server is gone, once it is
+        sweep_dead_sessions()  # what drivers killed before their cleanup left behind
+        self._directory = SessionDirectory(shm_prefix=self._shm_prefix)
+        self._output = OutputForwarder(directory=self._directory.path) if log_to_driver else None
+        self._zygote = ZygoteProcess(
+            on_event=self._on_event,
+            shm_prefix=self._shm_prefix,
+            session_dir=self._directory.path,
+        )
         from yr.runtime.local.control import ControlServer
 
         self._control = ControlServer(self)
@@ -168,7 +182,7 @@ class LocalRuntime(Runtime):
             kind = event["event"]
             instance = self._instances.get(event.get("instance_id", ""))
             if kind == "zygote-exited":
-                self._on_zygote_exit(completions)
+                self._on_zygote_exit(event, completions)
             elif instance is None or event["incarnation"] != instance.incarnation:
                 pass  # a stale incarnation; its replacement is already on its way
             elif kind == "spawned":
@@ -178,6 +192,15 @@ class LocalRuntime(Runtime):
                 instance.state = "ready"
                 instance.endpoint = Endpoint(f"127.0.0.1:{event['port']}", instance.incarnation)
                 completions.extend(self._release_waiters(instance))
+            elif kind == "init-failed":
+                instance.init_failure = read_init_failure(event["segment"])
+            elif kind == "spawn-failed" and instance.state == "starting":
+                error = YRError(
+                    f"instance {instance.label} could not be started: the fork server could "
+                    f"not fork its process ({event['error']}); the other instances are "
+                    "unaffected and its CPU is released"
+                )
+                completions.extend(self._fail(instance, error))
             elif kind == "exited":
                 self._on_exit(instance, event, completions)
             self._changed.notify_all()
@@ -186,11 +209,9 @@ class LocalRuntime(Runtime):
 
     def _on_exit(self, instance: LocalInstance, event: dict[str, Any], completions: list) -> None:
         if instance.state in ("terminated", "dead"):
+            # Killed on purpose: the reason is the truth, the SIGKILL only the means.
             instance.deaths.setdefault(
-                instance.incarnation,
-                DeathInfo(
-                    exit_code=event["exit_code"], signal=event["signal"], reason="terminated"
-                ),
+                instance.incarnation, DeathInfo(reason=instance.end_reason or "terminated")
             )
             return
         # A crash: whatever it created goes with it, restart or not.
@@ -204,9 +225,15 @@ class LocalRuntime(Runtime):
         will_restart = instance.restarts_left > 0
         if will_restart:
             instance.restarts_left -= 1
+        init_failure, instance.init_failure = instance.init_failure, None
         death = DeathInfo(
             exit_code=event["exit_code"],
             signal=event["signal"],
+            reason=(
+                f"its __init__ raised {init_failure.type_name}: {init_failure.message}"
+                if init_failure is not None
+                else ""
+            ),
             will_restart=will_restart,
             restarts_left=instance.restarts_left,
         )
@@ -231,9 +258,13 @@ class LocalRuntime(Runtime):
             else:
                 self._spawn(instance)
             return
-        error = YRInstanceDiedError(
+        error: YRError = YRInstanceDiedError(
             instance.instance_id, instance.spec.class_info.class_name, death
         )
+        if init_failure is not None:  # a failed constructor is a failed instance
+            error = init_failure_error(
+                init_failure, label=instance.label, attempts=instance.incarnation + 1
+            )
         completions.extend(self._fail(instance, error, state="dead"))
 
     def _respawn(self, instance_id: str, incarnation: int) -> None:
@@ -247,12 +278,28 @@ class LocalRuntime(Runtime):
             ):
                 self._spawn(instance)
 
-    def _on_zygote_exit(self, completions: list) -> None:
+    def _on_zygote_exit(self, event: dict[str, Any], completions: list) -> None:
+        if self._closed:
+            return  # it exited because we closed it
+        self._zygote_death = (
+            f"the local runtime's fork server (pid {self._zygote.pid}) died "
+            f"(exit status {event['exit_code']}), taking every instance with it"
+        )
+        logger.error("yr: %s; yr.finalize() and yr.init() start a new one", self._zygote_death)
         for instance in self._instances.values():
-            if instance.error is None:
-                completions.extend(
-                    self._fail(instance, YRError("the local runtime's fork server stopped"))
-                )
+            if instance.pid is not None:
+                sweep_process_group(instance.pid)  # PDEATHSIG ends the instance, not its children
+            if instance.error is not None:
+                continue
+            death = DeathInfo(reason=self._zygote_death)
+            if instance.state in ("starting", "ready"):
+                instance.deaths.setdefault(instance.incarnation, death)
+            if instance.instance_id in self._pending:
+                self._pending.remove(instance.instance_id)
+            error = YRInstanceDiedError(
+                instance.instance_id, instance.spec.class_info.class_name, death
+            )
+            completions.extend(self._fail(instance, error))
 
     # -- state changes ----------------------------------------------------------------------
 
@@ -294,7 +341,12 @@ class LocalRuntime(Runtime):
         if instance_id in self._pending:
             self._pending.remove(instance_id)
         was_running = instance.state in ("starting", "ready")  # "restarting" has no process
-        error = YRError(f"instance {instance.label} was {reason}")
+        instance.end_reason = reason
+        error: YRError = YRError(f"instance {instance.label} was {reason}")
+        if "owner" in reason:  # the same words whichever way a caller learns of it
+            error = YRInstanceDiedError(
+                instance_id, instance.spec.class_info.class_name, DeathInfo(reason=reason)
+            )
         for notify in self._fail(instance, error, state="terminated"):
             notify()
         if was_running:
@@ -408,12 +460,15 @@ class LocalRuntime(Runtime):
             self._changed.notify_all()
         self._zygote.close()
         self._control.stop()
-        from yr.client import shared_memory_prefix
-
-        sharedmem.discard_prefix(shared_memory_prefix(self.session_token))
+        sharedmem.discard_prefix(self._shm_prefix)
         if self._output is not None:
             self._output.stop()
+        self._directory.remove()
 
     def _check_open(self) -> None:
         if self._closed:
             raise YRError("the local runtime was shut down")
+        if self._zygote_death:
+            raise YRError(
+                f"{self._zygote_death}; call yr.finalize() and yr.init() to start a new session"
+            )
