@@ -90,11 +90,12 @@ def test_an_instance_dies_for_good_once_its_restarts_are_spent(local_runtime, tm
         yr.get(counter.pid.invoke(), timeout=30)
 
 
-def test_a_supervisor_can_catch_a_dead_worker_and_replace_it(local_runtime):
+def test_a_supervisor_can_catch_a_dead_worker_and_replace_it(local_runtime, tmp_path):
     supervisor = Supervisor.invoke()
     worker_pid = yr.get(supervisor.worker_pid.invoke())
-    outcome = supervisor.work_or_replace.invoke(30)
-    wait_for(lambda: alive(worker_pid), timeout=5, what="the worker")
+    marker = tmp_path / "worker-running"
+    outcome = supervisor.work_or_replace.invoke(30, str(marker))
+    wait_for(marker.exists, timeout=30, what="the supervisor's call to be running in the worker")
     os.kill(worker_pid, signal.SIGKILL)
     report = yr.get(outcome, timeout=30)
     assert report.startswith("replaced after:") and "SIGKILL" in report

@@ -89,7 +89,7 @@ class Zygote:
                     "event": "spawn-failed",
                     "instance_id": key[0],
                     "incarnation": key[1],
-                    "error": f"{type(error).__name__}: {error}"[:1000],
+                    "error": _describe_os_error(error),
                 },
             )
             return
@@ -153,6 +153,11 @@ class Zygote:
         if self.session_dir:
             shutil.rmtree(self.session_dir, ignore_errors=True)
         os._exit(0)
+
+
+def _describe_os_error(error: OSError) -> str:
+    name = errno.errorcode.get(error.errno or 0, type(error).__name__)
+    return f"{name}: {error.strerror or error}"[:1000]
 
 
 def _kill_group(pid: int) -> None:
