@@ -123,6 +123,12 @@ class Supervisor:
     def worker_pid(self) -> int:
         return yr.get(self.worker.pid.invoke())
 
+    def worker_handle(self):
+        return self.worker
+
+    def pid(self) -> int:
+        return os.getpid()
+
     def work_or_replace(self, seconds: float, marker: str) -> str:
         """Call the worker (it creates ``marker`` once running); replace it if it dies."""
         try:
