@@ -6,6 +6,7 @@ PROTOCOL_VERSION = 1
 TOKEN_METADATA_KEY = "x-yr-token"
 PROTOCOL_METADATA_KEY = "x-yr-protocol"
 ROUTE_METADATA_KEY = "x-yr-route"  # the instance a gateway forwards a call to
+ERROR_METADATA_KEY = "x-yr-error-bin"  # a control-plane error, pickled, in trailing metadata
 
 # grpcio's defaults (4 MiB messages, a few thousand pending requests) are too small for
 # large arguments and for thousands of calls in flight.
@@ -24,6 +25,7 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 
 __all__ = [
     "CHANNEL_OPTIONS",
+    "ERROR_METADATA_KEY",
     "PROTOCOL_METADATA_KEY",
     "PROTOCOL_VERSION",
     "ROUTE_METADATA_KEY",

@@ -10,21 +10,23 @@ from __future__ import annotations
 import asyncio
 import hmac
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from yr import serialization
-from yr.protocol import SERVER_OPTIONS, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
-
-if TYPE_CHECKING:
-    from yr.runtime.local.runtime import LocalRuntime
-
-ERROR_METADATA_KEY = "x-yr-error-bin"
+from yr.protocol import (
+    ERROR_METADATA_KEY,
+    SERVER_OPTIONS,
+    TOKEN_METADATA_KEY,
+    yr_pb2,
+    yr_pb2_grpc,
+)
+from yr.runtime.base import Runtime
 
 
 class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
-    def __init__(self, runtime: LocalRuntime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._token = runtime.session_token.encode()
 
@@ -98,7 +100,7 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
 class ControlServer:
     """Runs the Runtime service on its own event loop thread, on loopback."""
 
-    def __init__(self, runtime: LocalRuntime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="yr-control", daemon=True
@@ -109,7 +111,7 @@ class ControlServer:
         ).result()
         self.address = f"127.0.0.1:{port}"
 
-    async def _start(self, runtime: LocalRuntime) -> tuple[grpc.aio.Server, int]:
+    async def _start(self, runtime: Runtime) -> tuple[grpc.aio.Server, int]:
         import concurrent.futures
 
         # Resolve and AwaitDeath block while instances start: give them threads of their own.

@@ -22,6 +22,7 @@ from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
 from yr.futures import settle
 from yr.options import Config
 from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
+from yr.runtime.local.control import ControlServer
 from yr.runtime.local.instances import (
     LocalInstance,
     default_num_cpus,
@@ -68,8 +69,6 @@ class LocalRuntime(Runtime):
             shm_prefix=self._shm_prefix,
             session_dir=self._directory.path,
         )
-        from yr.runtime.local.control import ControlServer
-
         self._control = ControlServer(self)
         self._timer = threading.Thread(
             target=self._expire_pending, name="yr-scheduler", daemon=True
