@@ -30,6 +30,7 @@ from typing import Any
 
 MB = 1_000_000
 ARRAY_BYTES = 100 * 2**20
+CONSTRUCTOR_BYTES = 200 * 10**6
 IN_FLIGHT_CALLS = 5_000
 TREE_SUPERVISORS = 8
 TREE_WORKERS = 3
@@ -95,6 +96,14 @@ WORKLOADS: list[Workload] = [
         "numpy", "100 MiB numpy argument (median)", "ms", False, "no slower", _ratio_at_least(1.0)
     ),
     Workload(
+        "ctor",
+        "200 MB constructor argument, create + first call (median)",
+        "ms",
+        False,
+        "no slower",
+        _ratio_at_least(1.0),
+    ),
+    Workload(
         "grpc",
         "bare grpcio unary loopback (floor)",
         "calls/s",
@@ -128,6 +137,12 @@ class Bench:
 
 def _noop_class() -> type:
     class Noop:
+        def __init__(self, payload: bytes = b"") -> None:
+            self.payload_bytes = len(payload)
+
+        def payload_size(self) -> int:
+            return self.payload_bytes
+
         def noop(self) -> None:
             return None
 
@@ -362,6 +377,21 @@ def run_numpy(b: Bench, quick: bool) -> dict[str, Any]:
     return {"value": statistics.median(times), "all": times}
 
 
+def run_ctor(b: Bench, quick: bool) -> dict[str, Any]:
+    b.start(num_cpus=4)
+    payload = b"x" * CONSTRUCTOR_BYTES
+    times = []
+    for _ in range(3 if quick else 5):
+        started = time.perf_counter()
+        handle = b.create("noop", payload)
+        size = b.get(b.call(handle, "payload_size"), timeout=300)
+        times.append((time.perf_counter() - started) * 1e3)
+        assert size == CONSTRUCTOR_BYTES, size
+        b.kill(handle)
+    b.stop()
+    return {"value": statistics.median(times), "all": times}
+
+
 def run_grpc(_b: Bench | None, quick: bool) -> dict[str, Any]:
     """Sync client -> sync server in another process; the cost of one Python gRPC round trip."""
     import grpc
@@ -415,6 +445,7 @@ RUNNERS: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
     "tree_sleep": run_tree_sleep,
     "rss": run_rss,
     "numpy": run_numpy,
+    "ctor": run_ctor,
     "grpc": run_grpc,
 }
 
