@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from yr.errors import DeathInfo, YRSchedulingError
+from yr.errors import DeathInfo, YRError, YRSchedulingError
 from yr.protocol.yr_pb2 import RemoteError
 from yr.runtime.base import Endpoint, InstanceSpec
 from yr.runtime.local.ledger import CpuLedger
@@ -78,6 +78,34 @@ def spawn_command(
         "env": env,
         "log_socket": log_socket,
     }
+
+
+def record_crash(
+    instance: LocalInstance, *, exit_code: int | None, signal: int | None
+) -> DeathInfo:
+    """Record how the current incarnation died on its own, spending a restart if one is left."""
+    instance.endpoint = None
+    instance.pid = None  # the process is gone; a restart brings a new one
+    will_restart = instance.restarts_left > 0
+    if will_restart:
+        instance.restarts_left -= 1
+    failure, instance.init_failure = instance.init_failure, None
+    death = DeathInfo(
+        exit_code=exit_code,
+        signal=signal,
+        reason=f"its __init__ raised {failure.type_name}: {failure.message}" if failure else "",
+        will_restart=will_restart,
+        restarts_left=instance.restarts_left,
+    )
+    instance.deaths[instance.incarnation] = death
+    return death
+
+
+def spawn_failed_error(instance: LocalInstance, event: dict[str, Any]) -> YRError:
+    return YRError(
+        f"instance {instance.label} could not be started: the fork server could not fork its "
+        f"process ({event['error']}); the other instances are unaffected and its CPU is released"
+    )
 
 
 def schedule_timeout_error(

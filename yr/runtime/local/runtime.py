@@ -26,9 +26,11 @@ from yr.runtime.local.control import ControlServer
 from yr.runtime.local.instances import (
     LocalInstance,
     default_num_cpus,
+    record_crash,
     restart_delay,
     schedule_timeout_error,
     spawn_command,
+    spawn_failed_error,
 )
 from yr.runtime.local.ledger import CpuLedger
 from yr.runtime.local.output import OutputForwarder
@@ -177,6 +179,8 @@ class LocalRuntime(Runtime):
 
     def _on_event(self, event: dict[str, Any]) -> None:
         completions: list[Callable[[], None]] = []
+        if event["event"] == "init-failed":  # read it before taking the lock
+            event["remote_error"] = read_init_failure(event["segment"])
         with self._lock:
             kind = event["event"]
             instance = self._instances.get(event.get("instance_id", ""))
@@ -192,14 +196,9 @@ class LocalRuntime(Runtime):
                 instance.endpoint = Endpoint(f"127.0.0.1:{event['port']}", instance.incarnation)
                 completions.extend(self._release_waiters(instance))
             elif kind == "init-failed":
-                instance.init_failure = read_init_failure(event["segment"])
+                instance.init_failure = event["remote_error"]
             elif kind == "spawn-failed" and instance.state == "starting":
-                error = YRError(
-                    f"instance {instance.label} could not be started: the fork server could "
-                    f"not fork its process ({event['error']}); the other instances are "
-                    "unaffected and its CPU is released"
-                )
-                completions.extend(self._fail(instance, error))
+                completions.extend(self._fail(instance, spawn_failed_error(instance, event)))
             elif kind == "exited":
                 self._on_exit(instance, event, completions)
             self._changed.notify_all()
@@ -219,25 +218,9 @@ class LocalRuntime(Runtime):
                 child_id, reason=f"terminated because its owner {instance.instance_id} died"
             )
         instance.children.clear()
-        instance.endpoint = None
-        instance.pid = None  # the process is gone; a restart brings a new one
-        will_restart = instance.restarts_left > 0
-        if will_restart:
-            instance.restarts_left -= 1
-        init_failure, instance.init_failure = instance.init_failure, None
-        death = DeathInfo(
-            exit_code=event["exit_code"],
-            signal=event["signal"],
-            reason=(
-                f"its __init__ raised {init_failure.type_name}: {init_failure.message}"
-                if init_failure is not None
-                else ""
-            ),
-            will_restart=will_restart,
-            restarts_left=instance.restarts_left,
-        )
-        instance.deaths[instance.incarnation] = death
-        if will_restart:
+        init_failure = instance.init_failure
+        death = record_crash(instance, exit_code=event["exit_code"], signal=event["signal"])
+        if death.will_restart:
             done = instance.spec.options.recover_retry_times - instance.restarts_left
             delay = restart_delay(done)
             logger.warning(
@@ -286,13 +269,13 @@ class LocalRuntime(Runtime):
         )
         logger.error("yr: %s; yr.finalize() and yr.init() start a new one", self._zygote_death)
         for instance in self._instances.values():
-            if instance.pid is not None:
-                sweep_process_group(instance.pid)  # PDEATHSIG ends the instance, not its children
             if instance.error is not None:
                 continue
             death = DeathInfo(reason=self._zygote_death)
             if instance.state in ("starting", "ready"):
                 instance.deaths.setdefault(instance.incarnation, death)
+                if instance.pid is not None:  # PDEATHSIG ends it, but not what it started
+                    sweep_process_group(instance.pid)
             if instance.instance_id in self._pending:
                 self._pending.remove(instance.instance_id)
             error = YRInstanceDiedError(
