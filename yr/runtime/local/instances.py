@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,40 @@ def spawn_command(
         "env": env,
         "log_socket": log_socket,
     }
+
+
+def check_creatable(
+    spec: InstanceSpec,
+    owner_id: str | None,
+    ledger: CpuLedger,
+    instances: dict[str, LocalInstance],
+    named: dict[tuple[str, str], str],
+) -> None:
+    """Raise, before anything is created, if the request can never be satisfied."""
+    options = spec.options
+    if options.cpu > ledger.total:
+        raise YRSchedulingError(
+            f"{spec.class_info.short_name} requests {options.cpu}m CPU but the local "
+            f"runtime's whole capacity is {ledger.total}m; lower "
+            "InvokeOptions(cpu=...) or raise yr.Config(num_cpus=...)"
+        )
+    if owner_id is not None:
+        owner = instances.get(owner_id)
+        if owner is None or owner.error is not None:
+            raise YRError(f"the creating instance {owner_id} is no longer alive")
+    if options.name and (options.namespace, options.name) in named:
+        raise ValueError(
+            f"an instance named {options.name!r} already exists in namespace "
+            f"{options.namespace!r}; use yr.get_instance({options.name!r}) to reach it"
+        )
+
+
+def walk_subtree(instances: dict[str, LocalInstance], root_id: str) -> Iterator[LocalInstance]:
+    """The instance and, recursively, everything it created."""
+    instance = instances[root_id]
+    yield instance
+    for child_id in instance.children:
+        yield from walk_subtree(instances, child_id)
 
 
 def record_crash(

@@ -18,19 +18,21 @@ from collections.abc import Callable
 from typing import Any
 
 from yr import sharedmem
-from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
+from yr.errors import DeathInfo, YRError, YRInstanceDiedError
 from yr.futures import settle
 from yr.options import Config
 from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
 from yr.runtime.local.control import ControlServer
 from yr.runtime.local.instances import (
     LocalInstance,
+    check_creatable,
     default_num_cpus,
     record_crash,
     restart_delay,
     schedule_timeout_error,
     spawn_command,
     spawn_failed_error,
+    walk_subtree,
 )
 from yr.runtime.local.ledger import CpuLedger
 from yr.runtime.local.output import OutputForwarder
@@ -96,22 +98,8 @@ class LocalRuntime(Runtime):
         options = spec.options
         with self._lock:
             self._check_open()
-            if options.cpu > self._ledger.total:
-                raise YRSchedulingError(
-                    f"{spec.class_info.short_name} requests {options.cpu}m CPU but the local "
-                    f"runtime's whole capacity is {self._ledger.total}m; lower "
-                    "InvokeOptions(cpu=...) or raise yr.Config(num_cpus=...)"
-                )
-            if owner_id is not None:
-                owner = self._instances.get(owner_id)
-                if owner is None or owner.error is not None:
-                    raise YRError(f"the creating instance {owner_id} is no longer alive")
+            check_creatable(spec, owner_id, self._ledger, self._instances, self._named)
             name_key = (options.namespace, options.name)
-            if options.name and name_key in self._named:
-                raise ValueError(
-                    f"an instance named {options.name!r} already exists in namespace "
-                    f"{options.namespace!r}; use yr.get_instance({options.name!r}) to reach it"
-                )
             instance_id = f"{spec.class_info.short_name.lower()}-{secrets.token_hex(4)}"
             instance = LocalInstance(
                 instance_id=instance_id,
@@ -372,7 +360,7 @@ class LocalRuntime(Runtime):
         with self._lock:
             if instance_id not in self._instances:
                 raise YRError(f"no instance {instance_id} in this session")
-            subtree = self._subtree(instance_id)
+            subtree = list(walk_subtree(self._instances, instance_id))
             self._terminate_locked(instance_id, reason="terminated")
             self._changed.notify_all()
             if not wait:
@@ -381,13 +369,6 @@ class LocalRuntime(Runtime):
             while any(self._alive_process(i) for i in subtree):
                 if not self._changed.wait(max(deadline - time.monotonic(), 0)):
                     break
-
-    def _subtree(self, instance_id: str) -> list[LocalInstance]:
-        instance = self._instances[instance_id]
-        found = [instance]
-        for child_id in instance.children:
-            found += self._subtree(child_id)
-        return found
 
     def _alive_process(self, instance: LocalInstance) -> bool:
         return instance.pid is not None and instance.incarnation not in instance.deaths
