@@ -114,13 +114,14 @@ class Zygote:
 
     def reap(self) -> None:
         while self.children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+            try:  # peek first: while it is a zombie its pid (and group id) cannot be reused
+                exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if exited is None:
                 return
-            _kill_group(pid)  # what the instance started ends with it, as in a pod
+            _kill_group(exited.si_pid)  # what the instance started ends with it, as in a pod
+            pid, status = os.waitpid(exited.si_pid, 0)
             sharedmem.discard([self.payloads.pop(pid, "")])
             instance_id, incarnation = self.children.pop(pid, ("", -1))
             if self.by_instance.get(instance_id) == pid:
@@ -146,7 +147,6 @@ class Zygote:
         for pid in list(self.children):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            _kill_group(pid)  # anything its children started meanwhile
         # The driver may have died without cleaning up: nothing of its session may outlive it.
         if self.shm_prefix:
             sharedmem.discard_prefix(self.shm_prefix)
