@@ -56,7 +56,10 @@ class UserObject:
             return yr_pb2.Outcome(error=self.init_error)
         method = invocation.method
         try:
-            target = getattr(self.instance, method)
+            if method == "__yr_collective__":  # group forming (yr/collective), not a user method
+                from yr.collective import member_call as target
+            else:
+                target = getattr(self.instance, method)
             buffers = sharedmem.open_buffers(list(invocation.buffers))
             args, kwargs = serialization.loads(invocation.arguments, buffers=buffers)
             args = resolve_refs(args)
