@@ -69,9 +69,40 @@ class Member:
             pass
         return collective.allreduce(array, group_name=group)
 
+    # checks run in the member, so large arrays never travel to the driver
+    def check_allreduce(self, shape, dtype, op="sum", group="default") -> str:
+        world_size = collective.get_world_size(group)
+        result = self.allreduce(shape, dtype, op, group)
+        return _compare(result, expected_allreduce(world_size, shape, dtype, op))
+
+    def check_broadcast(self, shape, dtype, src, group="default") -> str:
+        return _compare(self.broadcast(shape, dtype, src, group), make_array(src, shape, dtype))
+
+    def check_allgather(self, shape, dtype, group="default") -> str:
+        world_size = collective.get_world_size(group)
+        expected = np.stack([make_array(rank, tuple(shape), dtype) for rank in range(world_size)])
+        return _compare(self.allgather(shape, dtype, group), expected)
+
     def die_in_allreduce(self, size: int, group="default"):
         """Start a large allreduce and SIGKILL this process while peers wait on it."""
         threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()
         array = np.ones(size, np.float32)
         while True:
             collective.allreduce(array, group_name=group)
+
+
+def expected_allreduce(world_size: int, shape, dtype: str, op: str) -> np.ndarray:
+    parts = [make_array(rank, tuple(shape), dtype) for rank in range(world_size)]
+    if op in ("sum", "mean"):
+        result = np.sum(parts, axis=0, dtype=dtype)
+        return result / world_size if op == "mean" else result
+    return {"max": np.max, "min": np.min, "product": np.prod}[op](parts, axis=0).astype(dtype)
+
+
+def _compare(result: np.ndarray, expected: np.ndarray) -> str:
+    if result.shape != expected.shape or result.dtype != expected.dtype:
+        return f"got {result.dtype} {result.shape}, expected {expected.dtype} {expected.shape}"
+    if not np.array_equal(result, expected):
+        wrong = int(np.count_nonzero(result != expected))
+        return f"{wrong} of {result.size} elements differ"
+    return "ok"

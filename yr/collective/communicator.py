@@ -246,7 +246,9 @@ class Communicator:
         result = check_out(out, (self.world_size, *data.shape), data.dtype, what="allgather")
         deadline = self._deadline()
         small = data.nbytes <= INLINE_BYTES
-        replies = self._start("allgather", data, deadline, _raw(data) if small else b"", small=small)
+        replies = self._start(
+            "allgather", data, deadline, _raw(data) if small else b"", small=small
+        )
         if small:
             for peer in range(self.world_size):
                 if peer == self.rank:

@@ -14,6 +14,7 @@ from yr.proxies import InstanceHandle
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 DEFAULT_TIMEOUT_S = 60.0
+MEMBER_START_S = 300.0  # how long forming waits for members to start (yr.get's default)
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,11 @@ def create_group(
     )
     addresses = get(
         [_control(member, "listen", info, rank) for rank, member in enumerate(members)],
-        timeout=timeout,
+        timeout=max(timeout, MEMBER_START_S),  # members may still be starting
     )
     get(
         [_control(member, "connect", info, rank, addresses) for rank, member in enumerate(members)],
-        timeout=2 * timeout,
+        timeout=timeout + MEMBER_START_S,  # each member gives up after the group's timeout
     )
     return Group(info=info, members=tuple(members))
 

@@ -8,6 +8,7 @@ names carry the session prefix, so the session's sweep removes one caught in bet
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import mmap
 import os
 
@@ -35,7 +36,9 @@ class Segments:
         return nbytes > self.capacity
 
     def _name(self, rank: int, generation: int) -> str:
-        return f"{self._prefix}-cg-{self._group_id}-{rank}-{generation}"
+        # the shape of sharedmem's names, so the session's sweep recognises and removes it
+        digest = hashlib.sha256(f"{self._group_id}-{rank}-{generation}".encode()).hexdigest()
+        return f"{self._prefix}-{digest[:16]}"
 
     def create_own(self, nbytes: int) -> None:
         """Step 1 of growing: make this rank's bigger segment (peers map it after a barrier)."""
