@@ -19,6 +19,7 @@ from yr.collective.errors import (
     CollectiveTimeoutError,
 )
 from yr.collective.group import Group, create_group
+from yr.collective.healing import MembersDiedError, gather, heal, wait_for_death
 from yr.collective.member import communicator, destroy
 
 
@@ -78,6 +79,7 @@ __all__ = [
     "CollectiveTimeoutError",
     "Group",
     "GroupInfo",
+    "MembersDiedError",
     "ReduceOp",
     "allgather",
     "allreduce",
@@ -85,6 +87,9 @@ __all__ = [
     "broadcast",
     "create_group",
     "destroy_group",
+    "gather",
     "get_rank",
     "get_world_size",
+    "heal",
+    "wait_for_death",
 ]
