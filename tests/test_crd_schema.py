@@ -216,3 +216,15 @@ def test_schema_preserves_unknown_fields_only_for_kopf_status(version):
         if node.get("x-kubernetes-preserve-unknown-fields")
     ]
     assert preserving == ["/status/kopf"]
+
+
+def test_custom_resources_take_extended_resource_names_and_whole_counts(validator):
+    good = yrinstance(customResources=[{"name": "nvidia.com/gpu", "quantity": 1}])
+    assert errors(validator, good) == []
+    for bad in (
+        [{"name": "gpu", "quantity": 1}],
+        [{"name": "nvidia.com/gpu", "quantity": -1}],
+        [{"name": "nvidia.com/gpu", "quantity": 0.5}],
+        [{"name": "nvidia.com/gpu"}],
+    ):
+        assert errors(validator, yrinstance(customResources=bad)), bad

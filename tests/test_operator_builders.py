@@ -362,3 +362,12 @@ def test_instance_being_deleted_is_terminating_and_gets_no_pod() -> None:
     obj["metadata"]["deletionTimestamp"] = NOW
     p = plan(obj, [], now=0, now_iso=NOW)
     assert p.status["phase"] == "Terminating" and p.create is None
+
+
+def test_pod_limits_and_requests_carry_the_custom_resources() -> None:
+    spec = {"customResources": [{"name": "nvidia.com/gpu", "quantity": 2}]}
+    resources = container(build_pod(yri(**spec), incarnation=0, image="img", service_account="sa"))[
+        "resources"
+    ]
+    assert resources["limits"] == {"nvidia.com/gpu": "2"}
+    assert resources["requests"]["nvidia.com/gpu"] == "2"

@@ -167,12 +167,15 @@ def build_pod(
                     "command": ["python", "-m", "yr.server"],
                     "ports": [{"name": "grpc", "containerPort": PORT, "protocol": "TCP"}],
                     "env": container_env(yrinstance),
-                    "resources": {
-                        "requests": {
-                            "cpu": f"{int(spec['cpu'])}m",
-                            "memory": f"{int(spec['memory'])}Mi",
-                        }
-                    },
+                    "resources": with_custom_resources(
+                        {
+                            "requests": {
+                                "cpu": f"{int(spec['cpu'])}m",
+                                "memory": f"{int(spec['memory'])}Mi",
+                            }
+                        },
+                        spec,
+                    ),
                     "readinessProbe": {
                         "grpc": {"port": PORT},
                         "periodSeconds": 1,
@@ -196,3 +199,14 @@ def build_pod(
             ],
         },
     }
+
+
+def with_custom_resources(resources: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Extended resources (spec.customResources) as limits, and requests equal to them."""
+    custom = {
+        item["name"]: str(int(item["quantity"])) for item in spec.get("customResources") or []
+    }
+    if custom:
+        resources["requests"].update(custom)
+        resources["limits"] = dict(custom)
+    return resources
