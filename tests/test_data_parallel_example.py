@@ -54,3 +54,19 @@ def test_killing_a_worker_mid_training_heals_and_still_equals_single_process(und
         assert float(report["difference"]) < 1e-6
         assert report["accuracy"] == undisturbed[lr]["accuracy"]
     assert shm_segments() == []
+
+
+def test_parameter_server_example_applies_every_push_and_learns():
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "parameter_server.py"), "--steps", "40"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    reports = re.findall(r"(\d+) asynchronous updates, accuracy ([\d.]+)", finished.stdout)
+    assert len(reports) == 2, finished.stdout
+    for updates, accuracy in reports:
+        assert int(updates) == 2 * 40  # two workers, every push applied
+        assert float(accuracy) > 0.9
