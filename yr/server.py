@@ -217,6 +217,10 @@ async def serve(
         concurrency=concurrency,
     )
     yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
+    if os.environ.get("YR_POD_IP"):  # a pod: collective peers stream to this port (yr/collective)
+        from yr.collective.link import link_handler
+
+        server.add_generic_rpc_handlers((link_handler(token),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -17,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from yr.collective.errors import CollectiveError, CollectiveMismatchError
-from yr.collective.mesh import Mesh, Message, frame
+from yr.collective.errors import (
+    CollectiveError,
+    CollectiveMemberDiedError,
+    CollectiveMismatchError,
+)
+from yr.collective.mesh import Message, frame
 from yr.collective.segments import Segments
 
 INLINE_BYTES = 64 << 10  # at or below this an array rides in the header exchange
@@ -92,7 +96,9 @@ def check_out(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype, *
 class Communicator:
     """One rank's view of a formed group; operations are called by every rank in one order."""
 
-    def __init__(self, info: GroupInfo, rank: int, mesh: Mesh, segments: Segments) -> None:
+    def __init__(self, info: GroupInfo, rank: int, mesh: Any, segments: Segments | None) -> None:
+        """``mesh`` carries control and small data; ``segments`` is None where members share
+        no memory (pods): then large arrays travel through the mesh too."""
         self.info = info
         self.rank = rank
         self.world_size = info.world_size
@@ -107,19 +113,26 @@ class Communicator:
         return f"instance {self.info.member_ids[rank]}"
 
     def _exchange(
-        self, header: dict[str, Any], payload: Any, deadline: float
+        self, header: dict[str, Any], payload: Any, deadline: float, *, per_peer=None
     ) -> dict[int, Message]:
         if self._broken is not None:
             raise self._broken
+        message = (
+            {peer: frame(header, data) for peer, data in per_peer.items()}
+            if per_peer is not None
+            else frame(header, payload)
+        )
         try:
             return self._mesh.exchange(
-                frame(header, payload),
+                message,
                 deadline=deadline,
                 timeout=self.info.timeout,
                 describe=self._describe,
             )
         except CollectiveError as error:  # the mesh is out of step: the group must be re-formed
             self._broken = error
+            if isinstance(error, CollectiveMemberDiedError) and self._segments is not None:
+                self._segments.unlink_peer(error.rank)  # it may have died before unlinking
             raise
 
     def _start(
@@ -169,7 +182,7 @@ class Communicator:
         data = as_input(array, what="allreduce")
         result = check_out(out, data.shape, data.dtype, what="allreduce")
         deadline = self._deadline()
-        small = data.nbytes <= INLINE_BYTES
+        small = data.nbytes <= INLINE_BYTES or self.world_size == 1
         replies = self._start(
             "allreduce", data, deadline, _raw(data) if small else b"", op=op.value, small=small
         )
@@ -188,6 +201,8 @@ class Communicator:
             np.copyto(result, parts[0])
             for part in parts[1:]:  # every rank folds in rank order: identical results
                 ufunc(result, part, out=result)
+        elif self._segments is None:
+            self._allreduce_direct(data, result, ufunc, deadline)
         else:
             self._allreduce_large(data, result, ufunc, deadline)
         if op is ReduceOp.MEAN:
@@ -212,6 +227,32 @@ class Communicator:
             low, high = _slice(count, peer, self.world_size)
             flat[low:high] = segments.typed(peer, data.dtype, count)[low:high]
 
+    def _allreduce_direct(self, data: np.ndarray, result: np.ndarray, ufunc, deadline: float):
+        """Without shared memory: slice j goes to rank j, which reduces it and sends it back to
+        everyone (2 rounds; each rank sends 2(n-1)/n of the array, as a ring would)."""
+        flat, out = data.reshape(-1), result.reshape(-1)
+        count = data.size
+        bounds = [_slice(count, peer, self.world_size) for peer in range(self.world_size)]
+        low, high = bounds[self.rank]
+        slices = self._exchange(
+            {"scatter": self._seq},
+            b"",
+            deadline,
+            per_peer={p: _raw(flat[lo:hi]) for p, (lo, hi) in enumerate(bounds) if p != self.rank},
+        )
+        parts = [
+            flat[low:high] if p == self.rank else np.frombuffer(slices[p][1], data.dtype)
+            for p in range(self.world_size)
+        ]
+        mine = out[low:high]
+        np.copyto(mine, parts[0])
+        for part in parts[1:]:  # rank order: the same bits whoever reduces
+            ufunc(mine, part, out=mine)
+        gathered = self._exchange({"gather": self._seq}, _raw(mine), deadline)
+        for peer, (lo, hi) in enumerate(bounds):
+            if peer != self.rank:
+                out[lo:hi] = np.frombuffer(gathered[peer][1], data.dtype)
+
     def broadcast(self, array: Any, src: int, out: np.ndarray | None) -> np.ndarray:
         data = as_input(array, what="broadcast")
         if not isinstance(src, int) or not 0 <= src < self.world_size:
@@ -220,7 +261,7 @@ class Communicator:
             )
         result = check_out(out, data.shape, data.dtype, what="broadcast")
         deadline = self._deadline()
-        small = data.nbytes <= INLINE_BYTES
+        small = data.nbytes <= INLINE_BYTES or self._segments is None
         sends = small and self.rank == src
         replies = self._start(
             "broadcast", data, deadline, _raw(data) if sends else b"", src=src, small=small
@@ -245,7 +286,7 @@ class Communicator:
         data = as_input(array, what="allgather")
         result = check_out(out, (self.world_size, *data.shape), data.dtype, what="allgather")
         deadline = self._deadline()
-        small = data.nbytes <= INLINE_BYTES
+        small = data.nbytes <= INLINE_BYTES or self._segments is None
         replies = self._start(
             "allgather", data, deadline, _raw(data) if small else b"", small=small
         )
@@ -265,7 +306,8 @@ class Communicator:
 
     def close(self) -> None:
         self._mesh.close()
-        self._segments.close()
+        if self._segments is not None:
+            self._segments.close()
 
 
 def _raw(array: np.ndarray) -> np.ndarray:

@@ -8,11 +8,14 @@ server_list) and builds the mesh.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
+from yr.client import shared_memory_prefix
 from yr.collective.communicator import Communicator, GroupInfo
 from yr.collective.errors import CollectiveError
+from yr.collective.link import GrpcMesh
 from yr.collective.mesh import Mesh
 from yr.collective.segments import Segments
 
@@ -35,24 +38,25 @@ def control(action: str, info: GroupInfo, rank: int, addresses: list[str] | None
     raise ValueError(f"unknown collective control action {action!r}")
 
 
-def _session_secret() -> tuple[bytes, str]:
+def _runtime() -> tuple[str, bool]:
+    """The session token, and whether the members share this machine's memory."""
     from yr import session
-    from yr.client import shared_memory_prefix
 
-    token = session.current().runtime.session_token
-    return token.encode(), shared_memory_prefix(token)
+    runtime = session.current().runtime
+    return runtime.session_token, runtime.shares_memory
 
 
 def _listen(info: GroupInfo, rank: int) -> str:
-    secret, _ = _session_secret()
+    token, shares_memory = _runtime()
     destroy(info.name)  # re-forming under the same name replaces the old group
-    mesh = Mesh(
-        group_name=info.name,
-        group_id=info.group_id,
-        rank=rank,
-        world_size=info.world_size,
-        secret=secret,
+    where = dict(
+        group_name=info.name, group_id=info.group_id, rank=rank, world_size=info.world_size
     )
+    if shares_memory:
+        mesh: Any = Mesh(secret=token.encode(), **where)
+    else:  # a pod: stream to the peers' instance servers (see link.py)
+        own = f"{os.environ.get('YR_POD_IP', '127.0.0.1')}:{os.environ.get('YR_PORT', '50051')}"
+        mesh = GrpcMesh(token=token, own=own, **where)
     with _lock:
         _forming[info.name] = (info, rank, mesh)
     return mesh.address
@@ -70,9 +74,16 @@ def _connect(info: GroupInfo, rank: int, addresses: list[str]) -> bool:
     except BaseException:
         mesh.close()
         raise
-    _, prefix = _session_secret()
-    segments = Segments(
-        prefix=prefix, group_id=info.group_id, rank=rank, world_size=info.world_size
+    token, shares_memory = _runtime()
+    segments = (
+        Segments(
+            prefix=shared_memory_prefix(token),
+            group_id=info.group_id,
+            rank=rank,
+            world_size=info.world_size,
+        )
+        if shares_memory
+        else None
     )
     with _lock:
         _groups[info.name] = Communicator(info, rank, mesh, segments)

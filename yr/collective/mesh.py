@@ -32,6 +32,15 @@ def frame(header: dict[str, Any], payload: bytes | memoryview = b"") -> bytes:
     return b"".join((_FRAME.pack(len(encoded), len(payload)), encoded, payload))
 
 
+def parse_frame(data: bytes) -> Message:
+    """One whole frame back into its header and payload."""
+    header_length, payload_length = _FRAME.unpack_from(data)
+    end = _FRAME.size + header_length
+    if len(data) != end + payload_length:
+        raise ValueError("frame length mismatch")
+    return json.loads(data[_FRAME.size : end]), data[end:]
+
+
 def handshake_digest(secret: bytes, group_id: str, rank: int) -> str:
     """Proves a connecting peer holds the session token, without sending the token."""
     return hmac.new(secret, f"{group_id}:{rank}".encode(), hashlib.sha256).hexdigest()
@@ -125,14 +134,18 @@ class Mesh:
 
     def exchange(
         self,
-        message: bytes,
+        message: bytes | dict[int, bytes],
         *,
         deadline: float,
         timeout: float,
         describe: Callable[[int], str] = str,
     ) -> dict[int, Message]:
-        """Send ``message`` to every peer and return each peer's next message (a barrier)."""
-        outgoing = {peer: memoryview(message) for peer in self._peers}
+        """Send ``message`` (or ``message[peer]``) to every peer and return each peer's next
+        message: also a barrier."""
+        outgoing = {
+            peer: memoryview(message[peer] if isinstance(message, dict) else message)
+            for peer in self._peers
+        }
         received: dict[int, Message] = {}
         for peer in self._peers:
             parsed = self._parse(peer)

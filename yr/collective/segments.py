@@ -76,6 +76,11 @@ class Segments:
                 os.unlink(os.path.join(sharedmem.SHM_DIRECTORY, self._own_name))
             self._own_name = ""
 
+    def unlink_peer(self, rank: int) -> None:
+        """Remove a dead peer's segment of this generation, had it died before unlinking it."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(sharedmem.SHM_DIRECTORY, self._name(rank, self.generation)))
+
     def typed(self, rank: int, dtype: np.dtype, count: int) -> np.ndarray:
         return self.views[rank][: count * dtype.itemsize].view(dtype)
 
