@@ -12,6 +12,7 @@ import yr
 from tests.collective_members import Member, expected_allreduce
 from tests.support import all_dead, wait_for
 from yr import collective
+from yr.client import shared_memory_prefix
 
 MiB = 1 << 20
 DTYPES = ["float32", "float64", "int64"]
@@ -23,8 +24,12 @@ def _count(size: str, dtype: str) -> int:
     return SIZES[size] or 64 * MiB // np.dtype(dtype).itemsize
 
 
-def shm_segments() -> list[str]:
-    return sorted(name for name in os.listdir("/dev/shm") if name.startswith("yr-"))
+def shm_segments(session_token: str | None = None) -> list[str]:
+    """This session's shared-memory segments (other test runs on the machine have their own)."""
+    if session_token is None:
+        session_token = yr.session.current().runtime.session_token
+    prefix = shared_memory_prefix(session_token) + "-"
+    return sorted(name for name in os.listdir("/dev/shm") if name.startswith(prefix))
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +37,7 @@ def members() -> Iterator[list]:
     """Four members and groups w1..w4 of the first 1..4 of them (one runtime for the module)."""
     yr.init(yr.Config(num_cpus=16))
     runtime = yr.session.current().runtime
+    token = runtime.session_token
     started = {runtime.zygote_pid}
     try:
         handles = [Member.invoke() for _ in range(4)]
@@ -42,7 +48,7 @@ def members() -> Iterator[list]:
         started |= runtime.spawned_pids()
         yr.finalize()
         wait_for(lambda: all_dead(started), timeout=15, what="the session's processes to exit")
-    assert shm_segments() == []
+    assert shm_segments(token) == []
 
 
 def _on_group(handles: list, world_size: int, method: str, *args) -> list:

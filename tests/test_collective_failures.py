@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import threading
 import time
 
@@ -80,3 +82,13 @@ def test_a_peer_without_the_session_token_is_refused():
     honest.close()
     intruder.close()
     assert len(outcome) == 1 and isinstance(outcome[0], CollectiveTimeoutError)
+
+
+def test_wait_for_death_names_a_worker_killed_without_a_call_in_flight(local_runtime):
+    members = [Member.invoke() for _ in range(2)]
+    pids = yr.get([m.pid.invoke() for m in members], timeout=60)
+    assert collective.wait_for_death(members, timeout=0.5) is None
+    os.kill(pids[1], signal.SIGKILL)
+    handle, death = collective.wait_for_death(members, timeout=60)
+    assert handle == members[1]
+    assert death.signal == signal.SIGKILL

@@ -10,8 +10,6 @@ import sys
 
 import pytest
 
-from tests.test_collective import shm_segments
-
 REPO = pathlib.Path(__file__).parents[1]
 EXAMPLE = REPO / "examples" / "data_parallel_training.py"
 REPORT = re.compile(
@@ -39,7 +37,6 @@ def test_data_parallel_weights_equal_single_process_training():
     for report in run_example("--workers", "3").values():
         assert float(report["difference"]) < 1e-6
         assert report["replaced"] == "0"
-    assert shm_segments() == []
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +50,6 @@ def test_killing_a_worker_mid_training_heals_and_still_equals_single_process(und
         assert report["replaced"] == "1"
         assert float(report["difference"]) < 1e-6
         assert report["accuracy"] == undisturbed[lr]["accuracy"]
-    assert shm_segments() == []
 
 
 def test_parameter_server_example_applies_every_push_and_learns():

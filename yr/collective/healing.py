@@ -90,7 +90,8 @@ def wait_for_death(
         death = runtime.await_death(handle.instance_id, incarnation, timeout=timeout)
         return (handle, death) if death is not None else None
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(handles), 1)) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(len(handles), 1))
+    try:
         pending = {pool.submit(watch, handle) for handle in handles}
         while pending:
             done, pending = concurrent.futures.wait(
@@ -101,4 +102,6 @@ def wait_for_death(
                     found = future.result()
                     if found is not None:
                         return found
-    return None
+        return None
+    finally:  # the other watchers end by their own timeout; do not wait for them
+        pool.shutdown(wait=False)

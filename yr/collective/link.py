@@ -8,6 +8,7 @@ theirs. A stream that breaks means the peer is gone: the next exchange raises th
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hmac
 import queue
@@ -27,7 +28,7 @@ SCHEME = "grpc:"
 _GONE = None  # what an inbox receives when the stream from that peer ended
 
 _lock = threading.Lock()
-_inboxes: dict[tuple[str, int], dict[int, queue.Queue]] = {}  # (group id, rank) -> per peer
+_inboxes: dict[tuple[str, int], queue.Queue] = {}  # (group id, rank) -> (from rank, frame)
 
 
 def link_handler(token: str) -> grpc.GenericRpcHandler:
@@ -41,22 +42,23 @@ def link_handler(token: str) -> grpc.GenericRpcHandler:
         if not hmac.compare_digest(offered, expected):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "collective link: wrong token")
         inbox: queue.Queue | None = None
+        sender = -1
         try:
             async for data in request_iterator:
                 if inbox is None:  # the first frame says which group, from whom, to whom
                     header, _ = parse_frame(data)
+                    sender = int(header["from"])
                     with _lock:
-                        boxes = _inboxes.get((str(header["group"]), int(header["to"])), {})
-                    inbox = boxes.get(int(header["from"]))
+                        inbox = _inboxes.get((str(header["group"]), int(header["to"])))
                     if inbox is None:
                         await context.abort(grpc.StatusCode.NOT_FOUND, "no such collective link")
                     continue
-                inbox.put(data)
+                inbox.put((sender, data))
         except (grpc.RpcError, ValueError, KeyError, TypeError, ConnectionError):
             pass
         finally:
             if inbox is not None:
-                inbox.put(_GONE)
+                inbox.put((sender, _GONE))
         return b""
 
     handler = grpc.stream_unary_rpc_method_handler(send)
@@ -76,7 +78,9 @@ class GrpcMesh:
         self._token = token
         self.address = SCHEME + own
         self._peers = [peer for peer in range(world_size) if peer != rank]
-        self._inbox = {peer: queue.Queue() for peer in self._peers}
+        self._inbox: queue.Queue = queue.Queue()  # one queue: a death anywhere is seen at once
+        self._early: dict[int, collections.deque] = {p: collections.deque() for p in self._peers}
+        self._gone: set[int] = set()
         self._outbox: dict[int, queue.Queue] = {}
         self._channels: list[grpc.Channel] = []
         with _lock:
@@ -108,7 +112,7 @@ class GrpcMesh:
         try:
             send(iter(outbox.get, _GONE), metadata=metadata, wait_for_ready=True)
         except grpc.RpcError:
-            self._inbox[peer].put(_GONE)  # we cannot reach it: as good as dead to this group
+            self._inbox.put((peer, _GONE))  # we cannot reach it: as good as dead to this group
 
     def exchange(
         self,
@@ -121,23 +125,33 @@ class GrpcMesh:
         for peer in self._peers:
             self._outbox[peer].put(bytes(message[peer] if isinstance(message, dict) else message))
         received: dict[int, Message] = {}
-        for peer in self._peers:
-            remaining = deadline - time.monotonic()
+        for peer in self._peers:  # messages that came before this exchange asked for them
+            if self._early[peer]:
+                received[peer] = self._parse(peer, self._early[peer].popleft())
+        while len(received) < len(self._peers) or self._gone:
+            if self._gone:
+                peer = min(self._gone)
+                raise CollectiveMemberDiedError(self.group_name, peer, describe(peer))
             try:
-                data = self._inbox[peer].get(timeout=max(remaining, 0))
+                peer, data = self._inbox.get(timeout=max(deadline - time.monotonic(), 0))
             except queue.Empty:
                 missing = [p for p in self._peers if p not in received]
                 raise CollectiveTimeoutError(self.group_name, missing, timeout) from None
             if data is _GONE:
-                self._inbox[peer].put(_GONE)  # stays gone for later exchanges
-                raise CollectiveMemberDiedError(self.group_name, peer, describe(peer))
-            try:
-                received[peer] = parse_frame(data)
-            except ValueError:
-                raise CollectiveError(
-                    f"collective group {self.group_name!r}: rank {peer} sent a malformed message"
-                ) from None
+                self._gone.add(peer)  # stays gone for later exchanges
+            elif peer in received:
+                self._early[peer].append(data)
+            else:
+                received[peer] = self._parse(peer, data)
         return received
+
+    def _parse(self, peer: int, data: bytes) -> Message:
+        try:
+            return parse_frame(data)
+        except ValueError:
+            raise CollectiveError(
+                f"collective group {self.group_name!r}: rank {peer} sent a malformed message"
+            ) from None
 
     def close(self) -> None:
         with _lock:

@@ -153,9 +153,10 @@ class Mesh:
                 received[peer] = parsed
         selector = selectors.DefaultSelector()
         try:
+            # every peer is watched for reading, even one whose message is in: its death must
+            # fail this exchange too, or a peer that noticed it first would leave us waiting
             for peer, connection in self._peers.items():
-                events = selectors.EVENT_WRITE | (0 if peer in received else selectors.EVENT_READ)
-                selector.register(connection, events, peer)
+                selector.register(connection, selectors.EVENT_READ | selectors.EVENT_WRITE, peer)
             while outgoing or len(received) < len(self._peers):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -165,18 +166,14 @@ class Mesh:
                     peer = key.data
                     if mask & selectors.EVENT_READ:
                         self._receive(peer, describe)
-                        parsed = self._parse(peer)
-                        if parsed is not None:
-                            received[peer] = parsed
+                        if peer not in received:
+                            parsed = self._parse(peer)
+                            if parsed is not None:
+                                received[peer] = parsed
                     if mask & selectors.EVENT_WRITE and peer in outgoing:
                         self._send(peer, outgoing, describe)
-                    events = (selectors.EVENT_WRITE if peer in outgoing else 0) | (
-                        0 if peer in received else selectors.EVENT_READ
-                    )
-                    if events:
-                        selector.modify(key.fileobj, events, peer)
-                    else:
-                        selector.unregister(key.fileobj)
+                        if peer not in outgoing:
+                            selector.modify(key.fileobj, selectors.EVENT_READ, peer)
         finally:
             selector.close()
         return received

@@ -77,9 +77,11 @@ class Segments:
             self._own_name = ""
 
     def unlink_peer(self, rank: int) -> None:
-        """Remove a dead peer's segment of this generation, had it died before unlinking it."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(sharedmem.SHM_DIRECTORY, self._name(rank, self.generation)))
+        """Remove what a dead peer may have left: it dies before unlinking its segment, at this
+        generation or (if it got through an exchange this rank had not finished) the next."""
+        for generation in (self.generation, self.generation + 1):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(sharedmem.SHM_DIRECTORY, self._name(rank, generation)))
 
     def typed(self, rank: int, dtype: np.dtype, count: int) -> np.ndarray:
         return self.views[rank][: count * dtype.itemsize].view(dtype)
