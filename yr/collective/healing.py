@@ -86,7 +86,11 @@ def wait_for_death(
     runtime = session.current().runtime
 
     def watch(handle: InstanceHandle) -> tuple[InstanceHandle, DeathInfo] | None:
-        incarnation = runtime.endpoint(handle.instance_id).result(timeout=timeout).incarnation
+        try:
+            endpoint = runtime.endpoint(handle.instance_id).result(timeout=timeout)
+        except YRInstanceDiedError as error:  # it died before we started watching
+            return handle, error.death
+        incarnation = endpoint.incarnation
         death = runtime.await_death(handle.instance_id, incarnation, timeout=timeout)
         return (handle, death) if death is not None else None
 
