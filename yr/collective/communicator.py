@@ -26,6 +26,7 @@ from yr.collective.mesh import Message, frame
 from yr.collective.segments import Segments
 
 INLINE_BYTES = 64 << 10  # at or below this an array rides in the header exchange
+REDUCE_BLOCK_BYTES = 256 << 10  # a block of the reduction that fits in L2
 
 
 class ReduceOp(enum.Enum):
@@ -217,10 +218,17 @@ class Communicator:
         np.copyto(mine, data.reshape(-1))
         self._exchange({"written": self._seq}, b"", deadline)
         low, high = _slice(count, self.rank, self.world_size)
-        for peer in range(self.world_size):  # reduce-scatter: rank r owns slice r
-            if peer != self.rank:
-                other = segments.typed(peer, data.dtype, count)
-                ufunc(mine[low:high], other[low:high], out=mine[low:high])
+        others = [
+            segments.typed(peer, data.dtype, count)
+            for peer in range(self.world_size)
+            if peer != self.rank
+        ]
+        block = max(REDUCE_BLOCK_BYTES // data.dtype.itemsize, 1)
+        for start in range(low, high, block):  # reduce-scatter: rank r owns slice r; block by
+            stop = min(start + block, high)  # block, so the partial sum stays in the cache
+            partial = mine[start:stop]
+            for other in others:
+                ufunc(partial, other[start:stop], out=partial)
         self._exchange({"reduced": self._seq}, b"", deadline)
         flat = result.reshape(-1)
         for peer in range(self.world_size):  # all-gather: read each slice from its owner
