@@ -6,8 +6,16 @@ import re
 import subprocess
 import sys
 
+import grpc
+import pytest
+
+import yr
+from tests.k8s_instances import Worker
 from tests.test_data_parallel_example import EXAMPLE, REPORT
-from tests.test_kubernetes_backend import REPO, cluster  # noqa: F401
+from tests.test_kubernetes_backend import REPO, cluster, session  # noqa: F401
+from yr.collective.link import SERVICE
+from yr.collective.mesh import frame
+from yr.protocol import TOKEN_METADATA_KEY
 
 
 def run_on_cluster(cluster, *args: str) -> dict[str, dict]:  # noqa: F811
@@ -78,3 +86,14 @@ def test_parameter_server_example_runs_on_the_cluster(cluster):  # noqa: F811
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert len(re.findall(r"40 asynchronous updates, accuracy 0\.9", finished.stdout)) == 2
+
+
+def test_a_pods_collective_link_refuses_a_stream_without_the_session_token(session):  # noqa: F811
+    worker = Worker.invoke()
+    yr.get(worker.pid.invoke(), timeout=60)
+    address = yr.session.current().runtime.endpoint(worker.instance_id).result(10).address
+    hello = frame({"group": "0123456789abcdef", "from": 1, "to": 0})
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as caught:
+        send = channel.stream_unary(f"/{SERVICE}/Send")
+        send(iter([hello]), metadata=((TOKEN_METADATA_KEY, "a guess"),), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
