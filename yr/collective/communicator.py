@@ -214,10 +214,12 @@ class Communicator:
         self._ensure_capacity(data.nbytes, deadline)
         count = data.size
         segments = self._segments
+        flat = data.reshape(-1)
         mine = segments.typed(self.rank, data.dtype, count)
-        np.copyto(mine, data.reshape(-1))
-        self._exchange({"written": self._seq}, b"", deadline)
         low, high = _slice(count, self.rank, self.world_size)
+        np.copyto(mine[:low], flat[:low])  # peers read every slice of it but this rank's own
+        np.copyto(mine[high:], flat[high:])
+        self._exchange({"written": self._seq}, b"", deadline)
         others = [
             segments.typed(peer, data.dtype, count)
             for peer in range(self.world_size)
@@ -227,13 +229,14 @@ class Communicator:
         for start in range(low, high, block):  # reduce-scatter: rank r owns slice r; block by
             stop = min(start + block, high)  # block, so the partial sum stays in the cache
             partial = mine[start:stop]
-            for other in others:
+            ufunc(flat[start:stop], others[0][start:stop], out=partial)
+            for other in others[1:]:
                 ufunc(partial, other[start:stop], out=partial)
         self._exchange({"reduced": self._seq}, b"", deadline)
-        flat = result.reshape(-1)
+        out = result.reshape(-1)
         for peer in range(self.world_size):  # all-gather: read each slice from its owner
             low, high = _slice(count, peer, self.world_size)
-            flat[low:high] = segments.typed(peer, data.dtype, count)[low:high]
+            out[low:high] = segments.typed(peer, data.dtype, count)[low:high]
 
     def _allreduce_direct(self, data: np.ndarray, result: np.ndarray, ufunc, deadline: float):
         """Without shared memory: slice j goes to rank j, which reduces it and sends it back to
