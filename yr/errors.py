@@ -80,6 +80,7 @@ def invoke_error_for(cause: BaseException | None, remote_traceback: str) -> YRIn
             return YRInvokeError(cause, remote_traceback)
         _DUAL_TYPES[cause_type] = dual
     error = dual.__new__(dual)
+    error.__dict__.update(getattr(cause, "__dict__", {}))  # e.g. a died peer's .rank
     error.cause = cause
     error.remote_traceback = remote_traceback
     error.args = (error._render(),)
