@@ -17,16 +17,28 @@ from yr.collective.link import SERVICE
 from yr.collective.mesh import frame
 from yr.protocol import TOKEN_METADATA_KEY
 
+DRIVER_TIMEOUT_S = 240  # below pytest-timeout's 300 s, so a stuck driver's output is reported
+
+
+def run_driver(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a driver program, failing with what it printed if it outlives the deadline."""
+    try:
+        return subprocess.run(command, timeout=DRIVER_TIMEOUT_S, **kwargs)
+    except subprocess.TimeoutExpired as expired:  # the child is killed; say where it was
+        pytest.fail(
+            f"{command[1:]} did not finish within {DRIVER_TIMEOUT_S} s; "
+            f"stdout: {expired.stdout!r:.2000}; stderr: {expired.stderr!r:.4000}"
+        )
+
 
 def run_on_cluster(cluster, *args: str) -> dict[str, dict]:  # noqa: F811
     env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
-    finished = subprocess.run(
+    finished = run_driver(
         [sys.executable, str(EXAMPLE), *args],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     reports = {m["lr"]: m.groupdict() for m in REPORT.finditer(finished.stdout)}
@@ -62,13 +74,12 @@ def test_large_allreduce_between_pods_matches_numpy(cluster):  # noqa: F811
         "print('RESULTS', yr.get(checks, timeout=120))\n"
         "yr.finalize()\n"
     )
-    finished = subprocess.run(
+    finished = run_driver(
         [sys.executable, "-c", program],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert re.search(r"RESULTS \[('ok', ){8}'ok'\]", finished.stdout), finished.stdout
@@ -76,13 +87,12 @@ def test_large_allreduce_between_pods_matches_numpy(cluster):  # noqa: F811
 
 def test_parameter_server_example_runs_on_the_cluster(cluster):  # noqa: F811
     env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
-    finished = subprocess.run(
+    finished = run_driver(
         [sys.executable, str(REPO / "examples" / "parameter_server.py"), "--steps", "20"],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert len(re.findall(r"40 asynchronous updates, accuracy 0\.9", finished.stdout)) == 2
