@@ -85,19 +85,6 @@ def test_large_allreduce_between_pods_matches_numpy(cluster):  # noqa: F811
     assert re.search(r"RESULTS \[('ok', ){8}'ok'\]", finished.stdout), finished.stdout
 
 
-def test_parameter_server_example_runs_on_the_cluster(cluster):  # noqa: F811
-    env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
-    finished = run_driver(
-        [sys.executable, str(REPO / "examples" / "parameter_server.py"), "--steps", "20"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    assert len(re.findall(r"40 asynchronous updates, accuracy 0\.9", finished.stdout)) == 2
-
-
 def test_a_pods_collective_link_refuses_a_stream_without_the_session_token(session):  # noqa: F811
     worker = Worker.invoke()
     yr.get(worker.pid.invoke(), timeout=60)
