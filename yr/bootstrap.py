@@ -98,8 +98,18 @@ def main(argv: list[str] | None = None) -> None:
             port=int(env.get(c.ENV_PORT, str(c.PORT))),
             concurrency=int(env.get(c.ENV_CONCURRENCY, "1")),
             incarnation=int(env[c.ENV_INCARNATION]) if env.get(c.ENV_INCARNATION) else None,
+            extra_handlers=_pod_services(token),
         )
     )
+
+
+def _pod_services(token: str) -> list[Any]:
+    """A pod's collective peers stream to its gRPC port (the one the NetworkPolicy admits)."""
+    try:
+        from yr.collective.link import link_handler
+    except ImportError:  # yr.collective needs numpy (the `collective` extra): no peers then
+        return []
+    return [link_handler(token)]
 
 
 if __name__ == "__main__":

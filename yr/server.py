@@ -12,7 +12,7 @@ import concurrent.futures
 import inspect
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -62,7 +62,10 @@ class UserObject:
             return yr_pb2.Outcome(error=self.init_error)
         method = invocation.method
         try:
-            target = getattr(self.instance, method)
+            if method == "__yr_collective__":  # group forming (yr/collective), not a user method
+                from yr.collective import member_call as target
+            else:
+                target = getattr(self.instance, method)
             buffers = sharedmem.open_buffers(list(invocation.buffers))
             args, kwargs = serialization.loads(invocation.arguments, buffers=buffers)
             args = resolve_refs(args)
@@ -245,6 +248,7 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
     incarnation: int | None = None,
     on_init_error: Callable[[yr_pb2.RemoteError], None] | None = None,
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready.
 
@@ -268,6 +272,8 @@ async def serve(
     )
     del payload  # the user object drops it once constructed; a large one must not linger
     yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
+    if extra_handlers:  # services the composition root adds (collective links in a pod)
+        server.add_generic_rpc_handlers(tuple(extra_handlers))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     bound = server.add_insecure_port(_join_host_port(host, port))
