@@ -16,10 +16,20 @@ from typing import Any
 
 from yr import contract as c
 from yr import server, session, sharedmem
-from yr.protocol import yr_pb2
+from yr.protocol import COLLECTIVE_METHOD, yr_pb2
 from yr.runtime.local.wire import write_event
 
 INIT_FAILED_EXIT_CODE = 3
+
+
+def _collective_call(*args: Any) -> Any:
+    # Imported on first use: yr.collective loads numpy, which an idle instance never needs.
+    from yr.collective import member_call
+
+    return member_call(*args)
+
+
+SYSTEM_METHODS = {COLLECTIVE_METHOD: _collective_call}  # group forming, not user methods
 
 
 def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
@@ -56,6 +66,7 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
         on_ready=lambda port: event("ready", port=port, pid=os.getpid()),
         on_init_error=init_failed,
         incarnation=incarnation,
+        system_methods=SYSTEM_METHODS,
     )
     del payload  # the server holds the only reference and drops it once constructed
     asyncio.run(serving)
@@ -99,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             concurrency=int(env.get(c.ENV_CONCURRENCY, "1")),
             incarnation=int(env[c.ENV_INCARNATION]) if env.get(c.ENV_INCARNATION) else None,
             extra_handlers=_pod_services(token),
+            system_methods=SYSTEM_METHODS,
         )
     )
 

@@ -12,7 +12,7 @@ import concurrent.futures
 import inspect
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -35,9 +35,16 @@ from yr.protocol.gate import TokenGate, one_token
 class UserObject:
     """Builds the user's object from the payload and runs its methods, in worker threads."""
 
-    def __init__(self, payload: bytes, *, class_name: str) -> None:
+    def __init__(
+        self,
+        payload: bytes,
+        *,
+        class_name: str,
+        system_methods: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
         self.class_name = class_name
         self._payload = payload
+        self._system_methods = dict(system_methods or {})  # reserved names, not user methods
         self.instance: Any = None
         self.init_error: yr_pb2.RemoteError | None = None
 
@@ -62,10 +69,7 @@ class UserObject:
             return yr_pb2.Outcome(error=self.init_error)
         method = invocation.method
         try:
-            if method == "__yr_collective__":  # group forming (yr/collective), not a user method
-                from yr.collective import member_call as target
-            else:
-                target = getattr(self.instance, method)
+            target = self._system_methods.get(method) or getattr(self.instance, method)
             buffers = sharedmem.open_buffers(list(invocation.buffers))
             args, kwargs = serialization.loads(invocation.arguments, buffers=buffers)
             args = resolve_refs(args)
@@ -249,6 +253,7 @@ async def serve(
     incarnation: int | None = None,
     on_init_error: Callable[[yr_pb2.RemoteError], None] | None = None,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    system_methods: Mapping[str, Callable[..., Any]] | None = None,
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready.
 
@@ -265,7 +270,7 @@ async def serve(
     )
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
     servicer = InstanceServicer(
-        UserObject(payload, class_name=class_name),
+        UserObject(payload, class_name=class_name, system_methods=system_methods),
         instance_id=instance_id,
         concurrency=concurrency,
         incarnation=incarnation,

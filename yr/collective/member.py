@@ -18,8 +18,9 @@ from yr.collective.errors import CollectiveError
 from yr.collective.link import GrpcMesh
 from yr.collective.mesh import Mesh
 from yr.collective.segments import Segments
+from yr.protocol import COLLECTIVE_METHOD
 
-CONTROL_METHOD = "__yr_collective__"
+CONTROL_METHOD = COLLECTIVE_METHOD
 
 _lock = threading.Lock()
 _forming: dict[str, tuple[GroupInfo, int, Mesh]] = {}
