@@ -169,6 +169,17 @@ def test_deleting_a_supervisor_collects_its_workers_while_the_other_keeps_servin
     assert len(yr.get(survivor.train.invoke(0.1), timeout=60)) == 2
 
 
+def test_an_instance_calls_siblings_it_was_handed_that_were_ready_before_it_started(session):
+    from tests.k8s_instances import Caller, Worker
+
+    siblings = [Worker.options(yr.InvokeOptions(cpu=100, memory=128)).invoke() for _ in range(2)]
+    # Ready, with no more events to come.
+    pids = yr.get([sibling.pid.invoke() for sibling in siblings], timeout=60)
+    caller = Caller.invoke()
+
+    assert yr.get(caller.pids_of.invoke(*siblings), timeout=90) == pids
+
+
 def test_a_tree_that_does_not_fit_reports_the_schedulers_message(session):
     # 8 CPUs: the lead and seven workers fit, the eighth worker cannot.
     workers = yr.InvokeOptions(cpu=1000, memory=128, schedule_timeout_ms=3000)
