@@ -58,6 +58,21 @@ def test_data_parallel_example_on_the_cluster_heals_a_killed_worker_pod(cluster)
         assert float(report["difference"]) < 1e-6
 
 
+def test_parameter_server_example_on_the_cluster_applies_every_push(cluster):  # noqa: F811
+    # Its workers call a parameter server they were handed, not one they created.
+    env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
+    finished = run_driver(
+        [sys.executable, str(REPO / "examples" / "parameter_server.py"), "--steps", "20"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    reports = re.findall(r"(\d+) asynchronous updates, accuracy ([\d.]+)", finished.stdout)
+    assert [int(updates) for updates, _ in reports] == [2 * 20, 2 * 20], finished.stdout
+
+
 def test_large_allreduce_between_pods_matches_numpy(cluster):  # noqa: F811
     env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
     program = (
