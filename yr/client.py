@@ -301,7 +301,7 @@ class CallClient:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                channel = self._runtime.open_channel(address, CHANNEL_OPTIONS)
                 self._channels[address] = channel
             return channel
 

@@ -31,6 +31,7 @@ from yr.protocol import (
     yr_pb2_grpc,
 )
 from yr.protocol.gate import TokenGate, one_token
+from yr.tls import server_credentials as tls_credentials
 
 
 class UserObject:
@@ -220,8 +221,14 @@ async def serve(
     port: int,
     concurrency: int,
     on_ready: Callable[[int], None] | None = None,
+    tls: tuple[bytes, bytes] | None = None,
+    health_port: int | None = None,
 ) -> None:
-    """Serve one instance until SIGTERM/SIGINT; report the bound port when ready."""
+    """Serve one instance until SIGTERM/SIGINT; report the bound port when ready.
+
+    ``tls`` (certificate, key; PEM) makes the port TLS-only; ``health_port`` adds a plaintext
+    port that serves the health service and nothing else (for probes that cannot speak TLS).
+    """
     credentials.adopt_session_token(token)  # before the user's code can start a process
     health_servicer = health.aio.HealthServicer()
     gate = TokenGate(
@@ -238,9 +245,20 @@ async def serve(
     yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-    bound = server.add_insecure_port(_join_host_port(host, port))
+    address = _join_host_port(host, port)
+    if tls is not None:
+        bound = server.add_secure_port(address, tls_credentials(*tls))
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"instance server could not bind {host}:{port}")
+    health_server = None
+    if health_port is not None:
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        if health_server.add_insecure_port(_join_host_port(host, health_port)) == 0:
+            raise OSError(f"instance server could not bind its health port {host}:{health_port}")
+        await health_server.start()
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -253,6 +271,8 @@ async def serve(
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=1.0)
+    if health_server is not None:
+        await health_server.stop(grace=None)
     servicer.shutdown()
 
 
@@ -283,7 +303,9 @@ def main(argv: list[str] | None = None) -> None:
             "Serve one yr instance over gRPC (what an instance pod runs). Configured by the "
             "environment: YR_SESSION_TOKEN (required), YR_PAYLOAD_FILE (default: "
             "/var/run/yr/payload/payload), YR_INSTANCE_NAME, YR_CLASS_NAME, YR_POD_IP (default: "
-            "all interfaces), YR_PORT (default: 50051), YR_CONCURRENCY (default: 1). See "
+            "all interfaces), YR_PORT (default: 50051), YR_CONCURRENCY (default: 1), "
+            "YR_TLS_CERT_FILE and YR_TLS_KEY_FILE (serve TLS only), YR_HEALTH_PORT (a "
+            "plaintext health-only port for probes). See "
             "docs/kubernetes-contract.md."
         ),
     ).parse_args(argv)
@@ -314,8 +336,23 @@ def main(argv: list[str] | None = None) -> None:
             host=env.get("YR_POD_IP", "0.0.0.0"),
             port=int(env.get(c.ENV_PORT, str(c.PORT))),
             concurrency=int(env.get("YR_CONCURRENCY", "1")),
+            tls=_tls_from_files(env.get(c.ENV_TLS_CERT_FILE), env.get(c.ENV_TLS_KEY_FILE)),
+            health_port=int(env[c.ENV_HEALTH_PORT]) if env.get(c.ENV_HEALTH_PORT) else None,
         )
     )
+
+
+def _tls_from_files(cert_file: str | None, key_file: str | None) -> tuple[bytes, bytes] | None:
+    """The session key pair the pod mounts (both files, or neither: plaintext)."""
+    if not cert_file and not key_file:
+        return None
+    if not cert_file or not key_file:
+        sys.exit("yr.server: set both YR_TLS_CERT_FILE and YR_TLS_KEY_FILE, or neither")
+    try:
+        with open(cert_file, "rb") as cert, open(key_file, "rb") as key:
+            return cert.read(), key.read()
+    except OSError as error:
+        sys.exit(f"yr.server: cannot read the session TLS key pair: {error}")
 
 
 if __name__ == "__main__":
