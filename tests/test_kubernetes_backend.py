@@ -340,7 +340,7 @@ def test_the_seed_program_runs_through_the_gateway(cluster, gateway):
     _run_seed_program(cluster, YR_GATEWAY=address)
 
 
-def test_the_gateway_refuses_to_route_to_an_unknown_instance(gateway):
+def test_the_gateway_refuses_to_route_to_an_unknown_instance(cluster, gateway):
     import grpc
 
     from yr.protocol import ROUTE_METADATA_KEY, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
