@@ -118,6 +118,11 @@ def _gateway_server(core: k8s.CoreV1Api, namespace: str) -> PinnedServer:
 
 
 def _read_file(path: str, *, what: str) -> bytes:
+    if not path:
+        raise YRError(
+            f"{c.ENV_TLS_CERT_FILE} is not set, so this pod cannot pin {what}: its operator "
+            "predates session TLS; upgrade the chart to this yr version"
+        )
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -246,7 +251,7 @@ class KubernetesRuntime(Runtime):
             token=credentials.session_token(),
             owner=pod_owner,
             session_server=PinnedServer(
-                _read_file(env[c.ENV_TLS_CERT_FILE], what="the session certificate"),
+                _read_file(env.get(c.ENV_TLS_CERT_FILE, ""), what="the session certificate"),
                 c.session_server_name(env[c.ENV_SESSION]),
             ),
         )
