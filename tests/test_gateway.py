@@ -48,6 +48,7 @@ REPO = pathlib.Path(__file__).parents[1]
 CRD = REPO / "crds" / "yrinstances.yaml"
 GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
 REQUEST_BYTES = 100 << 20
+GATEWAY_MEMORY_LIMIT = 256 << 20  # the chart's gateway.resources.limits.memory (256Mi)
 _GATEWAY_CERTIFICATES: dict[str, bytes] = {}  # gateway address -> its certificate, to pin
 
 
@@ -229,6 +230,17 @@ def test_a_call_without_a_token_is_refused_before_the_gateway_buffers_it(session
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     growth = _status_bytes(process.pid, "VmHWM") - before
     assert growth < 32 << 20, f"the gateway grew by {growth >> 20} MiB"
+
+
+def test_a_100_mib_argument_passes_through_the_gateway_within_its_256_mib_limit(session, gateway):
+    process, _, _ = gateway
+    sink = _ready_sink(session)
+    _reset_peak(process.pid)
+
+    assert yr.get(sink.size.invoke(bytes(REQUEST_BYTES)), timeout=300) == REQUEST_BYTES
+
+    peak = _status_bytes(process.pid, "VmHWM")
+    assert peak < GATEWAY_MEMORY_LIMIT, f"the gateway peaked at {peak >> 20} MiB"
 
 
 def test_calls_without_a_token_cause_no_api_server_reads(gateway):

@@ -33,7 +33,9 @@ from yr.protocol import CHANNEL_OPTIONS, ROUTE_METADATA_KEY, SERVER_OPTIONS
 from yr.protocol.gate import presented_token, refusal
 from yr.tls import PinnedServer, server_credentials
 
-_FORWARDED_METHODS = ("/yr.v1.Instance/Call", "/yr.v1.Instance/Hello")
+_FORWARDED_METHODS = ("/yr.v1.Instance/Call", "/yr.v1.Instance/Hello", "/yr.v1.Instance/CallStream")
+# Forwarded piece by piece, so that a large argument is never held whole (yr/protocol/chunks.py).
+_STREAMED_METHODS = ("/yr.v1.Instance/CallStream",)
 ROUTE_TTL_S = 2.0  # a pod's address, until a forward to it fails
 UNKNOWN_TTL_S = 1.0  # "no such YRInstance": token-bearing floods of one name read once a second
 TOKEN_TTL_S = 30.0  # a session's token never changes while its Secret exists
@@ -148,15 +150,20 @@ class _Gateway(grpc.aio.ServerInterceptor):
                 "(failed to connect: it has no ready pod)",
             )
         forwarded = tuple((k, v) for k, v in metadata if k != ROUTE_METADATA_KEY)
-        return grpc.unary_unary_rpc_method_handler(
-            self._forwarder(name, route.address, keys, method, forwarded)
-        )
+        forward = self._forwarder(name, route.address, keys, method, forwarded)
+        if method in _STREAMED_METHODS:
+            return grpc.stream_unary_rpc_method_handler(forward)
+        return grpc.unary_unary_rpc_method_handler(forward)
 
     def _forwarder(
         self, name: str, address: str, keys: SessionKeys, method: str, metadata: tuple
     ) -> Any:
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            call = self._channel(address, keys).unary_unary(method)
+        streamed = method in _STREAMED_METHODS
+
+        async def forward(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+            channel = self._channel(address, keys)
+            # Bytes in, bytes out: no (de)serializer, the gateway never parses a call.
+            call = channel.stream_unary(method) if streamed else channel.unary_unary(method)
             try:
                 return await call(request, metadata=metadata)
             except grpc.aio.AioRpcError as error:

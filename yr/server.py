@@ -31,6 +31,7 @@ from yr.protocol import (
     yr_pb2,
     yr_pb2_grpc,
 )
+from yr.protocol.chunks import joined_request
 from yr.protocol.gate import TokenGate, one_token
 from yr.tls import server_credentials as tls_credentials
 
@@ -199,6 +200,11 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
                 f"this is instance {self._instance_id} incarnation {self._incarnation}, not "
                 f"{request.instance_id} incarnation {request.incarnation}: call refused",
             )
+
+    async def CallStream(self, chunks, context):
+        """A large call sent in pieces (through a gateway): joined, then run as ``Call``."""
+        await self._authorize(context)  # before anything is read or unpickled
+        return await self.Call(await joined_request(chunks), context)
 
     async def Call(self, request, context):
         await self._authorize(context)  # before anything in the request is unpickled
