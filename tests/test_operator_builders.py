@@ -105,11 +105,13 @@ def test_pod_mounts_the_payload_secret_read_only() -> None:
 
 
 def test_pod_mounts_only_the_session_key_pair_from_the_session_secret() -> None:
-    # Mounted by the kubelet: the instance's Role never needs to read Secrets.
+    # Mounted by the kubelet: the instance's Role never needs to read Secrets. Optional: a
+    # teardown that deletes the Secret before the pods must not make the kubelet warn.
     pod = build_pod(yri(), incarnation=0, image="img", service_account="sa")
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["session-tls"]["secret"] == {
         "secretName": "yr-session-s1",
+        "optional": True,
         "defaultMode": 0o440,
         "items": [
             {"key": "tls.crt", "path": "tls.crt"},

@@ -244,11 +244,15 @@ def build_pod(
                     "secret": {"secretName": spec["payloadSecret"], "defaultMode": 0o440},
                 },
                 # The session's TLS key pair, and only it: the pod never reads the Secret
-                # through the API (its Role cannot get Secrets).
+                # through the API (its Role cannot get Secrets). Optional, so that the
+                # kubelet's remounts do not warn (FailedMount) when a session's teardown
+                # deletes the Secret before the pods; at start the token's secretKeyRef
+                # still requires the Secret.
                 {
                     "name": "session-tls",
                     "secret": {
                         "secretName": c.session_secret_name(str(spec["session"])),
+                        "optional": True,
                         "defaultMode": 0o440,
                         "items": [
                             {"key": c.TLS_CERT_KEY, "path": c.TLS_CERT_KEY},
