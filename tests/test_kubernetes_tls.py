@@ -107,3 +107,19 @@ def test_the_session_secret_holds_the_token_and_the_session_key_pair(cluster, se
     name = f"yr-session-{session.runtime._session}"
     secret = k8s.CoreV1Api(cluster.api_client()).read_namespaced_secret(name, "default")
     assert set(secret.data) == {"token", "tls.crt", "tls.key"}
+
+
+def test_a_driver_whose_gateway_has_no_certificate_secret_says_so_and_creates_nothing(cluster):
+    with pytest.raises(yr.YRError, match="cannot read the gateway's certificate .*yr-gateway-tls"):
+        yr.init(
+            yr.Config(
+                backend="kubernetes",
+                namespace="default",
+                kubeconfig=str(cluster.kubeconfig),
+                gateway="127.0.0.1:1",
+            )
+        )
+    leases = k8s.CoordinationV1Api(cluster.api_client()).list_namespaced_lease("default").items
+    assert [
+        lease.metadata.name for lease in leases if lease.metadata.deletion_timestamp is None
+    ] == []

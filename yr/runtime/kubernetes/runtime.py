@@ -195,9 +195,13 @@ class KubernetesRuntime(Runtime):
         token = secrets.token_urlsafe(32)
         server_name = c.session_server_name(session)
         certificate, key = make_key_pair(server_name)
-        gateway_server = (
-            _gateway_server(k8s.CoreV1Api(api_client), namespace) if config.gateway else None
-        )
+        try:
+            gateway_server = (
+                _gateway_server(k8s.CoreV1Api(api_client), namespace) if config.gateway else None
+            )
+        except BaseException:
+            api_client.close()
+            raise
         coordination = k8s.CoordinationV1Api(api_client)
         holder = f"{socket.gethostname()}/{os.getpid()}"
         try:
