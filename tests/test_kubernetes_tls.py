@@ -8,6 +8,9 @@ No operator runs: the test writes the status itself, as an attacker would.
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from kubernetes import client as k8s
 
 import yr
 from tests.k8s_instances import Worker
+from tests.k8s_tls import install_gateway_key_pair
 from yr.protocol import TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
 from yr.tls import make_key_pair, server_credentials
 
@@ -41,6 +45,18 @@ class _Impostor(yr_pb2_grpc.InstanceServicer):
 
     def Hello(self, request, context):
         return yr_pb2.HelloReply()
+
+
+def _spoof_status(cluster, name: str, port: int) -> None:
+    """What anyone allowed to patch yrinstances/status can write: a Ready pod at their address."""
+    k8s.CustomObjectsApi(cluster.api_client()).patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        name,
+        {"status": {"phase": "Ready", "podIP": "127.0.0.1", "port": port, "restarts": 0}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,21 +101,59 @@ def test_a_spoofed_pod_address_fails_the_handshake_and_never_sees_the_token(
 ):
     port, recorder = impostor
     worker = Worker.invoke()
-    custom = k8s.CustomObjectsApi(cluster.api_client())
-    custom.patch_namespaced_custom_object_status(
-        GROUP,
-        VERSION,
-        "default",
-        PLURAL,
-        worker.instance_id,
-        {"status": {"phase": "Ready", "podIP": "127.0.0.1", "port": port, "restarts": 0}},
-    )
+    _spoof_status(cluster, worker.instance_id, port)
 
     with pytest.raises(yr.YRError) as caught:
         yr.get(worker.pid.invoke(), timeout=60)
 
     assert not any(key == TOKEN_METADATA_KEY for call in recorder.metadata for key, _ in call)
     assert recorder.metadata == []  # no call at all reached it: the handshake came first
+    assert "handshake failed" in str(caught.value).lower()
+
+
+@pytest.fixture
+def gateway(cluster, tmp_path) -> Iterator[str]:
+    """A gateway process for the namespace, with its key pair as the chart makes it."""
+    env = dict(
+        os.environ,
+        KUBECONFIG=str(cluster.kubeconfig),
+        YR_NAMESPACE="default",
+        YR_GATEWAY_PORT="0",
+        YR_GATEWAY_HOST="127.0.0.1",
+        **install_gateway_key_pair(cluster.api_client(), "default", tmp_path / "tls"),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "yr.gateway"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield process.stdout.readline().split()[-1]
+    finally:
+        process.terminate()
+        process.wait(15)
+        process.stdout.close()
+        k8s.CoreV1Api(cluster.api_client()).delete_namespaced_secret("yr-gateway-tls", "default")
+
+
+def test_the_gateway_never_forwards_a_call_to_a_spoofed_pod_address(cluster, gateway, impostor):
+    port, recorder = impostor
+    yr.init(
+        yr.Config(
+            backend="kubernetes",
+            namespace="default",
+            kubeconfig=str(cluster.kubeconfig),
+            gateway=gateway,
+        )
+    )
+    try:
+        worker = Worker.invoke()
+        _spoof_status(cluster, worker.instance_id, port)
+
+        with pytest.raises(yr.YRError) as caught:
+            yr.get(worker.pid.invoke(), timeout=60)
+    finally:
+        yr.finalize()
+
+    assert recorder.metadata == []  # the gateway's handshake with it failed: no call, no token
     assert "handshake failed" in str(caught.value).lower()
 
 
