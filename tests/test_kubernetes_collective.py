@@ -105,7 +105,8 @@ def test_a_pods_collective_link_refuses_a_stream_without_the_session_token(sessi
     yr.get(worker.pid.invoke(), timeout=60)
     address = yr.session.current().runtime.endpoint(worker.instance_id).result(10).address
     hello = frame({"group": "0123456789abcdef", "from": 1, "to": 0})
-    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as caught:
+    runtime = yr.session.current().runtime  # TLS pinned to the session, as a peer dials
+    with runtime.open_channel(address, []) as channel, pytest.raises(grpc.RpcError) as caught:
         send = channel.stream_unary(f"/{SERVICE}/Send")
         send(iter([hello]), metadata=((TOKEN_METADATA_KEY, "a guess"),), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -29,7 +29,9 @@ from yr.protocol import (
     yr_pb2,
     yr_pb2_grpc,
 )
+from yr.protocol.chunks import joined_request
 from yr.protocol.gate import TokenGate, one_token
+from yr.tls import server_credentials as tls_credentials
 
 
 class UserObject:
@@ -208,6 +210,11 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
                 f"{request.instance_id} incarnation {request.incarnation}: call refused",
             )
 
+    async def CallStream(self, chunks, context):
+        """A large call sent in pieces (through a gateway): joined, then run as ``Call``."""
+        await self._authorize(context)  # before anything is read or unpickled
+        return await self.Call(await joined_request(chunks), context)
+
     async def Call(self, request, context):
         await self._authorize(context)  # before anything in the request is unpickled
         await self._refuse_if_meant_for_another(request, context)
@@ -254,12 +261,16 @@ async def serve(
     on_init_error: Callable[[yr_pb2.RemoteError], None] | None = None,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     system_methods: Mapping[str, Callable[..., Any]] | None = None,
+    tls: tuple[bytes, bytes] | None = None,
+    health_port: int | None = None,
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready.
 
     With ``incarnation`` known, calls naming another incarnation are refused. With
     ``on_init_error``, an ``__init__`` that raises is reported there and ends the serving (a
     failed constructor is a failed instance); without it, every call answers that error.
+    ``tls`` (certificate, key; PEM) makes the port TLS-only; ``health_port`` adds a plaintext
+    port that serves the health service and nothing else (for probes that cannot speak TLS).
     """
     credentials.adopt_session_token(token)  # before the user's code can start a process
     health_servicer = health.aio.HealthServicer()
@@ -281,9 +292,20 @@ async def serve(
         server.add_generic_rpc_handlers(tuple(extra_handlers))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-    bound = server.add_insecure_port(_join_host_port(host, port))
+    address = _join_host_port(host, port)
+    if tls is not None:
+        bound = server.add_secure_port(address, tls_credentials(*tls))
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"instance server could not bind {host}:{port}")
+    health_server = None
+    if health_port is not None:
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        if health_server.add_insecure_port(_join_host_port(host, health_port)) == 0:
+            raise OSError(f"instance server could not bind its health port {host}:{health_port}")
+        await health_server.start()
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -301,6 +323,8 @@ async def serve(
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=1.0)
+    if health_server is not None:
+        await health_server.stop(grace=None)
     servicer.shutdown()
 
 

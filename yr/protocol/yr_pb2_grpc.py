@@ -45,6 +45,11 @@ class InstanceStub:
                 request_serializer=yr_dot_protocol_dot_yr__pb2.CallRequest.SerializeToString,
                 response_deserializer=yr_dot_protocol_dot_yr__pb2.CallReply.FromString,
                 _registered_method=True)
+        self.CallStream = channel.stream_unary(
+                '/yr.v1.Instance/CallStream',
+                request_serializer=yr_dot_protocol_dot_yr__pb2.CallChunk.SerializeToString,
+                response_deserializer=yr_dot_protocol_dot_yr__pb2.CallReply.FromString,
+                _registered_method=True)
 
 
 class InstanceServicer:
@@ -63,6 +68,14 @@ class InstanceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallStream(self, request_iterator, context):
+        """A large CallRequest in pieces: its serialized bytes, in order, one piece per CallChunk.
+        Sent through a gateway, which then forwards piece by piece and never holds it whole.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +87,11 @@ def add_InstanceServicer_to_server(servicer, server):
             'Call': grpc.unary_unary_rpc_method_handler(
                     servicer.Call,
                     request_deserializer=yr_dot_protocol_dot_yr__pb2.CallRequest.FromString,
+                    response_serializer=yr_dot_protocol_dot_yr__pb2.CallReply.SerializeToString,
+            ),
+            'CallStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.CallStream,
+                    request_deserializer=yr_dot_protocol_dot_yr__pb2.CallChunk.FromString,
                     response_serializer=yr_dot_protocol_dot_yr__pb2.CallReply.SerializeToString,
             ),
     }
@@ -131,6 +149,33 @@ class Instance:
             target,
             '/yr.v1.Instance/Call',
             yr_dot_protocol_dot_yr__pb2.CallRequest.SerializeToString,
+            yr_dot_protocol_dot_yr__pb2.CallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/yr.v1.Instance/CallStream',
+            yr_dot_protocol_dot_yr__pb2.CallChunk.SerializeToString,
             yr_dot_protocol_dot_yr__pb2.CallReply.FromString,
             options,
             channel_credentials,

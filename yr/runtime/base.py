@@ -5,8 +5,11 @@ from __future__ import annotations
 import abc
 import concurrent.futures
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import grpc
 
 from yr.errors import DeathInfo
 from yr.options import InvokeOptions
@@ -49,6 +52,11 @@ class Runtime(abc.ABC):
 
     session_token: str
     shares_memory: bool = False  # callers and instances on one machine (shared-memory buffers)
+
+    def open_channel(self, address: str, options: Sequence[tuple[str, Any]]) -> grpc.Channel:
+        """A channel to an instance (or gateway) at ``address``; plaintext unless the runtime
+        secures its connections (Kubernetes: TLS pinned to the session's certificate)."""
+        return grpc.insecure_channel(address, options=list(options))
 
     @abc.abstractmethod
     def create(self, spec: InstanceSpec, *, owner_id: str | None) -> str:

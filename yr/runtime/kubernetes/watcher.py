@@ -94,12 +94,14 @@ class StatusWatcher:
         namespace: str,
         session: str,
         address_of: Callable[[str, dict[str, Any]], str],
+        open_channel: Callable[[str, list[tuple[str, Any]]], grpc.Channel],
         on_pod_running: Callable[[str], None] | None = None,
     ) -> None:
         self._api = custom_api
         self._namespace = namespace
         self._selector = f"{c.SESSION_LABEL}={session}"
         self._address_of = address_of
+        self._open_channel = open_channel
         self._on_pod_running = on_pod_running
         self._tracked: dict[str, _Tracked] = {}
         # The latest object of every session instance nobody asked about yet: a handle this
@@ -304,7 +306,7 @@ class StatusWatcher:
 
     def _check_serving(self, name: str, tracked: _Tracked, address: str, key: tuple) -> None:
         """Watch the pod's gRPC health until SERVING (its object is constructed), then settle."""
-        channel = grpc.insecure_channel(address, options=_FAST_RECONNECT)
+        channel = self._open_channel(address, _FAST_RECONNECT)
         with self._lock:
             if self._stopping.is_set():
                 channel.close()
