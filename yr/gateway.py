@@ -135,7 +135,9 @@ class _Gateway(grpc.aio.ServerInterceptor):
         if route is None:
             return refusal(
                 grpc.StatusCode.UNAVAILABLE,
-                f"the gateway knows no ready instance {name!r} in its namespace",
+                # Nothing was forwarded: "failed to connect" tells the caller it may resend.
+                f"the gateway knows no ready instance {name!r} in its namespace (failed to "
+                "connect: no such YRInstance, or it could not be read)",
             )
         keys = await asyncio.to_thread(self._directory.session_keys, route.session)
         if keys is None or not hmac.compare_digest(token, keys.token):
