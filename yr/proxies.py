@@ -36,7 +36,7 @@ def instance(cls: type | None = None, *, invoke_options: InvokeOptions | None = 
     def decorate(target: type) -> InstanceCreator:
         if not inspect.isclass(target):
             raise TypeError(f"@yr.instance decorates a class, got {target!r}")
-        return InstanceCreator(target, invoke_options or InvokeOptions())
+        return InstanceCreator(target, (invoke_options or InvokeOptions()).checked())
 
     return decorate(cls) if cls is not None else decorate
 
@@ -108,7 +108,7 @@ class InstanceCreator:
             raise TypeError(
                 f"options() takes a yr.InvokeOptions, got {type(invoke_options).__name__}"
             )
-        return InstanceCreator(self.cls, invoke_options)
+        return InstanceCreator(self.cls, invoke_options.checked())
 
     def invoke(self, *args: Any, **kwargs: Any) -> InstanceHandle:
         """Start an instance (asynchronously) and return its handle at once."""
@@ -117,7 +117,7 @@ class InstanceCreator:
         spec = InstanceSpec(
             class_info=self._class_info,
             payload=_payload(self.cls, args, kwargs),
-            options=self._options,
+            options=self._options.checked(),
         )
         instance_id = current.runtime.create(spec, owner_id=current.owner_id)
         return InstanceHandle(instance_id, self._class_info)
