@@ -15,8 +15,11 @@ from yr.errors import (
     YRSerializationError,
     YRTimeoutError,
 )
+from yr.ignored_options import IgnoredOptionWarning
 from yr.options import Config, InvokeOptions, LowCPUWarning
 from yr.proxies import InstanceCreator, InstanceHandle, MethodProxy, get_instance, instance, method
+from yr.proxies import InstanceHandle as InstanceProxy  # openYuanrong's name for a handle
+from yr.put_params import CacheType, ConsistencyType, CreateParam, WriteMode
 from yr.refs import ObjectRef, get, put, wait
 from yr.session import finalize, init, is_initialized
 
@@ -24,7 +27,8 @@ __version__ = "0.1.0"
 
 
 def resources() -> list[dict]:
-    """Capacity and use of the runtime, one dict per node."""
+    """One dict per node, in openYuanrong's shape: ``id``, ``status`` (0: ready),
+    ``capacity`` and ``allocatable`` (``{"CPU": millicores, "Memory": MB}``)."""
     from yr import session
 
     return session.current().runtime.resources()
@@ -34,13 +38,19 @@ def resources() -> list[dict]:
 _logging.getLogger("yr").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "CacheType",
     "Config",
+    "ConsistencyType",
+    "CreateParam",
+    "IgnoredOptionWarning",
     "InstanceCreator",
     "InstanceHandle",
+    "InstanceProxy",
     "InvokeOptions",
     "LowCPUWarning",
     "MethodProxy",
     "ObjectRef",
+    "WriteMode",
     "YRError",
     "YRInstanceDiedError",
     "YRInvokeError",

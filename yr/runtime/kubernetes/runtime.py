@@ -28,6 +28,7 @@ from yr.console import notice
 from yr.contract import GROUP, PLURAL, VERSION
 from yr.errors import DeathInfo, YRError, YRSerializationError
 from yr.options import Config
+from yr.runtime import node_resources
 from yr.runtime.base import ClassInfo, InstanceSpec, Runtime
 from yr.runtime.kubernetes import api, objects
 from yr.runtime.kubernetes.logs import PodLogForwarder
@@ -326,14 +327,23 @@ class KubernetesRuntime(Runtime):
 
     def resources(self) -> list[dict[str, Any]]:
         nodes = api.call(self._core.list_node).items
+        requested = node_resources.pod_requests(self._pods_for_resources())
         return [
             {
+                **node_resources.kubernetes_node(node, requested.get(node.metadata.name, {})),
                 "node": node.metadata.name,
                 "cpu_allocatable": (node.status.allocatable or {}).get("cpu"),
                 "memory_allocatable": (node.status.allocatable or {}).get("memory"),
             }
             for node in nodes
         ]
+
+    def _pods_for_resources(self) -> list[Any]:
+        """Every pod when the driver may list them; else this namespace's (what yr placed)."""
+        try:
+            return api.call(self._core.list_pod_for_all_namespaces).items
+        except api.Forbidden:
+            return api.call(self._core.list_namespaced_pod, self._namespace).items
 
     def _renew(self) -> None:
         while not self._stopping.wait(LEASE_RENEW_S):

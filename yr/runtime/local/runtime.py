@@ -22,6 +22,7 @@ from yr.console import notice
 from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
 from yr.futures import settle
 from yr.options import Config
+from yr.runtime import node_resources
 from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
 from yr.runtime.local.instances import (
     LocalInstance,
@@ -375,8 +376,18 @@ class LocalRuntime(Runtime):
 
     def resources(self) -> list[dict[str, Any]]:
         with self._lock:
+            memory_held = sum(
+                self._instances[holder].spec.options.memory
+                for holder in self._ledger.holders()
+                if holder in self._instances
+            )
+            capacity = {"CPU": self._ledger.total, "Memory": node_resources.physical_memory_mb()}
+            allocatable = {"CPU": self._ledger.free, "Memory": capacity["Memory"] - memory_held}
             return [
                 {
+                    **node_resources.entry(
+                        "local", ready=True, capacity=capacity, allocatable=allocatable
+                    ),
                     "node": "local",
                     "cpu_total": self._ledger.total,
                     "cpu_used": self._ledger.used,
