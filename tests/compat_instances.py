@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import yr
@@ -11,3 +12,50 @@ import yr
 class EnvReader:
     def read(self, name: str) -> str | None:
         return os.environ.get(name)
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100, concurrency=2))
+class AsyncPair:
+    """Two calls in flight at once: one awaits what the other sets."""
+
+    def __init__(self) -> None:
+        self.signal = asyncio.Event()
+        self.waiting = False
+        self.loops: list[asyncio.AbstractEventLoop] = []
+
+    async def wait_for_signal(self) -> str:
+        self.waiting = True
+        await self.signal.wait()  # no timeout: a loop nobody wakes would sleep forever
+        return "signalled"
+
+    async def is_waiting(self) -> bool:
+        return self.waiting
+
+    async def give_signal(self) -> str:
+        self.signal.set()
+        return "given"
+
+    async def same_loop_as_before(self) -> bool:
+        self.loops.append(asyncio.get_running_loop())
+        return all(loop is self.loops[0] for loop in self.loops)
+
+    async def awaits_a_ref(self, handle) -> str:
+        return await handle.ping.invoke()
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100, concurrency=2))
+class AsyncCounter:
+    """Counts how many of its calls were in flight at once."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.peak = 0
+
+    async def hold(self, seconds: float) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(seconds)
+        self.in_flight -= 1
+
+    async def peak_in_flight(self) -> int:
+        return self.peak

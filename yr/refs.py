@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import itertools
@@ -79,6 +80,12 @@ class ObjectRef:
             raise YRTimeoutError(
                 f"ObjectRef {self._id} was not ready within {timeout:g} s"
             ) from None
+
+    def __await__(self):
+        """``await ref`` in an ``async def`` method: waits without blocking the loop."""
+        _refuse_waiting_on_self([self])
+        self._request(alone=True)
+        return asyncio.wrap_future(self._future).__await__()
 
     def __repr__(self) -> str:
         state = "ready" if self.done() else "pending"

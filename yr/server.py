@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from yr import credentials, serialization, sharedmem, tracebacks, waits
 from yr.dispatch import CallOrder, SerialRunner
 from yr.errors import YRInvokeError
+from yr.method_loop import MethodLoop
 from yr.protocol import (
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
@@ -42,6 +43,7 @@ class UserObject:
         self._payload = payload
         self.instance: Any = None
         self.init_error: yr_pb2.RemoteError | None = None
+        self.method_loop = MethodLoop()  # where its async def methods run
 
     def construct(self) -> None:
         try:
@@ -71,7 +73,7 @@ class UserObject:
             kwargs = dict(zip(kwargs, resolve_refs(kwargs.values()), strict=True))
             result = target(*args, **kwargs)
             if inspect.isawaitable(result):
-                result = asyncio.run(_await(result))
+                result = self.method_loop.run(result)
         except BaseException as error:
             return yr_pb2.Outcome(error=remote_error(error))
         try:
@@ -86,10 +88,6 @@ class UserObject:
     def run_all(self, invocations: Any) -> yr_pb2.CallReply:
         """Run a batch in order (one instance, one call at a time)."""
         return yr_pb2.CallReply(outcomes=[self.run(invocation) for invocation in invocations])
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def resolve_refs(values: Any) -> list[Any]:
@@ -226,6 +224,7 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         return result if isinstance(result, yr_pb2.CallReply) else yr_pb2.CallReply(outcomes=result)
 
     def shutdown(self) -> None:
+        self._user.method_loop.stop()
         if self._runner is not None:
             self._runner.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,85 @@
+"""openYuanrong's get / wait / put / resources semantics through the operator on the emulated
+cluster (the operator runs as the chart's ServiceAccount)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from kubernetes import client as k8s
+
+import yr
+from tests.cluster.chart_rbac import install_chart_rbac
+from tests.cluster.operator_process import OperatorProcess, operator_env
+from tests.cluster.tools import K8sTools
+from tests.k8s_instances import Worker
+from tests.support import wait_for
+
+REPO = pathlib.Path(__file__).parents[1]
+CRD = REPO / "crds" / "yrinstances.yaml"
+GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
+
+
+@pytest.fixture(scope="module")
+def cluster(module_local_cluster, k8s_tools: K8sTools):
+    cluster = module_local_cluster(cpu="8", memory="16Gi", crds=[CRD])
+    install_chart_rbac(cluster, k8s_tools / "helm", "default")
+    operator = OperatorProcess(
+        cluster.kubeconfig_for("default", "yr-operator"), cluster.workdir / "operator.log"
+    ).start()
+    cluster.env = operator_env(cluster.kubeconfig)
+    try:
+        yield cluster
+    finally:
+        operator.stop()
+
+
+@pytest.fixture
+def session(cluster):
+    yr.init(
+        yr.Config(backend="kubernetes", namespace="default", kubeconfig=str(cluster.kubeconfig))
+    )
+    try:
+        yield cluster
+    finally:
+        yr.finalize()
+        custom = k8s.CustomObjectsApi(cluster.api_client())
+        wait_for(
+            lambda: (
+                not custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
+            ),
+            timeout=30,
+            what="the session's YRInstances to be collected",
+        )
+
+
+def test_resources_on_kubernetes_have_openyuanrongs_shape(session):
+    (node,) = yr.resources()
+    assert node["status"] == 0 and node["id"]
+    assert node["capacity"] == {"CPU": 8000.0, "Memory": 16384.0}
+    before = node["allocatable"]["CPU"]
+    worker = Worker.invoke()
+    yr.get(worker.pid.invoke(), timeout=120)
+    (node,) = yr.resources()
+    assert before - node["allocatable"]["CPU"] == 1000.0
+    assert node["capacity"]["Memory"] - node["allocatable"]["Memory"] >= 128.0
+
+
+def test_get_with_allow_partial_on_kubernetes_reads_a_late_ref_as_none(session, tmp_path):
+    worker = Worker.invoke()
+    yr.get(worker.pid.invoke(), timeout=120)
+    late = worker.sleep_marked.invoke(60, str(tmp_path / "running"))
+    assert yr.get([yr.put("now"), late], timeout=1, allow_partial=True) == ["now", None]
+
+
+def test_wait_on_kubernetes_returns_after_one_ref_by_default(session, tmp_path):
+    worker = Worker.invoke()
+    late = worker.sleep_marked.invoke(60, str(tmp_path / "running"))
+    quick = yr.put(1)
+    assert yr.wait([late, quick], timeout=120) == ([quick], [late])
+
+
+def test_put_with_create_param_on_kubernetes_reaches_the_instance(session):
+    worker = Worker.invoke()
+    shard = yr.put(3, yr.CreateParam())
+    assert yr.get(worker.train.invoke(shard, 0.5), timeout=120) == "shard 3 loss 0.2"
