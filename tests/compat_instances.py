@@ -59,3 +59,34 @@ class AsyncCounter:
 
     async def peak_in_flight(self) -> int:
         return self.peak
+
+
+@yr.invoke
+def add(a, b):
+    return a + b
+
+
+@yr.invoke(return_nums=2)
+def split_sign(x):
+    return abs(x), -abs(x)
+
+
+@yr.invoke(invoke_options=yr.InvokeOptions(cpu=300))
+def worker_pid() -> int:
+    return os.getpid()
+
+
+@yr.invoke
+def refuse(message: str):
+    raise KeyError(message)
+
+
+@yr.invoke
+def add_then_double(a, b):
+    return yr.get(add.invoke(a, b), timeout=60) * 2
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=300))
+class FunctionCaller:
+    def add_through_function(self, a, b):
+        return yr.get(add.invoke(a, b), timeout=60)

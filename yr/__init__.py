@@ -15,6 +15,7 @@ from yr.errors import (
     YRSerializationError,
     YRTimeoutError,
 )
+from yr.functions import FunctionProxy, invoke
 from yr.ignored_options import IgnoredOptionWarning
 from yr.options import Config, InvokeOptions, LowCPUWarning
 from yr.proxies import InstanceCreator, InstanceHandle, MethodProxy, get_instance, instance, method
@@ -42,6 +43,7 @@ __all__ = [
     "Config",
     "ConsistencyType",
     "CreateParam",
+    "FunctionProxy",
     "IgnoredOptionWarning",
     "InstanceCreator",
     "InstanceHandle",
@@ -64,6 +66,7 @@ __all__ = [
     "get_instance",
     "init",
     "instance",
+    "invoke",
     "is_initialized",
     "method",
     "put",
