@@ -83,3 +83,30 @@ def test_put_with_create_param_on_kubernetes_reaches_the_instance(session):
     worker = Worker.invoke()
     shard = yr.put(3, yr.CreateParam())
     assert yr.get(worker.train.invoke(shard, 0.5), timeout=120) == "shard 3 loss 0.2"
+
+
+def test_stateless_function_calls_on_kubernetes_reuse_pooled_worker_pods(session):
+    from tests.compat_instances import worker_pid
+
+    pids = yr.get([worker_pid.invoke() for _ in range(20)], timeout=180)
+    assert len(set(pids)) < 20
+    assert len(_yrinstances(session)) == len(set(pids))
+
+
+def test_an_instance_on_kubernetes_can_call_a_stateless_function(session):
+    from tests.compat_instances import FunctionCaller
+
+    caller = FunctionCaller.invoke()
+    assert yr.get(caller.add_through_function.invoke(2, 5), timeout=180) == 7
+
+
+def test_a_stateless_functions_error_on_kubernetes_reaches_the_caller(session):
+    from tests.compat_instances import refuse
+
+    with pytest.raises(KeyError, match="no such key"):
+        yr.get(refuse.invoke("no such key"), timeout=180)
+
+
+def _yrinstances(cluster) -> list[dict]:
+    custom = k8s.CustomObjectsApi(cluster.api_client())
+    return custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]

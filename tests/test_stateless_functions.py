@@ -96,3 +96,26 @@ def test_arguments_a_function_cannot_take_are_refused_at_invoke(local_runtime):
 def test_return_nums_below_one_is_refused():
     with pytest.raises(ValueError, match="return_nums must be a positive integer"):
         yr.invoke(return_nums=0)
+
+
+def test_cancel_withdraws_a_call_that_has_not_started(local_runtime):
+    hog = Counter.options(yr.InvokeOptions(cpu=16_000)).invoke()
+    yr.get(hog.add.invoke(), timeout=DEADLINE_S)
+    queued = add.invoke(1, 1)
+    yr.cancel(queued)
+    with pytest.raises(yr.YRCancelledError, match="withdrew call"):
+        yr.get(queued, timeout=DEADLINE_S)
+    hog.terminate(is_sync=True)
+    assert yr.get(add.invoke(2, 2), timeout=DEADLINE_S) == 4
+
+
+def test_cancel_leaves_a_finished_call_as_it_is(local_runtime):
+    done = add.invoke(1, 1)
+    assert yr.get(done, timeout=DEADLINE_S) == 2
+    yr.cancel([done])
+    assert yr.get(done, timeout=DEADLINE_S) == 2
+
+
+def test_cancel_refuses_what_is_not_a_ref(local_runtime):
+    with pytest.raises(TypeError, match="yr.cancel\\(\\) takes an ObjectRef"):
+        yr.cancel("ref")

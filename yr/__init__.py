@@ -6,6 +6,7 @@ The public API; everything else in the package is internal and may change.
 import logging as _logging
 
 from yr.errors import (
+    YRCancelledError,
     YRError,
     YRInstanceDiedError,
     YRInvokeError,
@@ -15,7 +16,7 @@ from yr.errors import (
     YRSerializationError,
     YRTimeoutError,
 )
-from yr.functions import FunctionProxy, invoke
+from yr.functions import FunctionProxy, cancel, invoke
 from yr.ignored_options import IgnoredOptionWarning
 from yr.options import Config, InvokeOptions, LowCPUWarning
 from yr.proxies import InstanceCreator, InstanceHandle, MethodProxy, get_instance, instance, method
@@ -53,6 +54,7 @@ __all__ = [
     "MethodProxy",
     "ObjectRef",
     "WriteMode",
+    "YRCancelledError",
     "YRError",
     "YRInstanceDiedError",
     "YRInvokeError",
@@ -61,6 +63,7 @@ __all__ = [
     "YRSchedulingError",
     "YRSerializationError",
     "YRTimeoutError",
+    "cancel",
     "finalize",
     "get",
     "get_instance",

@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from yr import serialization, session
+from yr.errors import YRCancelledError
 from yr.options import InvokeOptions
 from yr.refs import ObjectRef
 from yr.runtime.base import ClassInfo, InstanceSpec
@@ -186,3 +187,26 @@ def _pool_for(current: Any, function: Any, options: InvokeOptions, return_nums: 
             pool = WorkerPool(current, function, options, return_nums)
             _pools[key] = pool
         return pool
+
+
+def cancel(
+    obj_refs: ObjectRef | list[ObjectRef], allow_force: bool = True, allow_recursive: bool = False
+) -> None:
+    """Withdraw calls that have not started: their refs raise ``YRCancelledError``.
+
+    A call already sent to its worker runs to completion (``allow_force`` and
+    ``allow_recursive`` are accepted for openYuanrong code and change nothing); a ready ref,
+    or one of a method call already sent, is left as it is, without error.
+    """
+    refs = [obj_refs] if isinstance(obj_refs, ObjectRef) else obj_refs
+    if not isinstance(refs, list | tuple) or not all(isinstance(r, ObjectRef) for r in refs):
+        raise TypeError(f"yr.cancel() takes an ObjectRef or a list of them, got {obj_refs!r:.80}")
+    for name, flag in (("allow_force", allow_force), ("allow_recursive", allow_recursive)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"yr.cancel() {name} must be a bool, got {flag!r}")
+    client = session.current().client
+    for ref in refs:
+        if not ref.done():
+            client.cancel(
+                ref, YRCancelledError(f"yr.cancel() withdrew call {ref.id} before it ran")
+            )
