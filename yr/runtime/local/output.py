@@ -62,8 +62,9 @@ def _last_frame(line: bytes) -> bytes:
 class OutputForwarder:
     """A Unix socket that instance processes connect their stdout and stderr to."""
 
-    def __init__(self) -> None:
-        self._directory = tempfile.mkdtemp(prefix="yr-logs-")
+    def __init__(self, *, directory: str | None = None) -> None:
+        self._owns_directory = directory is None
+        self._directory = directory or tempfile.mkdtemp(prefix="yr-logs-")
         self.path = os.path.join(self._directory, "output.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.path)
@@ -165,6 +166,7 @@ class OutputForwarder:
         self._wake_write.close()
         try:
             os.unlink(self.path)
-            os.rmdir(self._directory)
+            if self._owns_directory:
+                os.rmdir(self._directory)
         except OSError:
             pass
