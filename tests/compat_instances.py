@@ -90,3 +90,9 @@ def add_then_double(a, b):
 class FunctionCaller:
     def add_through_function(self, a, b):
         return yr.get(add.invoke(a, b), timeout=60)
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class NameLister:
+    def list_named(self) -> list[str]:
+        return yr.list_named_instances()

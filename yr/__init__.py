@@ -19,7 +19,16 @@ from yr.errors import (
 from yr.functions import FunctionProxy, cancel, invoke
 from yr.ignored_options import IgnoredOptionWarning
 from yr.options import Config, InvokeOptions, LowCPUWarning
-from yr.proxies import InstanceCreator, InstanceHandle, MethodProxy, get_instance, instance, method
+from yr.proxies import (
+    InstanceCreator,
+    InstanceHandle,
+    MethodProxy,
+    get_instance,
+    instance,
+    kill_instance,
+    list_named_instances,
+    method,
+)
 from yr.proxies import InstanceHandle as InstanceProxy  # openYuanrong's name for a handle
 from yr.put_params import CacheType, ConsistencyType, CreateParam, WriteMode
 from yr.refs import ObjectRef, get, put, wait
@@ -71,6 +80,8 @@ __all__ = [
     "instance",
     "invoke",
     "is_initialized",
+    "kill_instance",
+    "list_named_instances",
     "method",
     "put",
     "resources",

@@ -122,6 +122,7 @@ class InvokeOptions(_Checked):
     custom_extensions: dict[str, str] = field(default_factory=dict)
     runtime_env: dict[str, Any] = field(default_factory=dict)
     need_order: bool = False  # calls from one caller always run in order in yr
+    get_if_exists: bool = False  # a name taken: invoke() returns that instance (Ray's option)
 
     def __init__(self, **kwargs: Any) -> None:
         self._set_all(kwargs)
@@ -158,8 +159,8 @@ class InvokeOptions(_Checked):
             _check_extensions(value)
         elif name == "runtime_env":
             _check_runtime_env(value)
-        elif name == "need_order" and not isinstance(value, bool):
-            raise TypeError(f"{owner}.need_order must be a bool, got {value!r}")
+        elif name in ("need_order", "get_if_exists") and not isinstance(value, bool):
+            raise TypeError(f"{owner}.{name} must be a bool, got {value!r}")
 
     def checked(self) -> InvokeOptions:
         """A validated copy with openYuanrong's indirect settings applied to the real fields:

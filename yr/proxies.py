@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import time
 from typing import Any
 
 from yr import serialization, session
+from yr.errors import YRTimeoutError
 from yr.options import InvokeOptions
 from yr.refs import ObjectRef
 from yr.runtime.base import ClassInfo, InstanceSpec
 
 RETURN_NUMS_ATTRIBUTE = "__yr_return_nums__"
+NAME_POLL_FIRST_S = 0.02
+NAME_POLL_MAX_S = 0.5
 
 
 def method(function: Any = None, *, return_nums: int = 1) -> Any:
@@ -114,12 +118,38 @@ class InstanceCreator:
         """Start an instance (asynchronously) and return its handle at once."""
         current = session.current()
         _check_signature(self.cls.__init__, args, kwargs, what=f"{self.__name__}()")
+        options = self._options.checked()
+        if options.name and options.get_if_exists:
+            existing = self._existing(current, options)
+            if existing is not None:
+                return existing
         spec = InstanceSpec(
             class_info=self._class_info,
             payload=_payload(self.cls, args, kwargs),
-            options=self._options.checked(),
+            options=options,
         )
-        instance_id = current.runtime.create(spec, owner_id=current.owner_id)
+        try:
+            instance_id = current.runtime.create(spec, owner_id=current.owner_id)
+        except ValueError:
+            # the name was taken between the lookup and the create: the other one wins
+            existing = self._existing(current, options) if options.get_if_exists else None
+            if existing is None:
+                raise
+            return existing
+        return InstanceHandle(instance_id, self._class_info)
+
+    def _existing(self, current: Any, options: InvokeOptions) -> InstanceHandle | None:
+        """The live instance holding ``options.name``, if any; refused if of another class."""
+        try:
+            instance_id, class_info = current.runtime.get_named(options.name, options.namespace)
+        except ValueError:
+            return None
+        if class_info.class_name != self._class_info.class_name:
+            raise ValueError(
+                f"get_if_exists: the instance named {options.name!r} in namespace "
+                f"{options.namespace!r} is a {class_info.class_name}, not a "
+                f"{self._class_info.class_name}"
+            )
         return InstanceHandle(instance_id, self._class_info)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -244,10 +274,46 @@ class MethodProxy:
 _HANDLE_ATTRIBUTES = frozenset(name for name in vars(InstanceHandle) if not name.startswith("_"))
 
 
-def get_instance(name: str, namespace: str = "") -> InstanceHandle:
-    """A handle to the instance created with ``InvokeOptions(name=name, namespace=namespace)``."""
+def get_instance(name: str, namespace: str = "", timeout: float = 60) -> InstanceHandle:
+    """A handle to the instance created with ``InvokeOptions(name=name, namespace=namespace)``,
+    waiting up to ``timeout`` s (-1: forever; 0: only look) for it to appear."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_instance() needs a non-empty instance name, got {name!r}")
+    if not isinstance(namespace, str):
+        raise TypeError(f"get_instance() namespace must be a str, got {namespace!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"get_instance() timeout must be a number of seconds, got {timeout!r}")
+    if timeout < 0 and timeout != -1:
+        raise ValueError(f"get_instance() timeout must be >= 0 or -1 (forever), got {timeout}")
     current = session.current()
-    instance_id, class_info = current.runtime.get_named(name, namespace)
-    return InstanceHandle(instance_id, class_info)
+    deadline = None if timeout == -1 else time.monotonic() + timeout
+    pause = NAME_POLL_FIRST_S
+    while True:
+        try:
+            instance_id, class_info = current.runtime.get_named(name, namespace)
+            return InstanceHandle(instance_id, class_info)
+        except ValueError as missing:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise YRTimeoutError(
+                    f"get_instance: no instance named {name!r} in namespace {namespace!r} "
+                    f"appeared within {timeout:g} s"
+                ) from missing
+        # the runtimes publish no name events: look again, less often as time goes by
+        time.sleep(pause if left is None else min(pause, left))
+        pause = min(pause * 2, NAME_POLL_MAX_S)
+
+
+def list_named_instances() -> list[str]:
+    """Names of the live named instances: ``name``, or ``namespace-name`` with a namespace."""
+    return session.current().runtime.list_named()
+
+
+def kill_instance(instance: InstanceHandle | str) -> None:
+    """End an instance (and everything it created) by handle or id; returns at once."""
+    if isinstance(instance, InstanceHandle):
+        instance.terminate()
+        return
+    if not isinstance(instance, str) or not instance:
+        raise TypeError(f"kill_instance() takes an instance handle or id, got {instance!r}")
+    InstanceHandle(instance, ClassInfo(class_name="")).terminate()

@@ -8,7 +8,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from yr.errors import DeathInfo
+from yr.errors import DeathInfo, YRError
 from yr.options import InvokeOptions
 
 
@@ -25,6 +25,11 @@ class ClassInfo:
     @property
     def short_name(self) -> str:
         return self.class_name.rsplit(".", 1)[-1]
+
+
+def qualified_name(name: str, namespace: str) -> str:
+    """How ``yr.list_named_instances`` shows a name: ``namespace-name``, as openYuanrong does."""
+    return f"{namespace}-{name}" if namespace else name
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,10 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def resources(self) -> list[dict[str, Any]]:
         """Capacity and use, one dict per node."""
+
+    def list_named(self) -> list[str]:
+        """The named instances alive in this session's scope (``qualified_name`` each)."""
+        raise YRError(f"{type(self).__name__} keeps no named instances")
 
     def block_wait(self, waiter: str, targets: list[str]) -> None:
         """``waiter`` (concurrency 1) blocks on calls to ``targets``; raise if that closes a

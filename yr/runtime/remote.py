@@ -95,6 +95,9 @@ class RemoteRuntime(Runtime):
         info = ClassInfo(record.class_name, serialization.loads(record.method_meta))
         return record.instance_id, info
 
+    def list_named(self) -> list[str]:
+        return list(self._call(self._stub.ListNamed, yr_pb2.ListNamedRequest()).names)
+
     def resources(self) -> list[dict[str, Any]]:
         reply = self._call(self._stub.Resources, yr_pb2.ResourcesRequest())
         return serialization.loads(reply.resources)

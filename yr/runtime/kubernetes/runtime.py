@@ -29,7 +29,7 @@ from yr.contract import GROUP, PLURAL, VERSION
 from yr.errors import DeathInfo, YRError, YRSerializationError
 from yr.options import Config
 from yr.runtime import node_resources
-from yr.runtime.base import ClassInfo, InstanceSpec, Runtime
+from yr.runtime.base import ClassInfo, InstanceSpec, Runtime, qualified_name
 from yr.runtime.kubernetes import api, objects
 from yr.runtime.kubernetes.logs import PodLogForwarder
 from yr.runtime.kubernetes.watcher import StatusWatcher
@@ -324,6 +324,21 @@ class KubernetesRuntime(Runtime):
             instance_id, class_name=obj["spec"]["className"], schedule_timeout_s=1e9, exists=True
         )
         return instance_id, ClassInfo(obj["spec"]["className"], meta)
+
+    def list_named(self) -> list[str]:
+        found = api.call(
+            self._custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self._namespace,
+            PLURAL,
+            label_selector=c.NAME_LABEL,
+        ).get("items", [])
+        return sorted(
+            qualified_name(obj["spec"]["instanceName"], obj["spec"].get("instanceNamespace", ""))
+            for obj in found
+            if obj["spec"].get("instanceName") and not obj["metadata"].get("deletionTimestamp")
+        )
 
     def resources(self) -> list[dict[str, Any]]:
         nodes = api.call(self._core.list_node).items

@@ -78,6 +78,12 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
 
         return await self._guard(context, work)
 
+    async def ListNamed(self, request, context):
+        def work():
+            return yr_pb2.ListNamedReply(names=self._runtime.list_named())
+
+        return await self._guard(context, work)
+
     async def BlockWait(self, request, context):
         def work():
             self._runtime.waits.block(request.waiter, list(request.targets))

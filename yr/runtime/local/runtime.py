@@ -23,7 +23,7 @@ from yr.errors import DeathInfo, YRError, YRInstanceDiedError
 from yr.futures import settle
 from yr.options import Config
 from yr.runtime import node_resources
-from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
+from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime, qualified_name
 from yr.runtime.local.control import ControlServer
 from yr.runtime.local.instances import (
     LocalInstance,
@@ -388,6 +388,10 @@ class LocalRuntime(Runtime):
             if instance_id is None:
                 raise ValueError(f"no instance named {name!r} in namespace {namespace!r}")
             return instance_id, self._instances[instance_id].spec.class_info
+
+    def list_named(self) -> list[str]:
+        with self._lock:
+            return sorted(qualified_name(name, ns) for ns, name in self._named)
 
     def resources(self) -> list[dict[str, Any]]:
         with self._lock:
