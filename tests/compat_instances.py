@@ -96,3 +96,22 @@ class FunctionCaller:
 class NameLister:
     def list_named(self) -> list[str]:
         return yr.list_named_instances()
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100, recover_retry_times=2))
+class Quitter:
+    def __init__(self) -> None:
+        self.child = None
+
+    def start_child(self) -> int:
+        from tests.instances import Counter
+
+        self.child = Counter.invoke()
+        return yr.get(self.child.pid.invoke(), timeout=60)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def quit(self) -> str:
+        yr.exit()
+        return "still here"

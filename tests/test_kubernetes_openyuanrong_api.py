@@ -110,3 +110,29 @@ def test_a_stateless_functions_error_on_kubernetes_reaches_the_caller(session):
 def _yrinstances(cluster) -> list[dict]:
     custom = k8s.CustomObjectsApi(cluster.api_client())
     return custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
+
+
+def test_named_instances_on_kubernetes_get_if_exists_and_list(session):
+    named = yr.InvokeOptions(cpu=300, memory=128, name="keeper", namespace="team")
+    first = Worker.options(named).invoke()
+    again = Worker.options(named.merged(get_if_exists=True)).invoke()
+    assert again == first
+    with pytest.raises(ValueError, match="an instance named 'keeper' already exists"):
+        Worker.options(named).invoke()
+    assert yr.list_named_instances() == ["team-keeper"]
+
+
+def test_get_instance_on_kubernetes_waits_for_the_name_and_kill_instance_ends_it(session):
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        looking = pool.submit(yr.get_instance, "late", timeout=120)
+        Worker.options(yr.InvokeOptions(cpu=300, memory=128, name="late")).invoke()
+        handle = looking.result(timeout=150)
+    assert yr.get(handle.train.invoke(1, 0.5), timeout=180) == "shard 1 loss 0.2"
+    yr.kill_instance(handle.instance_id)
+    wait_for(
+        lambda: "late" not in yr.list_named_instances(),
+        timeout=60,
+        what="the killed instance to leave the list of names",
+    )

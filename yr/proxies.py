@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
+import threading
 import time
 from typing import Any
 
 from yr import serialization, session
-from yr.errors import YRTimeoutError
+from yr.errors import YRError, YRTimeoutError
 from yr.options import InvokeOptions
 from yr.refs import ObjectRef
 from yr.runtime.base import ClassInfo, InstanceSpec
@@ -317,3 +319,18 @@ def kill_instance(instance: InstanceHandle | str) -> None:
     if not isinstance(instance, str) or not instance:
         raise TypeError(f"kill_instance() takes an instance handle or id, got {instance!r}")
     InstanceHandle(instance, ClassInfo(class_name="")).terminate()
+
+
+EXIT_GRACE_S = 30.0  # how long yr.exit waits for the runtime to end this process
+
+
+def exit() -> None:  # openYuanrong's name, shadowing the builtin here only
+    """End the calling instance (and everything it created); its callers, including the
+    caller of the running method, get an error saying it exited. Does not return."""
+    current = session.current()
+    if current.is_driver or current.owner_id is None:
+        raise YRError("yr.exit() ends an instance from inside; a driver ends with yr.finalize()")
+    current.runtime.terminate(current.owner_id, reason="ended by its own yr.exit()")
+    # the runtime stops this process; should that not come, leave anyway
+    threading.Event().wait(EXIT_GRACE_S)
+    os._exit(0)

@@ -74,8 +74,9 @@ class Runtime(abc.ABC):
         """How that incarnation died, or None if it is still alive after ``timeout``."""
 
     @abc.abstractmethod
-    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
-        """Stop an instance and, recursively, everything it created."""
+    def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
+        """Stop an instance and, recursively, everything it created; ``reason`` completes
+        "instance X was ..." in what its callers are told (default: "terminated")."""
 
     @abc.abstractmethod
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:

@@ -288,7 +288,7 @@ class KubernetesRuntime(Runtime):
     ) -> DeathInfo | None:
         return self._watcher.await_death(instance_id, incarnation, timeout)
 
-    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
+    def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
         try:
             api.call(
                 self._custom.delete_namespaced_custom_object,
@@ -303,7 +303,9 @@ class KubernetesRuntime(Runtime):
             pass
         except api.KubeApiError as error:
             raise YRError(f"could not delete YRInstance {instance_id}: {error}") from None
-        self._watcher.forget(instance_id, YRError(f"instance {instance_id} was terminated"))
+        self._watcher.forget(
+            instance_id, YRError(f"instance {instance_id} was {reason or 'terminated'}")
+        )
 
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
         selector = f"{c.NAME_LABEL}={objects.name_label(name, namespace)}"

@@ -62,7 +62,7 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
 
     async def Terminate(self, request, context):
         def work():
-            self._runtime.terminate(request.instance_id, wait=request.wait)
+            self._runtime.terminate(request.instance_id, wait=request.wait, reason=request.reason)
             return yr_pb2.TerminateReply()
 
         return await self._guard(context, work)

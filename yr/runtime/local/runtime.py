@@ -359,12 +359,12 @@ class LocalRuntime(Runtime):
                 self._changed.wait(remaining)
             return instance.deaths[incarnation]
 
-    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
+    def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
         with self._lock:
             if instance_id not in self._instances:
                 raise YRError(f"no instance {instance_id} in this session")
             subtree = list(walk_subtree(self._instances, instance_id))
-            self._terminate_locked(instance_id, reason="terminated")
+            self._terminate_locked(instance_id, reason=reason or "terminated")
             self._changed.notify_all()
             if not wait:
                 return
