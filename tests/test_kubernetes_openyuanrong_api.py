@@ -136,3 +136,19 @@ def test_get_instance_on_kubernetes_waits_for_the_name_and_kill_instance_ends_it
         timeout=60,
         what="the killed instance to leave the list of names",
     )
+
+
+def test_yr_exit_on_kubernetes_ends_the_instance_and_its_caller_learns_it(session):
+    from tests.compat_instances import Quitter
+
+    quitter = Quitter.invoke()
+    yr.get(quitter.pid.invoke(), timeout=180)
+    # The instance may not annotate its own YRInstance (no patch in its RBAC), so on
+    # Kubernetes the caller learns that it was deleted, not why.
+    with pytest.raises(yr.YRError, match="its YRInstance was deleted"):
+        yr.get(quitter.quit.invoke(), timeout=180)
+    wait_for(
+        lambda: quitter.instance_id not in {i["metadata"]["name"] for i in _yrinstances(session)},
+        timeout=60,
+        what="the exited instance's YRInstance to go",
+    )
