@@ -115,3 +115,31 @@ class Quitter:
     def quit(self) -> str:
         yr.exit()
         return "still here"
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Streamer:
+    def count_to(self, n: int):
+        yield from range(1, n + 1)
+
+    def forever(self):
+        """Never ends: its items can only be had one by one as they are yielded."""
+        item = 0
+        while True:
+            yield item
+            item += 1
+
+    def fail_at(self, n: int):
+        yield from range(n)
+        raise ValueError(f"broken at item {n}")
+
+    async def async_count_to(self, n: int):
+        for item in range(n):
+            await asyncio.sleep(0)
+            yield item
+
+
+@yr.invoke
+def squares(n: int):
+    for item in range(n):
+        yield item * item

@@ -17,6 +17,7 @@ from yr.errors import (
     YRTimeoutError,
 )
 from yr.functions import FunctionProxy, cancel, invoke
+from yr.generators import ObjectRefGenerator
 from yr.ignored_options import IgnoredOptionWarning
 from yr.options import Config, InvokeOptions, LowCPUWarning
 from yr.proxies import (
@@ -63,6 +64,7 @@ __all__ = [
     "LowCPUWarning",
     "MethodProxy",
     "ObjectRef",
+    "ObjectRefGenerator",
     "WriteMode",
     "YRCancelledError",
     "YRError",

@@ -18,9 +18,11 @@ from typing import Any
 
 from yr import serialization, session
 from yr.errors import YRCancelledError
+from yr.generators import ObjectRefGenerator
 from yr.options import InvokeOptions
 from yr.refs import ObjectRef
 from yr.runtime.base import ClassInfo, InstanceSpec
+from yr.stream_protocol import is_generator
 
 CALL_METHOD = "__call__"
 QUEUED_SCHEDULE_TIMEOUT_MS = 86_400_000  # a worker waits for capacity; its calls wait for it
@@ -92,10 +94,18 @@ class FunctionProxy:
         current = session.current()
         pool = _pool_for(current, self._function, self._options, self._return_nums)
         instance_id = pool.pick()
+        streaming = is_generator(self._function)
         refs = current.client.submit(
-            instance_id, pool.class_info, CALL_METHOD, args, kwargs, return_nums=self._return_nums
+            instance_id,
+            pool.class_info,
+            CALL_METHOD,
+            args,
+            kwargs,
+            return_nums=1 if streaming else self._return_nums,
         )
         pool.track(instance_id, refs)
+        if streaming:
+            return ObjectRefGenerator(instance_id, pool.class_info, refs[0])
         return refs[0] if self._return_nums == 1 else refs
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -11,9 +11,11 @@ from typing import Any
 
 from yr import serialization, session
 from yr.errors import YRError, YRTimeoutError
+from yr.generators import ObjectRefGenerator
 from yr.options import InvokeOptions
 from yr.refs import ObjectRef
 from yr.runtime.base import ClassInfo, InstanceSpec
+from yr.stream_protocol import is_generator
 
 RETURN_NUMS_ATTRIBUTE = "__yr_return_nums__"
 NAME_POLL_FIRST_S = 0.02
@@ -68,6 +70,9 @@ def _class_info(cls: type) -> ClassInfo:
             for name in methods
             if (signature := _plain_signature(cls, name)) is not None
         },
+        generators=frozenset(
+            name for name in methods if is_generator(inspect.getattr_static(cls, name, None))
+        ),
     )
 
 
@@ -251,7 +256,7 @@ class MethodProxy:
             )
         return self  # resources are an instance's; a call has nothing to override yet
 
-    def invoke(self, *args: Any, **kwargs: Any) -> ObjectRef | list[ObjectRef]:
+    def invoke(self, *args: Any, **kwargs: Any) -> ObjectRef | list[ObjectRef] | Any:
         handle = self._handle
         signature = handle._class_info.signatures.get(self._name)
         if signature is not None:
@@ -259,14 +264,17 @@ class MethodProxy:
                 signature, args, kwargs, what=f"{handle._class_info.short_name}.{self._name}()"
             )
         current = session.current()
+        streaming = self._name in handle._class_info.generators
         refs = current.client.submit(
             handle.instance_id,
             handle._class_info,
             self._name,
             args,
             kwargs,
-            return_nums=self._return_nums,
+            return_nums=1 if streaming else self._return_nums,
         )
+        if streaming:
+            return ObjectRefGenerator(handle.instance_id, handle._class_info, refs[0])
         return refs[0] if self._return_nums == 1 else refs
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -31,6 +31,7 @@ from yr.protocol import (
     yr_pb2_grpc,
 )
 from yr.protocol.gate import TokenGate, one_token
+from yr.stream_protocol import NEXT_METHOD, GeneratorStore
 
 
 class UserObject:
@@ -42,6 +43,7 @@ class UserObject:
         self.instance: Any = None
         self.init_error: yr_pb2.RemoteError | None = None
         self.method_loop = MethodLoop()  # where its async def methods run
+        self.generators = GeneratorStore()  # generators its callers are iterating
 
     def construct(self) -> None:
         try:
@@ -64,14 +66,19 @@ class UserObject:
             return yr_pb2.Outcome(error=self.init_error)
         method = invocation.method
         try:
-            target = getattr(self.instance, method)
+            target = getattr(self.instance, method) if method != NEXT_METHOD else None
             buffers = sharedmem.open_buffers(list(invocation.buffers))
             args, kwargs = serialization.loads(invocation.arguments, buffers=buffers)
             args = resolve_refs(args)
             kwargs = dict(zip(kwargs, resolve_refs(kwargs.values()), strict=True))
-            result = target(*args, **kwargs)
+            if method == NEXT_METHOD:
+                result = self.generators.next_item(args[0], self.method_loop.run)
+            else:
+                result = target(*args, **kwargs)  # type: ignore[misc]
             if inspect.isawaitable(result):
                 result = self.method_loop.run(result)
+            elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+                result = self.generators.keep(result)
         except BaseException as error:
             return yr_pb2.Outcome(error=remote_error(error))
         try:

@@ -21,6 +21,8 @@ class ClassInfo:
     # method -> its signature without defaults or annotations (picklable), to check arguments
     # at invoke(); absent for handles looked up by name
     signatures: dict[str, inspect.Signature] = field(default_factory=dict, compare=False)
+    # methods that are generators: calling one returns an ObjectRefGenerator
+    generators: frozenset[str] = field(default_factory=frozenset, compare=False)
 
     @property
     def short_name(self) -> str:
