@@ -143,3 +143,22 @@ class Streamer:
 def squares(n: int):
     for item in range(n):
         yield item * item
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Tidy:
+    """Writes a file from its graceful shutdown hook."""
+
+    def __init__(self, marker: str, hook_seconds: float = 0.0) -> None:
+        self.marker = marker
+        self.hook_seconds = hook_seconds
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def __yr_shutdown__(self, grace_period_seconds: float) -> None:
+        import time
+
+        time.sleep(self.hook_seconds)
+        with open(self.marker, "w") as out:
+            out.write(str(grace_period_seconds))

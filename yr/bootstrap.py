@@ -53,6 +53,7 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
         host="127.0.0.1",
         port=0,
         concurrency=command["concurrency"],
+        shutdown_grace_s=command.get("shutdown_grace_s", 0.0),
         on_ready=lambda port: event("ready", port=port, pid=os.getpid()),
         on_init_error=init_failed,
         incarnation=incarnation,

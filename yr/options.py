@@ -16,6 +16,7 @@ LOW_CPU_MILLICORES = 100  # below this, cpu=2 meant "2 cores" far more often tha
 _warned_low_cpu = False
 MAX_MEMORY_MB = 10_000_000  # about 10 TB
 BACKENDS = ("local", "kubernetes")
+DEFAULT_SHUTDOWN_GRACE_S = 30.0  # openYuanrong's default graceful shutdown time
 
 
 def _require_int(owner: str, name: str, value: Any, *, minimum: int, maximum: int) -> None:
@@ -176,6 +177,14 @@ class InvokeOptions(_Checked):
             object.__setattr__(options, "concurrency", int(extension))
         return options
 
+    def shutdown_grace_s(self) -> float:
+        """How long ``__yr_shutdown__`` may run: ``GRACEFUL_SHUTDOWN_TIME`` (a negative value
+        means the default), else openYuanrong's default of 30 s."""
+        raw = self.custom_extensions.get("GRACEFUL_SHUTDOWN_TIME")
+        if raw is None or int(raw) < 0:
+            return DEFAULT_SHUTDOWN_GRACE_S
+        return float(raw)
+
     def merged(self, **changes: Any) -> InvokeOptions:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values.update(changes)
@@ -195,9 +204,17 @@ def _check_extensions(value: Any) -> None:
             "InvokeOptions.custom_extensions['Concurrency'] must be an integer between 1 and "
             f"1000, got {concurrency!r}"
         )
+    grace = value.get("GRACEFUL_SHUTDOWN_TIME")
+    if grace is not None and not grace.lstrip("-").isdigit():
+        raise ValueError(
+            "InvokeOptions.custom_extensions['GRACEFUL_SHUTDOWN_TIME'] must be a whole number "
+            f"of seconds, got {grace!r}"
+        )
     for key in sorted(set(value) - set(ignored_options.HONOURED_EXTENSIONS)):
         ignored_options.warn_once(
-            "InvokeOptions", f"custom_extensions[{key!r}]", "yr acts only on 'Concurrency' there"
+            "InvokeOptions",
+            f"custom_extensions[{key!r}]",
+            "yr acts only on 'Concurrency' and 'GRACEFUL_SHUTDOWN_TIME' there",
         )
 
 

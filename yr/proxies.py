@@ -73,6 +73,7 @@ def _class_info(cls: type) -> ClassInfo:
         generators=frozenset(
             name for name in methods if is_generator(inspect.getattr_static(cls, name, None))
         ),
+        has_shutdown_hook=callable(getattr(cls, "__yr_shutdown__", None)),
     )
 
 

@@ -12,6 +12,8 @@ import concurrent.futures
 import inspect
 import os
 import signal
+import threading
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,8 @@ from yr.protocol import (
 )
 from yr.protocol.gate import TokenGate, one_token
 from yr.stream_protocol import NEXT_METHOD, GeneratorStore
+
+DEFAULT_SHUTDOWN_GRACE_S = 30.0  # openYuanrong's default graceful shutdown time
 
 
 class UserObject:
@@ -251,8 +255,12 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
     incarnation: int | None = None,
     on_init_error: Callable[[yr_pb2.RemoteError], None] | None = None,
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S,
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready.
+
+    On SIGTERM the user object's ``__yr_shutdown__(grace_period_seconds)`` runs, if it has
+    one, for at most ``shutdown_grace_s`` (whoever sent the signal kills after that anyway).
 
     With ``incarnation`` known, calls naming another incarnation are refused. With
     ``on_init_error``, an ``__init__`` that raises is reported there and ends the serving (a
@@ -266,8 +274,9 @@ async def serve(
         open_methods={_HEALTH_CHECK: _probe_handler(health_servicer)},
     )
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
+    user = UserObject(payload, class_name=class_name)
     servicer = InstanceServicer(
-        UserObject(payload, class_name=class_name),
+        user,
         instance_id=instance_id,
         concurrency=concurrency,
         incarnation=incarnation,
@@ -296,7 +305,26 @@ async def serve(
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=1.0)
+    await _run_shutdown_hook(user, shutdown_grace_s)
     servicer.shutdown()
+
+
+async def _run_shutdown_hook(user: UserObject, grace_s: float) -> None:
+    """openYuanrong's graceful shutdown: ``__yr_shutdown__`` within the grace period."""
+    hook = getattr(user.instance, "__yr_shutdown__", None)
+    if hook is None or not callable(hook):
+        return
+    thread = threading.Thread(target=_call_hook, args=(hook, grace_s), name="yr-shutdown")
+    thread.daemon = True  # a hook that overruns its grace period does not hold the exit
+    thread.start()
+    await asyncio.get_running_loop().run_in_executor(None, thread.join, grace_s)
+
+
+def _call_hook(hook: Callable[[float], Any], grace_s: float) -> None:
+    try:
+        hook(grace_s)
+    except BaseException:
+        traceback.print_exc()  # the instance's output reaches the driver
 
 
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"

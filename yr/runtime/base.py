@@ -23,6 +23,7 @@ class ClassInfo:
     signatures: dict[str, inspect.Signature] = field(default_factory=dict, compare=False)
     # methods that are generators: calling one returns an ObjectRefGenerator
     generators: frozenset[str] = field(default_factory=frozenset, compare=False)
+    has_shutdown_hook: bool = field(default=False, compare=False)  # defines __yr_shutdown__
 
     @property
     def short_name(self) -> str:

@@ -29,6 +29,7 @@ from yr.runtime.local.instances import (
     LocalInstance,
     check_creatable,
     default_num_cpus,
+    kill_grace_s,
     record_crash,
     restart_delay,
     schedule_timeout_error,
@@ -62,6 +63,7 @@ class LocalRuntime(Runtime):
         self._ledger = CpuLedger(num_cpus * 1000)
         self._instances: dict[str, LocalInstance] = {}
         self._named: dict[tuple[str, str], str] = {}
+        self._graceful_until: dict[str, float] = {}  # instance -> end of its shutdown hook
         self._pending: list[str] = []
         self._spawned_pids: set[int] = set()
         self._lock = threading.RLock()
@@ -323,7 +325,10 @@ class LocalRuntime(Runtime):
         for notify in self._fail(instance, error, state="terminated"):
             notify()
         if was_running:
-            self._zygote.send({"op": "kill", "instance_id": instance_id})
+            grace_s = kill_grace_s(instance)
+            self._zygote.send({"op": "kill", "instance_id": instance_id, "grace_s": grace_s})
+            if grace_s:
+                self._graceful_until[instance_id] = time.monotonic() + grace_s
         owner = self._instances.get(instance.owner_id or "")
         if owner is not None:
             owner.children.discard(instance_id)
@@ -444,12 +449,27 @@ class LocalRuntime(Runtime):
                     self._terminate_locked(instance.instance_id, reason="finalized")
             self._closed = True
             self._changed.notify_all()
+            self._wait_for_shutdown_hooks_locked()
         self._zygote.close()
         self._control.stop()
         sharedmem.discard_prefix(self._shm_prefix)
         if self._output is not None:
             self._output.stop()
         self._directory.remove()
+
+    def _wait_for_shutdown_hooks_locked(self) -> None:
+        """Closing the fork server kills every process: first let the ``__yr_shutdown__``
+        hooks already started run out, each within its grace period."""
+        while True:
+            now = time.monotonic()
+            waiting = [
+                deadline
+                for instance_id, deadline in self._graceful_until.items()
+                if deadline > now and self._alive_process(self._instances[instance_id])
+            ]
+            if not waiting:
+                return
+            self._changed.wait(min(waiting) - now)
 
     def _check_open(self) -> None:
         if self._closed:
