@@ -152,3 +152,18 @@ def test_yr_exit_on_kubernetes_ends_the_instance_and_its_caller_learns_it(sessio
         timeout=60,
         what="the exited instance's YRInstance to go",
     )
+
+
+def test_the_shutdown_hook_runs_when_the_pod_is_stopped_within_its_grace(session, tmp_path):
+    from tests.compat_instances import Tidy
+
+    marker = tmp_path / "hook-ran"
+    options = yr.InvokeOptions(cpu=100, custom_extensions={"GRACEFUL_SHUTDOWN_TIME": "12"})
+    tidy = Tidy.options(options).invoke(str(marker))
+    yr.get(tidy.pid.invoke(), timeout=180)
+    pods = k8s.CoreV1Api(session.api_client()).list_namespaced_pod("default").items
+    (pod,) = [p for p in pods if p.metadata.name.startswith(tidy.instance_id)]
+    assert pod.spec.termination_grace_period_seconds == 17
+    tidy.terminate()
+    wait_for(marker.exists, timeout=120, what="the shutdown hook's marker")
+    assert marker.read_text() == "12.0"

@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             port=int(env.get(c.ENV_PORT, str(c.PORT))),
             concurrency=int(env.get(c.ENV_CONCURRENCY, "1")),
             incarnation=int(env[c.ENV_INCARNATION]) if env.get(c.ENV_INCARNATION) else None,
+            shutdown_grace_s=float(env.get(c.ENV_SHUTDOWN_GRACE, "0")),
         )
     )
 

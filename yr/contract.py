@@ -47,6 +47,7 @@ ENV_POD_NAME = "YR_POD_NAME"
 ENV_POD_UID = "YR_POD_UID"
 ENV_POD_IP = "YR_POD_IP"
 ENV_INCARNATION = "YR_INCARNATION"
+ENV_SHUTDOWN_GRACE = "YR_SHUTDOWN_GRACE_SECONDS"  # only when the class has __yr_shutdown__
 
 # -- status.phase ---------------------------------------------------------------------------
 PENDING = "Pending"
