@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from yr import ignored_options
+from yr.resources import check_resource_map
 
 MAX_CPU_MILLICORES = 1_000_000  # 1000 cores: anything above is a typo, not a request
 LOW_CPU_MILLICORES = 100  # below this, cpu=2 meant "2 cores" far more often than 2 millicores
@@ -148,14 +149,7 @@ class InvokeOptions(_Checked):
         elif name in ("env_vars", "pod_labels"):
             _require_str_map(owner, name, value)
         elif name == "custom_resources":
-            if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, int | float) and v >= 0
-                for k, v in value.items()
-            ):
-                raise TypeError(
-                    f"{owner}.custom_resources must be a dict of str to non-negative numbers, "
-                    f"got {value!r}"
-                )
+            check_resource_map(owner, name, value)
         elif name == "custom_extensions":
             _check_extensions(value)
         elif name == "runtime_env":
@@ -282,6 +276,7 @@ class Config(_Checked):
     log_to_driver: bool = True
     local_mode: bool = False
     log_level: str | int = ""
+    resources: dict[str, float] = field(default_factory=dict)  # custom resources of this machine
 
     def __init__(self, **kwargs: Any) -> None:
         self._set_all(kwargs)
@@ -314,6 +309,8 @@ class Config(_Checked):
                 raise TypeError(f"Config.{name} must be a bool, got {value!r}")
         elif name == "log_level":
             _check_log_level(value)
+        elif name == "resources":
+            check_resource_map("Config", name, value)
 
     def _validate(self) -> None:
         super()._validate()

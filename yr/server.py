@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -41,9 +41,16 @@ DEFAULT_SHUTDOWN_GRACE_S = 30.0  # openYuanrong's default graceful shutdown time
 class UserObject:
     """Builds the user's object from the payload and runs its methods, in worker threads."""
 
-    def __init__(self, payload: bytes, *, class_name: str) -> None:
+    def __init__(
+        self,
+        payload: bytes,
+        *,
+        class_name: str,
+        system_methods: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
         self.class_name = class_name
         self._payload = payload
+        self._system_methods = dict(system_methods or {})  # reserved names, not user methods
         self.instance: Any = None
         self.init_error: yr_pb2.RemoteError | None = None
         self.method_loop = MethodLoop()  # where its async def methods run
@@ -70,7 +77,11 @@ class UserObject:
             return yr_pb2.Outcome(error=self.init_error)
         method = invocation.method
         try:
-            target = getattr(self.instance, method) if method != NEXT_METHOD else None
+            target = (
+                None
+                if method == NEXT_METHOD
+                else self._system_methods.get(method) or getattr(self.instance, method)
+            )
             buffers = sharedmem.open_buffers(list(invocation.buffers))
             args, kwargs = serialization.loads(invocation.arguments, buffers=buffers)
             args = resolve_refs(args)
@@ -256,6 +267,8 @@ async def serve(
     incarnation: int | None = None,
     on_init_error: Callable[[yr_pb2.RemoteError], None] | None = None,
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S,
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    system_methods: Mapping[str, Callable[..., Any]] | None = None,
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready.
 
@@ -274,7 +287,7 @@ async def serve(
         open_methods={_HEALTH_CHECK: _probe_handler(health_servicer)},
     )
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
-    user = UserObject(payload, class_name=class_name)
+    user = UserObject(payload, class_name=class_name, system_methods=system_methods)
     servicer = InstanceServicer(
         user,
         instance_id=instance_id,
@@ -283,6 +296,8 @@ async def serve(
     )
     del payload  # the user object drops it once constructed; a large one must not linger
     yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
+    if extra_handlers:  # services the composition root adds (collective links in a pod)
+        server.add_generic_rpc_handlers(tuple(extra_handlers))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     bound = server.add_insecure_port(_join_host_port(host, port))
