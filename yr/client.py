@@ -129,6 +129,20 @@ class CallClient:
             return []
         return call.refs
 
+    def cancel(self, ref: ObjectRef, error: BaseException) -> bool:
+        """Withdraw the call behind ``ref`` if it has not left this process; True if it had not."""
+        pipeline = self._pipelines.get(ref._origin[0]) if ref._origin else None
+        if pipeline is None:
+            return False
+        with pipeline.lock:
+            call = next((c for c in pipeline.queue if any(r is ref for r in c.refs)), None)
+            if call is None:
+                return False
+            pipeline.queue.remove(call)
+        _release([call])
+        fail(call, error)
+        return True
+
     def forget(self, instance_id: str, error: BaseException) -> None:
         """Fail every queued call to a terminated instance."""
         pipeline = self._pipelines.get(instance_id)

@@ -109,6 +109,15 @@ def _field_ref(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
+STOP_GRACE_SECONDS = 5  # for the server to stop, beyond any __yr_shutdown__ hook
+
+
+def termination_grace_seconds(spec: dict[str, Any]) -> int:
+    """The pod's grace period: the hook's (openYuanrong's GRACEFUL_SHUTDOWN_TIME) and the
+    server's own stop, or only the latter when the class has no hook."""
+    return int(spec.get("shutdownGraceSeconds") or 0) + STOP_GRACE_SECONDS
+
+
 def container_env(yrinstance: dict[str, Any]) -> list[dict[str, Any]]:
     """The contract's env list, then the user's envVars (ours win on a name clash)."""
     spec = yrinstance["spec"]
@@ -137,6 +146,8 @@ def container_env(yrinstance: dict[str, Any]) -> list[dict[str, Any]]:
         # The server refuses calls meant for another incarnation (a reused pod IP).
         _field_ref(c.ENV_INCARNATION, f"metadata.annotations['{INCARNATION_ANNOTATION}']"),
     ]
+    if spec.get("shutdownGraceSeconds") is not None:
+        env.append({"name": c.ENV_SHUTDOWN_GRACE, "value": str(spec["shutdownGraceSeconds"])})
     taken = {e["name"] for e in env}
     for key, value in (spec.get("envVars") or {}).items():
         if key not in taken:
@@ -188,7 +199,7 @@ def build_pod(
             "automountServiceAccountToken": True,
             # Service links only add env noise and slow container start.
             "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 5,
+            "terminationGracePeriodSeconds": termination_grace_seconds(spec),
             "securityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": RUN_AS_USER,

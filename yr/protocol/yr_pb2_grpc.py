@@ -238,6 +238,11 @@ class RuntimeStub:
                 request_serializer=yr_dot_protocol_dot_yr__pb2.WaitRequest.SerializeToString,
                 response_deserializer=yr_dot_protocol_dot_yr__pb2.WaitReply.FromString,
                 _registered_method=True)
+        self.ListNamed = channel.unary_unary(
+                '/yr.v1.Runtime/ListNamed',
+                request_serializer=yr_dot_protocol_dot_yr__pb2.ListNamedRequest.SerializeToString,
+                response_deserializer=yr_dot_protocol_dot_yr__pb2.ListNamedReply.FromString,
+                _registered_method=True)
 
 
 class RuntimeServicer:
@@ -294,6 +299,13 @@ class RuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNamed(self, request, context):
+        """yr.list_named_instances()
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -336,6 +348,11 @@ def add_RuntimeServicer_to_server(servicer, server):
                     servicer.EndWait,
                     request_deserializer=yr_dot_protocol_dot_yr__pb2.WaitRequest.FromString,
                     response_serializer=yr_dot_protocol_dot_yr__pb2.WaitReply.SerializeToString,
+            ),
+            'ListNamed': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNamed,
+                    request_deserializer=yr_dot_protocol_dot_yr__pb2.ListNamedRequest.FromString,
+                    response_serializer=yr_dot_protocol_dot_yr__pb2.ListNamedReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -555,6 +572,33 @@ class Runtime:
             '/yr.v1.Runtime/EndWait',
             yr_dot_protocol_dot_yr__pb2.WaitRequest.SerializeToString,
             yr_dot_protocol_dot_yr__pb2.WaitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNamed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yr.v1.Runtime/ListNamed',
+            yr_dot_protocol_dot_yr__pb2.ListNamedRequest.SerializeToString,
+            yr_dot_protocol_dot_yr__pb2.ListNamedReply.FromString,
             options,
             channel_credentials,
             insecure,

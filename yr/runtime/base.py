@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from yr.errors import DeathInfo
+from yr.errors import DeathInfo, YRError
 from yr.options import InvokeOptions
 
 
@@ -24,10 +24,18 @@ class ClassInfo:
     # method -> its signature without defaults or annotations (picklable), to check arguments
     # at invoke(); absent for handles looked up by name
     signatures: dict[str, inspect.Signature] = field(default_factory=dict, compare=False)
+    # methods that are generators: calling one returns an ObjectRefGenerator
+    generators: frozenset[str] = field(default_factory=frozenset, compare=False)
+    has_shutdown_hook: bool = field(default=False, compare=False)  # defines __yr_shutdown__
 
     @property
     def short_name(self) -> str:
         return self.class_name.rsplit(".", 1)[-1]
+
+
+def qualified_name(name: str, namespace: str) -> str:
+    """How ``yr.list_named_instances`` shows a name: ``namespace-name``, as openYuanrong does."""
+    return f"{namespace}-{name}" if namespace else name
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,9 @@ class Runtime(abc.ABC):
         """How that incarnation died, or None if it is still alive after ``timeout``."""
 
     @abc.abstractmethod
-    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
-        """Stop an instance and, recursively, everything it created."""
+    def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
+        """Stop an instance and, recursively, everything it created; ``reason`` completes
+        "instance X was ..." in what its callers are told (default: "terminated")."""
 
     @abc.abstractmethod
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
@@ -87,6 +96,10 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def resources(self) -> list[dict[str, Any]]:
         """Capacity and use, one dict per node."""
+
+    def list_named(self) -> list[str]:
+        """The named instances alive in this session's scope (``qualified_name`` each)."""
+        raise YRError(f"{type(self).__name__} keeps no named instances")
 
     def block_wait(self, waiter: str, targets: list[str]) -> None:
         """``waiter`` (concurrency 1) blocks on calls to ``targets``; raise if that closes a

@@ -125,6 +125,8 @@ def build_yrinstance(
     if options.name:
         body["spec"]["instanceName"] = options.name
         body["spec"]["instanceNamespace"] = options.namespace
+    if spec.class_info.has_shutdown_hook:
+        body["spec"]["shutdownGraceSeconds"] = int(options.shutdown_grace_s())
     if options.env_vars:
         body["spec"]["envVars"] = dict(options.env_vars)
     if options.pod_labels:

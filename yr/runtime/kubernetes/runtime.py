@@ -31,7 +31,8 @@ from yr.console import notice
 from yr.contract import GROUP, PLURAL, VERSION
 from yr.errors import DeathInfo, YRError, YRSerializationError
 from yr.options import Config
-from yr.runtime.base import ClassInfo, InstanceSpec, Runtime
+from yr.runtime import node_resources
+from yr.runtime.base import ClassInfo, InstanceSpec, Runtime, qualified_name
 from yr.runtime.kubernetes import api, objects
 from yr.runtime.kubernetes.logs import PodLogForwarder
 from yr.runtime.kubernetes.watcher import StatusWatcher
@@ -351,7 +352,7 @@ class KubernetesRuntime(Runtime):
     ) -> DeathInfo | None:
         return self._watcher.await_death(instance_id, incarnation, timeout)
 
-    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
+    def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
         try:
             api.call(
                 self._custom.delete_namespaced_custom_object,
@@ -366,7 +367,9 @@ class KubernetesRuntime(Runtime):
             pass
         except api.KubeApiError as error:
             raise YRError(f"could not delete YRInstance {instance_id}: {error}") from None
-        self._watcher.forget(instance_id, YRError(f"instance {instance_id} was terminated"))
+        self._watcher.forget(
+            instance_id, YRError(f"instance {instance_id} was {reason or 'terminated'}")
+        )
 
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
         selector = f"{c.NAME_LABEL}={objects.name_label(name, namespace)}"
@@ -388,16 +391,40 @@ class KubernetesRuntime(Runtime):
         )
         return instance_id, ClassInfo(obj["spec"]["className"], meta)
 
+    def list_named(self) -> list[str]:
+        found = api.call(
+            self._custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self._namespace,
+            PLURAL,
+            label_selector=c.NAME_LABEL,
+        ).get("items", [])
+        return sorted(
+            qualified_name(obj["spec"]["instanceName"], obj["spec"].get("instanceNamespace", ""))
+            for obj in found
+            if obj["spec"].get("instanceName") and not obj["metadata"].get("deletionTimestamp")
+        )
+
     def resources(self) -> list[dict[str, Any]]:
         nodes = api.call(self._core.list_node).items
+        requested = node_resources.pod_requests(self._pods_for_resources())
         return [
             {
+                **node_resources.kubernetes_node(node, requested.get(node.metadata.name, {})),
                 "node": node.metadata.name,
                 "cpu_allocatable": (node.status.allocatable or {}).get("cpu"),
                 "memory_allocatable": (node.status.allocatable or {}).get("memory"),
             }
             for node in nodes
         ]
+
+    def _pods_for_resources(self) -> list[Any]:
+        """Every pod when the driver may list them; else this namespace's (what yr placed)."""
+        try:
+            return api.call(self._core.list_pod_for_all_namespaces).items
+        except api.Forbidden:
+            return api.call(self._core.list_namespaced_pod, self._namespace).items
 
     def _renew(self) -> None:
         while not self._stopping.wait(LEASE_RENEW_S):
