@@ -21,14 +21,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support import wait_for
+from yr import contract as c
 from yr import serialization
 from yr.protocol import (
+    CHANNEL_OPTIONS,
     PROTOCOL_METADATA_KEY,
     ROUTE_METADATA_KEY,
     TOKEN_METADATA_KEY,
     yr_pb2,
     yr_pb2_grpc,
 )
+from yr.tls import PinnedServer, make_key_pair
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get("YR_TEST_IMAGE", "")
@@ -259,14 +262,25 @@ def test_operator_entry_point_starts_and_answers_its_liveness_probe(docker, api_
             raise AssertionError(logs(docker, container_id)) from None
 
 
-def test_gateway_entry_point_serves_grpc(docker, api_server):
+def test_gateway_entry_point_serves_grpc(docker, api_server, tmp_path):
+    # The gateway serves TLS only, with the key pair the chart mounts from yr-gateway-tls.
+    certificate, key = make_key_pair(c.GATEWAY_SERVER_NAME)
+    tls_dir = tmp_path / "gateway-tls"
+    tls_dir.mkdir(mode=0o755)
+    for name, data in (("tls.crt", certificate), ("tls.key", key)):
+        (tls_dir / name).write_bytes(data)
+        (tls_dir / name).chmod(0o644)  # readable by the container's uid 10001
     port = free_port()
     flags = (*host_network(api_server), "-e", f"YR_GATEWAY_PORT={port}")
     flags += ("-e", "YR_NAMESPACE=default", "-e", "YR_GATEWAY_HOST=127.0.0.1")
+    flags += ("-v", f"{tls_dir}:/tls:ro")
+    flags += ("-e", f"{c.ENV_GATEWAY_TLS_CERT_FILE}=/tls/tls.crt")
+    flags += ("-e", f"{c.ENV_GATEWAY_TLS_KEY_FILE}=/tls/tls.key")
     argv = ("python", "-m", "yr.gateway")
+    pinned = PinnedServer(certificate, c.GATEWAY_SERVER_NAME)
     with (
         container(docker, *flags, argv=argv) as container_id,
-        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+        pinned.secure_channel(f"127.0.0.1:{port}", CHANNEL_OPTIONS) as channel,
     ):
         try:
             grpc.channel_ready_future(channel).result(timeout=90)
