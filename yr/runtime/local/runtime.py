@@ -53,11 +53,16 @@ class LocalRuntime(Runtime):
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._closed = False
-        self._output = OutputForwarder() if log_to_driver else None
+        self._output = OutputForwarder(echo=log_to_driver)
         self._zygote = ZygoteProcess(on_event=self._on_event)
         from yr.runtime.local.control import ControlServer
 
         self._control = ControlServer(self)
+        from yr.runtime.local import discovery
+
+        self._published = discovery.publish(
+            control_address=self._control.address, token=self.session_token
+        )
         self._timer = threading.Thread(
             target=self._expire_pending, name="yr-scheduler", daemon=True
         )
@@ -130,7 +135,7 @@ class LocalRuntime(Runtime):
                 instance,
                 control_address=self._control.address,
                 session_token=self.session_token,
-                log_socket=self._output.path if self._output else "",
+                log_socket=self._output.path,
             )
         )
 
@@ -378,6 +383,22 @@ class LocalRuntime(Runtime):
                 }
             ]
 
+    def inspect(self) -> dict[str, Any]:
+        """Every instance of the session as plain data, for the ``yr`` command."""
+        from yr.runtime.local.snapshot import session_view
+
+        with self._lock:
+            return session_view(self._instances.values(), self._ledger, now=time.monotonic())
+
+    def log_lines(self, instance_id: str, *, after: int = 0) -> tuple[list, bool]:
+        """What ``instance_id`` printed (numbered above ``after``) and whether it has ended."""
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None:
+                raise YRError(f"no instance {instance_id} in this session")
+            ended = instance.state in ("dead", "terminated")
+        return self._output.book.lines(instance_id, after=after), ended
+
     def pids(self) -> dict[str, int]:
         """Process ids of the live instances (for tests and tooling)."""
         with self._lock:
@@ -405,13 +426,15 @@ class LocalRuntime(Runtime):
                     self._terminate_locked(instance.instance_id, reason="finalized")
             self._closed = True
             self._changed.notify_all()
+        from yr.runtime.local import discovery
+
+        discovery.withdraw(self._published)
         self._zygote.close()
         self._control.stop()
         from yr.client import shared_memory_prefix
 
         sharedmem.discard_prefix(shared_memory_prefix(self.session_token))
-        if self._output is not None:
-            self._output.stop()
+        self._output.stop()
 
     def _check_open(self) -> None:
         if self._closed:
