@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="read YRInstances from the cluster (also YR_BACKEND=kubernetes)",
     )
     parser.add_argument(
-        "-n", "--namespace", default=os.environ.get("YR_NAMESPACE") or None,
+        "-n",
+        "--namespace",
+        default=os.environ.get("YR_NAMESPACE") or None,
         help="Kubernetes namespace (default: the kubeconfig's)",
     )
     commands = parser.add_subparsers(dest="command")

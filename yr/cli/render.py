@@ -94,7 +94,9 @@ def print_table(views: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
         return
     widths = [max([len(c), *(len(cells[i]) for cells in rows)]) for i, c in enumerate(COLUMNS)]
     for cells in [list(COLUMNS), *rows]:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
+        out.write(
+            "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+        )
         out.write("\n")
 
 
@@ -123,7 +125,9 @@ def _grow_rich(parent: Any, nodes: list[dict[str, Any]], deadlocked: dict) -> No
     for node in nodes:
         style = "bold red" if node["id"] in deadlocked else ""
         text = escape(tree_line(node, deadlocked))
-        _grow_rich(parent.add(f"[{style}]{text}[/]" if style else text), node["children"], deadlocked)
+        _grow_rich(
+            parent.add(f"[{style}]{text}[/]" if style else text), node["children"], deadlocked
+        )
 
 
 def _write_plain(out: TextIO, nodes: list[dict[str, Any]], deadlocked: dict, prefix: str) -> None:

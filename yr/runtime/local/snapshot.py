@@ -42,8 +42,7 @@ def instance_row(instance: LocalInstance, ledger: CpuLedger, *, now: float) -> d
 def _reason(instance: LocalInstance, ledger: CpuLedger) -> str:
     if instance.state == "pending":
         return (
-            f"waiting for {instance.spec.options.cpu}m CPU: {ledger.free}m of "
-            f"{ledger.total}m free"
+            f"waiting for {instance.spec.options.cpu}m CPU: {ledger.free}m of {ledger.total}m free"
         )
     if instance.state in ("restarting", "dead") and instance.deaths:
         return instance.deaths[max(instance.deaths)].describe()
