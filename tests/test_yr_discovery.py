@@ -80,9 +80,8 @@ def test_a_runtime_directory_others_can_read_is_refused(tmp_path, monkeypatch):
 def test_the_stack_rpc_refuses_a_caller_without_the_token(private_session):
     leaf = Leaf.invoke()
     address = yr.session.current().runtime.endpoint(leaf.instance_id).result(30).address
-    with grpc.insecure_channel(address) as channel:
-        with pytest.raises(grpc.RpcError) as refused:
-            yr_pb2_grpc.DebugStub(channel).Stacks(yr_pb2.StacksRequest(), timeout=10)
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as refused:
+        yr_pb2_grpc.DebugStub(channel).Stacks(yr_pb2.StacksRequest(), timeout=10)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
