@@ -87,7 +87,9 @@ def test_the_stack_rpc_refuses_a_caller_without_the_token(private_session):
 
 def test_the_inspect_service_refuses_a_caller_without_the_token(private_session):
     (info,) = discovery.sessions()
-    with grpc.insecure_channel(info.control_address) as channel:
-        with pytest.raises(grpc.RpcError) as refused:
-            yr_pb2_grpc.InspectStub(channel).Snapshot(yr_pb2.SnapshotRequest(), timeout=10)
+    with (
+        grpc.insecure_channel(info.control_address) as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        yr_pb2_grpc.InspectStub(channel).Snapshot(yr_pb2.SnapshotRequest(), timeout=10)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
