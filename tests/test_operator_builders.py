@@ -100,12 +100,20 @@ def test_pod_mounts_the_payload_secret_read_only() -> None:
     assert env_of(pod)["YR_PAYLOAD_FILE"]["value"] == "/var/run/yr/payload/payload"
 
 
+def test_pod_env_names_the_root_of_its_tree() -> None:
+    body = yri()
+    body["metadata"].setdefault("labels", {})["yr.dev/root"] = "top-1"
+    env = env_of(build_pod(body, incarnation=0, image="img", service_account="sa"))
+    assert env["YR_ROOT"]["value"] == "top-1"
+
+
 def test_pod_env_follows_the_contract() -> None:
     env = env_of(build_pod(yri(concurrency=4), incarnation=0, image="img", service_account="sa"))
     values = {k: v.get("value") for k, v in env.items() if "value" in v}
     assert values == {
         "YR_BACKEND": "kubernetes",
         "YR_INSTANCE_NAME": "w1",
+        "YR_ROOT": "w1",  # no root label: a top-level instance is its own root
         "YR_CLASS_NAME": "mod.Worker",
         "YR_SESSION": "s1",
         "YR_CONCURRENCY": "4",
