@@ -15,22 +15,45 @@ import yr
 from tests.support import all_dead, wait_for
 from yr.runtime.local.runtime import LocalRuntime
 
+# What `yr list` must say of the observed tree (tests/observe_instances.py), on either backend:
+# role -> (state, owner's role, class).
+OBSERVED_FACTS = {
+    "top": ("ready", "driver", "Top"),
+    "middle": ("ready", "top", "Middle"),
+    "leaf": ("ready", "middle", "Leaf"),
+    "doomed": ("dead", "top", "Doomed"),
+}
 
-def run_yr(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+
+def run_yr(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
     """``yr ARGS`` in a child process (killed at ``timeout``) with this process's environment."""
     return subprocess.run(
         [sys.executable, "-m", "yr.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=dict(os.environ),
+        env=dict(os.environ, **env),
     )
 
 
-def yr_json(*args: str) -> Any:
-    done = run_yr(*args, "--json")
+def yr_json(*args: str, **env: str) -> Any:
+    done = run_yr(*args, "--json", **env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def observed_facts(rows: list[dict[str, Any]], ids: dict[str, str]) -> dict[str, tuple]:
+    """The observed tree's rows as role -> (state, owner's role, class)."""
+    role = {instance_id: name for name, instance_id in ids.items()}
+    return {
+        role[row["id"]]: (
+            row["state"],
+            role.get(row["owner"], row["owner"]),
+            row["class"].split(".")[-1],
+        )
+        for row in rows
+        if row["id"] in role
+    }
 
 
 def flatten(nodes: list[dict[str, Any]], depth: int = 1) -> dict[str, dict[str, Any]]:
