@@ -30,6 +30,7 @@ from typing import Any
 
 MB = 1_000_000
 ARRAY_BYTES = 100 * 2**20
+LARGE_BYTES = 200 * MB
 IN_FLIGHT_CALLS = 5_000
 TREE_SUPERVISORS = 8
 TREE_WORKERS = 3
@@ -95,6 +96,22 @@ WORKLOADS: list[Workload] = [
         "numpy", "100 MiB numpy argument (median)", "ms", False, "no slower", _ratio_at_least(1.0)
     ),
     Workload(
+        "ctor200",
+        "200 MB constructor argument, create + first call (median)",
+        "ms",
+        False,
+        "within 2x of the numpy row",
+        lambda _v, _r: None,
+    ),
+    Workload(
+        "bytes200",
+        "200 MB bytes argument (median)",
+        "ms",
+        False,
+        "no slower",
+        _ratio_at_least(1.0),
+    ),
+    Workload(
         "grpc",
         "bare grpcio unary loopback (floor)",
         "calls/s",
@@ -137,7 +154,21 @@ def _noop_class() -> type:
         def size(self, array: Any) -> int:
             return int(array.nbytes)
 
+        def length(self, data: bytes) -> int:
+            return len(data)
+
     return Noop
+
+
+def _holder_class() -> type:
+    class Holder:
+        def __init__(self, payload: bytes) -> None:
+            self.held = len(payload)
+
+        def size(self) -> int:
+            return self.held
+
+    return Holder
 
 
 class YrBench(Bench):
@@ -149,12 +180,14 @@ class YrBench(Bench):
         self.yr = yr
         options = yr.InvokeOptions(cpu=1000)
         self.noop = yr.instance(invoke_options=options)(_noop_class())
+        self.holder = yr.instance(invoke_options=options)(_holder_class())
         worker = yr.instance(invoke_options=options)(TrainingWorker)
         self.supervisor = yr.instance(invoke_options=options)(_yr_supervisor(worker))
         yr.init(yr.Config(num_cpus=num_cpus))
 
     def create(self, kind: str, *args: Any) -> Any:
-        return (self.noop if kind == "noop" else self.supervisor).invoke(*args)
+        creator = {"noop": self.noop, "holder": self.holder}.get(kind, self.supervisor)
+        return creator.invoke(*args)
 
     def call(self, handle: Any, method: str, *args: Any) -> Any:
         return getattr(handle, method).invoke(*args)
@@ -181,6 +214,7 @@ class RayBench(Bench):
 
         self.ray = ray
         self.noop = ray.remote(num_cpus=1)(_noop_class())
+        self.holder = ray.remote(num_cpus=1)(_holder_class())
         worker = ray.remote(num_cpus=1)(TrainingWorker)
         self.supervisor = ray.remote(num_cpus=1)(_ray_supervisor(worker))
         ray.init(
@@ -191,7 +225,8 @@ class RayBench(Bench):
         )
 
     def create(self, kind: str, *args: Any) -> Any:
-        return (self.noop if kind == "noop" else self.supervisor).remote(*args)
+        creator = {"noop": self.noop, "holder": self.holder}.get(kind, self.supervisor)
+        return creator.remote(*args)
 
     def call(self, handle: Any, method: str, *args: Any) -> Any:
         return getattr(handle, method).remote(*args)
@@ -362,6 +397,36 @@ def run_numpy(b: Bench, quick: bool) -> dict[str, Any]:
     return {"value": statistics.median(times), "all": times}
 
 
+def run_ctor200(b: Bench, quick: bool) -> dict[str, Any]:
+    b.start(num_cpus=2)
+    payload = os.urandom(LARGE_BYTES)
+    times = []
+    for _ in range(2 if quick else 3):
+        started = time.perf_counter()
+        handle = b.create("holder", payload)
+        size = b.get(b.call(handle, "size"), timeout=120)
+        times.append((time.perf_counter() - started) * 1e3)
+        assert size == LARGE_BYTES, size
+        b.kill(handle)
+    b.stop()
+    return {"value": statistics.median(times), "all": times}
+
+
+def run_bytes200(b: Bench, quick: bool) -> dict[str, Any]:
+    b.start(num_cpus=2)
+    handle = b.create("noop")
+    b.get(b.call(handle, "length", b"warm"))
+    payload = os.urandom(LARGE_BYTES)
+    times = []
+    for _ in range(3 if quick else 5):
+        started = time.perf_counter()
+        size = b.get(b.call(handle, "length", payload), timeout=120)
+        times.append((time.perf_counter() - started) * 1e3)
+        assert size == LARGE_BYTES, size
+    b.stop()
+    return {"value": statistics.median(times), "all": times}
+
+
 def run_grpc(_b: Bench | None, quick: bool) -> dict[str, Any]:
     """Sync client -> sync server in another process; the cost of one Python gRPC round trip."""
     import grpc
@@ -415,6 +480,8 @@ RUNNERS: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
     "tree_sleep": run_tree_sleep,
     "rss": run_rss,
     "numpy": run_numpy,
+    "ctor200": run_ctor200,
+    "bytes200": run_bytes200,
     "grpc": run_grpc,
 }
 

@@ -7,8 +7,6 @@ operator and the pods are the real ones.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +14,10 @@ import pytest
 from kubernetes import client as k8s
 
 import yr
+from tests.cluster.chart_rbac import install_chart_rbac
 from tests.cluster.faults import FaultClient
+from tests.cluster.operator_process import OperatorProcess
+from tests.cluster.tools import K8sTools
 from tests.k8s_instances import Worker
 from tests.support import wait_for
 
@@ -34,27 +35,24 @@ def _session_watch() -> str:
 
 
 @pytest.fixture(scope="module")
-def cluster(module_local_cluster: Any) -> Iterator[Any]:
+def cluster(module_local_cluster: Any, k8s_tools: K8sTools) -> Iterator[Any]:
     cluster = module_local_cluster(cpu="8", memory="16Gi", crds=[CRD])
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), YR_RESTART_BACKOFF_SECONDS="0.2")
-    with open(cluster.workdir / "operator.log", "ab") as log:
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "yr_operator", "-A"], env=env, stdout=log, stderr=log
-        )
+    # The operator and instance pods run as the chart's ServiceAccounts.
+    install_chart_rbac(cluster, k8s_tools / "helm", "default")
+    operator = OperatorProcess(
+        cluster.kubeconfig_for("default", "yr-operator"),
+        cluster.workdir / "operator.log",
+        YR_RESTART_BACKOFF_SECONDS="0.2",
+    ).start()
     try:
         yield cluster
     finally:
-        operator.terminate()
-        try:
-            operator.wait(15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        operator.stop()
 
 
 @pytest.fixture
 def faults(cluster: Any) -> Iterator[FaultClient]:
-    client = FaultClient(cluster.base_url)
+    client = FaultClient(cluster.base_url, kubeconfig=cluster.kubeconfig)
     try:
         yield client
     finally:

@@ -73,8 +73,8 @@ def test_a_method_that_does_not_exist_is_named_with_a_suggestion(local_runtime):
 
 def test_an_unpicklable_argument_is_named_with_the_reason(local_runtime):
     counter = Counter.invoke()
-    with pytest.raises(yr.YRSerializationError, match="argument 1 \\(lock\\) of Counter.echo") as e:
-        counter.echo.invoke(1, threading.Lock())
+    with pytest.raises(yr.YRSerializationError, match="argument 1 \\(lock\\) of Counter.fill") as e:
+        counter.fill.invoke(1, threading.Lock())
     assert "cannot pickle '_thread.lock' object" in str(e.value)
 
 

@@ -6,11 +6,13 @@ how many reads a flood of calls causes.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import http.server
 import os
 import pathlib
 import signal
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -25,6 +27,9 @@ import yaml
 from kubernetes import client as k8s
 
 import yr
+from tests.cluster.chart_rbac import install_chart_rbac
+from tests.cluster.operator_process import OperatorProcess, operator_env
+from tests.cluster.tools import K8sTools
 from tests.support import wait_for
 from yr.gateway import UNKNOWN_TTL_S
 from yr.protocol import (
@@ -56,9 +61,10 @@ class _CountingProxy(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, upstream_tls: ssl.SSLContext) -> None:
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.upstream = urllib.parse.urlsplit(upstream)
+        self.upstream_tls = upstream_tls
         self.requests: list[str] = []
         self.lock = threading.Lock()
 
@@ -74,7 +80,9 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.requests.append(f"{self.command} {self.path}")
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        upstream = http.client.HTTPConnection(self.server.upstream.netloc, timeout=60)
+        upstream = http.client.HTTPSConnection(
+            self.server.upstream.netloc, timeout=60, context=self.server.upstream_tls
+        )
         headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
         upstream.request(self.command, self.path, body=body or None, headers=headers)
         reply = upstream.getresponse()
@@ -95,34 +103,31 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def cluster(module_local_cluster):
+def cluster(module_local_cluster, k8s_tools: K8sTools):
     cluster = module_local_cluster(cpu="8", memory="16Gi", crds=[CRD])
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), YR_RESTART_BACKOFF_SECONDS="0.2")
-    log = open(cluster.workdir / "operator.log", "ab")  # noqa: SIM115 - closed at teardown
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "yr_operator", "-A"], env=env, stdout=log, stderr=log
-    )
-    cluster.env = env
+    # The operator, the gateway and instance pods run as the chart's ServiceAccounts.
+    install_chart_rbac(cluster, k8s_tools / "helm", "default")
+    operator = OperatorProcess(
+        cluster.kubeconfig_for("default", "yr-operator"),
+        cluster.workdir / "operator.log",
+        YR_RESTART_BACKOFF_SECONDS="0.2",
+    ).start()
+    cluster.env = operator_env(cluster.kubeconfig)
     try:
         yield cluster
     finally:
-        operator.terminate()
-        try:
-            operator.wait(15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
-        log.close()
+        operator.stop()
 
 
 @pytest.fixture
 def gateway(cluster, tmp_path):
     """A gateway process reading the API server through a counting proxy."""
-    proxy = _CountingProxy(cluster.base_url)
+    config = yaml.safe_load(cluster.kubeconfig_for("default", "yr-gateway").read_text())
+    (entry,) = config["clusters"]
+    authority = base64.b64decode(entry["cluster"].pop("certificate-authority-data")).decode()
+    proxy = _CountingProxy(cluster.base_url, ssl.create_default_context(cadata=authority))
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    config = yaml.safe_load(cluster.kubeconfig.read_text())
-    for entry in config["clusters"]:
-        entry["cluster"]["server"] = proxy.url
+    entry["cluster"]["server"] = proxy.url  # plain HTTP to the proxy, HTTPS beyond it
     kubeconfig = tmp_path / "gateway-kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(config))
     env = dict(

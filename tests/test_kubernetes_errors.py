@@ -9,7 +9,8 @@ import pytest
 from kubernetes import client as k8s
 
 import yr
-from tests.cluster.apiserver import kubeconfig_text
+from tests.cluster.auth import kubeconfig_text
+from tests.cluster.tls import self_signed
 
 
 def _init(kubeconfig: str) -> None:
@@ -30,11 +31,12 @@ def test_an_api_server_that_is_down_is_named_with_the_kubeconfig(tmp_path) -> No
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(kubeconfig_text(f"http://127.0.0.1:{port}"))
+    authority, _ = self_signed("127.0.0.1")
+    kubeconfig.write_text(kubeconfig_text(f"https://127.0.0.1:{port}", authority, "a-token"))
     with pytest.raises(yr.YRError) as caught:
         _init(str(kubeconfig))
     message = str(caught.value)
-    assert f"cannot reach the Kubernetes API server at http://127.0.0.1:{port}" in message
+    assert f"cannot reach the Kubernetes API server at https://127.0.0.1:{port}" in message
     assert str(kubeconfig) in message and "\n" not in message
 
 

@@ -8,33 +8,72 @@ import numpy as np
 import pytest
 
 import yr
+from tests.call_instances import Mirror
 from tests.instances import Counter
 from yr import sharedmem
+from yr.client import shared_memory_prefix
 
 
-def _segments() -> list[str]:
-    return [name for name in os.listdir(sharedmem.SHM_DIRECTORY) if name.startswith("yr-")]
+def _segments(runtime) -> list[str]:
+    """This session's segments (other sessions on the machine may come and go meanwhile)."""
+    prefix = shared_memory_prefix(runtime.session_token) + "-"
+    return [name for name in os.listdir(sharedmem.SHM_DIRECTORY) if name.startswith(prefix)]
 
 
-def test_a_large_array_argument_arrives_intact(local_runtime):
+@pytest.fixture
+def shared_memory_writes(monkeypatch) -> list[int]:
+    """The sizes of the buffers this process moved into shared memory (observed, not faked)."""
+    sizes: list[int] = []
+    original = sharedmem.BufferWriter.__call__
+
+    def observed(writer, buffer):
+        in_band = original(writer, buffer)
+        if not in_band:
+            sizes.append(buffer.raw().nbytes)
+        return in_band
+
+    monkeypatch.setattr(sharedmem.BufferWriter, "__call__", observed)
+    return sizes
+
+
+def test_a_large_array_argument_arrives_intact(local_runtime, shared_memory_writes):
     counter = Counter.invoke()
     array = np.arange(4 * 1024 * 1024, dtype=np.float64)  # 32 MiB
     echoed = yr.get(counter.echo.invoke(array))
     assert echoed.shape == array.shape and np.array_equal(echoed, array)
+    assert shared_memory_writes == [array.nbytes]
 
 
-def test_a_large_argument_leaves_no_shared_memory_behind(local_runtime):
+def test_a_large_argument_leaves_no_shared_memory_behind(local_runtime, shared_memory_writes):
     counter = Counter.invoke()
-    before = set(_segments())
     yr.get([counter.echo.invoke(np.ones(1 << 20)) for _ in range(3)])
-    assert set(_segments()) == before
+    assert len(shared_memory_writes) == 3
+    assert _segments(local_runtime) == []
 
 
-def test_an_instance_may_modify_its_copy_of_a_shared_argument(local_runtime):
+def test_an_instance_may_modify_its_copy_of_a_shared_argument(local_runtime, shared_memory_writes):
     counter = Counter.invoke()
     array = np.zeros(1 << 20)
     assert yr.get(counter.fill.invoke(array, 2.0)) == 2.0 * array.size
+    assert shared_memory_writes == [array.nbytes]
     assert not array.any()  # the caller's array is untouched
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_large_bytes_arguments_travel_through_shared_memory(
+    local_runtime, shared_memory_writes, kind
+):
+    mirror = Mirror.invoke()
+    data = kind(os.urandom(3 << 20))
+    assert yr.get(mirror.size.invoke(data)) == (kind.__name__, len(data))
+    assert yr.get(mirror.both.invoke([data], {"k": data})) == ([data], {"k": data})
+    assert shared_memory_writes == [len(data)] * 3
+
+
+def test_small_bytes_arguments_stay_in_the_call(local_runtime, shared_memory_writes):
+    mirror = Mirror.invoke()
+    assert yr.get(mirror.size.invoke(b"x" * 1000)) == ("bytes", 1000)
+    assert shared_memory_writes == []
 
 
 def test_only_yr_segment_names_are_opened():

@@ -130,6 +130,7 @@ def test_pod_env_follows_the_contract() -> None:
         "YR_POD_NAME": "metadata.name",
         "YR_POD_UID": "metadata.uid",
         "YR_POD_IP": "status.podIP",
+        "YR_INCARNATION": "metadata.annotations['yr.dev/incarnation']",
     }
     assert env["YR_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "yr-session-s1",

@@ -417,8 +417,8 @@ def test_a_missing_payload_secret_shows_the_kubelets_failed_mount(env: Env) -> N
     env.create(name, payloadSecret=f"{name}-missing")
     st = wait_for(
         lambda: (s := env.status(name)).get("reason") == "FailedMount" and s,
-        30,
-        f"{name} to show the kubelet's FailedMount",
+        timeout=30,
+        what=f"{name} to show the kubelet's FailedMount",
     )
     assert st["phase"] == "Pending"
     assert f'secret "{name}-missing" not found' in st["message"]
@@ -436,8 +436,8 @@ def test_an_instance_whose_owner_is_being_deleted_gets_no_pod_and_no_warning(env
     log = env.operator.log
     wait_for(
         lambda: f"{lease_name} is being deleted" in log.read_text(errors="replace"),
-        20,
-        "the operator to see the Lease being deleted",
+        timeout=20,
+        what="the operator to see the Lease being deleted",
     )
     name = unique("orphaned")
     owner = {
@@ -459,4 +459,6 @@ def test_an_instance_whose_owner_is_being_deleted_gets_no_pod_and_no_warning(env
         env.coordination.patch_namespaced_lease(
             lease_name, env.ns, {"metadata": {"finalizers": None}}
         )
-    wait_for(lambda: env.get(name) is None, 20, f"{name} to be collected with its owner")
+    wait_for(
+        lambda: env.get(name) is None, timeout=20, what=f"{name} to be collected with its owner"
+    )

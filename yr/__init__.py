@@ -15,7 +15,7 @@ from yr.errors import (
     YRSerializationError,
     YRTimeoutError,
 )
-from yr.options import Config, InvokeOptions
+from yr.options import Config, InvokeOptions, LowCPUWarning
 from yr.proxies import InstanceCreator, InstanceHandle, MethodProxy, get_instance, instance, method
 from yr.refs import ObjectRef, get, put, wait
 from yr.session import finalize, init, is_initialized
@@ -38,6 +38,7 @@ __all__ = [
     "InstanceCreator",
     "InstanceHandle",
     "InvokeOptions",
+    "LowCPUWarning",
     "MethodProxy",
     "ObjectRef",
     "YRError",

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from yr import serialization
 from yr.errors import YRError, invoke_error_for
 from yr.protocol import yr_pb2
 from yr.refs import ObjectRef
-
-if TYPE_CHECKING:
-    from yr.client import Batch
 
 
 @dataclass(slots=True)
@@ -21,11 +18,38 @@ class Call:
     method: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    arguments: bytes | None  # pickled once every ObjectRef argument is ready
+    arguments: bytes | None  # pickled once every ObjectRef in the arguments is ready
     buffers: list[str]  # shared-memory segments holding large argument buffers
     refs: list[ObjectRef]
     order: int  # submission order, to put a re-sent call back in its place
     batch: Batch | None = None  # once batched: what yr.get may send itself
+    failure: BaseException | None = None  # its arguments could not be pickled
+
+
+@dataclass(slots=True)
+class Batch:
+    """Calls sent as one RPC, under one per-caller sequence number."""
+
+    calls: list[Call]
+    seq: int
+    stub: Any
+    metadata: tuple[tuple[str, str], ...]
+    incarnation: int
+    instance_id: str = ""
+    claimed: bool = False  # by the sender thread or by a yr.get that sends it inline
+
+    def request(self, caller: str, *, settled_below: int) -> yr_pb2.CallRequest:
+        return yr_pb2.CallRequest(
+            caller=caller,
+            seq=self.seq,
+            settled_below=settled_below,
+            instance_id=self.instance_id,
+            incarnation=self.incarnation,
+            invocations=[
+                yr_pb2.Invocation(method=c.method, arguments=c.arguments, buffers=c.buffers)
+                for c in self.calls
+            ],
+        )
 
 
 def deliver_all(calls: list[Call], reply: yr_pb2.CallReply) -> None:

@@ -11,27 +11,28 @@ to the next one.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import itertools
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-from yr import serialization, sharedmem
-from yr.calls import Call, deliver_all, fail, fail_all
+from yr import sharedmem, waits
+from yr.arguments import pickle_arguments, pickle_when_settled
+from yr.calls import Batch, Call, deliver_all, fail, fail_all
 from yr.errors import YRError, YRInstanceDiedError, YRProtocolError
+from yr.pipeline import Pipeline
 from yr.protocol import (
     CHANNEL_OPTIONS,
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
     ROUTE_METADATA_KEY,
     TOKEN_METADATA_KEY,
-    yr_pb2,
+    WRONG_INSTANCE_CODE,
     yr_pb2_grpc,
 )
 from yr.refs import ObjectRef
@@ -51,48 +52,13 @@ MAX_BATCH_CALLS = 512
 MAX_BATCH_BYTES = 8 << 20
 
 
-@dataclass(eq=False)
-class _Pipeline:
-    instance_id: str
-    class_info: ClassInfo
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    queue: collections.deque[Call] = field(default_factory=collections.deque)
-    endpoint: Endpoint | None = None
-    stub: Any = None
-    metadata: tuple[tuple[str, str], ...] = ()
-    resolving: bool = False
-    min_incarnation: int = 0
-    next_seq: int = 0
-    in_flight: int = 0  # batches sent and not answered
-    failure: BaseException | None = None
-
-
-@dataclass(slots=True)
-class Batch:
-    calls: list[Call]
-    seq: int
-    stub: Any
-    metadata: tuple[tuple[str, str], ...]
-    incarnation: int
-    claimed: bool = False  # by the sender thread or by a yr.get that sends it inline
-
-    def request(self, caller: str) -> yr_pb2.CallRequest:
-        return yr_pb2.CallRequest(
-            caller=caller,
-            seq=self.seq,
-            invocations=[
-                yr_pb2.Invocation(method=c.method, arguments=c.arguments, buffers=c.buffers)
-                for c in self.calls
-            ],
-        )
-
-
 class CallClient:
     """Sends method calls from this process to instances and turns replies into refs."""
 
     def __init__(self, runtime: Runtime, *, caller_id: str) -> None:
         self._runtime = runtime
         self._caller_id = caller_id
+        waits.report_waits_to(runtime)
         self._metadata = (
             (TOKEN_METADATA_KEY, runtime.session_token),
             (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)),
@@ -102,7 +68,7 @@ class CallClient:
             if runtime.shares_memory and sharedmem.available()
             else ""
         )
-        self._pipelines: dict[str, _Pipeline] = {}
+        self._pipelines: dict[str, Pipeline] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._order = itertools.count()
@@ -114,7 +80,7 @@ class CallClient:
         self._senders = concurrent.futures.ThreadPoolExecutor(
             max_workers=4096, thread_name_prefix="yr-send"
         )
-        self._dirty: dict[int, _Pipeline] = {}
+        self._dirty: dict[int, Pipeline] = {}
         self._dirty_changed = threading.Condition()
         self._closed = False
         self._flusher = threading.Thread(target=self._flush_forever, name="yr-flush", daemon=True)
@@ -133,19 +99,27 @@ class CallClient:
         return_nums: int = 1,
     ) -> list[ObjectRef]:
         """Queue one call; the refs resolve to its result(s)."""
-        waiting = any(
-            isinstance(value, ObjectRef) and not value.done() for value in (*args, *kwargs.values())
-        )
+        if self._closed:
+            raise YRError(f"cannot call {method}: yr.finalize() ended the session")
         call = Call(method, args, kwargs, None, [], [], next(self._order))
-        if not waiting:
-            self._pickle(call, target=f"{class_info.short_name}.{method}")
+        target = f"{class_info.short_name}.{method}"
+        pending = pickle_arguments(call, target=target, shm_prefix=self._shm_prefix)
         pipeline = self._pipeline(instance_id, class_info)
         flush = functools.partial(self._flush_call, pipeline, call)
-        call.refs = [ObjectRef(flush=flush) for _ in range(max(return_nums, 1))]
+        origin = (instance_id, target)
+        call.refs = [ObjectRef(flush=flush, origin=origin) for _ in range(max(return_nums, 1))]
         with pipeline.lock:
             pipeline.queue.append(call)
             idle = pipeline.in_flight == 0
-        if idle:  # nothing on the wire: send now, so an invoked call is a call in flight
+        if pending:
+            pickle_when_settled(
+                call,
+                pending,
+                target=target,
+                shm_prefix=self._shm_prefix,
+                then=functools.partial(self._drain, pipeline),
+            )
+        elif idle:  # nothing on the wire: send now, so an invoked call is a call in flight
             self._drain(pipeline)
         else:  # batches are out: let the flusher gather what follows into the next one
             with self._dirty_changed:
@@ -155,14 +129,6 @@ class CallClient:
             return []
         return call.refs
 
-    def _pickle(self, call: Call, *, target: str) -> None:
-        writer = sharedmem.BufferWriter(prefix=self._shm_prefix) if self._shm_prefix else None
-        call.arguments = serialization.dumps_call_arguments(
-            call.args, call.kwargs, target=target, buffer_callback=writer
-        )
-        call.buffers = writer.names if writer else []
-        call.args, call.kwargs = (), {}  # the pickled form is all we need now
-
     def forget(self, instance_id: str, error: BaseException) -> None:
         """Fail every queued call to a terminated instance."""
         pipeline = self._pipelines.get(instance_id)
@@ -171,13 +137,13 @@ class CallClient:
                 pipeline.failure = error
             self._drain(pipeline)
 
-    def _pipeline(self, instance_id: str, class_info: ClassInfo) -> _Pipeline:
+    def _pipeline(self, instance_id: str, class_info: ClassInfo) -> Pipeline:
         pipeline = self._pipelines.get(instance_id)
         if pipeline is None:
             with self._lock:
                 pipeline = self._pipelines.get(instance_id)
                 if pipeline is None:
-                    pipeline = _Pipeline(instance_id, class_info)
+                    pipeline = Pipeline(instance_id, class_info)
                     self._pipelines[instance_id] = pipeline
         return pipeline
 
@@ -194,40 +160,18 @@ class CallClient:
             for pipeline in pipelines:
                 self._drain(pipeline)
 
-    def _flush_call(self, pipeline: _Pipeline, call: Call, ref: ObjectRef, *, alone: bool):
+    def _flush_call(self, pipeline: Pipeline, call: Call, ref: ObjectRef, *, alone: bool):
         """Called by ``yr.get`` before it waits: send what is queued now; a call waited on
         alone whose batch no sender thread has picked up yet is sent from this thread."""
         batch = call.batch
-        if alone and batch is not None and self._claim(pipeline, batch):
+        if alone and batch is not None and pipeline.claim(batch):
             self._send_and_wait(pipeline, batch)
         else:
             self._drain(pipeline)
 
-    @staticmethod
-    def _claim(pipeline: _Pipeline, batch: Batch) -> bool:
-        with pipeline.lock:
-            if batch.claimed:
-                return False
-            batch.claimed = True
-            return True
-
-    def _next_batch_locked(self, pipeline: _Pipeline, calls: list[Call]) -> Batch:
-        assert pipeline.endpoint is not None
-        batch = Batch(
-            calls,
-            pipeline.next_seq,
-            pipeline.stub,
-            pipeline.metadata,
-            pipeline.endpoint.incarnation,
-        )
-        pipeline.next_seq += 1
-        pipeline.in_flight += 1
-        return batch
-
-    def _drain(self, pipeline: _Pipeline) -> None:
+    def _drain(self, pipeline: Pipeline) -> None:
         batches: list[Batch] = []
         failed: list[tuple[Call, BaseException]] = []
-        wait_on: concurrent.futures.Future | None = None
         resolve_from: int | None = None
         with pipeline.lock:
             ready: list[Call] = []
@@ -243,35 +187,28 @@ class CallClient:
                         resolve_from = pipeline.min_incarnation
                     break
                 call = pipeline.queue[0]
+                if call.failure is not None:
+                    pipeline.queue.popleft()
+                    failed.append((call, call.failure))
+                    continue
                 if call.arguments is None:
-                    blocker = _first_pending(call)
-                    if blocker is not None:
-                        wait_on = blocker.future
-                        break
-                    try:
-                        self._pickle(call, target=f"{pipeline.class_info.short_name}.{call.method}")
-                    except BaseException as error:
-                        pipeline.queue.popleft()
-                        failed.append((call, error))
-                        continue
+                    break  # it waits for refs in its arguments; their callback drains again
                 pipeline.queue.popleft()
                 ready.append(call)
                 size += len(call.arguments or b"")
                 if len(ready) >= MAX_BATCH_CALLS or size >= MAX_BATCH_BYTES:
-                    batches.append(self._next_batch_locked(pipeline, ready))
+                    batches.append(pipeline.next_batch_locked(ready))
                     ready, size = [], 0
             if ready:
-                batches.append(self._next_batch_locked(pipeline, ready))
+                batches.append(pipeline.next_batch_locked(ready))
         for call, error in failed:
             fail(call, error)
         for batch in batches:
             self._send(pipeline, batch)
-        if wait_on is not None:
-            wait_on.add_done_callback(lambda _: self._drain(pipeline))
         if resolve_from is not None:
             self._resolve(pipeline, resolve_from)
 
-    def _resolve(self, pipeline: _Pipeline, min_incarnation: int) -> None:
+    def _resolve(self, pipeline: Pipeline, min_incarnation: int) -> None:
         future = self._runtime.endpoint(pipeline.instance_id, min_incarnation=min_incarnation)
 
         def resolved(done: concurrent.futures.Future) -> None:
@@ -282,11 +219,7 @@ class CallClient:
                     pipeline.failure = error
                 else:
                     endpoint: Endpoint = done.result()
-                    if pipeline.endpoint is None or (
-                        pipeline.endpoint.incarnation != endpoint.incarnation
-                    ):
-                        pipeline.next_seq = 0
-                    pipeline.endpoint = endpoint
+                    pipeline.new_incarnation_locked(endpoint)
                     # "host:port#instance" is an instance behind a gateway that routes by name.
                     address, _, route = endpoint.address.partition("#")
                     pipeline.stub = yr_pb2_grpc.InstanceStub(self._channel(address))
@@ -305,47 +238,70 @@ class CallClient:
                 self._channels[address] = channel
             return channel
 
-    def _send(self, pipeline: _Pipeline, batch: Batch) -> None:
-        self._senders.submit(self._send_if_unclaimed, pipeline, batch)
+    def _send(self, pipeline: Pipeline, batch: Batch) -> None:
+        try:
+            self._senders.submit(self._send_if_unclaimed, pipeline, batch)
+        except RuntimeError:  # finalize() shut the senders down meanwhile
+            self._finish(pipeline, batch)
+            fail_all(batch.calls, _finalized_error(batch.calls[0].method))
 
-    def _send_if_unclaimed(self, pipeline: _Pipeline, batch: Batch) -> None:
-        if self._claim(pipeline, batch):
+    def _send_if_unclaimed(self, pipeline: Pipeline, batch: Batch) -> None:
+        if pipeline.claim(batch):
             self._send_and_wait(pipeline, batch)
 
-    def _send_and_wait(self, pipeline: _Pipeline, batch: Batch) -> None:
+    def _send_and_wait(self, pipeline: Pipeline, batch: Batch) -> None:
         """A blocking RPC on a reused sender thread: cheaper than grpc's per-call futures."""
         try:
-            reply = batch.stub.Call(batch.request(self._caller_id), metadata=batch.metadata)
+            request = batch.request(self._caller_id, settled_below=pipeline.settled_below(batch))
+            reply = batch.stub.Call(request, metadata=batch.metadata)
         except grpc.RpcError as error:
             self._on_failure(pipeline, batch, error)
             return
-        except Exception as error:
+        except Exception as error:  # never left this process: the seq must not stay a gap
             self._finish(pipeline, batch)
+            self._fill_gap(pipeline, batch)
             fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
             return
         self._finish(pipeline, batch)
         deliver_all(batch.calls, reply)
 
-    def _finish(self, pipeline: _Pipeline, batch: Batch) -> None:
+    def _finish(self, pipeline: Pipeline, batch: Batch) -> None:
         with pipeline.lock:
-            pipeline.in_flight -= 1
+            pipeline.settle_locked(batch)
         _release(batch.calls)
+
+    def _fill_gap(self, pipeline: Pipeline, batch: Batch) -> None:
+        """Tell the server a seq will never arrive: a later batch may already wait for it."""
+        filler = Batch(
+            [], batch.seq, batch.stub, batch.metadata, batch.incarnation, batch.instance_id
+        )
+        request = filler.request(self._caller_id, settled_below=pipeline.settled_below(batch))
+
+        def send() -> None:
+            with contextlib.suppress(grpc.RpcError):
+                batch.stub.Call(request, metadata=batch.metadata)
+
+        with contextlib.suppress(RuntimeError):  # finalize() meanwhile: nothing waits any more
+            self._helpers.submit(send)
 
     # -- replies ----------------------------------------------------------------------------
 
-    def _on_failure(self, pipeline: _Pipeline, batch: Batch, error: grpc.RpcError) -> None:
+    def _on_failure(self, pipeline: Pipeline, batch: Batch, error: grpc.RpcError) -> None:
         code = error.code()
-        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
+        if self._closed:
+            self._finish(pipeline, batch)
+            fail_all(batch.calls, _finalized_error(batch.calls[0].method))
+        elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
             self._finish(pipeline, batch)
             fail_all(batch.calls, YRProtocolError(error.details()))
-        elif code in _DEATH_CODES and not self._closed:
+        elif code in _DEATH_CODES or code == WRONG_INSTANCE_CODE:
             self._helpers.submit(self._explain_failure, pipeline, batch, error)
         else:
             self._finish(pipeline, batch)
             method = batch.calls[0].method
             fail_all(batch.calls, YRError(f"call {method} failed: {code.name}: {error.details()}"))
 
-    def _explain_failure(self, pipeline: _Pipeline, batch: Batch, error: grpc.RpcError) -> None:
+    def _explain_failure(self, pipeline: Pipeline, batch: Batch, error: grpc.RpcError) -> None:
         try:
             death = self._runtime.await_death(
                 pipeline.instance_id, batch.incarnation, timeout=DEATH_REPORT_TIMEOUT_S
@@ -362,6 +318,8 @@ class CallClient:
             return
         if death is None:
             self._finish(pipeline, batch)
+            if _never_delivered(error):
+                self._fill_gap(pipeline, batch)
             fail_all(
                 batch.calls,
                 YRError(
@@ -373,7 +331,7 @@ class CallClient:
         died = YRInstanceDiedError(pipeline.instance_id, pipeline.class_info.class_name, death)
         resend = death.will_restart and _never_delivered(error)
         with pipeline.lock:
-            pipeline.in_flight -= 1
+            pipeline.settle_locked(batch)
             if pipeline.endpoint is not None and pipeline.endpoint.incarnation == batch.incarnation:
                 pipeline.endpoint = None
                 pipeline.stub = None
@@ -390,9 +348,20 @@ class CallClient:
         self._drain(pipeline)
 
     def close(self) -> None:
+        """Settle every call not answered yet with a clear error, and stop sending."""
         with self._dirty_changed:
             self._closed = True
             self._dirty_changed.notify_all()
+        waits.report_waits_to(None)
+        with self._lock:
+            pipelines = list(self._pipelines.values())
+        for pipeline in pipelines:
+            with pipeline.lock:
+                pipeline.failure = YRError(
+                    "yr.finalize() ended the session before this call to "
+                    f"{pipeline.class_info.short_name} was sent"
+                )
+            self._drain(pipeline)
         with self._lock:
             channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
@@ -414,15 +383,14 @@ def shared_memory_prefix(session_token: str) -> str:
     return "yr-" + hashlib.sha256(session_token.encode()).hexdigest()[:16]
 
 
-def _first_pending(call: Call) -> ObjectRef | None:
-    for value in (*call.args, *call.kwargs.values()):
-        if isinstance(value, ObjectRef) and not value.done():
-            return value
-    return None
+def _finalized_error(method: str) -> YRError:
+    return YRError(f"yr.finalize() ended the session before the call {method} was answered")
 
 
 def _never_delivered(error: grpc.RpcError) -> bool:
     """True when the transport failed before the call reached the instance (nothing ran)."""
+    if error.code() == WRONG_INSTANCE_CODE:
+        return True  # another instance (a reused address) refused it before running anything
     details = (error.details() or "").lower()
     return error.code() == grpc.StatusCode.UNAVAILABLE and (
         "connection refused" in details or "failed to connect" in details

@@ -48,6 +48,7 @@ ENV_POD_NAME = "YR_POD_NAME"
 ENV_POD_UID = "YR_POD_UID"
 ENV_POD_IP = "YR_POD_IP"
 ENV_ROOT = "YR_ROOT"  # the root of the pod's tree, which the instances it creates inherit
+ENV_INCARNATION = "YR_INCARNATION"
 
 # -- status.phase ---------------------------------------------------------------------------
 PENDING = "Pending"

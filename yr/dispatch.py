@@ -22,8 +22,13 @@ class CallOrder:
         self._next: dict[str, int] = {}
         self._waiting: dict[str, dict[int, asyncio.Future[None]]] = {}
 
-    async def admit(self, caller: str, seq: int) -> None:
+    async def admit(self, caller: str, seq: int, *, settled_below: int = 0) -> None:
+        """Wait for the caller's earlier batches; those below ``settled_below`` the caller
+        has given up on (answered, or never sent), so they are not waited for."""
         expected = self._next.get(caller, 0)
+        if settled_below > expected:
+            self._skip_to(caller, settled_below)
+            expected = settled_below
         if seq <= expected:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -33,6 +38,12 @@ class CallOrder:
         except asyncio.TimeoutError:
             self._waiting[caller].pop(seq, None)
             self._next[caller] = seq  # give up on the missing calls
+
+    def _skip_to(self, caller: str, seq: int) -> None:
+        self._next[caller] = seq
+        waiter = self._waiting.get(caller, {}).pop(seq, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def done(self, caller: str, seq: int) -> None:
         """Mark ``seq`` admitted; wake the caller's next call if it is already waiting."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_CPU_MILLICORES = 1_000_000  # 1000 cores: anything above is a typo, not a request
+LOW_CPU_MILLICORES = 100  # below this, cpu=2 meant "2 cores" far more often than 2 millicores
+_warned_low_cpu = False
 MAX_MEMORY_MB = 10_000_000  # about 10 TB
 BACKENDS = ("local", "kubernetes")
 
@@ -66,6 +69,8 @@ class InvokeOptions:
     def _validate(self) -> None:
         owner = "InvokeOptions"
         _require_int(owner, "cpu", self.cpu, minimum=1, maximum=MAX_CPU_MILLICORES)
+        if self.cpu < LOW_CPU_MILLICORES:
+            _warn_low_cpu(self.cpu)
         _require_int(owner, "memory", self.memory, minimum=1, maximum=MAX_MEMORY_MB)
         _require_int(owner, "concurrency", self.concurrency, minimum=1, maximum=10_000)
         _require_int(
@@ -92,6 +97,25 @@ class InvokeOptions:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values.update(changes)
         return InvokeOptions(**values)
+
+
+def _warn_low_cpu(cpu: int) -> None:
+    """Once per process; silence it with ``warnings.filterwarnings("ignore", category=...)``."""
+    global _warned_low_cpu
+    if _warned_low_cpu:
+        return
+    _warned_low_cpu = True
+    warnings.warn(
+        f"InvokeOptions(cpu={cpu}) asks for {cpu} millicores ({cpu / 1000:g} of a CPU); cpu is "
+        f"in millicores, so {cpu} cores is cpu={cpu * 1000}. Below {LOW_CPU_MILLICORES}m is "
+        "almost always a unit mistake",
+        LowCPUWarning,
+        stacklevel=4,
+    )
+
+
+class LowCPUWarning(UserWarning):
+    """InvokeOptions.cpu below 100 millicores: probably meant as whole CPUs."""
 
 
 def _env_int(name: str) -> int | None:

@@ -47,7 +47,43 @@ def _class_info(cls: type) -> ClassInfo:
         for name, member in inspect.getmembers(cls, callable)
         if not name.startswith("__")
     }
-    return ClassInfo(class_name=f"{cls.__module__}.{cls.__qualname__}", method_meta=methods)
+    hidden = sorted(set(methods) & _HANDLE_ATTRIBUTES)
+    if hidden:
+        raise TypeError(
+            f"{cls.__qualname__}.{hidden[0]} would be hidden by the instance handle's own "
+            f"{hidden[0]!r} (handle attributes: {', '.join(sorted(_HANDLE_ATTRIBUTES))}); "
+            "rename the method"
+        )
+    return ClassInfo(
+        class_name=f"{cls.__module__}.{cls.__qualname__}",
+        method_meta=methods,
+        signatures={
+            name: signature
+            for name in methods
+            if (signature := _plain_signature(cls, name)) is not None
+        },
+    )
+
+
+def _plain_signature(cls: type, name: str) -> inspect.Signature | None:
+    """The signature of an ordinary method, stripped of defaults and annotations so it
+    pickles whatever they hold; None when it cannot be known or is not an ordinary method."""
+    if not inspect.isfunction(inspect.getattr_static(cls, name, None)):
+        return None  # staticmethod, classmethod, a callable attribute...
+    try:
+        signature = inspect.signature(getattr(cls, name))
+    except (TypeError, ValueError):
+        return None
+    empty = inspect.Parameter.empty
+    return signature.replace(
+        parameters=[
+            parameter.replace(
+                default=None if parameter.default is not empty else empty, annotation=empty
+            )
+            for parameter in signature.parameters.values()
+        ],
+        return_annotation=inspect.Signature.empty,
+    )
 
 
 class InstanceCreator:
@@ -108,10 +144,13 @@ def _payload(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
 
 def _check_signature(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str):
     """Reject arguments the method could never accept, before anything is created or sent."""
-    try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError):
-        return
+    if isinstance(function, inspect.Signature):
+        signature = function
+    else:
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):
+            return
     try:
         signature.bind(None, *args, **kwargs)
     except TypeError as error:
@@ -181,8 +220,13 @@ class MethodProxy:
         return self  # resources are an instance's; a call has nothing to override yet
 
     def invoke(self, *args: Any, **kwargs: Any) -> ObjectRef | list[ObjectRef]:
-        current = session.current()
         handle = self._handle
+        signature = handle._class_info.signatures.get(self._name)
+        if signature is not None:
+            _check_signature(
+                signature, args, kwargs, what=f"{handle._class_info.short_name}.{self._name}()"
+            )
+        current = session.current()
         refs = current.client.submit(
             handle.instance_id,
             handle._class_info,
@@ -195,6 +239,9 @@ class MethodProxy:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"call remote methods with .invoke(): handle.{self._name}.invoke(...)")
+
+
+_HANDLE_ATTRIBUTES = frozenset(name for name in vars(InstanceHandle) if not name.startswith("_"))
 
 
 def get_instance(name: str, namespace: str = "") -> InstanceHandle:

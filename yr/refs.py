@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
+import math
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from yr import waits
 from yr.errors import YRTimeoutError
 
 DEFAULT_GET_TIMEOUT_S = 300.0
 _ids = itertools.count()
+_pickling = threading.local()  # .pending: a list while call arguments are being pickled
 
 
 class ObjectRef:
@@ -22,17 +27,19 @@ class ObjectRef:
     resolved first, so the receiving method sees a ready ref.
     """
 
-    __slots__ = ("_flush", "_future", "_id")
+    __slots__ = ("_flush", "_future", "_id", "_origin")
 
     def __init__(
         self,
         future: concurrent.futures.Future | None = None,
         *,
         flush: Callable[..., None] | None = None,
+        origin: tuple[str, str] | None = None,
     ) -> None:
         self._future: concurrent.futures.Future = future or concurrent.futures.Future()
         self._id = f"{os.getpid():x}-{next(_ids):x}"
         self._flush = flush  # sends the call now; yr.get calls it before waiting
+        self._origin = origin  # (instance id, method) of the call behind it
 
     def _request(self, *, alone: bool) -> None:
         flush = self._flush
@@ -63,6 +70,7 @@ class ObjectRef:
         return self._future.done()
 
     def result(self, timeout: float | None = None) -> Any:
+        _refuse_waiting_on_self([self])
         self._request(alone=True)
         try:
             return self._future.result(timeout)
@@ -76,6 +84,10 @@ class ObjectRef:
         return f"ObjectRef({self._id}, {state})"
 
     def __reduce__(self):
+        pending = getattr(_pickling, "pending", None)
+        if pending is not None and not self._future.done():
+            pending.append(self)  # the call waits for it; this pickle is thrown away
+            return (ObjectRef, ())
         self._request(alone=False)
         future = self._future
         error = future.exception(DEFAULT_GET_TIMEOUT_S)
@@ -84,11 +96,26 @@ class ObjectRef:
         return (ObjectRef.ready, (future.result(),))
 
 
+@contextlib.contextmanager
+def collecting_pending() -> Iterator[list[ObjectRef]]:
+    """While pickling call arguments: pending refs are listed instead of waited for."""
+    pending: list[ObjectRef] = []
+    _pickling.pending = pending
+    try:
+        yield pending
+    finally:
+        _pickling.pending = None
+
+
 def _validate_timeout(timeout: float | None) -> float | None:
     if timeout is None or timeout == -1:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"timeout must be a number of seconds or -1, got {timeout!r}")
+    if math.isnan(timeout):
+        raise ValueError("timeout must be a number of seconds or -1, got nan")
+    if math.isinf(timeout) and timeout > 0:
+        return None  # forever
     if timeout <= 0:
         raise ValueError(
             f"timeout must be a positive number of seconds, or -1 to wait forever; got {timeout}"
@@ -119,11 +146,12 @@ def get(
     """The value of one ref, or the values of a list of refs, waiting at most ``timeout`` s."""
     ref_list, single = _as_ref_list(refs, function="get")
     limit = _validate_timeout(timeout)
+    _refuse_waiting_on_self(ref_list)
     _request_all(ref_list)
-    deadline = None if limit is None else time.monotonic() + limit
-    if deadline is not None:
-        pending = [ref.future for ref in ref_list if not ref.done()]
-        _, not_done = concurrent.futures.wait(pending, timeout=limit)
+    pending = [ref for ref in ref_list if not ref.done()]
+    if pending:
+        with waits.waiting_on({ref._origin[0] for ref in pending if ref._origin}):
+            _, not_done = concurrent.futures.wait([ref.future for ref in pending], timeout=limit)
         if not_done:
             count = len(not_done)
             raise YRTimeoutError(
@@ -157,6 +185,13 @@ def wait(
     ready = [ref for ref in ref_list if ref.done()][: max(wanted, 0)]
     ready_ids = {id(ref) for ref in ready}
     return ready, [ref for ref in ref_list if id(ref) not in ready_ids]
+
+
+def _refuse_waiting_on_self(refs: list[ObjectRef]) -> None:
+    """A serial instance waiting for its own call waits forever: the call runs after it."""
+    for ref in refs:
+        if ref._origin is not None and not ref.done():
+            waits.refuse_self_wait(*ref._origin)
 
 
 def _request_all(refs: list[ObjectRef]) -> None:

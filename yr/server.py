@@ -20,13 +20,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from yr import credentials, serialization, sharedmem, stacks, tracebacks
+from yr import credentials, serialization, sharedmem, stacks, tracebacks, waits
 from yr.dispatch import CallOrder, SerialRunner
 from yr.errors import YRInvokeError
 from yr.protocol import (
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
     SERVER_OPTIONS,
+    WRONG_INSTANCE_CODE,
     yr_pb2,
     yr_pb2_grpc,
 )
@@ -142,9 +143,11 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         *,
         instance_id: str,
         concurrency: int,
+        incarnation: int | None = None,
     ) -> None:
         self._user = user
         self._instance_id = instance_id
+        self._incarnation = incarnation  # None: not known to this server, not checked
         self._order = CallOrder()
         self._runner = SerialRunner(asyncio.get_running_loop()) if concurrency == 1 else None
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -154,6 +157,7 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
 
     async def construct(self) -> None:
         if self._runner is not None:  # __init__ and methods share one thread
+            await self._runner.submit(waits.declare_serial_thread, self._instance_id)
             await self._runner.submit(self._user.construct)
         else:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._user.construct)
@@ -182,12 +186,29 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
             pid=os.getpid(),
         )
 
+    async def _refuse_if_meant_for_another(self, request, context) -> None:
+        """A reused address must not run a call meant for an instance that lived there."""
+        if not request.instance_id:
+            return  # a caller that does not name instances
+        if request.instance_id != self._instance_id or (
+            self._incarnation is not None and request.incarnation != self._incarnation
+        ):
+            await context.abort(
+                WRONG_INSTANCE_CODE,
+                f"this is instance {self._instance_id} incarnation {self._incarnation}, not "
+                f"{request.instance_id} incarnation {request.incarnation}: call refused",
+            )
+
     async def Call(self, request, context):
         await self._authorize(context)  # before anything in the request is unpickled
+        await self._refuse_if_meant_for_another(request, context)
         if not self.constructed.is_set():
             await self.constructed.wait()
         caller, seq = request.caller, request.seq
-        await self._order.admit(caller, seq)
+        await self._order.admit(caller, seq, settled_below=request.settled_below)
+        if not request.invocations:  # a seq the caller will never send: only fill the gap
+            self._order.done(caller, seq)
+            return yr_pb2.CallReply()
         loop = asyncio.get_running_loop()
         try:
             if self._runner is not None:  # concurrency 1: the method thread, in order
@@ -220,8 +241,11 @@ async def serve(
     port: int,
     concurrency: int,
     on_ready: Callable[[int], None] | None = None,
+    incarnation: int | None = None,
 ) -> None:
-    """Serve one instance until SIGTERM/SIGINT; report the bound port when ready."""
+    """Serve one instance until SIGTERM/SIGINT; report the bound port when ready.
+
+    With ``incarnation`` known, calls naming another incarnation are refused."""
     credentials.adopt_session_token(token)  # before the user's code can start a process
     health_servicer = health.aio.HealthServicer()
     gate = TokenGate(
@@ -234,6 +258,7 @@ async def serve(
         UserObject(payload, class_name=class_name),
         instance_id=instance_id,
         concurrency=concurrency,
+        incarnation=incarnation,
     )
     yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -315,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             host=env.get("YR_POD_IP", "0.0.0.0"),
             port=int(env.get(c.ENV_PORT, str(c.PORT))),
             concurrency=int(env.get("YR_CONCURRENCY", "1")),
+            incarnation=int(env[c.ENV_INCARNATION]) if env.get(c.ENV_INCARNATION) else None,
         )
     )
 

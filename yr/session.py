@@ -29,6 +29,7 @@ _lock = threading.RLock()
 _session: Session | None = None
 _finalized = False
 _instance_id: str | None = None  # set in instance processes before any user code runs
+_exit_hook_registered = False
 
 
 def init(conf: Config | None = None) -> None:
@@ -52,7 +53,24 @@ def init(conf: Config | None = None) -> None:
             is_driver=True,
         )
         _finalized = False
-    atexit.register(_finalize_at_exit)
+    _finalize_before_threads_are_joined()
+
+
+def _finalize_before_threads_are_joined() -> None:
+    """At interpreter exit, end the session before Python joins non-daemon threads.
+
+    ``atexit`` runs only after that join, and ``concurrent.futures`` joins its workers (a
+    call waiting for its reply among them) there: the driver would wait for every running
+    call to finish. Threading's own exit hooks run first, latest registered first.
+    """
+    global _exit_hook_registered
+    if _exit_hook_registered:
+        return
+    _exit_hook_registered = True
+    try:
+        threading._register_atexit(_finalize_at_exit)  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # another Python, or already shutting down
+        atexit.register(_finalize_at_exit)
 
 
 def _driver_runtime(config: Config) -> Runtime:

@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import secrets
+from typing import Any
 
 SHM_DIRECTORY = "/dev/shm"
 THRESHOLD_BYTES = 1 << 20  # below this a copy through gRPC is cheaper than a file
@@ -47,6 +48,46 @@ class BufferWriter:
             os.close(descriptor)
         self.names.append(name)
         return False
+
+
+class _OutOfBand:
+    """Stands in for a large ``bytes``/``bytearray`` so pickle hands it to the buffer callback
+    (pickle writes those types in band); it unpickles as the original type, not as itself."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes | bytearray) -> None:
+        self.value = value
+
+    def __reduce_ex__(self, protocol: int):
+        return type(self.value), (pickle.PickleBuffer(self.value),)
+
+
+def large_bytes_out_of_band(value: Any, *, budget: int = 10_000) -> Any:
+    """``value`` with its large bytes and bytearrays (at the top, or inside lists, tuples and
+    dicts, visiting at most ``budget`` items) marked to travel through shared memory."""
+    remaining = [budget]
+
+    def visit(item: Any) -> Any:
+        remaining[0] -= 1
+        kind = type(item)
+        if kind is bytes or kind is bytearray:
+            return _OutOfBand(item) if len(item) >= THRESHOLD_BYTES else item
+        if remaining[0] < 0:
+            return item
+        if kind is list or kind is tuple:
+            changed = [visit(member) for member in item]
+            if any(new is not old for new, old in zip(changed, item, strict=True)):
+                return kind(changed)
+            return item
+        if kind is dict:
+            values = {key: visit(member) for key, member in item.items()}
+            if any(values[key] is not member for key, member in item.items()):
+                return values
+            return item
+        return item
+
+    return visit(value)
 
 
 def open_buffers(names: list[str]) -> list[memoryview]:

@@ -138,6 +138,8 @@ def container_env(yrinstance: dict[str, Any]) -> list[dict[str, Any]]:
         _field_ref(c.ENV_POD_NAME, "metadata.name"),
         _field_ref(c.ENV_POD_UID, "metadata.uid"),
         _field_ref(c.ENV_POD_IP, "status.podIP"),
+        # The server refuses calls meant for another incarnation (a reused pod IP).
+        _field_ref(c.ENV_INCARNATION, f"metadata.annotations['{INCARNATION_ANNOTATION}']"),
     ]
     taken = {e["name"] for e in env}
     for key, value in (spec.get("envVars") or {}).items():

@@ -5,7 +5,7 @@ fault instead of being served: a 429 with Retry-After, a 5xx, a watch that ends 
 watch that reports 410 Gone. Open watches can also be cut (``/emulated/faults/drop``). Every
 match is logged with its time so a test can check what a client did next.
 
-    faults = FaultClient(cluster.base_url)
+    faults = FaultClient(cluster.base_url, kubeconfig=cluster.kubeconfig)
     rule = faults.add(method="POST", path=r"/pods$", status=429, retry_after=2, times=1)
     ...
     faults.hits(rule)  # [{"time": ..., "faulted": True, ...}, {"faulted": False, ...}]
@@ -14,16 +14,20 @@ match is logged with its time so a test can check what a client did next.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import re
+import ssl
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
 
 ADMIN = "/emulated/faults"
@@ -174,8 +178,13 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 class FaultClient:
     """A test's handle on a running API server's faults."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, *, kubeconfig: Path) -> None:
         self._base = base_url.rstrip("/") + ADMIN
+        # The emulated API server speaks HTTPS with its own CA, which the kubeconfig carries.
+        config = yaml.safe_load(kubeconfig.read_text())
+        (entry,) = config["clusters"]
+        authority = base64.b64decode(entry["cluster"]["certificate-authority-data"]).decode()
+        self._tls = ssl.create_default_context(cadata=authority)
 
     def _call(self, method: str, path: str = "", body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -185,7 +194,7 @@ class FaultClient:
             method=method,
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=self._tls) as response:
             return json.loads(response.read() or b"{}")
 
     def add(self, **rule: Any) -> int:

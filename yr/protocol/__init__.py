@@ -1,11 +1,15 @@
 """The gRPC protocol: generated messages and stubs, the version and the metadata keys."""
 
+import grpc
+
 from yr.protocol import yr_pb2, yr_pb2_grpc
 
 PROTOCOL_VERSION = 1
 TOKEN_METADATA_KEY = "x-yr-token"
 PROTOCOL_METADATA_KEY = "x-yr-protocol"
 ROUTE_METADATA_KEY = "x-yr-route"  # the instance a gateway forwards a call to
+# A server refusing a call meant for another instance or incarnation (nothing ran).
+WRONG_INSTANCE_CODE = grpc.StatusCode.NOT_FOUND
 
 # grpcio's defaults (4 MiB messages, a few thousand pending requests) are too small for
 # large arguments and for thousands of calls in flight.
@@ -29,6 +33,7 @@ __all__ = [
     "ROUTE_METADATA_KEY",
     "SERVER_OPTIONS",
     "TOKEN_METADATA_KEY",
+    "WRONG_INSTANCE_CODE",
     "yr_pb2",
     "yr_pb2_grpc",
 ]

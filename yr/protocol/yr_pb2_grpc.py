@@ -183,6 +183,16 @@ class RuntimeStub:
                 request_serializer=yr_dot_protocol_dot_yr__pb2.ResourcesRequest.SerializeToString,
                 response_deserializer=yr_dot_protocol_dot_yr__pb2.ResourcesReply.FromString,
                 _registered_method=True)
+        self.BlockWait = channel.unary_unary(
+                '/yr.v1.Runtime/BlockWait',
+                request_serializer=yr_dot_protocol_dot_yr__pb2.WaitRequest.SerializeToString,
+                response_deserializer=yr_dot_protocol_dot_yr__pb2.WaitReply.FromString,
+                _registered_method=True)
+        self.EndWait = channel.unary_unary(
+                '/yr.v1.Runtime/EndWait',
+                request_serializer=yr_dot_protocol_dot_yr__pb2.WaitRequest.SerializeToString,
+                response_deserializer=yr_dot_protocol_dot_yr__pb2.WaitReply.FromString,
+                _registered_method=True)
 
 
 class RuntimeServicer:
@@ -225,6 +235,20 @@ class RuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BlockWait(self, request, context):
+        """A concurrency=1 instance blocks in yr.get on calls to others / stops waiting; BlockWait
+        fails (the error in trailing metadata) when the wait would close a cycle of such waits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndWait(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +281,16 @@ def add_RuntimeServicer_to_server(servicer, server):
                     servicer.Resources,
                     request_deserializer=yr_dot_protocol_dot_yr__pb2.ResourcesRequest.FromString,
                     response_serializer=yr_dot_protocol_dot_yr__pb2.ResourcesReply.SerializeToString,
+            ),
+            'BlockWait': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlockWait,
+                    request_deserializer=yr_dot_protocol_dot_yr__pb2.WaitRequest.FromString,
+                    response_serializer=yr_dot_protocol_dot_yr__pb2.WaitReply.SerializeToString,
+            ),
+            'EndWait': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndWait,
+                    request_deserializer=yr_dot_protocol_dot_yr__pb2.WaitRequest.FromString,
+                    response_serializer=yr_dot_protocol_dot_yr__pb2.WaitReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -422,6 +456,60 @@ class Runtime:
             '/yr.v1.Runtime/Resources',
             yr_dot_protocol_dot_yr__pb2.ResourcesRequest.SerializeToString,
             yr_dot_protocol_dot_yr__pb2.ResourcesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlockWait(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yr.v1.Runtime/BlockWait',
+            yr_dot_protocol_dot_yr__pb2.WaitRequest.SerializeToString,
+            yr_dot_protocol_dot_yr__pb2.WaitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndWait(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yr.v1.Runtime/EndWait',
+            yr_dot_protocol_dot_yr__pb2.WaitRequest.SerializeToString,
+            yr_dot_protocol_dot_yr__pb2.WaitReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,9 @@ class ClassInfo:
 
     class_name: str  # module.QualName
     method_meta: dict[str, int] = field(default_factory=dict)  # method -> return_nums
+    # method -> its signature without defaults or annotations (picklable), to check arguments
+    # at invoke(); absent for handles looked up by name
+    signatures: dict[str, inspect.Signature] = field(default_factory=dict, compare=False)
 
     @property
     def short_name(self) -> str:
@@ -75,6 +79,15 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def resources(self) -> list[dict[str, Any]]:
         """Capacity and use, one dict per node."""
+
+    def block_wait(self, waiter: str, targets: list[str]) -> None:
+        """``waiter`` (concurrency 1) blocks on calls to ``targets``; raise if that closes a
+        cycle of such waits. Runtimes that keep no wait graph accept every wait."""
+        return None
+
+    def end_wait(self, waiter: str, targets: list[str]) -> None:
+        """The wait recorded by ``block_wait`` is over."""
+        return None
 
     @abc.abstractmethod
     def shutdown(self) -> None:

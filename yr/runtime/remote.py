@@ -94,5 +94,11 @@ class RemoteRuntime(Runtime):
         reply = self._call(self._stub.Resources, yr_pb2.ResourcesRequest())
         return serialization.loads(reply.resources)
 
+    def block_wait(self, waiter: str, targets: list[str]) -> None:
+        self._call(self._stub.BlockWait, yr_pb2.WaitRequest(waiter=waiter, targets=targets))
+
+    def end_wait(self, waiter: str, targets: list[str]) -> None:
+        self._call(self._stub.EndWait, yr_pb2.WaitRequest(waiter=waiter, targets=targets))
+
     def shutdown(self) -> None:
         self._channel.close()

@@ -82,6 +82,20 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
 
         return await self._guard(context, work)
 
+    async def BlockWait(self, request, context):
+        def work():
+            self._runtime.waits.block(request.waiter, list(request.targets))
+            return yr_pb2.WaitReply()
+
+        return await self._guard(context, work)
+
+    async def EndWait(self, request, context):
+        def work():
+            self._runtime.waits.unblock(request.waiter, list(request.targets))
+            return yr_pb2.WaitReply()
+
+        return await self._guard(context, work)
+
     async def Resources(self, request, context):
         def work():
             return yr_pb2.ResourcesReply(resources=serialization.dumps(self._runtime.resources()))

@@ -33,6 +33,7 @@ from yr.runtime.local.instances import (
 from yr.runtime.local.ledger import CpuLedger
 from yr.runtime.local.output import OutputForwarder
 from yr.runtime.local.process import ZygoteProcess
+from yr.runtime.local.waits import WaitGraph
 
 logger = logging.getLogger("yr")
 
@@ -54,6 +55,7 @@ class LocalRuntime(Runtime):
         self._changed = threading.Condition(self._lock)
         self._closed = False
         self._output = OutputForwarder(echo=log_to_driver)
+        self.waits = WaitGraph()  # who (concurrency 1) is blocked in yr.get on whom
         self._zygote = ZygoteProcess(on_event=self._on_event)
         from yr.runtime.local.control import ControlServer
 
@@ -189,6 +191,7 @@ class LocalRuntime(Runtime):
             complete()
 
     def _on_exit(self, instance: LocalInstance, event: dict[str, Any], completions: list) -> None:
+        self.waits.forget(instance.instance_id)  # a process that exited waits on nothing
         if instance.state in ("terminated", "dead"):
             instance.deaths.setdefault(
                 instance.incarnation,
@@ -361,6 +364,12 @@ class LocalRuntime(Runtime):
 
     def _alive_process(self, instance: LocalInstance) -> bool:
         return instance.pid is not None and instance.incarnation not in instance.deaths
+
+    def block_wait(self, waiter: str, targets: list[str]) -> None:
+        self.waits.block(waiter, targets)
+
+    def end_wait(self, waiter: str, targets: list[str]) -> None:
+        self.waits.unblock(waiter, targets)
 
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
         with self._lock:

@@ -1,0 +1,52 @@
+"""Instance classes for the call-path tests (importable, so instances can load them)."""
+
+from __future__ import annotations
+
+import time
+
+import yr
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Mirror:
+    """A concurrency=1 instance that can be told its own handle, or a peer's."""
+
+    def __init__(self) -> None:
+        self.peer = None
+
+    def remember(self, handle) -> None:
+        self.peer = handle
+
+    def ask_peer(self, timeout: float) -> str:
+        return yr.get(self.peer.ping.invoke(), timeout=timeout)
+
+    def ask_peer_to_ask(self, timeout: float) -> str:
+        return yr.get(self.peer.ask_peer.invoke(timeout), timeout=timeout)
+
+    def ping(self) -> str:
+        return "pong"
+
+    def slow(self, seconds: float, value):
+        time.sleep(seconds)
+        return value
+
+    def both(self, first, second):
+        return first, second
+
+    def size(self, value) -> tuple[str, int]:
+        return type(value).__name__, len(value)
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100, concurrency=2))
+class ParallelMirror:
+    def __init__(self) -> None:
+        self.me = None
+
+    def remember(self, handle) -> None:
+        self.me = handle
+
+    def ask_myself(self) -> str:
+        return yr.get(self.me.ping.invoke(), timeout=30)
+
+    def ping(self) -> str:
+        return "pong"

@@ -1,0 +1,75 @@
+"""One instance's call pipeline as a caller keeps it: queued calls and sequence bookkeeping.
+
+Each batch takes the next seq of the instance's current incarnation; the server runs a
+caller's batches in seq order. A batch stays "unsettled" until it is answered or known never
+to reach the server; every request carries the lowest unsettled seq, so the server never
+waits for a batch that will not come.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from yr.calls import Batch, Call
+from yr.runtime.base import ClassInfo, Endpoint
+
+
+@dataclass(eq=False)
+class Pipeline:
+    instance_id: str
+    class_info: ClassInfo
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    queue: collections.deque[Call] = field(default_factory=collections.deque)
+    endpoint: Endpoint | None = None
+    stub: Any = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    resolving: bool = False
+    min_incarnation: int = 0
+    next_seq: int = 0
+    in_flight: int = 0  # batches sent and not answered
+    unsettled: set[tuple[int, int]] = field(default_factory=set)  # (incarnation, seq) out
+    failure: BaseException | None = None
+
+    def next_batch_locked(self, calls: list[Call]) -> Batch:
+        assert self.endpoint is not None
+        batch = Batch(
+            calls,
+            self.next_seq,
+            self.stub,
+            self.metadata,
+            self.endpoint.incarnation,
+            self.instance_id,
+        )
+        self.next_seq += 1
+        self.in_flight += 1
+        self.unsettled.add((batch.incarnation, batch.seq))
+        return batch
+
+    def settle_locked(self, batch: Batch) -> None:
+        """The batch was answered or will never reach the server: no later batch waits on it."""
+        self.in_flight -= 1
+        self.unsettled.discard((batch.incarnation, batch.seq))
+
+    def settled_below(self, batch: Batch) -> int:
+        """The lowest seq of ``batch``'s incarnation still out (``batch``'s own at most)."""
+        with self.lock:
+            out = [seq for incarnation, seq in self.unsettled if incarnation == batch.incarnation]
+        return min(out, default=batch.seq)
+
+    def new_incarnation_locked(self, endpoint: Endpoint) -> None:
+        """Calls go to ``endpoint`` now; a new incarnation numbers its batches from 0."""
+        if self.endpoint is None or self.endpoint.incarnation != endpoint.incarnation:
+            self.next_seq = 0
+            self.unsettled = {key for key in self.unsettled if key[0] != endpoint.incarnation}
+        self.endpoint = endpoint
+
+    def claim(self, batch: Batch) -> bool:
+        """Whoever claims a batch first sends it: a sender thread, or yr.get inline."""
+        with self.lock:
+            if batch.claimed:
+                return False
+            batch.claimed = True
+            return True
