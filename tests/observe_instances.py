@@ -65,3 +65,32 @@ class Top:
     def kill_doomed(self) -> None:
         with contextlib.suppress(yr.YRError):
             yr.get(self.doomed.die.invoke(3))
+
+
+class _Asker:
+    """Asks its peer, which asks back: a cycle of waits in yr.get."""
+
+    def __init__(self) -> None:
+        self.peer = None
+
+    def set_peer(self, peer) -> None:
+        self.peer = peer
+
+    def ask(self) -> str:
+        return yr.get(self.peer.ask_back.invoke(), timeout=-1)
+
+    def ask_back(self) -> str:
+        return yr.get(self.peer.answer.invoke(), timeout=-1)
+
+    def answer(self) -> str:
+        return "answered"
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100, concurrency=1))
+class SerialAsker(_Asker):
+    pass
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100, concurrency=2))
+class ConcurrentAsker(_Asker):
+    pass

@@ -99,6 +99,17 @@ def test_yr_tree_json_on_kubernetes_nests_the_tree_three_deep(cluster, observed)
     assert nodes[observed["leaf"]]["depth"] == 3
 
 
+def test_yr_tree_on_kubernetes_shows_the_middle_waiting_on_the_leaf(cluster, observed):
+    def middle_waits():
+        sessions = yr_json(
+            "--kubernetes", "-n", "default", "tree", KUBECONFIG=str(cluster.kubeconfig)
+        )["sessions"]
+        return flatten(sessions[0]["tree"])[observed["middle"]].get("waiting_on") or None
+
+    (wait,) = wait_for(middle_waits, timeout=60, what="the middle pod to wait on the leaf")
+    assert (wait["target"], wait["method"]) == (observed["leaf"], "block")
+
+
 def test_yr_logs_shows_a_dead_pods_last_lines_after_the_pod_is_gone(cluster, observed):
     wait_for(lambda: _dead_pod_gone(cluster, observed), timeout=60, what="the dead pod to go")
     done = kube_yr(cluster, "logs", observed["doomed"])

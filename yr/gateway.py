@@ -27,8 +27,13 @@ from yr.contract import GROUP, PLURAL, PORT, TOKEN_KEY, VERSION, session_secret_
 from yr.protocol import CHANNEL_OPTIONS, ROUTE_METADATA_KEY, SERVER_OPTIONS
 from yr.protocol.gate import presented_token, refusal
 
-# Debug/Stacks: `yr stack` from outside the cluster (the instance checks the token again).
-_FORWARDED_METHODS = ("/yr.v1.Instance/Call", "/yr.v1.Instance/Hello", "/yr.v1.Debug/Stacks")
+# Debug: `yr stack` and `yr tree` from outside the cluster (the instance checks the token too).
+_FORWARDED_METHODS = (
+    "/yr.v1.Instance/Call",
+    "/yr.v1.Instance/Hello",
+    "/yr.v1.Debug/Stacks",
+    "/yr.v1.Debug/Waits",
+)
 ROUTE_TTL_S = 2.0  # a pod's address, until a forward to it fails
 UNKNOWN_TTL_S = 1.0  # "no such YRInstance": token-bearing floods of one name read once a second
 TOKEN_TTL_S = 30.0  # a session's token never changes while its Secret exists

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from yr import credentials, serialization, sharedmem, stacks, tracebacks, waits
+from yr import credentials, debug, serialization, sharedmem, tracebacks, waits
 from yr.dispatch import CallOrder, SerialRunner
 from yr.errors import YRInvokeError
 from yr.protocol import (
@@ -262,7 +262,7 @@ async def serve(
     )
     yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    stacks.add_to_server(server)  # behind the token gate like calls: stacks show user data
+    debug.add_to_server(server, instance_id=instance_id)  # behind the token gate, like calls
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     bound = server.add_insecure_port(_join_host_port(host, port))
     if bound == 0:

@@ -1,21 +1,39 @@
-"""Which thread of this process is a ``concurrency=1`` instance's only method thread.
+"""What this process's threads wait on, and which one is a ``concurrency=1`` instance's.
 
-That thread can never wait for a call to its own instance: the call would run after the
-waiting method returns. ``yr.get`` asks here first and raises at once instead of hanging.
-Its waits on other instances are reported to the runtime, which refuses one that would close
-a cycle of such waits (A waits on B waits on A).
+Every blocking ``yr.get`` / ``yr.wait`` is noted here (thread, the calls it waits for, since
+when): a dict entry per wait, cheap enough to be always on, so ``yr tree`` can ask any process
+(the Debug service) "who waits on whom" at any moment.
+
+A serial instance's method thread can never wait for a call to its own instance: the call
+would run after the waiting method returns. ``yr.get`` asks here first and raises at once
+instead of hanging. Its waits on other instances are reported to the runtime, which refuses
+one that would close a cycle of such waits (A waits on B waits on A).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from yr.errors import YRError
 
 _serial: dict[int, str] = {}  # thread ident -> the instance whose calls it runs one by one
+
+
+@dataclass(frozen=True)
+class Wait:
+    """One thread blocked on calls: (instance id, method) each, since a monotonic time."""
+
+    thread: int
+    calls: tuple[tuple[str, str], ...]
+    since: float
+
+
+_blocked: dict[int, Wait] = {}  # thread ident -> its current wait (one per thread)
 
 
 class WaitReporter(Protocol):
@@ -33,9 +51,33 @@ def report_waits_to(reporter: WaitReporter | None) -> None:
 
 
 @contextlib.contextmanager
-def waiting_on(targets: set[str]) -> Iterator[None]:
-    """Around a blocking wait: on a serial method thread, record it (or refuse a cycle)."""
-    waiter = _serial.get(threading.get_ident())
+def waiting_on(calls: Sequence[tuple[str, str]], *, report: bool = True) -> Iterator[None]:
+    """Around a blocking wait for ``calls`` ((instance id, method) each): note it; on a serial
+    method thread also report it to the runtime (``report``), which may refuse a cycle."""
+    if not calls:  # nothing to wait for but puts: no wait worth showing
+        yield
+        return
+    thread = threading.get_ident()
+    outer = _blocked.get(thread)  # a wait inside a wait (a ref resolved while waiting)
+    _blocked[thread] = Wait(thread, tuple(calls), time.monotonic())
+    try:
+        with _reported(thread, {instance for instance, _ in calls}) if report else _nothing():
+            yield
+    finally:
+        if outer is None:
+            _blocked.pop(thread, None)
+        else:
+            _blocked[thread] = outer
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@contextlib.contextmanager
+def _reported(thread: int, targets: set[str]) -> Iterator[None]:
+    waiter = _serial.get(thread)
     reporter = _reporter
     targets.discard(waiter or "")
     if waiter is None or reporter is None or not targets:
@@ -48,6 +90,11 @@ def waiting_on(targets: set[str]) -> Iterator[None]:
     finally:
         with contextlib.suppress(Exception):  # the runtime may be gone; the wait is over
             reporter.end_wait(waiter, ordered)
+
+
+def current() -> list[Wait]:
+    """Every wait of this process right now."""
+    return list(_blocked.values())
 
 
 def declare_serial_thread(instance_id: str) -> None:

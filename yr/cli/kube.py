@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from yr import contract as c
+from yr.cli.waits import attach_waits
 from yr.errors import DeathInfo
 from yr.protocol import CHANNEL_OPTIONS, ROUTE_METADATA_KEY, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
 
@@ -116,7 +117,7 @@ class KubernetesBackend:
         for item in items:
             row = instance_row(item, names, now)
             by_session.setdefault(row["session"], []).append(row)
-        return [
+        views = [
             {
                 "backend": "kubernetes",
                 "title": f"driver {c.lease_name(session)} (namespace {self.namespace})",
@@ -125,12 +126,16 @@ class KubernetesBackend:
             }
             for session, rows in sorted(by_session.items())
         ]
+        for view in views:
+            attach_waits(view, self.waits)
+        return views
 
     def _token(self, session: str) -> str:
         secret = self._core.read_namespaced_secret(c.session_secret_name(session), self.namespace)
         return base64.b64decode(secret.data[c.TOKEN_KEY]).decode()
 
-    def stacks(self, view: dict[str, Any], row: dict[str, Any]) -> yr_pb2.StacksReply:
+    def _debug(self, row: dict[str, Any], method: str, request: Any) -> Any:
+        """A Debug RPC to the instance's pod, through the gateway when YR_GATEWAY is set."""
         if not row["address"]:
             raise LookupError(f"instance {row['id']} is {row['state']}: it has no live pod")
         metadata: tuple[tuple[str, str], ...] = ((TOKEN_METADATA_KEY, self._token(row["session"])),)
@@ -138,9 +143,14 @@ class KubernetesBackend:
         if gateway:
             metadata += ((ROUTE_METADATA_KEY, row["id"]),)
         with grpc.insecure_channel(gateway or row["address"], options=CHANNEL_OPTIONS) as channel:
-            return yr_pb2_grpc.DebugStub(channel).Stacks(
-                yr_pb2.StacksRequest(), metadata=metadata, timeout=RPC_TIMEOUT_S
-            )
+            rpc = getattr(yr_pb2_grpc.DebugStub(channel), method)
+            return rpc(request, metadata=metadata, timeout=RPC_TIMEOUT_S)
+
+    def stacks(self, view: dict[str, Any], row: dict[str, Any]) -> yr_pb2.StacksReply:
+        return self._debug(row, "Stacks", yr_pb2.StacksRequest())
+
+    def waits(self, row: dict[str, Any]) -> yr_pb2.WaitsReply:
+        return self._debug(row, "Waits", yr_pb2.WaitsRequest())
 
     def logs(
         self, view: dict[str, Any], row: dict[str, Any], *, after: int

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from yr.cli.waits import attach_waits
 from yr.protocol import CHANNEL_OPTIONS, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
 from yr.runtime.local import discovery
 
@@ -48,6 +49,12 @@ class LocalSession:
                 timeout=RPC_TIMEOUT_S,
             )
 
+    def waits(self, row: dict[str, Any]) -> yr_pb2.WaitsReply:
+        with self._channel(row["address"]) as channel:
+            return yr_pb2_grpc.DebugStub(channel).Waits(
+                yr_pb2.WaitsRequest(), metadata=self._metadata, timeout=RPC_TIMEOUT_S
+            )
+
     def stacks(self, row: dict[str, Any]) -> yr_pb2.StacksReply:
         if not row.get("address"):
             raise LookupError(f"instance {row['id']} is {row['state']}: it has no live process")
@@ -78,6 +85,7 @@ class LocalBackend:
             except grpc.RpcError:
                 continue  # it finalized between the listing and the question
             view["title"] = f"driver pid={session.info.pid} ({session.info.program})"
+            attach_waits(view, session.waits)
             views.append(view)
         return views
 

@@ -104,7 +104,9 @@ def _json(command: str, views: list[dict[str, Any]]) -> dict[str, Any]:
                 "title": view.get("title", ""),
                 "session": view.get("session", {}),
                 "tree": render.tree_nodes(view["instances"]),
+                "driver_waiting_on": view.get("driver_waiting_on", []),
                 "deadlocks": view.get("deadlocks", []),
+                "refused_deadlocks": view.get("refused_deadlocks", []),
             }
             for view in views
         ]

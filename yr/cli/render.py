@@ -104,6 +104,9 @@ def print_tree(views: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
     for view in views:
         deadlocked = _deadlocked(view)
         title = view.get("title", "driver")
+        driver_waiting = waiting_text({"waiting_on": view.get("driver_waiting_on", ())})
+        if driver_waiting:
+            title += f"  {driver_waiting}"
         roots = tree_nodes(view["instances"])
         if out.isatty() and _rich() is not None:
             from rich.console import Console
@@ -117,6 +120,11 @@ def print_tree(views: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
             _write_plain(out, roots, deadlocked, prefix="")
         for cycle in view.get("deadlocks", ()):
             out.write(f"deadlock: {' -> '.join(cycle)}\n")
+        for refused in view.get("refused_deadlocks", ()):
+            out.write(
+                f"deadlock refused {refused['seconds_ago']:.1f} s ago (yr.get raised in "
+                f"{refused['cycle'][0]}): {' -> '.join(refused['cycle'])}\n"
+            )
 
 
 def _grow_rich(parent: Any, nodes: list[dict[str, Any]], deadlocked: dict) -> None:

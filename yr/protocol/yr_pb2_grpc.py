@@ -537,6 +537,11 @@ class DebugStub:
                 request_serializer=yr_dot_protocol_dot_yr__pb2.StacksRequest.SerializeToString,
                 response_deserializer=yr_dot_protocol_dot_yr__pb2.StacksReply.FromString,
                 _registered_method=True)
+        self.Waits = channel.unary_unary(
+                '/yr.v1.Debug/Waits',
+                request_serializer=yr_dot_protocol_dot_yr__pb2.WaitsRequest.SerializeToString,
+                response_deserializer=yr_dot_protocol_dot_yr__pb2.WaitsReply.FromString,
+                _registered_method=True)
 
 
 class DebugServicer:
@@ -550,6 +555,13 @@ class DebugServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Waits(self, request, context):
+        """the calls its threads are blocked on
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DebugServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -557,6 +569,11 @@ def add_DebugServicer_to_server(servicer, server):
                     servicer.Stacks,
                     request_deserializer=yr_dot_protocol_dot_yr__pb2.StacksRequest.FromString,
                     response_serializer=yr_dot_protocol_dot_yr__pb2.StacksReply.SerializeToString,
+            ),
+            'Waits': grpc.unary_unary_rpc_method_handler(
+                    servicer.Waits,
+                    request_deserializer=yr_dot_protocol_dot_yr__pb2.WaitsRequest.FromString,
+                    response_serializer=yr_dot_protocol_dot_yr__pb2.WaitsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -588,6 +605,33 @@ class Debug:
             '/yr.v1.Debug/Stacks',
             yr_dot_protocol_dot_yr__pb2.StacksRequest.SerializeToString,
             yr_dot_protocol_dot_yr__pb2.StacksReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Waits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yr.v1.Debug/Waits',
+            yr_dot_protocol_dot_yr__pb2.WaitsRequest.SerializeToString,
+            yr_dot_protocol_dot_yr__pb2.WaitsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -397,7 +397,9 @@ class LocalRuntime(Runtime):
         from yr.runtime.local.snapshot import session_view
 
         with self._lock:
-            return session_view(self._instances.values(), self._ledger, now=time.monotonic())
+            return session_view(
+                self._instances.values(), self._ledger, self.waits, now=time.monotonic()
+            )
 
     def log_lines(self, instance_id: str, *, after: int = 0) -> tuple[list, bool]:
         """What ``instance_id`` printed (numbered above ``after``) and whether it has ended."""

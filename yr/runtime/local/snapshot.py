@@ -10,8 +10,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from yr import waits
 from yr.runtime.local.instances import LocalInstance
 from yr.runtime.local.ledger import CpuLedger
+from yr.runtime.local.waits import WaitGraph
 
 DRIVER = "driver"
 
@@ -51,10 +53,28 @@ def _reason(instance: LocalInstance, ledger: CpuLedger) -> str:
     return ""
 
 
+def driver_waits(*, now: float) -> list[dict[str, Any]]:
+    """What the driver's own threads (this process) are blocked on."""
+    return [
+        {
+            "target": instance_id,
+            "method": method.rsplit(".", 1)[-1],  # refs name it Class.method
+            "seconds": round(now - wait.since, 3),
+        }
+        for wait in waits.current()
+        for instance_id, method in wait.calls
+    ]
+
+
 def session_view(
-    instances: Iterable[LocalInstance], ledger: CpuLedger, *, now: float
+    instances: Iterable[LocalInstance], ledger: CpuLedger, graph: WaitGraph, *, now: float
 ) -> dict[str, Any]:
     return {
         "backend": "local",
         "instances": [instance_row(instance, ledger, now=now) for instance in instances],
+        "driver_waiting_on": driver_waits(now=now),
+        "refused_deadlocks": [
+            {"cycle": cycle, "seconds_ago": round(time.time() - at, 3)}
+            for at, cycle in list(graph.refused)
+        ],
     }
