@@ -16,16 +16,14 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from yr.errors import YRError
 
 _serial: dict[int, str] = {}  # thread ident -> the instance whose calls it runs one by one
 
 
-@dataclass(frozen=True)
-class Wait:
+class Wait(NamedTuple):
     """One thread blocked on calls: (instance id, method) each, since a monotonic time."""
 
     thread: int
@@ -60,36 +58,25 @@ def waiting_on(calls: Sequence[tuple[str, str]], *, report: bool = True) -> Iter
     thread = threading.get_ident()
     outer = _blocked.get(thread)  # a wait inside a wait (a ref resolved while waiting)
     _blocked[thread] = Wait(thread, tuple(calls), time.monotonic())
+    waiter = _serial.get(thread) if report else None
+    reporter = _reporter
+    targets: list[str] = []
+    if waiter is not None and reporter is not None:
+        targets = sorted({instance for instance, _ in calls} - {waiter})
     try:
-        with _reported(thread, {instance for instance, _ in calls}) if report else _nothing():
+        if targets:
+            reporter.block_wait(waiter, targets)  # type: ignore[arg-type, union-attr]
+        try:
             yield
+        finally:
+            if targets:
+                with contextlib.suppress(Exception):  # the runtime may be gone; it is over
+                    reporter.end_wait(waiter, targets)  # type: ignore[arg-type, union-attr]
     finally:
         if outer is None:
             _blocked.pop(thread, None)
         else:
             _blocked[thread] = outer
-
-
-@contextlib.contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
-@contextlib.contextmanager
-def _reported(thread: int, targets: set[str]) -> Iterator[None]:
-    waiter = _serial.get(thread)
-    reporter = _reporter
-    targets.discard(waiter or "")
-    if waiter is None or reporter is None or not targets:
-        yield
-        return
-    ordered = sorted(targets)
-    reporter.block_wait(waiter, ordered)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):  # the runtime may be gone; the wait is over
-            reporter.end_wait(waiter, ordered)
 
 
 def current() -> list[Wait]:
