@@ -94,3 +94,13 @@ class SerialAsker(_Asker):
 @yr.instance(invoke_options=yr.InvokeOptions(cpu=100, concurrency=2))
 class ConcurrentAsker(_Asker):
     pass
+
+
+@yr.instance(invoke_options=SMALL)
+class Talker:
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def say_and_die(self, text: str) -> None:
+        print(text, flush=True)
+        os._exit(5)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+
 import pytest
 
 import yr
-from tests.observe_instances import Leaf, Top
+from tests.observe_instances import Leaf, Talker, Top
 from tests.support import wait_for
 from tests.yr_cli_support import (
     OBSERVED_FACTS,
@@ -84,3 +88,32 @@ def test_yr_with_no_command_shows_the_tree_of_every_live_session(observed_tree):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("driver pid=")
     assert f"└── {observed_tree['top']} (Top) ready" in done.stdout
+
+
+def test_yr_logs_follow_prints_new_lines_until_the_instance_dies(private_session):
+    talker = Talker.invoke()
+    yr.get(talker.say.invoke("before following"))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "yr.cli", "logs", "-f", talker.instance_id],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout.readline() == "before following\n"
+        with contextlib.suppress(yr.YRError):
+            yr.get(talker.say_and_die.invoke("last line"))
+        out, _ = follower.communicate(timeout=60)  # it ends by itself once the instance died
+        assert out == "last line\n"
+        assert follower.returncode == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+
+
+def test_yr_list_names_why_an_instance_is_pending(private_session):
+    Leaf.options(yr.InvokeOptions(cpu=16000)).invoke()  # the whole capacity
+    waiting = Leaf.options(yr.InvokeOptions(cpu=1000)).invoke()
+    rows = {row["id"]: row for row in yr_json("list")["instances"]}
+    assert rows[waiting.instance_id]["state"] == "pending"
+    assert rows[waiting.instance_id]["reason"] == "waiting for 1000m CPU: 0m of 16000m free"
