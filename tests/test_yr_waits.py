@@ -11,6 +11,7 @@ import yr
 from tests.observe_instances import ConcurrentAsker, Leaf, SerialAsker, Top
 from tests.support import wait_for
 from tests.yr_cli_support import flatten, private_session, run_yr, yr_json
+from yr.cli.waits import find_deadlocks
 
 __all__ = ["private_session"]
 
@@ -85,3 +86,31 @@ def test_yr_tree_names_a_live_deadlock_through_a_serial_instance(private_session
     assert cycle[0] == cycle[-1]
     plain = run_yr("tree").stdout
     assert f"DEADLOCK: {' -> '.join(cycle)}" in plain
+
+
+def _view(concurrency: dict[str, int], waits: dict[str, list[str]]) -> dict:
+    return {
+        "instances": [
+            {
+                "id": name,
+                "concurrency": threads,
+                "waiting_on": [{"target": t, "method": "m"} for t in waits.get(name, [])],
+            }
+            for name, threads in concurrency.items()
+        ]
+    }
+
+
+def test_a_wait_cycle_through_a_serial_instance_is_a_deadlock():
+    view = _view({"a": 1, "b": 4, "c": 4}, {"a": ["b"], "b": ["c"], "c": ["a"]})
+    assert find_deadlocks(view) == [["a", "b", "c", "a"]]
+
+
+def test_a_wait_cycle_of_concurrent_instances_is_no_deadlock():
+    view = _view({"a": 2, "b": 2}, {"a": ["b"], "b": ["a"]})
+    assert find_deadlocks(view) == []
+
+
+def test_waits_without_a_cycle_are_no_deadlock():
+    view = _view({"a": 1, "b": 1, "c": 1}, {"a": ["b"], "b": ["c"]})
+    assert find_deadlocks(view) == []
