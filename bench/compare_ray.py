@@ -145,6 +145,12 @@ class Bench:
 
 def _noop_class() -> type:
     class Noop:
+        def __init__(self, payload: bytes = b"") -> None:
+            self.payload_bytes = len(payload)
+
+        def payload_size(self) -> int:
+            return self.payload_bytes
+
         def noop(self) -> None:
             return None
 

@@ -123,9 +123,16 @@ class Supervisor:
     def worker_pid(self) -> int:
         return yr.get(self.worker.pid.invoke())
 
-    def work_or_replace(self, seconds: float) -> str:
+    def worker_handle(self):
+        return self.worker
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def work_or_replace(self, seconds: float, marker: str) -> str:
+        """Call the worker (it creates ``marker`` once running); replace it if it dies."""
         try:
-            yr.get(self.worker.sleep.invoke(seconds))
+            yr.get(self.worker.sleep_marked.invoke(seconds, marker))
             return "worked"
         except yr.YRInstanceDiedError as error:
             self.worker = Counter.invoke()
@@ -158,3 +165,47 @@ class Relay:
         pid = yr.get(child.pid.invoke())
         child.terminate(is_sync=True)
         return pid
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Spawner:
+    """Starts processes of its own, as user code may."""
+
+    def __init__(self, *args) -> None:
+        self.children: list = []
+        self.argument_size = sum(len(arg) for arg in args)
+
+    def size(self) -> int:
+        return self.argument_size
+
+    def start_sleeper(self) -> int:
+        import subprocess
+
+        child = subprocess.Popen(["sleep", "600"])
+        self.children.append(child)
+        return child.pid
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def join_session(self) -> int:
+        """``yr.init()`` from inside an instance, then create a child: return the child's pid."""
+        yr.init()
+        return yr.get(Counter.invoke().pid.invoke())
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class FailsToStart:
+    """Its ``__init__`` raises until ``attempts_file`` records ``succeed_on`` attempts."""
+
+    def __init__(self, attempts_file: str, succeed_on: int = 0) -> None:
+        with open(attempts_file, "a") as handle:
+            handle.write("x")
+        with open(attempts_file) as handle:
+            attempts = len(handle.read())
+        if not succeed_on or attempts < succeed_on:
+            raise ValueError(f"attempt {attempts} refused")
+        self.attempts = attempts
+
+    def attempt(self) -> int:
+        return self.attempts

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 import yr
-from tests.instances import Counter, Node, Relay, Supervisor
+from tests.instances import Counter, FailsToStart, Node, Relay, Spawner, Supervisor
 from tests.support import alive, all_dead, call_in_flight, wait_for
 
 
@@ -90,11 +90,12 @@ def test_an_instance_dies_for_good_once_its_restarts_are_spent(local_runtime, tm
         yr.get(counter.pid.invoke(), timeout=30)
 
 
-def test_a_supervisor_can_catch_a_dead_worker_and_replace_it(local_runtime):
+def test_a_supervisor_can_catch_a_dead_worker_and_replace_it(local_runtime, tmp_path):
     supervisor = Supervisor.invoke()
     worker_pid = yr.get(supervisor.worker_pid.invoke())
-    outcome = supervisor.work_or_replace.invoke(30)
-    wait_for(lambda: alive(worker_pid), timeout=5, what="the worker")
+    marker = tmp_path / "worker-running"
+    outcome = supervisor.work_or_replace.invoke(30, str(marker))
+    wait_for(marker.exists, timeout=30, what="the supervisor's call to be running in the worker")
     os.kill(worker_pid, signal.SIGKILL)
     report = yr.get(outcome, timeout=30)
     assert report.startswith("replaced after:") and "SIGKILL" in report
@@ -168,3 +169,46 @@ def test_ctrl_c_in_a_waiting_driver_ends_its_instances():
 def test_an_instance_can_terminate_what_it_created(local_runtime):
     child_pid = yr.get(Relay.invoke().create_and_terminate.invoke())
     assert not alive(child_pid)
+
+
+def test_an_init_that_raises_ends_its_process_and_returns_its_cpu(local_runtime, tmp_path):
+    broken = FailsToStart.invoke(str(tmp_path / "attempts"))
+    with pytest.raises(ValueError, match="attempt 1 refused") as caught:
+        yr.get(broken.attempt.invoke(), timeout=30)
+    assert f"instance {broken.instance_id} (FailsToStart) failed to start" in str(caught.value)
+    assert yr.resources()[0]["cpu_used"] == 0
+    wait_for(lambda: all_dead(local_runtime.spawned_pids()), timeout=10, what="its process to end")
+
+
+def test_recover_retry_times_reruns_an_init_that_raised(local_runtime, tmp_path):
+    retrying = yr.InvokeOptions(cpu=100, recover_retry_times=2)
+    flaky = FailsToStart.options(retrying).invoke(str(tmp_path / "attempts"), 3)
+    assert yr.get(flaky.attempt.invoke(), timeout=30) == 3
+
+
+def test_an_init_that_keeps_raising_fails_once_its_restarts_are_spent(local_runtime, tmp_path):
+    retrying = yr.InvokeOptions(cpu=100, recover_retry_times=1)
+    broken = FailsToStart.options(retrying).invoke(str(tmp_path / "attempts"))
+    with pytest.raises(ValueError, match="attempt 2 refused") as caught:
+        yr.get(broken.attempt.invoke(), timeout=30)
+    assert "on each of 2 attempt(s)" in str(caught.value)
+
+
+def test_workers_of_a_dead_owner_learn_one_truthful_reason(local_runtime, tmp_path):
+    owner = Supervisor.invoke()
+    worker = yr.get(owner.worker_handle.invoke())
+    in_flight = call_in_flight(worker, tmp_path)
+    os.kill(yr.get(owner.pid.invoke()), signal.SIGKILL)
+    with pytest.raises(yr.YRInstanceDiedError) as during:
+        yr.get(in_flight, timeout=30)
+    with pytest.raises(yr.YRInstanceDiedError) as after:
+        yr.get(worker.add.invoke(), timeout=30)
+    assert str(during.value) == str(after.value)
+    assert f"terminated because its owner {owner.instance_id} died" in str(during.value)
+    assert "signal" not in str(during.value)
+
+
+def test_yr_init_inside_an_instance_joins_its_session(local_runtime):
+    child_pid = yr.get(Spawner.invoke().join_session.invoke(), timeout=60)
+    assert psutil.Process(child_pid).ppid() == local_runtime.zygote_pid
+    assert yr.resources()[0]["instances"] == 2

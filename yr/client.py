@@ -14,7 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
-import hashlib
 import itertools
 import threading
 from typing import Any
@@ -380,7 +379,7 @@ def _release(calls: list[Call]) -> None:
 
 def shared_memory_prefix(session_token: str) -> str:
     """The name prefix of one session's shared-memory segments (removed at shutdown)."""
-    return "yr-" + hashlib.sha256(session_token.encode()).hexdigest()[:16]
+    return sharedmem.session_prefix(session_token)
 
 
 def _finalized_error(method: str) -> YRError:

@@ -1,19 +1,17 @@
 """The instance server: one user object behind gRPC, run by every local process and every pod.
 
 ``python -m yr.server`` reads its configuration from the environment (see
-docs/kubernetes-contract.md); the local runtime calls :func:`serve` in a forked process.
+docs/kubernetes-contract.md and yr/bootstrap.py); the local runtime calls :func:`serve` in a
+forked process. This module knows nothing of sessions: bootstrap.py wires them in.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import inspect
 import os
 import signal
-import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -155,6 +153,10 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         )
         self.constructed = asyncio.Event()
 
+    @property
+    def init_error(self) -> yr_pb2.RemoteError | None:
+        return self._user.init_error
+
     async def construct(self) -> None:
         if self._runner is not None:  # __init__ and methods share one thread
             await self._runner.submit(waits.declare_serial_thread, self._instance_id)
@@ -242,10 +244,14 @@ async def serve(
     concurrency: int,
     on_ready: Callable[[int], None] | None = None,
     incarnation: int | None = None,
+    on_init_error: Callable[[yr_pb2.RemoteError], None] | None = None,
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready.
 
-    With ``incarnation`` known, calls naming another incarnation are refused."""
+    With ``incarnation`` known, calls naming another incarnation are refused. With
+    ``on_init_error``, an ``__init__`` that raises is reported there and ends the serving (a
+    failed constructor is a failed instance); without it, every call answers that error.
+    """
     credentials.adopt_session_token(token)  # before the user's code can start a process
     health_servicer = health.aio.HealthServicer()
     gate = TokenGate(
@@ -260,6 +266,7 @@ async def serve(
         concurrency=concurrency,
         incarnation=incarnation,
     )
+    del payload  # the user object drops it once constructed; a large one must not linger
     yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     debug.add_to_server(server, instance_id=instance_id)  # behind the token gate, like calls
@@ -273,6 +280,11 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await servicer.construct()
+    if on_init_error is not None and servicer.init_error is not None:
+        on_init_error(servicer.init_error)
+        await server.stop(grace=None)
+        servicer.shutdown()
+        return
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     if on_ready is not None:
         on_ready(bound)
@@ -301,49 +313,7 @@ def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of an instance pod: configuration comes from the environment."""
-    argparse.ArgumentParser(
-        prog="python -m yr.server",
-        description=(
-            "Serve one yr instance over gRPC (what an instance pod runs). Configured by the "
-            "environment: YR_SESSION_TOKEN (required), YR_PAYLOAD_FILE (default: "
-            "/var/run/yr/payload/payload), YR_INSTANCE_NAME, YR_CLASS_NAME, YR_POD_IP (default: "
-            "all interfaces), YR_PORT (default: 50051), YR_CONCURRENCY (default: 1). See "
-            "docs/kubernetes-contract.md."
-        ),
-    ).parse_args(argv)
-    from yr import contract as c
+if __name__ == "__main__":  # ``python -m yr.server``: a pod's entry point, wired elsewhere
+    from yr.bootstrap import main
 
-    env = os.environ
-    payload_file = env.get(c.ENV_PAYLOAD_FILE, f"{c.PAYLOAD_DIR}/{c.PAYLOAD_KEY}")
-    token = env.get(c.ENV_SESSION_TOKEN, "")
-    if not token:
-        sys.exit("yr.server: YR_SESSION_TOKEN is not set; refusing to serve without a secret")
-    try:
-        with open(payload_file, "rb") as handle:
-            payload = handle.read()
-    except OSError as error:
-        sys.exit(f"yr.server: cannot read the instance payload {payload_file}: {error}")
-    instance_id = env.get("YR_INSTANCE_NAME", "instance")
-    from yr import session
-
-    session.attach_instance(instance_id=instance_id)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    threading.current_thread().name = f"yr-instance-{instance_id}"
-    asyncio.run(
-        serve(
-            payload=payload,
-            instance_id=instance_id,
-            class_name=env.get("YR_CLASS_NAME", "instance"),
-            token=token,
-            host=env.get("YR_POD_IP", "0.0.0.0"),
-            port=int(env.get(c.ENV_PORT, str(c.PORT))),
-            concurrency=int(env.get("YR_CONCURRENCY", "1")),
-            incarnation=int(env[c.ENV_INCARNATION]) if env.get(c.ENV_INCARNATION) else None,
-        )
-    )
-
-
-if __name__ == "__main__":
     main()

@@ -33,11 +33,20 @@ _exit_hook_registered = False
 
 
 def init(conf: Config | None = None) -> None:
-    """Start (or connect to) the runtime; everything else in yr needs this first."""
+    """Start (or connect to) the runtime; everything else in yr needs this first.
+
+    Inside an instance it joins the instance's session (its driver's runtime) and ignores
+    ``conf``: the driver decided the capacity.
+    """
     global _session, _finalized
     if conf is not None and not isinstance(conf, Config):
         raise TypeError(f"yr.init() takes a yr.Config, got {type(conf).__name__}")
     with _lock:
+        if _instance_id is not None:
+            # Inside an instance there is one session, its driver's: join it rather than
+            # start a second runtime with a CPU budget of its own.
+            current()
+            return
         if _session is not None:
             where = "an instance" if not _session.is_driver else "this process"
             raise YRError(

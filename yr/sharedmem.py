@@ -9,6 +9,7 @@ store does the same for its actors).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import mmap
 import os
 import pickle
@@ -36,17 +37,7 @@ class BufferWriter:
         view = buffer.raw()
         if view.nbytes < THRESHOLD_BYTES:
             return True  # keep it in band
-        name = f"{self.prefix}-{secrets.token_hex(8)}"
-        descriptor = os.open(
-            os.path.join(SHM_DIRECTORY, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600
-        )
-        try:
-            written = 0
-            while written < view.nbytes:
-                written += os.write(descriptor, view[written:])
-        finally:
-            os.close(descriptor)
-        self.names.append(name)
+        self.names.append(write_segment(self.prefix, view))
         return False
 
 
@@ -90,6 +81,25 @@ def large_bytes_out_of_band(value: Any, *, budget: int = 10_000) -> Any:
     return visit(value)
 
 
+def write_segment(prefix: str, data: bytes | memoryview) -> str:
+    """Write ``data`` into a new segment named after ``prefix``; return the segment's name."""
+    view = memoryview(data).cast("B")
+    name = f"{prefix}-{secrets.token_hex(8)}"
+    descriptor = os.open(
+        os.path.join(SHM_DIRECTORY, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600
+    )
+    try:
+        written = 0
+        while written < view.nbytes:
+            written += os.write(descriptor, view[written:])
+    except BaseException:
+        discard([name])
+        raise
+    finally:
+        os.close(descriptor)
+    return name
+
+
 def open_buffers(names: list[str]) -> list[memoryview]:
     """Map (copy-on-write) and unlink each named segment; the mapping lives on with its view."""
     views = []
@@ -123,3 +133,8 @@ def discard_prefix(prefix: str) -> None:
         for name in os.listdir(SHM_DIRECTORY):
             if name.startswith(prefix + "-"):
                 discard([name])
+
+
+def session_prefix(session_token: str) -> str:
+    """The name prefix of one session's segments (removed at shutdown, or swept after)."""
+    return "yr-" + hashlib.sha256(session_token.encode()).hexdigest()[:16]

@@ -10,6 +10,7 @@ PROTOCOL_METADATA_KEY = "x-yr-protocol"
 ROUTE_METADATA_KEY = "x-yr-route"  # the instance a gateway forwards a call to
 # A server refusing a call meant for another instance or incarnation (nothing ran).
 WRONG_INSTANCE_CODE = grpc.StatusCode.NOT_FOUND
+ERROR_METADATA_KEY = "x-yr-error-bin"  # a control-plane error, pickled, in trailing metadata
 
 # grpcio's defaults (4 MiB messages, a few thousand pending requests) are too small for
 # large arguments and for thousands of calls in flight.
@@ -28,6 +29,7 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 
 __all__ = [
     "CHANNEL_OPTIONS",
+    "ERROR_METADATA_KEY",
     "PROTOCOL_METADATA_KEY",
     "PROTOCOL_VERSION",
     "ROUTE_METADATA_KEY",

@@ -10,9 +10,14 @@ import grpc
 
 from yr import credentials, serialization
 from yr.errors import DeathInfo, YRError
-from yr.protocol import CHANNEL_OPTIONS, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
+from yr.protocol import (
+    CHANNEL_OPTIONS,
+    ERROR_METADATA_KEY,
+    TOKEN_METADATA_KEY,
+    yr_pb2,
+    yr_pb2_grpc,
+)
 from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
-from yr.runtime.local.control import ERROR_METADATA_KEY
 
 
 def _unwrap(error: grpc.RpcError) -> BaseException:

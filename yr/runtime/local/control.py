@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from yr import serialization
-from yr.protocol import SERVER_OPTIONS, yr_pb2, yr_pb2_grpc
+from yr.protocol import ERROR_METADATA_KEY, SERVER_OPTIONS, yr_pb2, yr_pb2_grpc
 from yr.protocol.gate import TokenGate, one_token
-
-if TYPE_CHECKING:
-    from yr.runtime.local.runtime import LocalRuntime
-
-ERROR_METADATA_KEY = "x-yr-error-bin"
+from yr.runtime.base import Runtime
 
 
 class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
-    def __init__(self, runtime: LocalRuntime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
     async def _guard(self, context: grpc.aio.ServicerContext, work: Any) -> Any:
@@ -106,7 +102,7 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
 class ControlServer:
     """Runs the Runtime service on its own event loop thread, on loopback."""
 
-    def __init__(self, runtime: LocalRuntime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="yr-control", daemon=True
@@ -117,7 +113,7 @@ class ControlServer:
         ).result()
         self.address = f"127.0.0.1:{port}"
 
-    async def _start(self, runtime: LocalRuntime) -> tuple[grpc.aio.Server, int]:
+    async def _start(self, runtime: Runtime) -> tuple[grpc.aio.Server, int]:
         import concurrent.futures
 
         # Resolve and AwaitDeath block while instances start: give them threads of their own.

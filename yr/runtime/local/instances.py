@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from yr.errors import DeathInfo, YRSchedulingError
+from yr.errors import DeathInfo, YRError, YRSchedulingError
+from yr.protocol.yr_pb2 import RemoteError
 from yr.runtime.base import Endpoint, InstanceSpec
 from yr.runtime.local.ledger import CpuLedger
 
@@ -47,6 +49,8 @@ class LocalInstance:
     waiters: list[tuple[int, concurrent.futures.Future]] = field(default_factory=list)
     deaths: dict[int, DeathInfo] = field(default_factory=dict)
     error: BaseException | None = None  # set once it can never serve again
+    end_reason: str = ""  # why the runtime ended it ("terminated because its owner X died")
+    init_failure: RemoteError | None = None  # what its current incarnation's __init__ raised
 
     @property
     def label(self) -> str:
@@ -75,6 +79,68 @@ def spawn_command(
         "env": env,
         "log_socket": log_socket,
     }
+
+
+def check_creatable(
+    spec: InstanceSpec,
+    owner_id: str | None,
+    ledger: CpuLedger,
+    instances: dict[str, LocalInstance],
+    named: dict[tuple[str, str], str],
+) -> None:
+    """Raise, before anything is created, if the request can never be satisfied."""
+    options = spec.options
+    if options.cpu > ledger.total:
+        raise YRSchedulingError(
+            f"{spec.class_info.short_name} requests {options.cpu}m CPU but the local "
+            f"runtime's whole capacity is {ledger.total}m; lower "
+            "InvokeOptions(cpu=...) or raise yr.Config(num_cpus=...)"
+        )
+    if owner_id is not None:
+        owner = instances.get(owner_id)
+        if owner is None or owner.error is not None:
+            raise YRError(f"the creating instance {owner_id} is no longer alive")
+    if options.name and (options.namespace, options.name) in named:
+        raise ValueError(
+            f"an instance named {options.name!r} already exists in namespace "
+            f"{options.namespace!r}; use yr.get_instance({options.name!r}) to reach it"
+        )
+
+
+def walk_subtree(instances: dict[str, LocalInstance], root_id: str) -> Iterator[LocalInstance]:
+    """The instance and, recursively, everything it created."""
+    instance = instances[root_id]
+    yield instance
+    for child_id in instance.children:
+        yield from walk_subtree(instances, child_id)
+
+
+def record_crash(
+    instance: LocalInstance, *, exit_code: int | None, signal: int | None
+) -> DeathInfo:
+    """Record how the current incarnation died on its own, spending a restart if one is left."""
+    instance.endpoint = None
+    instance.pid = None  # the process is gone; a restart brings a new one
+    will_restart = instance.restarts_left > 0
+    if will_restart:
+        instance.restarts_left -= 1
+    failure, instance.init_failure = instance.init_failure, None
+    death = DeathInfo(
+        exit_code=exit_code,
+        signal=signal,
+        reason=f"its __init__ raised {failure.type_name}: {failure.message}" if failure else "",
+        will_restart=will_restart,
+        restarts_left=instance.restarts_left,
+    )
+    instance.deaths[instance.incarnation] = death
+    return death
+
+
+def spawn_failed_error(instance: LocalInstance, event: dict[str, Any]) -> YRError:
+    return YRError(
+        f"instance {instance.label} could not be started: the fork server could not fork its "
+        f"process ({event['error']}); the other instances are unaffected and its CPU is released"
+    )
 
 
 def schedule_timeout_error(

@@ -68,10 +68,11 @@ class OutputForwarder:
     terminal.
     """
 
-    def __init__(self, *, echo: bool = True) -> None:
+    def __init__(self, *, directory: str | None = None, echo: bool = True) -> None:
         self.book = LogBook()
         self._echo = echo
-        self._directory = tempfile.mkdtemp(prefix="yr-logs-")
+        self._owns_directory = directory is None
+        self._directory = directory or tempfile.mkdtemp(prefix="yr-logs-")
         self.path = os.path.join(self._directory, "output.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.path)
@@ -183,6 +184,7 @@ class OutputForwarder:
         self._wake_write.close()
         try:
             os.unlink(self.path)
-            os.rmdir(self._directory)
+            if self._owns_directory:
+                os.rmdir(self._directory)
         except OSError:
             pass

@@ -19,20 +19,31 @@ from typing import Any
 
 from yr import sharedmem
 from yr.console import notice
-from yr.errors import DeathInfo, YRError, YRInstanceDiedError, YRSchedulingError
+from yr.errors import DeathInfo, YRError, YRInstanceDiedError
 from yr.futures import settle
 from yr.options import Config
 from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
+from yr.runtime.local.control import ControlServer
 from yr.runtime.local.instances import (
     LocalInstance,
+    check_creatable,
     default_num_cpus,
+    record_crash,
     restart_delay,
     schedule_timeout_error,
     spawn_command,
+    spawn_failed_error,
+    walk_subtree,
 )
 from yr.runtime.local.ledger import CpuLedger
 from yr.runtime.local.output import OutputForwarder
-from yr.runtime.local.process import ZygoteProcess
+from yr.runtime.local.process import (
+    ZygoteProcess,
+    init_failure_error,
+    read_init_failure,
+    sweep_process_group,
+)
+from yr.runtime.local.sessiondir import SessionDirectory, sweep_dead_sessions
 from yr.runtime.local.waits import WaitGraph
 
 logger = logging.getLogger("yr")
@@ -46,6 +57,7 @@ class LocalRuntime(Runtime):
     def __init__(self, *, num_cpus: int, log_to_driver: bool = True) -> None:
         self.shares_memory = True
         self.session_token = secrets.token_urlsafe(32)
+        self._shm_prefix = sharedmem.session_prefix(self.session_token)
         self._ledger = CpuLedger(num_cpus * 1000)
         self._instances: dict[str, LocalInstance] = {}
         self._named: dict[tuple[str, str], str] = {}
@@ -54,11 +66,16 @@ class LocalRuntime(Runtime):
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._closed = False
-        self._output = OutputForwarder(echo=log_to_driver)
         self.waits = WaitGraph()  # who (concurrency 1) is blocked in yr.get on whom
-        self._zygote = ZygoteProcess(on_event=self._on_event)
-        from yr.runtime.local.control import ControlServer
-
+        self._zygote_death = ""  # why the fork server is gone, once it is
+        sweep_dead_sessions()  # what drivers killed before their cleanup left behind
+        self._directory = SessionDirectory(shm_prefix=self._shm_prefix)
+        self._output = OutputForwarder(directory=self._directory.path, echo=log_to_driver)
+        self._zygote = ZygoteProcess(
+            on_event=self._on_event,
+            shm_prefix=self._shm_prefix,
+            session_dir=self._directory.path,
+        )
         self._control = ControlServer(self)
         from yr.runtime.local import discovery
 
@@ -87,22 +104,8 @@ class LocalRuntime(Runtime):
         options = spec.options
         with self._lock:
             self._check_open()
-            if options.cpu > self._ledger.total:
-                raise YRSchedulingError(
-                    f"{spec.class_info.short_name} requests {options.cpu}m CPU but the local "
-                    f"runtime's whole capacity is {self._ledger.total}m; lower "
-                    "InvokeOptions(cpu=...) or raise yr.Config(num_cpus=...)"
-                )
-            if owner_id is not None:
-                owner = self._instances.get(owner_id)
-                if owner is None or owner.error is not None:
-                    raise YRError(f"the creating instance {owner_id} is no longer alive")
+            check_creatable(spec, owner_id, self._ledger, self._instances, self._named)
             name_key = (options.namespace, options.name)
-            if options.name and name_key in self._named:
-                raise ValueError(
-                    f"an instance named {options.name!r} already exists in namespace "
-                    f"{options.namespace!r}; use yr.get_instance({options.name!r}) to reach it"
-                )
             instance_id = f"{spec.class_info.short_name.lower()}-{secrets.token_hex(4)}"
             instance = LocalInstance(
                 instance_id=instance_id,
@@ -170,11 +173,13 @@ class LocalRuntime(Runtime):
 
     def _on_event(self, event: dict[str, Any]) -> None:
         completions: list[Callable[[], None]] = []
+        if event["event"] == "init-failed":  # read it before taking the lock
+            event["remote_error"] = read_init_failure(event["segment"])
         with self._lock:
             kind = event["event"]
             instance = self._instances.get(event.get("instance_id", ""))
             if kind == "zygote-exited":
-                self._on_zygote_exit(completions)
+                self._on_zygote_exit(event, completions)
             elif instance is None or event["incarnation"] != instance.incarnation:
                 pass  # a stale incarnation; its replacement is already on its way
             elif kind == "spawned":
@@ -184,6 +189,10 @@ class LocalRuntime(Runtime):
                 instance.state = "ready"
                 instance.endpoint = Endpoint(f"127.0.0.1:{event['port']}", instance.incarnation)
                 completions.extend(self._release_waiters(instance))
+            elif kind == "init-failed":
+                instance.init_failure = event["remote_error"]
+            elif kind == "spawn-failed" and instance.state == "starting":
+                completions.extend(self._fail(instance, spawn_failed_error(instance, event)))
             elif kind == "exited":
                 self._on_exit(instance, event, completions)
             self._changed.notify_all()
@@ -193,11 +202,9 @@ class LocalRuntime(Runtime):
     def _on_exit(self, instance: LocalInstance, event: dict[str, Any], completions: list) -> None:
         self.waits.forget(instance.instance_id)  # a process that exited waits on nothing
         if instance.state in ("terminated", "dead"):
+            # Killed on purpose: the reason is the truth, the SIGKILL only the means.
             instance.deaths.setdefault(
-                instance.incarnation,
-                DeathInfo(
-                    exit_code=event["exit_code"], signal=event["signal"], reason="terminated"
-                ),
+                instance.incarnation, DeathInfo(reason=instance.end_reason or "terminated")
             )
             return
         # A crash: whatever it created goes with it, restart or not.
@@ -206,19 +213,9 @@ class LocalRuntime(Runtime):
                 child_id, reason=f"terminated because its owner {instance.instance_id} died"
             )
         instance.children.clear()
-        instance.endpoint = None
-        instance.pid = None  # the process is gone; a restart brings a new one
-        will_restart = instance.restarts_left > 0
-        if will_restart:
-            instance.restarts_left -= 1
-        death = DeathInfo(
-            exit_code=event["exit_code"],
-            signal=event["signal"],
-            will_restart=will_restart,
-            restarts_left=instance.restarts_left,
-        )
-        instance.deaths[instance.incarnation] = death
-        if will_restart:
+        init_failure = instance.init_failure
+        death = record_crash(instance, exit_code=event["exit_code"], signal=event["signal"])
+        if death.will_restart:
             done = instance.spec.options.recover_retry_times - instance.restarts_left
             delay = restart_delay(done)
             logger.warning(
@@ -238,9 +235,13 @@ class LocalRuntime(Runtime):
             else:
                 self._spawn(instance)
             return
-        error = YRInstanceDiedError(
+        error: YRError = YRInstanceDiedError(
             instance.instance_id, instance.spec.class_info.class_name, death
         )
+        if init_failure is not None:  # a failed constructor is a failed instance
+            error = init_failure_error(
+                init_failure, label=instance.label, attempts=instance.incarnation + 1
+            )
         completions.extend(self._fail(instance, error, state="dead"))
 
     def _respawn(self, instance_id: str, incarnation: int) -> None:
@@ -254,12 +255,28 @@ class LocalRuntime(Runtime):
             ):
                 self._spawn(instance)
 
-    def _on_zygote_exit(self, completions: list) -> None:
+    def _on_zygote_exit(self, event: dict[str, Any], completions: list) -> None:
+        if self._closed:
+            return  # it exited because we closed it
+        self._zygote_death = (
+            f"the local runtime's fork server (pid {self._zygote.pid}) died "
+            f"(exit status {event['exit_code']}), taking every instance with it"
+        )
+        logger.error("yr: %s; yr.finalize() and yr.init() start a new one", self._zygote_death)
         for instance in self._instances.values():
-            if instance.error is None:
-                completions.extend(
-                    self._fail(instance, YRError("the local runtime's fork server stopped"))
-                )
+            if instance.error is not None:
+                continue
+            death = DeathInfo(reason=self._zygote_death)
+            if instance.state in ("starting", "ready"):
+                instance.deaths.setdefault(instance.incarnation, death)
+                if instance.pid is not None:  # PDEATHSIG ends it, but not what it started
+                    sweep_process_group(instance.pid)
+            if instance.instance_id in self._pending:
+                self._pending.remove(instance.instance_id)
+            error = YRInstanceDiedError(
+                instance.instance_id, instance.spec.class_info.class_name, death
+            )
+            completions.extend(self._fail(instance, error))
 
     # -- state changes ----------------------------------------------------------------------
 
@@ -301,7 +318,12 @@ class LocalRuntime(Runtime):
         if instance_id in self._pending:
             self._pending.remove(instance_id)
         was_running = instance.state in ("starting", "ready")  # "restarting" has no process
-        error = YRError(f"instance {instance.label} was {reason}")
+        instance.end_reason = reason
+        error: YRError = YRError(f"instance {instance.label} was {reason}")
+        if "owner" in reason:  # the same words whichever way a caller learns of it
+            error = YRInstanceDiedError(
+                instance_id, instance.spec.class_info.class_name, DeathInfo(reason=reason)
+            )
         for notify in self._fail(instance, error, state="terminated"):
             notify()
         if was_running:
@@ -345,7 +367,7 @@ class LocalRuntime(Runtime):
         with self._lock:
             if instance_id not in self._instances:
                 raise YRError(f"no instance {instance_id} in this session")
-            subtree = self._subtree(instance_id)
+            subtree = list(walk_subtree(self._instances, instance_id))
             self._terminate_locked(instance_id, reason="terminated")
             self._changed.notify_all()
             if not wait:
@@ -354,13 +376,6 @@ class LocalRuntime(Runtime):
             while any(self._alive_process(i) for i in subtree):
                 if not self._changed.wait(max(deadline - time.monotonic(), 0)):
                     break
-
-    def _subtree(self, instance_id: str) -> list[LocalInstance]:
-        instance = self._instances[instance_id]
-        found = [instance]
-        for child_id in instance.children:
-            found += self._subtree(child_id)
-        return found
 
     def _alive_process(self, instance: LocalInstance) -> bool:
         return instance.pid is not None and instance.incarnation not in instance.deaths
@@ -442,11 +457,14 @@ class LocalRuntime(Runtime):
         discovery.withdraw(self._published)
         self._zygote.close()
         self._control.stop()
-        from yr.client import shared_memory_prefix
-
-        sharedmem.discard_prefix(shared_memory_prefix(self.session_token))
+        sharedmem.discard_prefix(self._shm_prefix)
         self._output.stop()
+        self._directory.remove()
 
     def _check_open(self) -> None:
         if self._closed:
             raise YRError("the local runtime was shut down")
+        if self._zygote_death:
+            raise YRError(
+                f"{self._zygote_death}; call yr.finalize() and yr.init() to start a new session"
+            )

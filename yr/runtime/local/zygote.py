@@ -3,50 +3,52 @@
 Forking from a process that has imported grpc and cloudpickle, but created no gRPC object,
 starts an instance in milliseconds instead of the hundreds a fresh interpreter needs.
 
-Wire format: the driver writes length-prefixed pickled commands to our stdin; we (and our
-children) write JSON event lines to the pipe that was our stdout. When stdin reaches EOF — the
-driver exited or was killed — every child is killed and we exit, so no instance outlives its
-driver. Children also get PR_SET_PDEATHSIG, so they die with us.
+The driver writes commands to our stdin and we (and our children) write events to the pipe that
+was our stdout (the format: wire.py). Each instance leads its own process group, so whatever it
+starts ends with it. When stdin reaches EOF — the driver exited or was killed — every instance
+group is killed, the session's shared memory and directory are removed, and we exit: nothing
+outlives its driver. Instances also get PR_SET_PDEATHSIG, so they die with us.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
-import json
+import errno
 import os
-import pickle
 import select
+import shutil
 import signal
-import socket
-import struct
 import sys
 import traceback
 from typing import Any
 
-_HEADER = struct.Struct("!I")
+from yr import sharedmem
+from yr.runtime.local.wire import CommandReader, write_event
+
 PR_SET_PDEATHSIG = 1
-
-
-def encode_command(command: dict[str, Any]) -> bytes:
-    body = pickle.dumps(command, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(body)) + body
-
-
-def _write_event(fd: int, event: dict[str, Any]) -> None:
-    line = (json.dumps(event) + "\n").encode()
-    os.write(fd, line)  # one write below PIPE_BUF is atomic, so children may share the pipe
+READ_CHUNK = 1 << 20
+# Tests set this to a file path; while the file exists every fork fails with EAGAIN, as under
+# memory pressure (a real RLIMIT_NPROC cannot do it: root ignores that limit).
+FAIL_FORK_ENV = "YR_TEST_FAIL_FORK_WHILE_EXISTS"
 
 
 class Zygote:
     """The fork server's loop."""
 
-    def __init__(self, *, command_fd: int, event_fd: int) -> None:
+    def __init__(
+        self, *, command_fd: int, event_fd: int, shm_prefix: str, session_dir: str
+    ) -> None:
         self.command_fd = command_fd
         self.event_fd = event_fd
-        self.buffer = b""
+        self.shm_prefix = shm_prefix
+        self.session_dir = session_dir
+        self.reader = CommandReader()
         self.children: dict[int, tuple[str, int]] = {}  # pid -> (instance id, incarnation)
+        self.payloads: dict[int, str] = {}  # pid -> payload segment it may not have read yet
         self.by_instance: dict[str, int] = {}
+        self.fail_fork_marker = os.environ.pop(FAIL_FORK_ENV, "")
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_write, False)
         signal.set_wakeup_fd(self.wake_write)
@@ -61,51 +63,66 @@ class Zygote:
                 os.read(self.wake_read, 4096)
                 self.reap()
             if self.command_fd in readable:
-                data = os.read(self.command_fd, 1 << 20)
+                data = os.read(self.command_fd, READ_CHUNK)
                 if not data:
                     self.stop()
-                self.buffer += data
-                self.dispatch()
+                for command in self.reader.feed(data):
+                    self.dispatch(command)
 
-    def dispatch(self) -> None:
-        while len(self.buffer) >= _HEADER.size:
-            (length,) = _HEADER.unpack_from(self.buffer)
-            if len(self.buffer) < _HEADER.size + length:
-                return
-            body = self.buffer[_HEADER.size : _HEADER.size + length]
-            self.buffer = self.buffer[_HEADER.size + length :]
-            command = pickle.loads(body)
-            if command["op"] == "spawn":
-                self.spawn(command)
-            elif command["op"] == "kill":
-                pid = self.by_instance.get(command["instance_id"])
-                if pid is not None and pid in self.children:
-                    os.kill(pid, signal.SIGKILL)
+    def dispatch(self, command: dict[str, Any]) -> None:
+        if command["op"] == "spawn":
+            self.spawn(command)
+        elif command["op"] == "kill":
+            pid = self.by_instance.get(command["instance_id"])
+            if pid is not None and pid in self.children:
+                _kill_group(pid)
 
     def spawn(self, command: dict[str, Any]) -> None:
-        pid = os.fork()
+        key = (command["instance_id"], command["incarnation"])
+        try:
+            pid = self._fork()
+        except OSError as error:  # this instance fails; the others and we carry on
+            sharedmem.discard([command["payload_segment"]])  # "" when it came inline
+            write_event(
+                self.event_fd,
+                {
+                    "event": "spawn-failed",
+                    "instance_id": key[0],
+                    "incarnation": key[1],
+                    "error": _describe_os_error(error),
+                },
+            )
+            return
         if pid == 0:
             _child(
                 command,
                 event_fd=self.event_fd,
                 closing=[self.command_fd, self.wake_read, self.wake_write],
             )
-        key = (command["instance_id"], command["incarnation"])
         self.children[pid] = key
+        self.payloads[pid] = command["payload_segment"]
         self.by_instance[key[0]] = pid
-        _write_event(
+        write_event(
             self.event_fd,
             {"event": "spawned", "instance_id": key[0], "incarnation": key[1], "pid": pid},
         )
 
+    def _fork(self) -> int:
+        if self.fail_fork_marker and os.path.exists(self.fail_fork_marker):
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN) + " (injected by a test)")
+        return os.fork()
+
     def reap(self) -> None:
         while self.children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+            try:  # peek first: while it is a zombie its pid (and group id) cannot be reused
+                exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if exited is None:
                 return
+            _kill_group(exited.si_pid)  # what the instance started ends with it, as in a pod
+            pid, status = os.waitpid(exited.si_pid, 0)
+            sharedmem.discard([self.payloads.pop(pid, "")])
             instance_id, incarnation = self.children.pop(pid, ("", -1))
             if self.by_instance.get(instance_id) == pid:
                 del self.by_instance[instance_id]
@@ -121,16 +138,31 @@ class Zygote:
                 event["signal"] = os.WTERMSIG(status)
             else:
                 event["exit_code"] = os.WEXITSTATUS(status)
-            _write_event(self.event_fd, event)
+            with contextlib.suppress(OSError):  # the driver may be gone already
+                write_event(self.event_fd, event)
 
     def stop(self) -> None:
         for pid in list(self.children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            _kill_group(pid)
         for pid in list(self.children):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+        # The driver may have died without cleaning up: nothing of its session may outlive it.
+        if self.shm_prefix:
+            sharedmem.discard_prefix(self.shm_prefix)
+        if self.session_dir:
+            shutil.rmtree(self.session_dir, ignore_errors=True)
         os._exit(0)
+
+
+def _describe_os_error(error: OSError) -> str:
+    name = errno.errorcode.get(error.errno or 0, type(error).__name__)
+    return f"{name}: {error.strerror or error}"[:1000]
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _child(command: dict[str, Any], *, event_fd: int, closing: list[int]) -> None:
@@ -144,7 +176,9 @@ def _child(command: dict[str, Any], *, event_fd: int, closing: list[int]) -> Non
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != zygote_pid:
             os._exit(1)
-        os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the driver, which then finalizes
+        # Its own group: a terminal's Ctrl-C reaches only the driver (which then finalizes),
+        # and the fork server can end the instance together with everything it started.
+        os.setpgid(0, 0)
         for fd in closing:
             os.close(fd)
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -152,8 +186,9 @@ def _child(command: dict[str, Any], *, event_fd: int, closing: list[int]) -> Non
         os.close(devnull)
         os.environ.update(command["env"])
         _redirect_output(command)
-        _serve(command, event_fd=event_fd)
-        code = 0
+        from yr import bootstrap
+
+        code = bootstrap.serve_forked(command, event_fd=event_fd)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -165,6 +200,9 @@ def _child(command: dict[str, Any], *, event_fd: int, closing: list[int]) -> Non
 
 def _redirect_output(command: dict[str, Any]) -> None:
     """Send fd 1 and 2 to the driver's log collector, which prefixes each line."""
+    import json
+    import socket
+
     path = command.get("log_socket")
     if not path:
         return
@@ -179,54 +217,28 @@ def _redirect_output(command: dict[str, Any]) -> None:
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
 
-def _serve(command: dict[str, Any], *, event_fd: int) -> None:
-    import asyncio
-
-    from yr import server, session
-
-    instance_id = command["instance_id"]
-    incarnation = command["incarnation"]
-    session.attach_instance(instance_id=instance_id)
-
-    def ready(port: int) -> None:
-        _write_event(
-            event_fd,
-            {
-                "event": "ready",
-                "instance_id": instance_id,
-                "incarnation": incarnation,
-                "port": port,
-                "pid": os.getpid(),
-            },
-        )
-
-    asyncio.run(
-        server.serve(
-            payload=command["payload"],
-            instance_id=instance_id,
-            class_name=command["class_name"],
-            token=command["env"]["YR_SESSION_TOKEN"],
-            host="127.0.0.1",
-            port=0,
-            concurrency=command["concurrency"],
-            on_ready=ready,
-        )
-    )
-
-
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="yr.runtime.local.zygote")
+    parser.add_argument("--shm-prefix", default="")
+    parser.add_argument("--session-dir", default="")
+    arguments = parser.parse_args()
     # Import everything an instance needs now, once, before any fork: no gRPC object exists yet.
     import cloudpickle  # noqa: F401
     import grpc  # noqa: F401
     from grpc_health.v1 import health  # noqa: F401
 
     import yr  # noqa: F401
-    from yr import client, server  # noqa: F401
+    from yr import bootstrap, client, server  # noqa: F401
     from yr.runtime import remote  # noqa: F401
 
     event_fd = os.dup(1)
     os.dup2(2, 1)  # our own stray prints go to stderr, never into the event pipe
-    Zygote(command_fd=0, event_fd=event_fd).run()
+    Zygote(
+        command_fd=0,
+        event_fd=event_fd,
+        shm_prefix=arguments.shm_prefix,
+        session_dir=arguments.session_dir,
+    ).run()
 
 
 if __name__ == "__main__":

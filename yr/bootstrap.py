@@ -1,0 +1,106 @@
+"""The composition root of an instance process: wires the session into the instance server.
+
+The instance server (server.py) knows nothing of sessions, and the fork server knows nothing of
+either; this module, imported only by entry points, connects them: ``main`` for a pod
+(``python -m yr.server``), ``serve_forked`` for a process the local fork server forked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import threading
+from typing import Any
+
+from yr import contract as c
+from yr import server, session, sharedmem
+from yr.protocol import yr_pb2
+from yr.runtime.local.wire import write_event
+
+INIT_FAILED_EXIT_CODE = 3
+
+
+def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
+    """Serve one instance in a forked process; return its exit code."""
+    instance_id = command["instance_id"]
+    incarnation = command["incarnation"]
+    token = command["env"]["YR_SESSION_TOKEN"]
+    session.attach_instance(instance_id=instance_id)
+    segment = command["payload_segment"]
+    payload = sharedmem.open_buffers([segment])[0] if segment else command["payload"]
+    failed: list[yr_pb2.RemoteError] = []
+
+    def event(kind: str, **fields: Any) -> None:
+        write_event(
+            event_fd,
+            {"event": kind, "instance_id": instance_id, "incarnation": incarnation, **fields},
+        )
+
+    def init_failed(error: yr_pb2.RemoteError) -> None:
+        # The whole error (traceback included) may exceed an atomic event write: it travels
+        # through shared memory and the event names the segment.
+        segment = sharedmem.write_segment(command["shm_prefix"], error.SerializeToString())
+        event("init-failed", segment=segment)
+        failed.append(error)
+
+    serving = server.serve(
+        payload=payload,
+        instance_id=instance_id,
+        class_name=command["class_name"],
+        token=token,
+        host="127.0.0.1",
+        port=0,
+        concurrency=command["concurrency"],
+        on_ready=lambda port: event("ready", port=port, pid=os.getpid()),
+        on_init_error=init_failed,
+        incarnation=incarnation,
+    )
+    del payload  # the server holds the only reference and drops it once constructed
+    asyncio.run(serving)
+    return INIT_FAILED_EXIT_CODE if failed else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of an instance pod: configuration comes from the environment."""
+    argparse.ArgumentParser(
+        prog="python -m yr.server",
+        description=(
+            "Serve one yr instance over gRPC (what an instance pod runs). Configured by the "
+            "environment: YR_SESSION_TOKEN (required), YR_PAYLOAD_FILE (default: "
+            "/var/run/yr/payload/payload), YR_INSTANCE_NAME, YR_CLASS_NAME, YR_POD_IP (default: "
+            "all interfaces), YR_PORT (default: 50051), YR_CONCURRENCY (default: 1), "
+            "YR_INCARNATION. See docs/kubernetes-contract.md."
+        ),
+    ).parse_args(argv)
+    env = os.environ
+    payload_file = env.get(c.ENV_PAYLOAD_FILE, f"{c.PAYLOAD_DIR}/{c.PAYLOAD_KEY}")
+    token = env.get(c.ENV_SESSION_TOKEN, "")
+    if not token:
+        sys.exit("yr.server: YR_SESSION_TOKEN is not set; refusing to serve without a secret")
+    try:
+        with open(payload_file, "rb") as handle:
+            payload = handle.read()
+    except OSError as error:
+        sys.exit(f"yr.server: cannot read the instance payload {payload_file}: {error}")
+    instance_id = env.get(c.ENV_INSTANCE_NAME, "instance")
+    session.attach_instance(instance_id=instance_id)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    threading.current_thread().name = f"yr-instance-{instance_id}"
+    asyncio.run(
+        server.serve(
+            payload=payload,
+            instance_id=instance_id,
+            class_name=env.get(c.ENV_CLASS_NAME, "instance"),
+            token=token,
+            host=env.get(c.ENV_POD_IP, "0.0.0.0"),
+            port=int(env.get(c.ENV_PORT, str(c.PORT))),
+            concurrency=int(env.get(c.ENV_CONCURRENCY, "1")),
+            incarnation=int(env[c.ENV_INCARNATION]) if env.get(c.ENV_INCARNATION) else None,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
