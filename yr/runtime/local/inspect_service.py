@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import grpc
 
 from yr.errors import YRError
 from yr.protocol import yr_pb2, yr_pb2_grpc
 
-if TYPE_CHECKING:
-    from yr.runtime.local.runtime import LocalRuntime
+
+class Inspectable(Protocol):
+    """What the local runtime answers the ``yr`` command (typed here: no import cycle)."""
+
+    def inspect(self) -> dict[str, Any]: ...
+    def log_lines(self, instance_id: str, *, after: int = 0) -> tuple[list, bool]: ...
 
 
 class InspectServicer(yr_pb2_grpc.InspectServicer):
-    def __init__(self, runtime: LocalRuntime) -> None:
+    def __init__(self, runtime: Inspectable) -> None:
         self._runtime = runtime
 
     async def Snapshot(self, request, context):
@@ -40,5 +44,5 @@ class InspectServicer(yr_pb2_grpc.InspectServicer):
         )
 
 
-def add_to_server(runtime: LocalRuntime, server: grpc.aio.Server) -> None:
+def add_to_server(runtime: Inspectable, server: grpc.aio.Server) -> None:
     yr_pb2_grpc.add_InspectServicer_to_server(InspectServicer(runtime), server)
