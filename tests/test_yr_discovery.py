@@ -93,3 +93,18 @@ def test_the_inspect_service_refuses_a_caller_without_the_token(private_session)
     ):
         yr_pb2_grpc.InspectStub(channel).Snapshot(yr_pb2.SnapshotRequest(), timeout=10)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_session_runs_unpublished_when_the_runtime_directory_is_not_private(
+    tmp_path, monkeypatch, caplog
+):
+    directory = tmp_path / "run"
+    directory.mkdir()
+    os.chmod(directory, 0o755)
+    monkeypatch.setenv("YR_RUNTIME_DIR", str(directory))
+    yr.init(yr.Config(num_cpus=4))
+    try:
+        assert list(directory.iterdir()) == []
+        assert "not visible to the `yr` command" in caplog.text
+    finally:
+        yr.finalize()

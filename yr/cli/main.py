@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+import grpc
+
 from yr.cli import render
 
 FOLLOW_POLL_S = 0.5
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, backend)
     except LookupError as error:
         print(f"yr: {error}", file=sys.stderr)
+        return 1
+    except grpc.RpcError as error:  # the session or instance went away while we asked
+        print(f"yr: {error.code().name}: {error.details()}", file=sys.stderr)
         return 1
 
 

@@ -51,6 +51,17 @@ logger = logging.getLogger("yr")
 TERMINATE_WAIT_S = 10.0
 
 
+def _publish(control_address: str, token: str) -> Any:
+    """Announce the session to the ``yr`` command; a session runs on without it if it cannot."""
+    from yr.runtime.local import discovery
+
+    try:
+        return discovery.publish(control_address=control_address, token=token)
+    except OSError as error:
+        logger.warning("yr: this session is not visible to the `yr` command: %s", error)
+        return None
+
+
 class LocalRuntime(Runtime):
     """Every instance a child process of one fork server, scheduled on a CPU ledger."""
 
@@ -77,11 +88,7 @@ class LocalRuntime(Runtime):
             session_dir=self._directory.path,
         )
         self._control = ControlServer(self)
-        from yr.runtime.local import discovery
-
-        self._published = discovery.publish(
-            control_address=self._control.address, token=self.session_token
-        )
+        self._published = _publish(self._control.address, self.session_token)
         self._timer = threading.Thread(
             target=self._expire_pending, name="yr-scheduler", daemon=True
         )
@@ -452,9 +459,10 @@ class LocalRuntime(Runtime):
                     self._terminate_locked(instance.instance_id, reason="finalized")
             self._closed = True
             self._changed.notify_all()
-        from yr.runtime.local import discovery
+        if self._published is not None:
+            from yr.runtime.local import discovery
 
-        discovery.withdraw(self._published)
+            discovery.withdraw(self._published)
         self._zygote.close()
         self._control.stop()
         sharedmem.discard_prefix(self._shm_prefix)
