@@ -29,7 +29,7 @@ COPY pyproject.toml README.md ./
 COPY yr ./yr
 COPY operator ./operator
 # pip compiles what it installs; then pip and setuptools leave the virtualenv.
-RUN /opt/yr/bin/pip install ".[kubernetes,operator]" \
+RUN /opt/yr/bin/pip install ".[kubernetes,operator,collective]" \
  && /opt/yr/bin/python -c "import yr, yr_operator" \
  && /opt/yr/bin/pip uninstall --yes pip setuptools \
  && rm -f /opt/yr/bin/pip*

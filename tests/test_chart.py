@@ -553,8 +553,9 @@ def test_dockerfile_has_no_syntax_directive():
 
 def test_dockerfile_installs_project_with_pip():
     runs = " ".join(arg for op, arg in dockerfile_instructions() if op == "RUN")
-    # The image runs the operator and the gateway too: both extras, not just the local runtime.
-    assert 'pip install ".[kubernetes,operator]"' in runs
+    # The image runs the operator, the gateway and collective members too: their extras, not
+    # just the local runtime.
+    assert 'pip install ".[kubernetes,operator,collective]"' in runs
 
 
 def kind_config() -> dict:

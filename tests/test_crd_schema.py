@@ -307,3 +307,15 @@ def test_instance_names_too_long_for_a_pod_name_are_rejected(version):
     assert not admitted("w" * 241)
     # The longest admitted name still leaves room for the pod's -<incarnation> suffix.
     assert len(f"{'w' * 240}-{10**11 - 1}") <= 253
+
+
+def test_custom_resources_take_extended_resource_names_and_whole_counts(validator):
+    good = yrinstance(customResources=[{"name": "nvidia.com/gpu", "quantity": 1}])
+    assert errors(validator, good) == []
+    for bad in (
+        [{"name": "gpu", "quantity": 1}],
+        [{"name": "nvidia.com/gpu", "quantity": -1}],
+        [{"name": "nvidia.com/gpu", "quantity": 0.5}],
+        [{"name": "nvidia.com/gpu"}],
+    ):
+        assert errors(validator, yrinstance(customResources=bad)), bad

@@ -470,3 +470,12 @@ def test_last_termination_survives_the_next_incarnation_becoming_ready() -> None
     ready["metadata"]["annotations"]["yr.dev/incarnation"] = "1"
     p = plan(obj, [ready], now=5, now_iso=NOW)
     assert p.status["phase"] == "Ready" and p.status["lastTermination"]["incarnation"] == 0
+
+
+def test_pod_limits_and_requests_carry_the_custom_resources() -> None:
+    spec = {"customResources": [{"name": "nvidia.com/gpu", "quantity": 2}]}
+    resources = container(build_pod(yri(**spec), incarnation=0, image="img", service_account="sa"))[
+        "resources"
+    ]
+    assert resources["limits"] == {"nvidia.com/gpu": "2"}
+    assert resources["requests"]["nvidia.com/gpu"] == "2"

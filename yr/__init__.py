@@ -30,6 +30,14 @@ def resources() -> list[dict]:
     return session.current().runtime.resources()
 
 
+def __getattr__(name: str):  # yr.collective loads numpy: import it only when used
+    if name == "collective":
+        import importlib
+
+        return importlib.import_module("yr.collective")
+    raise AttributeError(f"module 'yr' has no attribute {name!r}")
+
+
 # A library only adds a NullHandler: the application's logging configuration decides what shows.
 _logging.getLogger("yr").addHandler(_logging.NullHandler())
 

@@ -16,10 +16,20 @@ from typing import Any
 
 from yr import contract as c
 from yr import server, session, sharedmem
-from yr.protocol import yr_pb2
+from yr.protocol import COLLECTIVE_METHOD, yr_pb2
 from yr.runtime.local.wire import write_event
 
 INIT_FAILED_EXIT_CODE = 3
+
+
+def _collective_call(*args: Any) -> Any:
+    # Imported on first use: yr.collective loads numpy, which an idle instance never needs.
+    from yr.collective import member_call
+
+    return member_call(*args)
+
+
+SYSTEM_METHODS = {COLLECTIVE_METHOD: _collective_call}  # group forming, not user methods
 
 
 def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
@@ -56,6 +66,7 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
         on_ready=lambda port: event("ready", port=port, pid=os.getpid()),
         on_init_error=init_failed,
         incarnation=incarnation,
+        system_methods=SYSTEM_METHODS,
     )
     del payload  # the server holds the only reference and drops it once constructed
     asyncio.run(serving)
@@ -98,8 +109,19 @@ def main(argv: list[str] | None = None) -> None:
             port=int(env.get(c.ENV_PORT, str(c.PORT))),
             concurrency=int(env.get(c.ENV_CONCURRENCY, "1")),
             incarnation=int(env[c.ENV_INCARNATION]) if env.get(c.ENV_INCARNATION) else None,
+            extra_handlers=_pod_services(token),
+            system_methods=SYSTEM_METHODS,
         )
     )
+
+
+def _pod_services(token: str) -> list[Any]:
+    """A pod's collective peers stream to its gRPC port (the one the NetworkPolicy admits)."""
+    try:
+        from yr.collective.link import link_handler
+    except ImportError:  # yr.collective needs numpy (the `collective` extra): no peers then
+        return []
+    return [link_handler(token)]
 
 
 if __name__ == "__main__":

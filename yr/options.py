@@ -8,6 +8,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from yr.resources import check_resource_map
+
 MAX_CPU_MILLICORES = 1_000_000  # 1000 cores: anything above is a typo, not a request
 LOW_CPU_MILLICORES = 100  # below this, cpu=2 meant "2 cores" far more often than 2 millicores
 _warned_low_cpu = False
@@ -84,14 +86,7 @@ class InvokeOptions:
                 raise TypeError(f"{owner}.{name} must be a str, got {getattr(self, name)!r}")
         _require_str_map(owner, "env_vars", self.env_vars)
         _require_str_map(owner, "pod_labels", self.pod_labels)
-        if not isinstance(self.custom_resources, dict) or not all(
-            isinstance(k, str) and isinstance(v, int | float) and v >= 0
-            for k, v in self.custom_resources.items()
-        ):
-            raise TypeError(
-                f"{owner}.custom_resources must be a dict of str to non-negative numbers, "
-                f"got {self.custom_resources!r}"
-            )
+        check_resource_map(owner, "custom_resources", self.custom_resources)
 
     def merged(self, **changes: Any) -> InvokeOptions:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -142,11 +137,15 @@ class Config:
     kubeconfig: str = ""
     gateway: str = ""
     log_to_driver: bool = True
+    resources: dict[str, float] = field(default_factory=dict)  # custom resources of this machine
 
     def __init__(self, **kwargs: Any) -> None:
         _reject_unknown(Config, kwargs)
         for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, kwargs.get(f.name, f.default))
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
+            object.__setattr__(self, f.name, kwargs.get(f.name, default))
         if self.num_cpus is None:
             object.__setattr__(self, "num_cpus", _env_int("YR_NUM_CPUS"))
         if not self.backend:
@@ -160,6 +159,7 @@ class Config:
     def _validate(self) -> None:
         if self.num_cpus is not None:
             _require_int("Config", "num_cpus", self.num_cpus, minimum=1, maximum=100_000)
+        check_resource_map("Config", "resources", self.resources)
         if self.backend not in BACKENDS:
             raise ValueError(
                 f"Config.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"

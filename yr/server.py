@@ -12,7 +12,7 @@ import concurrent.futures
 import inspect
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -35,9 +35,16 @@ from yr.protocol.gate import TokenGate, one_token
 class UserObject:
     """Builds the user's object from the payload and runs its methods, in worker threads."""
 
-    def __init__(self, payload: bytes, *, class_name: str) -> None:
+    def __init__(
+        self,
+        payload: bytes,
+        *,
+        class_name: str,
+        system_methods: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
         self.class_name = class_name
         self._payload = payload
+        self._system_methods = dict(system_methods or {})  # reserved names, not user methods
         self.instance: Any = None
         self.init_error: yr_pb2.RemoteError | None = None
 
@@ -62,7 +69,7 @@ class UserObject:
             return yr_pb2.Outcome(error=self.init_error)
         method = invocation.method
         try:
-            target = getattr(self.instance, method)
+            target = self._system_methods.get(method) or getattr(self.instance, method)
             buffers = sharedmem.open_buffers(list(invocation.buffers))
             args, kwargs = serialization.loads(invocation.arguments, buffers=buffers)
             args = resolve_refs(args)
@@ -245,6 +252,8 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
     incarnation: int | None = None,
     on_init_error: Callable[[yr_pb2.RemoteError], None] | None = None,
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    system_methods: Mapping[str, Callable[..., Any]] | None = None,
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready.
 
@@ -261,13 +270,15 @@ async def serve(
     )
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
     servicer = InstanceServicer(
-        UserObject(payload, class_name=class_name),
+        UserObject(payload, class_name=class_name, system_methods=system_methods),
         instance_id=instance_id,
         concurrency=concurrency,
         incarnation=incarnation,
     )
     del payload  # the user object drops it once constructed; a large one must not linger
     yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
+    if extra_handlers:  # services the composition root adds (collective links in a pod)
+        server.add_generic_rpc_handlers(tuple(extra_handlers))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     debug.add_to_server(server, instance_id=instance_id)  # behind the token gate, like calls
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)

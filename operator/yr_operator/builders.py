@@ -208,12 +208,15 @@ def build_pod(
                     "command": ["python", "-m", "yr.server"],
                     "ports": [{"name": "grpc", "containerPort": PORT, "protocol": "TCP"}],
                     "env": container_env(yrinstance),
-                    "resources": {
-                        "requests": {
-                            "cpu": f"{int(spec['cpu'])}m",
-                            "memory": f"{int(spec['memory'])}Mi",
-                        }
-                    },
+                    "resources": with_custom_resources(
+                        {
+                            "requests": {
+                                "cpu": f"{int(spec['cpu'])}m",
+                                "memory": f"{int(spec['memory'])}Mi",
+                            }
+                        },
+                        spec,
+                    ),
                     # The SDK calls a Running pod as soon as its server reports SERVING; Ready
                     # only matters through the gateway. The kubelet probes at container start,
                     # before the server can listen, and every failed probe is a Warning event:
@@ -248,3 +251,14 @@ def build_pod(
     if image_pull_secrets:
         pod["spec"]["imagePullSecrets"] = [{"name": secret} for secret in image_pull_secrets]
     return pod
+
+
+def with_custom_resources(resources: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Extended resources (spec.customResources) as limits, and requests equal to them."""
+    custom = {
+        item["name"]: str(int(item["quantity"])) for item in spec.get("customResources") or []
+    }
+    if custom:
+        resources["requests"].update(custom)
+        resources["limits"] = dict(custom)
+    return resources

@@ -45,6 +45,9 @@ def pod_requests(pod: Obj) -> Counter[str]:
             total["cpu"] = millicores(requests["cpu"])
         if "memory" in requests:
             total["memory"] = bytes_of(requests["memory"])
+        for name, value in requests.items():  # extended resources: whole counts
+            if "/" in name:
+                total[name] = int(value)
         return total
 
     total: Counter[str] = Counter()
@@ -61,10 +64,12 @@ def pod_requests(pod: Obj) -> Counter[str]:
 def allocatable(node: Obj) -> Counter[str]:
     status = node.get("status", {})
     values = status.get("allocatable") or status.get("capacity") or {}
+    extended = {name: int(value) for name, value in values.items() if "/" in name}
     return Counter(
         cpu=millicores(values.get("cpu", 0)),
         memory=bytes_of(values.get("memory", 0)),
         pods=int(values.get("pods", 110)),
+        **extended,
     )
 
 
@@ -165,7 +170,7 @@ class Scheduler(Controller):
         why = []
         if used["pods"] + 1 > free["pods"]:
             why.append("Too many pods")
-        for resource in ("cpu", "memory"):
+        for resource in ("cpu", "memory", *sorted(r for r in request if "/" in r)):
             if request[resource] and used[resource] + request[resource] > free[resource]:
                 why.append(f"Insufficient {resource}")
         return why

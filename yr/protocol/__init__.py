@@ -8,6 +8,8 @@ PROTOCOL_VERSION = 1
 TOKEN_METADATA_KEY = "x-yr-token"
 PROTOCOL_METADATA_KEY = "x-yr-protocol"
 ROUTE_METADATA_KEY = "x-yr-route"  # the instance a gateway forwards a call to
+# The reserved method through which a supervisor forms a yr.collective group in its members.
+COLLECTIVE_METHOD = "__yr_collective__"
 # A server refusing a call meant for another instance or incarnation (nothing ran).
 WRONG_INSTANCE_CODE = grpc.StatusCode.NOT_FOUND
 ERROR_METADATA_KEY = "x-yr-error-bin"  # a control-plane error, pickled, in trailing metadata

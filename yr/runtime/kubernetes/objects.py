@@ -127,4 +127,9 @@ def build_yrinstance(
         body["spec"]["envVars"] = dict(options.env_vars)
     if options.pod_labels:
         body["spec"]["podLabels"] = dict(options.pod_labels)
+    if options.custom_resources:  # extended resources: whole counts (see yr/resources.py)
+        body["spec"]["customResources"] = [
+            {"name": name, "quantity": int(amount)}
+            for name, amount in sorted(options.custom_resources.items())
+        ]
     return body

@@ -96,6 +96,9 @@ def check_creatable(
             f"runtime's whole capacity is {ledger.total}m; lower "
             "InvokeOptions(cpu=...) or raise yr.Config(num_cpus=...)"
         )
+    impossible = ledger.never_fits(spec.class_info.short_name, options.custom_resources)
+    if impossible:
+        raise YRSchedulingError(impossible)
     if owner_id is not None:
         owner = instances.get(owner_id)
         if owner is None or owner.error is not None:
@@ -148,12 +151,17 @@ def schedule_timeout_error(
 ) -> YRSchedulingError:
     """The diagnosis of an instance that waited too long for CPU: the whole arithmetic."""
     options = instance.spec.options
+    custom = (
+        f"; and custom resources {ledger.describe_custom(options.custom_resources)}"
+        if options.custom_resources
+        else ""
+    )
     return YRSchedulingError(
         f"instance {instance.label} could not be scheduled within "
         f"{options.schedule_timeout_ms} ms: it requests {options.cpu}m CPU, but only "
         f"{ledger.free}m of the local runtime's {ledger.total}m is free "
         f"({ledger.used}m held by: {ledger.describe_holders()}; "
-        f"{waiting} more instance(s) waiting). This is a resource deadlock "
+        f"{waiting} more instance(s) waiting){custom}. This is a resource deadlock "
         "when the holders wait for instances that cannot start: give supervisors less "
         "CPU (for example cpu=100), raise yr.Config(num_cpus=...), or create fewer at once"
     )

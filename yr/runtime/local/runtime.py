@@ -65,11 +65,13 @@ def _publish(control_address: str, token: str) -> Any:
 class LocalRuntime(Runtime):
     """Every instance a child process of one fork server, scheduled on a CPU ledger."""
 
-    def __init__(self, *, num_cpus: int, log_to_driver: bool = True) -> None:
+    def __init__(
+        self, *, num_cpus: int, log_to_driver: bool = True, resources: dict | None = None
+    ) -> None:
         self.shares_memory = True
         self.session_token = secrets.token_urlsafe(32)
         self._shm_prefix = sharedmem.session_prefix(self.session_token)
-        self._ledger = CpuLedger(num_cpus * 1000)
+        self._ledger = CpuLedger(num_cpus * 1000, resources)
         self._instances: dict[str, LocalInstance] = {}
         self._named: dict[tuple[str, str], str] = {}
         self._pending: list[str] = []
@@ -97,7 +99,9 @@ class LocalRuntime(Runtime):
     @classmethod
     def start(cls, config: Config) -> LocalRuntime:
         num_cpus = config.num_cpus or default_num_cpus()
-        runtime = cls(num_cpus=num_cpus, log_to_driver=config.log_to_driver)
+        runtime = cls(
+            num_cpus=num_cpus, log_to_driver=config.log_to_driver, resources=config.resources
+        )
         notice(
             f"yr: local runtime started with {runtime._ledger.total}m CPU capacity ({num_cpus} "
             f"logical CPUs on {os.cpu_count() or 1} cores; set yr.Config(num_cpus=N) or "
@@ -134,10 +138,11 @@ class LocalRuntime(Runtime):
     def _schedule(self) -> None:
         for instance_id in list(self._pending):
             instance = self._instances[instance_id]
-            if not self._ledger.fits(instance.spec.options.cpu):
+            options = instance.spec.options
+            if not self._ledger.fits(options.cpu, options.custom_resources):
                 continue
             self._pending.remove(instance_id)
-            self._ledger.allocate(instance_id, instance.spec.options.cpu)
+            self._ledger.allocate(instance_id, options.cpu, options.custom_resources)
             self._spawn(instance)
 
     def _spawn(self, instance: LocalInstance) -> None:
@@ -411,6 +416,7 @@ class LocalRuntime(Runtime):
                     "instances": sum(1 for i in self._instances.values() if i.error is None),
                     "pending": len(self._pending),
                     "holders": self._ledger.holders(),
+                    "custom_resources": self._ledger.custom_resources(),
                 }
             ]
 

@@ -1,0 +1,94 @@
+"""yr.collective when members die or stay away: errors that name the rank, never a hang."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import yr
+from tests.collective_members import Member
+from tests.test_collective import shm_segments
+from yr import collective
+from yr.collective.errors import CollectiveError, CollectiveTimeoutError
+from yr.collective.mesh import Mesh
+
+MiB = 1 << 20
+GROUP_TIMEOUT_S = 60.0
+
+
+def test_member_killed_during_64_mib_allreduce_fails_every_peer_naming_it(local_runtime):
+    members = [Member.invoke() for _ in range(4)]
+    collective.create_group(members, name="dp", timeout=GROUP_TIMEOUT_S)
+    survivors = [m.allreduce_many.invoke(10_000, 16 * MiB, "dp") for m in members[:3]]
+    doomed = members[3].die_in_allreduce.invoke(16 * MiB, "dp")
+    with pytest.raises(yr.YRInstanceDiedError):
+        yr.get(doomed, timeout=GROUP_TIMEOUT_S)
+    started = time.monotonic()
+    for ref in survivors:
+        with pytest.raises(collective.CollectiveMemberDiedError) as caught:
+            yr.get(ref, timeout=GROUP_TIMEOUT_S + 30)  # a hang fails here instead of hanging
+        assert caught.value.rank == 3  # the attributes of the remote error, on the local one
+        assert "rank 3 died" in str(caught.value) and members[3].instance_id in str(caught.value)
+    assert time.monotonic() - started < GROUP_TIMEOUT_S
+
+
+def test_group_reformed_with_a_replacement_allreduces_correctly(local_runtime):
+    members = [Member.invoke() for _ in range(4)]
+    collective.create_group(members, name="dp", timeout=GROUP_TIMEOUT_S)
+    survivors = [m.allreduce_many.invoke(10_000, 16 * MiB, "dp") for m in members[:3]]
+    doomed = members[3].die_in_allreduce.invoke(16 * MiB, "dp")
+    for ref in [doomed, *survivors]:
+        with pytest.raises(yr.YRError):
+            yr.get(ref, timeout=GROUP_TIMEOUT_S + 30)
+    members[3] = Member.invoke()
+    collective.create_group(members, name="dp", timeout=GROUP_TIMEOUT_S)
+    checks = [m.check_allreduce.invoke((16 * MiB,), "float32", "sum", "dp") for m in members]
+    assert yr.get(checks, timeout=300) == ["ok"] * 4
+    assert shm_segments() == []
+
+
+def test_a_rank_that_stays_away_times_out_naming_it(local_runtime):
+    members = [Member.invoke() for _ in range(2)]
+    collective.create_group(members, name="pair", timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(CollectiveTimeoutError, match=r"rank\(s\) 1 did not take part"):
+        yr.get(members[0].barrier_then_count.invoke("pair"), timeout=60)
+    assert time.monotonic() - started < 60
+
+
+def test_a_peer_without_the_session_token_is_refused():
+    group = {"group_name": "g", "group_id": "0123456789abcdef", "world_size": 2}
+    honest = Mesh(rank=0, secret=b"the session token", **group)
+    intruder = Mesh(rank=1, secret=b"a guess", **group)
+    outcome: list[BaseException] = []
+
+    def form() -> None:
+        try:
+            honest.connect([honest.address, intruder.address], timeout=1.0)
+        except BaseException as error:
+            outcome.append(error)
+
+    former = threading.Thread(target=form)
+    former.start()
+    with contextlib.suppress(CollectiveError):  # the intruder is refused, or times out
+        intruder.connect([honest.address, intruder.address], timeout=1.0)
+    former.join(timeout=30)
+    assert not former.is_alive()
+    honest.close()
+    intruder.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], CollectiveTimeoutError)
+
+
+def test_wait_for_death_names_a_worker_killed_without_a_call_in_flight(local_runtime):
+    members = [Member.invoke() for _ in range(2)]
+    pids = yr.get([m.pid.invoke() for m in members], timeout=60)
+    assert collective.wait_for_death(members, timeout=0.5) is None
+    os.kill(pids[1], signal.SIGKILL)
+    handle, death = collective.wait_for_death(members, timeout=60)
+    assert handle == members[1]
+    assert death.signal == signal.SIGKILL
