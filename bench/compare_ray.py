@@ -32,6 +32,7 @@ MB = 1_000_000
 ARRAY_BYTES = 100 * 2**20
 LARGE_BYTES = 200 * MB
 IN_FLIGHT_CALLS = 5_000
+TASK_CALLS = 1_000
 TREE_SUPERVISORS = 8
 TREE_WORKERS = 3
 CHILD_TIMEOUT_S = 150.0
@@ -74,6 +75,14 @@ WORKLOADS: list[Workload] = [
         True,
         ">= 1x Ray",
         _ratio_at_least(1.0),
+    ),
+    Workload(
+        "tasks",
+        f"{TASK_CALLS:,} tiny stateless calls at once",
+        "calls/s",
+        True,
+        ">= 2x Ray",
+        _ratio_at_least(2.0),
     ),
     Workload(
         "tree",
@@ -138,6 +147,7 @@ class Bench:
     def create(self, kind: str, *args: Any) -> Any: ...
     def call(self, handle: Any, method: str, *args: Any) -> Any: ...
     def get(self, refs: Any, timeout: float | None = None) -> Any: ...
+    def task(self, *args: Any) -> Any: ...
     def kill(self, handle: Any) -> None: ...
     def instance_pids(self, handles: list[Any]) -> list[int]: ...
     def stop(self) -> None: ...
@@ -189,6 +199,7 @@ class YrBench(Bench):
         self.holder = yr.instance(invoke_options=options)(_holder_class())
         worker = yr.instance(invoke_options=options)(TrainingWorker)
         self.supervisor = yr.instance(invoke_options=options)(_yr_supervisor(worker))
+        self.tiny = yr.invoke(invoke_options=options)(tiny_task)
         yr.init(yr.Config(num_cpus=num_cpus))
 
     def create(self, kind: str, *args: Any) -> Any:
@@ -200,6 +211,9 @@ class YrBench(Bench):
 
     def get(self, refs: Any, timeout: float | None = None) -> Any:
         return self.yr.get(refs, timeout=timeout if timeout is not None else 300)
+
+    def task(self, *args: Any) -> Any:
+        return self.tiny.invoke(*args)
 
     def kill(self, handle: Any) -> None:
         handle.terminate(is_sync=True)
@@ -223,6 +237,7 @@ class RayBench(Bench):
         self.holder = ray.remote(num_cpus=1)(_holder_class())
         worker = ray.remote(num_cpus=1)(TrainingWorker)
         self.supervisor = ray.remote(num_cpus=1)(_ray_supervisor(worker))
+        self.tiny = ray.remote(num_cpus=1)(tiny_task)
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
@@ -240,6 +255,9 @@ class RayBench(Bench):
     def get(self, refs: Any, timeout: float | None = None) -> Any:
         return self.ray.get(refs, timeout=timeout)
 
+    def task(self, *args: Any) -> Any:
+        return self.tiny.remote(*args)
+
     def kill(self, handle: Any) -> None:
         self.ray.kill(handle, no_restart=True)
 
@@ -248,6 +266,11 @@ class RayBench(Bench):
 
     def stop(self) -> None:
         self.ray.shutdown()
+
+
+def tiny_task(value: int) -> int:
+    """The stateless-calls row: as small as a call gets."""
+    return value + 1
 
 
 class TrainingWorker:
@@ -342,6 +365,25 @@ def run_inflight(b: Bench, quick: bool) -> dict[str, Any]:
         rates.append(IN_FLIGHT_CALLS / (time.perf_counter() - started))
     b.stop()
     return {"value": statistics.median(rates), "rates": rates, "submit_s_last": submitted}
+
+
+def run_tasks(b: Bench, quick: bool) -> dict[str, Any]:
+    """Tasks (Ray) / stateless functions (yr) on 2 CPUs: workers warmed up, then 1,000 at once."""
+    b.start(num_cpus=2)
+    b.get([b.task(i) for i in range(100)])
+    rates = []
+    for _ in range(1 if quick else 3):
+        started = time.perf_counter()
+        refs = [b.task(i) for i in range(TASK_CALLS)]
+        try:
+            values = b.get(refs, timeout=STALL_TIMEOUT_S)
+        except Exception as error:
+            b.stop()
+            return {"value": None, "error": f"stalled: {type(error).__name__}: {error}"[:300]}
+        rates.append(TASK_CALLS / (time.perf_counter() - started))
+        assert values == [i + 1 for i in range(TASK_CALLS)]
+    b.stop()
+    return {"value": statistics.median(rates), "rates": rates}
 
 
 def _tree(b: Bench, sleep_s: float) -> dict[str, Any]:
@@ -482,6 +524,7 @@ RUNNERS: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
     "create": run_create,
     "sync": run_sync,
     "inflight": run_inflight,
+    "tasks": run_tasks,
     "tree": run_tree,
     "tree_sleep": run_tree_sleep,
     "rss": run_rss,

@@ -40,3 +40,12 @@ class Lead:
 
     def worker_names(self) -> list[str]:
         return [w.instance_id for w in self.workers]
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100, memory=128))
+class Caller:
+    """Calls an instance it was handed (did not create): its runtime must find it."""
+
+    def pids_of(self, first: Worker, second: Worker) -> list[int]:
+        """One after the other: by the second, this pod's watch has listed the session."""
+        return [yr.get(worker.pid.invoke(), timeout=30) for worker in (first, second)]

@@ -92,7 +92,8 @@ def test_refs_pending_at_finalize_all_settle_with_a_clear_error(local_runtime):
     yr.finalize()
     refs = [running, *waiting]
     ready, pending = _within_deadline(
-        lambda: yr.wait(refs, timeout=-1), what="yr.wait on refs pending at finalize"
+        lambda: yr.wait(refs, wait_num=len(refs), timeout=-1),
+        what="yr.wait on refs pending at finalize",
     )
     assert len(ready) == len(refs) and not pending
     for ref in refs:

@@ -448,6 +448,36 @@ def test_gateway_runs_yr_gateway_on_port_50052_for_its_namespace(tools):
     assert pod["serviceAccountName"] == "yr-gateway"
 
 
+def test_gateway_serves_tls_with_the_key_pair_of_the_yr_gateway_tls_secret(tools):
+    pod = pod_templates(render(tools))["yr-gateway"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["YR_GATEWAY_TLS_CERT_FILE"] == "/var/run/yr/gateway-tls/tls.crt"
+    assert env["YR_GATEWAY_TLS_KEY_FILE"] == "/var/run/yr/gateway-tls/tls.key"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["tls"] == {
+        "name": "tls",
+        "mountPath": "/var/run/yr/gateway-tls",
+        "readOnly": True,
+    }
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tls"]["secret"] == {"secretName": "yr-gateway-tls", "defaultMode": 0o440}
+
+
+def test_chart_makes_a_self_signed_gateway_certificate_for_the_name_yr_gateway(tools):
+    import base64
+
+    from cryptography import x509
+
+    secret = one(render(tools), "Secret", "yr-gateway-tls", NAMESPACE)
+    assert secret["type"] == "kubernetes.io/tls"
+    certificate = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["yr-gateway"]
+    assert certificate.issuer == certificate.subject  # self-signed: drivers pin it
+    assert base64.b64decode(secret["data"]["tls.key"]).startswith(b"-----BEGIN")
+
+
 def test_gateway_service_exposes_node_port_30051(tools):
     service = one(render(tools), "Service", "yr-gateway")
     assert service["spec"]["type"] == "NodePort"

@@ -30,9 +30,11 @@ import yr
 from tests.cluster.chart_rbac import install_chart_rbac
 from tests.cluster.operator_process import OperatorProcess, operator_env
 from tests.cluster.tools import K8sTools
+from tests.k8s_tls import install_gateway_key_pair
 from tests.observe_instances import Leaf
 from tests.support import wait_for
 from tests.yr_cli_support import run_yr
+from yr.contract import GATEWAY_SERVER_NAME
 from yr.gateway import UNKNOWN_TTL_S
 from yr.protocol import (
     CHANNEL_OPTIONS,
@@ -42,11 +44,14 @@ from yr.protocol import (
     yr_pb2,
     yr_pb2_grpc,
 )
+from yr.tls import PinnedServer
 
 REPO = pathlib.Path(__file__).parents[1]
 CRD = REPO / "crds" / "yrinstances.yaml"
 GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
 REQUEST_BYTES = 100 << 20
+GATEWAY_MEMORY_LIMIT = 256 << 20  # the chart's gateway.resources.limits.memory (256Mi)
+_GATEWAY_CERTIFICATES: dict[str, bytes] = {}  # gateway address -> its certificate, to pin
 
 
 @yr.instance(invoke_options=yr.InvokeOptions(cpu=500, memory=128))
@@ -138,12 +143,14 @@ def gateway(cluster, tmp_path):
         YR_NAMESPACE="default",
         YR_GATEWAY_PORT="0",
         YR_GATEWAY_HOST="127.0.0.1",
+        **install_gateway_key_pair(cluster.api_client(), "default", tmp_path / "tls"),
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "yr.gateway"], env=env, stdout=subprocess.PIPE, text=True
     )
     try:
         address = process.stdout.readline().split()[-1]
+        _GATEWAY_CERTIFICATES[address] = (tmp_path / "tls" / "gateway.crt").read_bytes()
         yield process, address, proxy
     finally:
         process.terminate()
@@ -189,10 +196,17 @@ def _reset_peak(pid: int) -> None:
 
 
 def _call(address: str, metadata: tuple, request: bytes = b"", *, timeout: float = 120):
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    with _channel(address) as channel:
         return channel.unary_unary("/yr.v1.Instance/Call")(
             request, metadata=metadata, timeout=timeout
         )
+
+
+def _channel(address: str) -> grpc.Channel:
+    """Pinned to the gateway's certificate, as a driver's channel is."""
+    return PinnedServer(_GATEWAY_CERTIFICATES[address], GATEWAY_SERVER_NAME).secure_channel(
+        address, CHANNEL_OPTIONS
+    )
 
 
 def _refusal(address: str, metadata: tuple, request: bytes = b"") -> grpc.RpcError:
@@ -218,6 +232,17 @@ def test_a_call_without_a_token_is_refused_before_the_gateway_buffers_it(session
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     growth = _status_bytes(process.pid, "VmHWM") - before
     assert growth < 32 << 20, f"the gateway grew by {growth >> 20} MiB"
+
+
+def test_a_100_mib_argument_passes_through_the_gateway_within_its_256_mib_limit(session, gateway):
+    process, _, _ = gateway
+    sink = _ready_sink(session)
+    _reset_peak(process.pid)
+
+    assert yr.get(sink.size.invoke(bytes(REQUEST_BYTES)), timeout=300) == REQUEST_BYTES
+
+    peak = _status_bytes(process.pid, "VmHWM")
+    assert peak < GATEWAY_MEMORY_LIMIT, f"the gateway peaked at {peak >> 20} MiB"
 
 
 def test_calls_without_a_token_cause_no_api_server_reads(gateway):
@@ -321,7 +346,7 @@ def test_an_authenticated_hello_is_forwarded_to_the_instance(session, gateway):
         (TOKEN_METADATA_KEY, session.session_token),
         (PROTOCOL_METADATA_KEY, "1"),
     )
-    with grpc.insecure_channel(address) as channel:
+    with _channel(address) as channel:
         reply = yr_pb2_grpc.InstanceStub(channel).Hello(
             yr_pb2.HelloRequest(), metadata=metadata, timeout=30
         )
@@ -335,7 +360,7 @@ def test_the_gateway_forwards_debug_stacks_to_the_routed_pod(session, gateway):
     metadata = ((ROUTE_METADATA_KEY, leaf.instance_id), (TOKEN_METADATA_KEY, session.session_token))
 
     def dozing() -> str | None:
-        with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        with _channel(address) as channel:
             try:
                 reply = yr_pb2_grpc.DebugStub(channel).Stacks(
                     yr_pb2.StacksRequest(), metadata=metadata, timeout=30

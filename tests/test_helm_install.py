@@ -103,3 +103,13 @@ def test_the_seed_runs_through_the_charts_operator_and_gateway(
     assert finished.returncode == 0, finished.stderr
     assert "results: ['Loss: 10.0', 'Loss: 10.0']" in finished.stdout
     assert "results: ['Loss: 100.0', 'Loss: 100.0']" in finished.stdout
+
+
+def test_helm_upgrade_keeps_the_gateway_certificate_drivers_pin(
+    cluster: LocalCluster, core: CoreV1Api, k8s_tools: K8sTools
+):
+    before = core.read_namespaced_secret("yr-gateway-tls", NS).data
+
+    helm(k8s_tools, cluster, "upgrade", "yr", str(CHART), "--namespace", NS)
+
+    assert core.read_namespaced_secret("yr-gateway-tls", NS).data == before

@@ -21,6 +21,7 @@ from tests.cluster.chart_rbac import install_chart_rbac
 from tests.cluster.operator_process import OperatorProcess, operator_env
 from tests.cluster.tools import K8sTools
 from tests.k8s_instances import Lead, Worker
+from tests.k8s_tls import gateway_channel, install_gateway_key_pair
 from tests.support import call_in_flight, wait_for
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -169,6 +170,17 @@ def test_deleting_a_supervisor_collects_its_workers_while_the_other_keeps_servin
     assert len(yr.get(survivor.train.invoke(0.1), timeout=60)) == 2
 
 
+def test_an_instance_calls_siblings_it_was_handed_that_were_ready_before_it_started(session):
+    from tests.k8s_instances import Caller, Worker
+
+    siblings = [Worker.options(yr.InvokeOptions(cpu=100, memory=128)).invoke() for _ in range(2)]
+    # Ready, with no more events to come.
+    pids = yr.get([sibling.pid.invoke() for sibling in siblings], timeout=60)
+    caller = Caller.invoke()
+
+    assert yr.get(caller.pids_of.invoke(*siblings), timeout=90) == pids
+
+
 def test_a_tree_that_does_not_fit_reports_the_schedulers_message(session):
     # 8 CPUs: the lead and seven workers fit, the eighth worker cannot.
     workers = yr.InvokeOptions(cpu=1000, memory=128, schedule_timeout_ms=3000)
@@ -194,7 +206,11 @@ def test_an_instance_pod_refuses_a_call_without_the_session_token(session):
     worker = Worker.invoke()
     yr.get(worker.pid.invoke(), timeout=60)
     address = yr.session.current().runtime.endpoint(worker.instance_id).result(10).address
-    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as caught:
+    runtime = yr.session.current().runtime
+    with (
+        runtime.open_channel(address, []) as channel,
+        pytest.raises(grpc.RpcError) as caught,
+    ):
         yr_pb2_grpc.InstanceStub(channel).Hello(yr_pb2.HelloRequest(), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
@@ -297,6 +313,7 @@ def gateway(cluster):
             YR_NAMESPACE="default",
             YR_GATEWAY_PORT="0",
             YR_GATEWAY_HOST="127.0.0.1",
+            **install_gateway_key_pair(cluster.api_client(), "default", cluster.workdir / "tls"),
         ),
         stdout=subprocess.PIPE,
         text=True,
@@ -334,14 +351,17 @@ def test_the_seed_program_runs_through_the_gateway(cluster, gateway):
     _run_seed_program(cluster, YR_GATEWAY=address)
 
 
-def test_the_gateway_refuses_to_route_to_an_unknown_instance(gateway):
+def test_the_gateway_refuses_to_route_to_an_unknown_instance(cluster, gateway):
     import grpc
 
     from yr.protocol import ROUTE_METADATA_KEY, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
 
     _, address = gateway
     metadata = ((ROUTE_METADATA_KEY, "nobody"), (TOKEN_METADATA_KEY, "a-token"))
-    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as caught:
+    with (
+        gateway_channel(cluster.api_client(), "default", address) as channel,
+        pytest.raises(grpc.RpcError) as caught,
+    ):
         yr_pb2_grpc.InstanceStub(channel).Hello(
             yr_pb2.HelloRequest(), metadata=metadata, timeout=10
         )

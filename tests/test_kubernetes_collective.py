@@ -58,6 +58,21 @@ def test_data_parallel_example_on_the_cluster_heals_a_killed_worker_pod(cluster)
         assert float(report["difference"]) < 1e-6
 
 
+def test_parameter_server_example_on_the_cluster_applies_every_push(cluster):  # noqa: F811
+    # Its workers call a parameter server they were handed, not one they created.
+    env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
+    finished = run_driver(
+        [sys.executable, str(REPO / "examples" / "parameter_server.py"), "--steps", "20"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    reports = re.findall(r"(\d+) asynchronous updates, accuracy ([\d.]+)", finished.stdout)
+    assert [int(updates) for updates, _ in reports] == [2 * 20, 2 * 20], finished.stdout
+
+
 def test_large_allreduce_between_pods_matches_numpy(cluster):  # noqa: F811
     env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
     program = (
@@ -90,7 +105,8 @@ def test_a_pods_collective_link_refuses_a_stream_without_the_session_token(sessi
     yr.get(worker.pid.invoke(), timeout=60)
     address = yr.session.current().runtime.endpoint(worker.instance_id).result(10).address
     hello = frame({"group": "0123456789abcdef", "from": 1, "to": 0})
-    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as caught:
+    runtime = yr.session.current().runtime  # TLS pinned to the session, as a peer dials
+    with runtime.open_channel(address, []) as channel, pytest.raises(grpc.RpcError) as caught:
         send = channel.stream_unary(f"/{SERVICE}/Send")
         send(iter([hello]), metadata=((TOKEN_METADATA_KEY, "a guess"),), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -16,10 +16,13 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from kubernetes import client as k8s
 
+from yr.contract import session_server_name
 from yr.runtime.kubernetes.watcher import StatusWatcher
+from yr.tls import PinnedServer, make_key_pair, server_credentials
 
 CRD = Path(__file__).resolve().parents[1] / "crds" / "yrinstances.yaml"
 GROUP, VERSION, PLURAL, NS, SESSION = "yr.dev", "v1alpha1", "yrinstances", "default", "early"
+SESSION_CERTIFICATE, SESSION_KEY = make_key_pair(session_server_name(SESSION))
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +32,57 @@ def custom(module_local_cluster) -> Iterator[k8s.CustomObjectsApi]:
         yield k8s.CustomObjectsApi(api)
 
 
-@pytest.fixture
-def pod_server() -> Iterator[tuple[int, health.HealthServicer]]:
-    """A gRPC server with the standard health service, NOT_SERVING until a test says so."""
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
+class _Recorder(grpc.ServerInterceptor):
+    """Remembers every call's method and metadata: what a spoofed pod would learn."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+
+    def intercept_service(self, continuation, handler_call_details):
+        self.calls.append(
+            (handler_call_details.method, tuple(handler_call_details.invocation_metadata))
+        )
+        return continuation(handler_call_details)
+
+
+def _health_server(credentials: grpc.ServerCredentials | None):
+    recorder = _Recorder()
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(max_workers=4), interceptors=[recorder]
+    )
     servicer = health.HealthServicer()
     servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if credentials is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
+    return server, port, servicer, recorder
+
+
+@pytest.fixture
+def pod_server() -> Iterator[tuple[int, health.HealthServicer]]:
+    """A gRPC server with the standard health service, NOT_SERVING until a test says so,
+    serving TLS with the session's key pair as an instance pod does."""
+    server, port, servicer, _ = _health_server(server_credentials(SESSION_CERTIFICATE, SESSION_KEY))
     try:
         yield port, servicer
+    finally:
+        server.stop(grace=None).wait(10)
+
+
+@pytest.fixture(params=["plaintext", "another-certificate"])
+def spoofed_server(request) -> Iterator[tuple[int, health.HealthServicer, _Recorder]]:
+    """A server at a pod's address that does not hold the session's key: plaintext, or TLS
+    with a certificate of its own for the same name."""
+    credentials = None
+    if request.param == "another-certificate":
+        credentials = server_credentials(*make_key_pair(session_server_name(SESSION)))
+    server, port, servicer, recorder = _health_server(credentials)
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    try:
+        yield port, servicer, recorder
     finally:
         server.stop(grace=None).wait(10)
 
@@ -77,8 +120,13 @@ def watcher_factory(custom) -> Iterator:
     watchers: list[StatusWatcher] = []
 
     def start(address_of=direct) -> StatusWatcher:
+        pinned = PinnedServer(SESSION_CERTIFICATE, session_server_name(SESSION))
         watcher = StatusWatcher(
-            custom_api=custom, namespace=NS, session=SESSION, address_of=address_of
+            custom_api=custom,
+            namespace=NS,
+            session=SESSION,
+            address_of=address_of,
+            open_channel=pinned.secure_channel,
         )
         watchers.append(watcher)
         return watcher
@@ -135,3 +183,18 @@ def test_through_a_gateway_a_running_pod_waits_for_ready(custom, pod_server, wat
         GROUP, VERSION, NS, PLURAL, "behind-gateway", {"status": {"phase": "Ready"}}
     )
     assert future.result(timeout=30).address == "gateway.example:50052#behind-gateway"
+
+
+def test_a_running_pod_at_a_spoofed_address_is_never_handed_out(
+    custom, spoofed_server, watcher_factory
+):
+    port, _, recorder = spoofed_server
+    watcher = watcher_factory()
+    name = f"spoofed-{port}"
+    watcher.track(name, class_name="m.C", schedule_timeout_s=60)
+    create_instance(custom, name, running(port))
+
+    future = watcher.endpoint(name, 0)
+    with pytest.raises(concurrent.futures.TimeoutError):
+        future.result(timeout=3.0)  # a pinned dial retries the handshake, never succeeds
+    assert recorder.calls == []  # the TLS handshake failed before any call was made

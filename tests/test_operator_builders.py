@@ -60,11 +60,15 @@ def test_pod_never_restarts_in_place() -> None:
     assert pod["spec"]["restartPolicy"] == "Never"
 
 
-def test_pod_readiness_probe_is_grpc_on_50051() -> None:
+def test_pod_readiness_probe_is_grpc_on_the_plaintext_health_port_50053() -> None:
+    # The kubelet's gRPC probe cannot speak TLS, and 50051 serves TLS only.
     c = container(build_pod(yri(), incarnation=0, image="img", service_account="sa"))
-    assert c["readinessProbe"]["grpc"] == {"port": 50051}
+    assert c["readinessProbe"]["grpc"] == {"port": 50053}
     assert c["readinessProbe"]["periodSeconds"] == 1
-    assert c["ports"] == [{"name": "grpc", "containerPort": 50051, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "grpc", "containerPort": 50051, "protocol": "TCP"},
+        {"name": "health", "containerPort": 50053, "protocol": "TCP"},
+    ]
     assert c["command"] == ["python", "-m", "yr.server"]
 
 
@@ -107,6 +111,28 @@ def test_pod_env_names_the_root_of_its_tree() -> None:
     assert env["YR_ROOT"]["value"] == "top-1"
 
 
+def test_pod_mounts_only_the_session_key_pair_from_the_session_secret() -> None:
+    # Mounted by the kubelet: the instance's Role never needs to read Secrets. Optional: a
+    # teardown that deletes the Secret before the pods must not make the kubelet warn.
+    pod = build_pod(yri(), incarnation=0, image="img", service_account="sa")
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["session-tls"]["secret"] == {
+        "secretName": "yr-session-s1",
+        "optional": True,
+        "defaultMode": 0o440,
+        "items": [
+            {"key": "tls.crt", "path": "tls.crt"},
+            {"key": "tls.key", "path": "tls.key"},
+        ],
+    }
+    mounts = {m["name"]: m for m in container(pod)["volumeMounts"]}
+    assert mounts["session-tls"] == {
+        "name": "session-tls",
+        "mountPath": "/var/run/yr/tls",
+        "readOnly": True,
+    }
+
+
 def test_pod_env_follows_the_contract() -> None:
     env = env_of(build_pod(yri(concurrency=4), incarnation=0, image="img", service_account="sa"))
     values = {k: v.get("value") for k, v in env.items() if "value" in v}
@@ -119,6 +145,9 @@ def test_pod_env_follows_the_contract() -> None:
         "YR_CONCURRENCY": "4",
         "YR_PORT": "50051",
         "YR_PAYLOAD_FILE": "/var/run/yr/payload/payload",
+        "YR_TLS_CERT_FILE": "/var/run/yr/tls/tls.crt",
+        "YR_TLS_KEY_FILE": "/var/run/yr/tls/tls.key",
+        "YR_HEALTH_PORT": "50053",
     }
     fields = {
         k: v["valueFrom"]["fieldRef"]["fieldPath"]

@@ -28,6 +28,8 @@ from tests.cluster.operator_process import OperatorProcess
 from tests.cluster.testkit import container_pid
 from tests.cluster.tools import K8sTools
 from tests.support import wait_for
+from yr.contract import session_server_name
+from yr.tls import make_key_pair
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "crds" / "yrinstances.yaml"
@@ -147,9 +149,18 @@ def env(
     e.core.create_namespaced_secret(
         namespace, {"metadata": {"name": "counter-payload"}, "data": {"payload": payload}}
     )
+    # As a driver makes it: the token and the session's TLS key pair (the pod serves TLS).
+    certificate, key = make_key_pair(session_server_name(SESSION))
     e.core.create_namespaced_secret(
         namespace,
-        {"metadata": {"name": f"yr-session-{SESSION}"}, "stringData": {"token": "t0k3n"}},
+        {
+            "metadata": {"name": f"yr-session-{SESSION}"},
+            "stringData": {
+                "token": "t0k3n",
+                "tls.crt": certificate.decode(),
+                "tls.key": key.decode(),
+            },
+        },
     )
     try:
         yield e

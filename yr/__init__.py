@@ -6,6 +6,7 @@ The public API; everything else in the package is internal and may change.
 import logging as _logging
 
 from yr.errors import (
+    YRCancelledError,
     YRError,
     YRInstanceDiedError,
     YRInvokeError,
@@ -15,8 +16,23 @@ from yr.errors import (
     YRSerializationError,
     YRTimeoutError,
 )
+from yr.functions import FunctionProxy, cancel, invoke
+from yr.generators import ObjectRefGenerator
+from yr.ignored_options import IgnoredOptionWarning
 from yr.options import Config, InvokeOptions, LowCPUWarning
-from yr.proxies import InstanceCreator, InstanceHandle, MethodProxy, get_instance, instance, method
+from yr.proxies import (
+    InstanceCreator,
+    InstanceHandle,
+    MethodProxy,
+    exit,
+    get_instance,
+    instance,
+    kill_instance,
+    list_named_instances,
+    method,
+)
+from yr.proxies import InstanceHandle as InstanceProxy  # openYuanrong's name for a handle
+from yr.put_params import CacheType, ConsistencyType, CreateParam, WriteMode
 from yr.refs import ObjectRef, get, put, wait
 from yr.session import finalize, init, is_initialized
 
@@ -24,7 +40,8 @@ __version__ = "0.1.0"
 
 
 def resources() -> list[dict]:
-    """Capacity and use of the runtime, one dict per node."""
+    """One dict per node, in openYuanrong's shape: ``id``, ``status`` (0: ready),
+    ``capacity`` and ``allocatable`` (``{"CPU": millicores, "Memory": MB}``)."""
     from yr import session
 
     return session.current().runtime.resources()
@@ -42,13 +59,22 @@ def __getattr__(name: str):  # yr.collective loads numpy: import it only when us
 _logging.getLogger("yr").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "CacheType",
     "Config",
+    "ConsistencyType",
+    "CreateParam",
+    "FunctionProxy",
+    "IgnoredOptionWarning",
     "InstanceCreator",
     "InstanceHandle",
+    "InstanceProxy",
     "InvokeOptions",
     "LowCPUWarning",
     "MethodProxy",
     "ObjectRef",
+    "ObjectRefGenerator",
+    "WriteMode",
+    "YRCancelledError",
     "YRError",
     "YRInstanceDiedError",
     "YRInvokeError",
@@ -57,12 +83,17 @@ __all__ = [
     "YRSchedulingError",
     "YRSerializationError",
     "YRTimeoutError",
+    "cancel",
+    "exit",
     "finalize",
     "get",
     "get_instance",
     "init",
     "instance",
+    "invoke",
     "is_initialized",
+    "kill_instance",
+    "list_named_instances",
     "method",
     "put",
     "resources",

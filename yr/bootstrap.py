@@ -63,6 +63,7 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
         host="127.0.0.1",
         port=0,
         concurrency=command["concurrency"],
+        shutdown_grace_s=command.get("shutdown_grace_s", 0.0),
         on_ready=lambda port: event("ready", port=port, pid=os.getpid()),
         on_init_error=init_failed,
         incarnation=incarnation,
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
             "environment: YR_SESSION_TOKEN (required), YR_PAYLOAD_FILE (default: "
             "/var/run/yr/payload/payload), YR_INSTANCE_NAME, YR_CLASS_NAME, YR_POD_IP (default: "
             "all interfaces), YR_PORT (default: 50051), YR_CONCURRENCY (default: 1), "
-            "YR_INCARNATION. See docs/kubernetes-contract.md."
+            "YR_INCARNATION, YR_TLS_CERT_FILE and YR_TLS_KEY_FILE (serve TLS only), "
+            "YR_HEALTH_PORT (a plaintext health-only port for probes). See "
+            "docs/kubernetes-contract.md."
         ),
     ).parse_args(argv)
     env = os.environ
@@ -109,8 +112,11 @@ def main(argv: list[str] | None = None) -> None:
             port=int(env.get(c.ENV_PORT, str(c.PORT))),
             concurrency=int(env.get(c.ENV_CONCURRENCY, "1")),
             incarnation=int(env[c.ENV_INCARNATION]) if env.get(c.ENV_INCARNATION) else None,
+            shutdown_grace_s=float(env.get(c.ENV_SHUTDOWN_GRACE, "0")),
             extra_handlers=_pod_services(token),
             system_methods=SYSTEM_METHODS,
+            tls=_tls_from_files(env.get(c.ENV_TLS_CERT_FILE), env.get(c.ENV_TLS_KEY_FILE)),
+            health_port=int(env[c.ENV_HEALTH_PORT]) if env.get(c.ENV_HEALTH_PORT) else None,
         )
     )
 
@@ -122,6 +128,19 @@ def _pod_services(token: str) -> list[Any]:
     except ImportError:  # yr.collective needs numpy (the `collective` extra): no peers then
         return []
     return [link_handler(token)]
+
+
+def _tls_from_files(cert_file: str | None, key_file: str | None) -> tuple[bytes, bytes] | None:
+    """The session key pair the pod mounts (both files, or neither: plaintext)."""
+    if not cert_file and not key_file:
+        return None
+    if not cert_file or not key_file:
+        sys.exit("yr.server: set both YR_TLS_CERT_FILE and YR_TLS_KEY_FILE, or neither")
+    try:
+        with open(cert_file, "rb") as cert, open(key_file, "rb") as key:
+            return cert.read(), key.read()
+    except OSError as error:
+        sys.exit(f"yr.server: cannot read the session TLS key pair: {error}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from yr.protocol import (
     WRONG_INSTANCE_CODE,
     yr_pb2_grpc,
 )
+from yr.protocol.chunks import STREAM_ABOVE_BYTES, request_chunks
 from yr.refs import ObjectRef
 from yr.runtime.base import ClassInfo, Endpoint, Runtime
 
@@ -127,6 +128,20 @@ class CallClient:
         if return_nums == 0:
             return []
         return call.refs
+
+    def cancel(self, ref: ObjectRef, error: BaseException) -> bool:
+        """Withdraw the call behind ``ref`` if it has not left this process; True if it had not."""
+        pipeline = self._pipelines.get(ref._origin[0]) if ref._origin else None
+        if pipeline is None:
+            return False
+        with pipeline.lock:
+            call = next((c for c in pipeline.queue if any(r is ref for r in c.refs)), None)
+            if call is None:
+                return False
+            pipeline.queue.remove(call)
+        _release([call])
+        fail(call, error)
+        return True
 
     def forget(self, instance_id: str, error: BaseException) -> None:
         """Fail every queued call to a terminated instance."""
@@ -233,7 +248,7 @@ class CallClient:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                channel = self._runtime.open_channel(address, CHANNEL_OPTIONS)
                 self._channels[address] = channel
             return channel
 
@@ -252,7 +267,11 @@ class CallClient:
         """A blocking RPC on a reused sender thread: cheaper than grpc's per-call futures."""
         try:
             request = batch.request(self._caller_id, settled_below=pipeline.settled_below(batch))
-            reply = batch.stub.Call(request, metadata=batch.metadata)
+            if request.ByteSize() > STREAM_ABOVE_BYTES and _through_gateway(batch.metadata):
+                # A gateway holds a unary message whole several times; a stream, in pieces.
+                reply = batch.stub.CallStream(request_chunks(request), metadata=batch.metadata)
+            else:
+                reply = batch.stub.Call(request, metadata=batch.metadata)
         except grpc.RpcError as error:
             self._on_failure(pipeline, batch, error)
             return
@@ -367,6 +386,10 @@ class CallClient:
             channel.close()
         self._helpers.shutdown(wait=False, cancel_futures=True)
         self._senders.shutdown(wait=False, cancel_futures=True)
+
+
+def _through_gateway(metadata: tuple[tuple[str, str], ...]) -> bool:
+    return any(key == ROUTE_METADATA_KEY for key, _ in metadata)
 
 
 def _release(calls: list[Call]) -> None:

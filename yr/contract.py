@@ -21,6 +21,13 @@ PORT = 50051
 PAYLOAD_DIR = "/var/run/yr/payload"
 PAYLOAD_KEY = "payload"
 TOKEN_KEY = "token"
+# The session's TLS key pair (yr/tls.py), in the session Secret next to the token; mounted into
+# instance pods at TLS_DIR. The certificate's only name is session_server_name(session).
+TLS_CERT_KEY = "tls.crt"
+TLS_PRIVATE_KEY_KEY = "tls.key"
+TLS_DIR = "/var/run/yr/tls"
+# Plaintext, health only: the kubelet's gRPC probe cannot speak TLS.
+HEALTH_PORT = 50053
 
 # -- labels and annotations -----------------------------------------------------------------
 SESSION_LABEL = "yr.dev/session"
@@ -49,6 +56,17 @@ ENV_POD_UID = "YR_POD_UID"
 ENV_POD_IP = "YR_POD_IP"
 ENV_ROOT = "YR_ROOT"  # the root of the pod's tree, which the instances it creates inherit
 ENV_INCARNATION = "YR_INCARNATION"
+ENV_SHUTDOWN_GRACE = "YR_SHUTDOWN_GRACE_SECONDS"  # only when the class has __yr_shutdown__
+ENV_TLS_CERT_FILE = "YR_TLS_CERT_FILE"
+ENV_TLS_KEY_FILE = "YR_TLS_KEY_FILE"
+ENV_HEALTH_PORT = "YR_HEALTH_PORT"
+
+# -- the gateway ----------------------------------------------------------------------------
+# The chart's self-signed key pair of the gateway (tls.crt, tls.key), read by drivers to pin it.
+GATEWAY_TLS_SECRET = "yr-gateway-tls"
+GATEWAY_SERVER_NAME = "yr-gateway"
+ENV_GATEWAY_TLS_CERT_FILE = "YR_GATEWAY_TLS_CERT_FILE"
+ENV_GATEWAY_TLS_KEY_FILE = "YR_GATEWAY_TLS_KEY_FILE"
 
 # -- status.phase ---------------------------------------------------------------------------
 PENDING = "Pending"
@@ -77,8 +95,14 @@ LAST_LINES_MAX_BYTES = 4096  # ... and no more bytes than this (the newest kept)
 
 
 def session_secret_name(session: str) -> str:
-    """The Secret holding a session's gRPC token under TOKEN_KEY, owned by the driver Lease."""
+    """The Secret holding a session's gRPC token under TOKEN_KEY and its TLS key pair under
+    TLS_CERT_KEY / TLS_PRIVATE_KEY_KEY, owned by the driver Lease."""
     return f"yr-session-{session}"
+
+
+def session_server_name(session: str) -> str:
+    """The one name in a session's certificate; clients check it in place of the pod IP."""
+    return f"yr-session.{session}"
 
 
 def payload_secret_name(instance: str) -> str:

@@ -30,6 +30,10 @@ class YRProtocolError(YRError):
     """Caller and instance server speak different protocol versions or refuse each other."""
 
 
+class YRCancelledError(YRError):
+    """``yr.cancel`` withdrew the call before it started: it never ran."""
+
+
 class YRInvokeError(YRError):
     """A user method (or ``__init__``) raised; ``yr.get`` re-raises it typed as the original too.
 

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
+import threading
+import time
 from typing import Any
 
 from yr import serialization, session
+from yr.errors import YRError, YRTimeoutError
+from yr.generators import ObjectRefGenerator
 from yr.options import InvokeOptions
 from yr.refs import ObjectRef
 from yr.runtime.base import ClassInfo, InstanceSpec
+from yr.stream_protocol import is_generator
 
 RETURN_NUMS_ATTRIBUTE = "__yr_return_nums__"
+NAME_POLL_FIRST_S = 0.02
+NAME_POLL_MAX_S = 0.5
 
 
 def method(function: Any = None, *, return_nums: int = 1) -> Any:
@@ -36,7 +44,7 @@ def instance(cls: type | None = None, *, invoke_options: InvokeOptions | None = 
     def decorate(target: type) -> InstanceCreator:
         if not inspect.isclass(target):
             raise TypeError(f"@yr.instance decorates a class, got {target!r}")
-        return InstanceCreator(target, invoke_options or InvokeOptions())
+        return InstanceCreator(target, (invoke_options or InvokeOptions()).checked())
 
     return decorate(cls) if cls is not None else decorate
 
@@ -62,6 +70,10 @@ def _class_info(cls: type) -> ClassInfo:
             for name in methods
             if (signature := _plain_signature(cls, name)) is not None
         },
+        generators=frozenset(
+            name for name in methods if is_generator(inspect.getattr_static(cls, name, None))
+        ),
+        has_shutdown_hook=callable(getattr(cls, "__yr_shutdown__", None)),
     )
 
 
@@ -108,18 +120,44 @@ class InstanceCreator:
             raise TypeError(
                 f"options() takes a yr.InvokeOptions, got {type(invoke_options).__name__}"
             )
-        return InstanceCreator(self.cls, invoke_options)
+        return InstanceCreator(self.cls, invoke_options.checked())
 
     def invoke(self, *args: Any, **kwargs: Any) -> InstanceHandle:
         """Start an instance (asynchronously) and return its handle at once."""
         current = session.current()
         _check_signature(self.cls.__init__, args, kwargs, what=f"{self.__name__}()")
+        options = self._options.checked()
+        if options.name and options.get_if_exists:
+            existing = self._existing(current, options)
+            if existing is not None:
+                return existing
         spec = InstanceSpec(
             class_info=self._class_info,
             payload=_payload(self.cls, args, kwargs),
-            options=self._options,
+            options=options,
         )
-        instance_id = current.runtime.create(spec, owner_id=current.owner_id)
+        try:
+            instance_id = current.runtime.create(spec, owner_id=current.owner_id)
+        except ValueError:
+            # the name was taken between the lookup and the create: the other one wins
+            existing = self._existing(current, options) if options.get_if_exists else None
+            if existing is None:
+                raise
+            return existing
+        return InstanceHandle(instance_id, self._class_info)
+
+    def _existing(self, current: Any, options: InvokeOptions) -> InstanceHandle | None:
+        """The live instance holding ``options.name``, if any; refused if of another class."""
+        try:
+            instance_id, class_info = current.runtime.get_named(options.name, options.namespace)
+        except ValueError:
+            return None
+        if class_info.class_name != self._class_info.class_name:
+            raise ValueError(
+                f"get_if_exists: the instance named {options.name!r} in namespace "
+                f"{options.namespace!r} is a {class_info.class_name}, not a "
+                f"{self._class_info.class_name}"
+            )
         return InstanceHandle(instance_id, self._class_info)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -219,7 +257,7 @@ class MethodProxy:
             )
         return self  # resources are an instance's; a call has nothing to override yet
 
-    def invoke(self, *args: Any, **kwargs: Any) -> ObjectRef | list[ObjectRef]:
+    def invoke(self, *args: Any, **kwargs: Any) -> ObjectRef | list[ObjectRef] | Any:
         handle = self._handle
         signature = handle._class_info.signatures.get(self._name)
         if signature is not None:
@@ -227,14 +265,17 @@ class MethodProxy:
                 signature, args, kwargs, what=f"{handle._class_info.short_name}.{self._name}()"
             )
         current = session.current()
+        streaming = self._name in handle._class_info.generators
         refs = current.client.submit(
             handle.instance_id,
             handle._class_info,
             self._name,
             args,
             kwargs,
-            return_nums=self._return_nums,
+            return_nums=1 if streaming else self._return_nums,
         )
+        if streaming:
+            return ObjectRefGenerator(handle.instance_id, handle._class_info, refs[0])
         return refs[0] if self._return_nums == 1 else refs
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -244,10 +285,61 @@ class MethodProxy:
 _HANDLE_ATTRIBUTES = frozenset(name for name in vars(InstanceHandle) if not name.startswith("_"))
 
 
-def get_instance(name: str, namespace: str = "") -> InstanceHandle:
-    """A handle to the instance created with ``InvokeOptions(name=name, namespace=namespace)``."""
+def get_instance(name: str, namespace: str = "", timeout: float = 60) -> InstanceHandle:
+    """A handle to the instance created with ``InvokeOptions(name=name, namespace=namespace)``,
+    waiting up to ``timeout`` s (-1: forever; 0: only look) for it to appear."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_instance() needs a non-empty instance name, got {name!r}")
+    if not isinstance(namespace, str):
+        raise TypeError(f"get_instance() namespace must be a str, got {namespace!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"get_instance() timeout must be a number of seconds, got {timeout!r}")
+    if timeout < 0 and timeout != -1:
+        raise ValueError(f"get_instance() timeout must be >= 0 or -1 (forever), got {timeout}")
     current = session.current()
-    instance_id, class_info = current.runtime.get_named(name, namespace)
-    return InstanceHandle(instance_id, class_info)
+    deadline = None if timeout == -1 else time.monotonic() + timeout
+    pause = NAME_POLL_FIRST_S
+    while True:
+        try:
+            instance_id, class_info = current.runtime.get_named(name, namespace)
+            return InstanceHandle(instance_id, class_info)
+        except ValueError as missing:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise YRTimeoutError(
+                    f"get_instance: no instance named {name!r} in namespace {namespace!r} "
+                    f"appeared within {timeout:g} s"
+                ) from missing
+        # the runtimes publish no name events: look again, less often as time goes by
+        time.sleep(pause if left is None else min(pause, left))
+        pause = min(pause * 2, NAME_POLL_MAX_S)
+
+
+def list_named_instances() -> list[str]:
+    """Names of the live named instances: ``name``, or ``namespace-name`` with a namespace."""
+    return session.current().runtime.list_named()
+
+
+def kill_instance(instance: InstanceHandle | str) -> None:
+    """End an instance (and everything it created) by handle or id; returns at once."""
+    if isinstance(instance, InstanceHandle):
+        instance.terminate()
+        return
+    if not isinstance(instance, str) or not instance:
+        raise TypeError(f"kill_instance() takes an instance handle or id, got {instance!r}")
+    InstanceHandle(instance, ClassInfo(class_name="")).terminate()
+
+
+EXIT_GRACE_S = 30.0  # how long yr.exit waits for the runtime to end this process
+
+
+def exit() -> None:  # openYuanrong's name, shadowing the builtin here only
+    """End the calling instance (and everything it created); its callers, including the
+    caller of the running method, get an error saying it exited. Does not return."""
+    current = session.current()
+    if current.is_driver or current.owner_id is None:
+        raise YRError("yr.exit() ends an instance from inside; a driver ends with yr.finalize()")
+    current.runtime.terminate(current.owner_id, reason="ended by its own yr.exit()")
+    # the runtime stops this process; should that not come, leave anyway
+    threading.Event().wait(EXIT_GRACE_S)
+    os._exit(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import itertools
@@ -14,6 +15,7 @@ from typing import Any
 
 from yr import waits
 from yr.errors import YRTimeoutError
+from yr.put_params import CreateParam
 
 DEFAULT_GET_TIMEOUT_S = 300.0
 _ids = itertools.count()
@@ -79,6 +81,12 @@ class ObjectRef:
                 f"ObjectRef {self._id} was not ready within {timeout:g} s"
             ) from None
 
+    def __await__(self):
+        """``await ref`` in an ``async def`` method: waits without blocking the loop."""
+        _refuse_waiting_on_self([self])
+        self._request(alone=True)
+        return asyncio.wrap_future(self._future).__await__()
+
     def __repr__(self) -> str:
         state = "ready" if self.done() else "pending"
         return f"ObjectRef({self._id}, {state})"
@@ -141,37 +149,49 @@ def _as_ref_list(refs: Any, *, function: str) -> tuple[list[ObjectRef], bool]:
 
 
 def get(
-    refs: ObjectRef | Sequence[ObjectRef], timeout: float | None = DEFAULT_GET_TIMEOUT_S
+    refs: ObjectRef | Sequence[ObjectRef],
+    timeout: float | None = DEFAULT_GET_TIMEOUT_S,
+    allow_partial: bool = False,
 ) -> Any:
-    """The value of one ref, or the values of a list of refs, waiting at most ``timeout`` s."""
+    """The value of one ref, or the values of a list of refs, waiting at most ``timeout`` s
+    (-1: forever). With ``allow_partial``, refs not ready in time read as None instead of
+    raising; a call that failed still raises its error."""
     ref_list, single = _as_ref_list(refs, function="get")
     limit = _validate_timeout(timeout)
+    if not isinstance(allow_partial, bool):
+        raise TypeError(f"allow_partial must be a bool, got {allow_partial!r}")
+    if not ref_list:
+        return []
     _refuse_waiting_on_self(ref_list)
     _request_all(ref_list)
     pending = [ref for ref in ref_list if not ref.done()]
     if pending:
         with waits.waiting_on([ref._origin for ref in pending if ref._origin]):
             _, not_done = concurrent.futures.wait([ref.future for ref in pending], timeout=limit)
-        if not_done:
+        if not_done and not allow_partial:
             count = len(not_done)
             raise YRTimeoutError(
                 f"yr.get timed out after {limit:g} s: {count} of {len(ref_list)} ref(s) not ready"
             )
-    values = [ref.future.result() for ref in ref_list]
+    values = [ref.future.result() if ref.done() else None for ref in ref_list]
     return values[0] if single else values
 
 
 def wait(
     refs: ObjectRef | Sequence[ObjectRef],
-    wait_num: int | None = None,
+    wait_num: int | None = 1,
     timeout: float | None = None,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    """Wait until ``wait_num`` refs are ready (default: all); return (ready, not ready)."""
+    """Wait until ``wait_num`` refs are ready (default 1, as in openYuanrong and Ray) or
+    ``timeout`` s pass (None or -1: forever; 0: only look); return (ready, not ready), each in
+    the order given, with at most ``wait_num`` refs in the first list."""
     ref_list, _ = _as_ref_list(refs, function="wait")
-    wanted = len(ref_list) if wait_num is None else wait_num
+    if len({id(ref) for ref in ref_list}) != len(ref_list):
+        raise ValueError("yr.wait() got the same ObjectRef twice in its list")
+    wanted = 1 if wait_num is None else wait_num
     if isinstance(wanted, bool) or not isinstance(wanted, int) or not 0 <= wanted <= len(ref_list):
         raise ValueError(f"wait_num must be an integer between 0 and {len(ref_list)}, got {wanted}")
-    limit = _validate_timeout(timeout)
+    limit = 0.0 if timeout == 0 else _validate_timeout(timeout)
     _request_all(ref_list)
     deadline = None if limit is None else time.monotonic() + limit
     calls = [ref._origin for ref in ref_list if ref._origin and not ref.done()]
@@ -185,7 +205,7 @@ def wait(
             concurrent.futures.wait(
                 pending, timeout=remaining, return_when=concurrent.futures.FIRST_COMPLETED
             )
-    ready = [ref for ref in ref_list if ref.done()][: max(wanted, 0)]
+    ready = [ref for ref in ref_list if ref.done()][:wanted]
     ready_ids = {id(ref) for ref in ready}
     return ready, [ref for ref in ref_list if id(ref) not in ready_ids]
 
@@ -210,8 +230,19 @@ def _request_all(refs: list[ObjectRef]) -> None:
             flush(ref, alone=False)
 
 
-def put(value: Any) -> ObjectRef:
-    """A ready ref holding ``value``; it travels with the calls it is passed to."""
+def put(value: Any, create_param: CreateParam | None = None) -> ObjectRef:
+    """A ready ref holding ``value``; it travels with the calls it is passed to.
+
+    ``create_param`` (openYuanrong's data-system settings) is checked and has no effect.
+    """
     if isinstance(value, ObjectRef):
-        raise TypeError("yr.put() takes a value, not an ObjectRef")
+        raise TypeError(
+            "yr.put() takes a value, not an ObjectRef; wrap it in a list to put the ref itself"
+        )
+    if create_param is not None:
+        if not isinstance(create_param, CreateParam):
+            raise TypeError(
+                f"yr.put() create_param must be a yr.CreateParam, got {type(create_param).__name__}"
+            )
+        create_param.check()
     return ObjectRef.ready(value)

@@ -12,6 +12,8 @@ import concurrent.futures
 import inspect
 import os
 import signal
+import threading
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from yr import credentials, debug, serialization, sharedmem, tracebacks, waits
 from yr.dispatch import CallOrder, SerialRunner
 from yr.errors import YRInvokeError
+from yr.method_loop import MethodLoop
 from yr.protocol import (
     PROTOCOL_METADATA_KEY,
     PROTOCOL_VERSION,
@@ -29,7 +32,12 @@ from yr.protocol import (
     yr_pb2,
     yr_pb2_grpc,
 )
+from yr.protocol.chunks import joined_request
 from yr.protocol.gate import TokenGate, one_token
+from yr.stream_protocol import NEXT_METHOD, GeneratorStore
+from yr.tls import server_credentials as tls_credentials
+
+DEFAULT_SHUTDOWN_GRACE_S = 30.0  # openYuanrong's default graceful shutdown time
 
 
 class UserObject:
@@ -47,6 +55,8 @@ class UserObject:
         self._system_methods = dict(system_methods or {})  # reserved names, not user methods
         self.instance: Any = None
         self.init_error: yr_pb2.RemoteError | None = None
+        self.method_loop = MethodLoop()  # where its async def methods run
+        self.generators = GeneratorStore()  # generators its callers are iterating
 
     def construct(self) -> None:
         try:
@@ -69,14 +79,23 @@ class UserObject:
             return yr_pb2.Outcome(error=self.init_error)
         method = invocation.method
         try:
-            target = self._system_methods.get(method) or getattr(self.instance, method)
+            target = (
+                None
+                if method == NEXT_METHOD
+                else self._system_methods.get(method) or getattr(self.instance, method)
+            )
             buffers = sharedmem.open_buffers(list(invocation.buffers))
             args, kwargs = serialization.loads(invocation.arguments, buffers=buffers)
             args = resolve_refs(args)
             kwargs = dict(zip(kwargs, resolve_refs(kwargs.values()), strict=True))
-            result = target(*args, **kwargs)
+            if method == NEXT_METHOD:
+                result = self.generators.next_item(args[0], self.method_loop.run)
+            else:
+                result = target(*args, **kwargs)  # type: ignore[misc]
             if inspect.isawaitable(result):
-                result = asyncio.run(_await(result))
+                result = self.method_loop.run(result)
+            elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+                result = self.generators.keep(result)
         except BaseException as error:
             return yr_pb2.Outcome(error=remote_error(error))
         try:
@@ -91,10 +110,6 @@ class UserObject:
     def run_all(self, invocations: Any) -> yr_pb2.CallReply:
         """Run a batch in order (one instance, one call at a time)."""
         return yr_pb2.CallReply(outcomes=[self.run(invocation) for invocation in invocations])
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def resolve_refs(values: Any) -> list[Any]:
@@ -208,6 +223,11 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
                 f"{request.instance_id} incarnation {request.incarnation}: call refused",
             )
 
+    async def CallStream(self, chunks, context):
+        """A large call sent in pieces (through a gateway): joined, then run as ``Call``."""
+        await self._authorize(context)  # before anything is read or unpickled
+        return await self.Call(await joined_request(chunks), context)
+
     async def Call(self, request, context):
         await self._authorize(context)  # before anything in the request is unpickled
         await self._refuse_if_meant_for_another(request, context)
@@ -235,6 +255,7 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         return result if isinstance(result, yr_pb2.CallReply) else yr_pb2.CallReply(outcomes=result)
 
     def shutdown(self) -> None:
+        self._user.method_loop.stop()
         if self._runner is not None:
             self._runner.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -252,14 +273,22 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
     incarnation: int | None = None,
     on_init_error: Callable[[yr_pb2.RemoteError], None] | None = None,
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     system_methods: Mapping[str, Callable[..., Any]] | None = None,
+    tls: tuple[bytes, bytes] | None = None,
+    health_port: int | None = None,
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready.
+
+    On SIGTERM the user object's ``__yr_shutdown__(grace_period_seconds)`` runs, if it has
+    one, for at most ``shutdown_grace_s`` (whoever sent the signal kills after that anyway).
 
     With ``incarnation`` known, calls naming another incarnation are refused. With
     ``on_init_error``, an ``__init__`` that raises is reported there and ends the serving (a
     failed constructor is a failed instance); without it, every call answers that error.
+    ``tls`` (certificate, key; PEM) makes the port TLS-only; ``health_port`` adds a plaintext
+    port that serves the health service and nothing else (for probes that cannot speak TLS).
     """
     credentials.adopt_session_token(token)  # before the user's code can start a process
     health_servicer = health.aio.HealthServicer()
@@ -269,8 +298,9 @@ async def serve(
         open_methods={_HEALTH_CHECK: _probe_handler(health_servicer)},
     )
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
+    user = UserObject(payload, class_name=class_name, system_methods=system_methods)
     servicer = InstanceServicer(
-        UserObject(payload, class_name=class_name, system_methods=system_methods),
+        user,
         instance_id=instance_id,
         concurrency=concurrency,
         incarnation=incarnation,
@@ -282,9 +312,20 @@ async def serve(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     debug.add_to_server(server, instance_id=instance_id)  # behind the token gate, like calls
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-    bound = server.add_insecure_port(_join_host_port(host, port))
+    address = _join_host_port(host, port)
+    if tls is not None:
+        bound = server.add_secure_port(address, tls_credentials(*tls))
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"instance server could not bind {host}:{port}")
+    health_server = None
+    if health_port is not None:
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        if health_server.add_insecure_port(_join_host_port(host, health_port)) == 0:
+            raise OSError(f"instance server could not bind its health port {host}:{health_port}")
+        await health_server.start()
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -302,7 +343,28 @@ async def serve(
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=1.0)
+    await _run_shutdown_hook(user, shutdown_grace_s)
+    if health_server is not None:
+        await health_server.stop(grace=None)
     servicer.shutdown()
+
+
+async def _run_shutdown_hook(user: UserObject, grace_s: float) -> None:
+    """openYuanrong's graceful shutdown: ``__yr_shutdown__`` within the grace period."""
+    hook = getattr(user.instance, "__yr_shutdown__", None)
+    if hook is None or not callable(hook):
+        return
+    thread = threading.Thread(target=_call_hook, args=(hook, grace_s), name="yr-shutdown")
+    thread.daemon = True  # a hook that overruns its grace period does not hold the exit
+    thread.start()
+    await asyncio.get_running_loop().run_in_executor(None, thread.join, grace_s)
+
+
+def _call_hook(hook: Callable[[float], Any], grace_s: float) -> None:
+    try:
+        hook(grace_s)
+    except BaseException:
+        traceback.print_exc()  # the instance's output reaches the driver
 
 
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"

@@ -53,7 +53,10 @@ def init(conf: Config | None = None) -> None:
                 f"yr.init() was already called in {where}; call yr.finalize() before "
                 "initializing again"
             )
-        config = conf if conf is not None else Config()
+        config = conf.checked() if conf is not None else Config()
+        if config.log_level != "":
+            level = config.log_level
+            logger.setLevel(level.upper() if isinstance(level, str) else level)
         runtime = _driver_runtime(config)
         _session = Session(
             runtime=runtime,

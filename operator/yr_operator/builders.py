@@ -115,6 +115,15 @@ def root_of(yrinstance: dict[str, Any]) -> str:
     return labels.get(c.ROOT_LABEL) or yrinstance["metadata"]["name"]
 
 
+STOP_GRACE_SECONDS = 5  # for the server to stop, beyond any __yr_shutdown__ hook
+
+
+def termination_grace_seconds(spec: dict[str, Any]) -> int:
+    """The pod's grace period: the hook's (openYuanrong's GRACEFUL_SHUTDOWN_TIME) and the
+    server's own stop, or only the latter when the class has no hook."""
+    return int(spec.get("shutdownGraceSeconds") or 0) + STOP_GRACE_SECONDS
+
+
 def container_env(yrinstance: dict[str, Any]) -> list[dict[str, Any]]:
     """The contract's env list, then the user's envVars (ours win on a name clash)."""
     spec = yrinstance["spec"]
@@ -128,6 +137,9 @@ def container_env(yrinstance: dict[str, Any]) -> list[dict[str, Any]]:
         {"name": c.ENV_CONCURRENCY, "value": str(spec.get("concurrency") or 1)},
         {"name": c.ENV_PORT, "value": str(PORT)},
         {"name": c.ENV_PAYLOAD_FILE, "value": f"{PAYLOAD_DIR}/{c.PAYLOAD_KEY}"},
+        {"name": c.ENV_TLS_CERT_FILE, "value": f"{c.TLS_DIR}/{c.TLS_CERT_KEY}"},
+        {"name": c.ENV_TLS_KEY_FILE, "value": f"{c.TLS_DIR}/{c.TLS_PRIVATE_KEY_KEY}"},
+        {"name": c.ENV_HEALTH_PORT, "value": str(c.HEALTH_PORT)},
         {
             "name": c.ENV_SESSION_TOKEN,
             "valueFrom": {
@@ -141,6 +153,8 @@ def container_env(yrinstance: dict[str, Any]) -> list[dict[str, Any]]:
         # The server refuses calls meant for another incarnation (a reused pod IP).
         _field_ref(c.ENV_INCARNATION, f"metadata.annotations['{INCARNATION_ANNOTATION}']"),
     ]
+    if spec.get("shutdownGraceSeconds") is not None:
+        env.append({"name": c.ENV_SHUTDOWN_GRACE, "value": str(spec["shutdownGraceSeconds"])})
     taken = {e["name"] for e in env}
     for key, value in (spec.get("envVars") or {}).items():
         if key not in taken:
@@ -192,7 +206,7 @@ def build_pod(
             "automountServiceAccountToken": True,
             # Service links only add env noise and slow container start.
             "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 5,
+            "terminationGracePeriodSeconds": termination_grace_seconds(spec),
             "securityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": RUN_AS_USER,
@@ -206,7 +220,10 @@ def build_pod(
                     "image": spec.get("image") or image or default_image(),
                     "imagePullPolicy": image_pull_policy or default_image_pull_policy(),
                     "command": ["python", "-m", "yr.server"],
-                    "ports": [{"name": "grpc", "containerPort": PORT, "protocol": "TCP"}],
+                    "ports": [
+                        {"name": "grpc", "containerPort": PORT, "protocol": "TCP"},
+                        {"name": "health", "containerPort": c.HEALTH_PORT, "protocol": "TCP"},
+                    ],
                     "env": container_env(yrinstance),
                     "resources": with_custom_resources(
                         {
@@ -220,9 +237,11 @@ def build_pod(
                     # The SDK calls a Running pod as soon as its server reports SERVING; Ready
                     # only matters through the gateway. The kubelet probes at container start,
                     # before the server can listen, and every failed probe is a Warning event:
-                    # a 1 s delay lets a normal start pass its first probe.
+                    # a 1 s delay lets a normal start pass its first probe. The gRPC port is
+                    # TLS-only, which the kubelet's gRPC probe cannot speak: it probes the
+                    # plaintext health-only port.
                     "readinessProbe": {
-                        "grpc": {"port": PORT},
+                        "grpc": {"port": c.HEALTH_PORT},
                         "initialDelaySeconds": 1,
                         "periodSeconds": 1,
                         "timeoutSeconds": 1,
@@ -234,6 +253,7 @@ def build_pod(
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                     "volumeMounts": [
                         {"name": "payload", "mountPath": PAYLOAD_DIR, "readOnly": True},
+                        {"name": "session-tls", "mountPath": c.TLS_DIR, "readOnly": True},
                         {"name": "tmp", "mountPath": "/tmp"},
                     ],
                 }
@@ -243,6 +263,23 @@ def build_pod(
                 {
                     "name": "payload",
                     "secret": {"secretName": spec["payloadSecret"], "defaultMode": 0o440},
+                },
+                # The session's TLS key pair, and only it: the pod never reads the Secret
+                # through the API (its Role cannot get Secrets). Optional, so that the
+                # kubelet's remounts do not warn (FailedMount) when a session's teardown
+                # deletes the Secret before the pods; at start the token's secretKeyRef
+                # still requires the Secret.
+                {
+                    "name": "session-tls",
+                    "secret": {
+                        "secretName": c.session_secret_name(str(spec["session"])),
+                        "optional": True,
+                        "defaultMode": 0o440,
+                        "items": [
+                            {"key": c.TLS_CERT_KEY, "path": c.TLS_CERT_KEY},
+                            {"key": c.TLS_PRIVATE_KEY_KEY, "path": c.TLS_PRIVATE_KEY_KEY},
+                        ],
+                    },
                 },
                 {"name": "tmp", "emptyDir": {}},
             ],

@@ -20,6 +20,7 @@ from yr import contract as c
 from yr.cli.waits import attach_waits
 from yr.errors import DeathInfo
 from yr.protocol import CHANNEL_OPTIONS, ROUTE_METADATA_KEY, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
+from yr.tls import PinnedServer
 
 # The local runtime's words for the operator's phases, so both backends print the same facts.
 STATES = {
@@ -130,19 +131,34 @@ class KubernetesBackend:
             attach_waits(view, self.waits)
         return views
 
-    def _token(self, session: str) -> str:
+    def _session_secret(self, session: str) -> dict[str, bytes]:
         secret = self._core.read_namespaced_secret(c.session_secret_name(session), self.namespace)
-        return base64.b64decode(secret.data[c.TOKEN_KEY]).decode()
+        return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+
+    def _channel(self, address: str, session: dict[str, bytes], name: str) -> grpc.Channel:
+        """TLS pinned to the gateway's certificate when going through it, else to the session's
+        (as the SDK's own channels are: yr/tls.py)."""
+        gateway = os.environ.get("YR_GATEWAY", "")
+        if gateway:
+            secret = self._core.read_namespaced_secret(c.GATEWAY_TLS_SECRET, self.namespace)
+            server = PinnedServer(
+                base64.b64decode(secret.data[c.TLS_CERT_KEY]), c.GATEWAY_SERVER_NAME
+            )
+            return server.secure_channel(gateway, list(CHANNEL_OPTIONS))
+        server = PinnedServer(session[c.TLS_CERT_KEY], c.session_server_name(name))
+        return server.secure_channel(address, list(CHANNEL_OPTIONS))
 
     def _debug(self, row: dict[str, Any], method: str, request: Any) -> Any:
         """A Debug RPC to the instance's pod, through the gateway when YR_GATEWAY is set."""
         if not row["address"]:
             raise LookupError(f"instance {row['id']} is {row['state']}: it has no live pod")
-        metadata: tuple[tuple[str, str], ...] = ((TOKEN_METADATA_KEY, self._token(row["session"])),)
-        gateway = os.environ.get("YR_GATEWAY", "")
-        if gateway:
+        session = self._session_secret(row["session"])
+        metadata: tuple[tuple[str, str], ...] = (
+            (TOKEN_METADATA_KEY, session[c.TOKEN_KEY].decode()),
+        )
+        if os.environ.get("YR_GATEWAY", ""):
             metadata += ((ROUTE_METADATA_KEY, row["id"]),)
-        with grpc.insecure_channel(gateway or row["address"], options=CHANNEL_OPTIONS) as channel:
+        with self._channel(row["address"], session, row["session"]) as channel:
             rpc = getattr(yr_pb2_grpc.DebugStub(channel), method)
             return rpc(request, metadata=metadata, timeout=RPC_TIMEOUT_S)
 

@@ -69,8 +69,20 @@ class GrpcMesh:
     """This rank's streams to its peers; the same exchange contract as ``mesh.Mesh``."""
 
     def __init__(
-        self, *, group_name: str, group_id: str, rank: int, world_size: int, token: str, own: str
+        self,
+        *,
+        group_name: str,
+        group_id: str,
+        rank: int,
+        world_size: int,
+        token: str,
+        own: str,
+        open_channel: Callable[[str, list[tuple[str, Any]]], grpc.Channel] | None = None,
     ) -> None:
+        # The runtime's channels: on Kubernetes, TLS pinned to the session certificate.
+        self._open_channel = open_channel or (
+            lambda address, options: grpc.insecure_channel(address, options=options)
+        )
         self.group_name = group_name
         self.group_id = group_id
         self.rank = rank
@@ -95,7 +107,7 @@ class GrpcMesh:
             target = addresses[peer]
             if not target.startswith(SCHEME):
                 raise ValueError(f"not a collective gRPC address: {target!r}")
-            channel = grpc.insecure_channel(target[len(SCHEME) :], options=CHANNEL_OPTIONS)
+            channel = self._open_channel(target[len(SCHEME) :], CHANNEL_OPTIONS)
             self._channels.append(channel)
             outbox: queue.Queue = queue.Queue()
             outbox.put(frame({"group": self.group_id, "from": self.rank, "to": peer}))

@@ -57,7 +57,10 @@ def _listen(info: GroupInfo, rank: int) -> str:
         mesh: Any = Mesh(secret=token.encode(), **where)
     else:  # a pod: stream to the peers' instance servers (see link.py)
         own = f"{os.environ.get('YR_POD_IP', '127.0.0.1')}:{os.environ.get('YR_PORT', '50051')}"
-        mesh = GrpcMesh(token=token, own=own, **where)
+        from yr import session
+
+        open_channel = session.current().runtime.open_channel  # pinned TLS on Kubernetes
+        mesh = GrpcMesh(token=token, own=own, open_channel=open_channel, **where)
     with _lock:
         _forming[info.name] = (info, rank, mesh)
     return mesh.address

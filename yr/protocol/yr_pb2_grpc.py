@@ -45,6 +45,11 @@ class InstanceStub:
                 request_serializer=yr_dot_protocol_dot_yr__pb2.CallRequest.SerializeToString,
                 response_deserializer=yr_dot_protocol_dot_yr__pb2.CallReply.FromString,
                 _registered_method=True)
+        self.CallStream = channel.stream_unary(
+                '/yr.v1.Instance/CallStream',
+                request_serializer=yr_dot_protocol_dot_yr__pb2.CallChunk.SerializeToString,
+                response_deserializer=yr_dot_protocol_dot_yr__pb2.CallReply.FromString,
+                _registered_method=True)
 
 
 class InstanceServicer:
@@ -63,6 +68,14 @@ class InstanceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallStream(self, request_iterator, context):
+        """A large CallRequest in pieces: its serialized bytes, in order, one piece per CallChunk.
+        Sent through a gateway, which then forwards piece by piece and never holds it whole.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +87,11 @@ def add_InstanceServicer_to_server(servicer, server):
             'Call': grpc.unary_unary_rpc_method_handler(
                     servicer.Call,
                     request_deserializer=yr_dot_protocol_dot_yr__pb2.CallRequest.FromString,
+                    response_serializer=yr_dot_protocol_dot_yr__pb2.CallReply.SerializeToString,
+            ),
+            'CallStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.CallStream,
+                    request_deserializer=yr_dot_protocol_dot_yr__pb2.CallChunk.FromString,
                     response_serializer=yr_dot_protocol_dot_yr__pb2.CallReply.SerializeToString,
             ),
     }
@@ -142,6 +160,33 @@ class Instance:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def CallStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/yr.v1.Instance/CallStream',
+            yr_dot_protocol_dot_yr__pb2.CallChunk.SerializeToString,
+            yr_dot_protocol_dot_yr__pb2.CallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class RuntimeStub:
     """Served by a driver's local runtime to the instances it started (nested creation, lookups).
@@ -192,6 +237,11 @@ class RuntimeStub:
                 '/yr.v1.Runtime/EndWait',
                 request_serializer=yr_dot_protocol_dot_yr__pb2.WaitRequest.SerializeToString,
                 response_deserializer=yr_dot_protocol_dot_yr__pb2.WaitReply.FromString,
+                _registered_method=True)
+        self.ListNamed = channel.unary_unary(
+                '/yr.v1.Runtime/ListNamed',
+                request_serializer=yr_dot_protocol_dot_yr__pb2.ListNamedRequest.SerializeToString,
+                response_deserializer=yr_dot_protocol_dot_yr__pb2.ListNamedReply.FromString,
                 _registered_method=True)
 
 
@@ -249,6 +299,13 @@ class RuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNamed(self, request, context):
+        """yr.list_named_instances()
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -291,6 +348,11 @@ def add_RuntimeServicer_to_server(servicer, server):
                     servicer.EndWait,
                     request_deserializer=yr_dot_protocol_dot_yr__pb2.WaitRequest.FromString,
                     response_serializer=yr_dot_protocol_dot_yr__pb2.WaitReply.SerializeToString,
+            ),
+            'ListNamed': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNamed,
+                    request_deserializer=yr_dot_protocol_dot_yr__pb2.ListNamedRequest.FromString,
+                    response_serializer=yr_dot_protocol_dot_yr__pb2.ListNamedReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -510,6 +572,33 @@ class Runtime:
             '/yr.v1.Runtime/EndWait',
             yr_dot_protocol_dot_yr__pb2.WaitRequest.SerializeToString,
             yr_dot_protocol_dot_yr__pb2.WaitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNamed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yr.v1.Runtime/ListNamed',
+            yr_dot_protocol_dot_yr__pb2.ListNamedRequest.SerializeToString,
+            yr_dot_protocol_dot_yr__pb2.ListNamedReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import abc
 import concurrent.futures
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from yr.errors import DeathInfo
+import grpc
+
+from yr.errors import DeathInfo, YRError
 from yr.options import InvokeOptions
 
 
@@ -21,10 +24,18 @@ class ClassInfo:
     # method -> its signature without defaults or annotations (picklable), to check arguments
     # at invoke(); absent for handles looked up by name
     signatures: dict[str, inspect.Signature] = field(default_factory=dict, compare=False)
+    # methods that are generators: calling one returns an ObjectRefGenerator
+    generators: frozenset[str] = field(default_factory=frozenset, compare=False)
+    has_shutdown_hook: bool = field(default=False, compare=False)  # defines __yr_shutdown__
 
     @property
     def short_name(self) -> str:
         return self.class_name.rsplit(".", 1)[-1]
+
+
+def qualified_name(name: str, namespace: str) -> str:
+    """How ``yr.list_named_instances`` shows a name: ``namespace-name``, as openYuanrong does."""
+    return f"{namespace}-{name}" if namespace else name
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,11 @@ class Runtime(abc.ABC):
     session_token: str
     shares_memory: bool = False  # callers and instances on one machine (shared-memory buffers)
 
+    def open_channel(self, address: str, options: Sequence[tuple[str, Any]]) -> grpc.Channel:
+        """A channel to an instance (or gateway) at ``address``; plaintext unless the runtime
+        secures its connections (Kubernetes: TLS pinned to the session's certificate)."""
+        return grpc.insecure_channel(address, options=list(options))
+
     @abc.abstractmethod
     def create(self, spec: InstanceSpec, *, owner_id: str | None) -> str:
         """Register an instance and start it asynchronously; return its id at once.
@@ -69,8 +85,9 @@ class Runtime(abc.ABC):
         """How that incarnation died, or None if it is still alive after ``timeout``."""
 
     @abc.abstractmethod
-    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
-        """Stop an instance and, recursively, everything it created."""
+    def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
+        """Stop an instance and, recursively, everything it created; ``reason`` completes
+        "instance X was ..." in what its callers are told (default: "terminated")."""
 
     @abc.abstractmethod
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
@@ -79,6 +96,10 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def resources(self) -> list[dict[str, Any]]:
         """Capacity and use, one dict per node."""
+
+    def list_named(self) -> list[str]:
+        """The named instances alive in this session's scope (``qualified_name`` each)."""
+        raise YRError(f"{type(self).__name__} keeps no named instances")
 
     def block_wait(self, waiter: str, targets: list[str]) -> None:
         """``waiter`` (concurrency 1) blocks on calls to ``targets``; raise if that closes a

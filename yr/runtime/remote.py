@@ -83,10 +83,9 @@ class RemoteRuntime(Runtime):
         )
         return serialization.loads(reply.death) if reply.death else None
 
-    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
-        self._call(
-            self._stub.Terminate, yr_pb2.TerminateRequest(instance_id=instance_id, wait=wait)
-        )
+    def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
+        request = yr_pb2.TerminateRequest(instance_id=instance_id, wait=wait, reason=reason)
+        self._call(self._stub.Terminate, request)
 
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
         record = self._call(
@@ -94,6 +93,9 @@ class RemoteRuntime(Runtime):
         )
         info = ClassInfo(record.class_name, serialization.loads(record.method_meta))
         return record.instance_id, info
+
+    def list_named(self) -> list[str]:
+        return list(self._call(self._stub.ListNamed, yr_pb2.ListNamedRequest()).names)
 
     def resources(self) -> list[dict[str, Any]]:
         reply = self._call(self._stub.Resources, yr_pb2.ResourcesRequest())

@@ -55,7 +55,10 @@ def build_lease(*, session: str, holder: str) -> dict[str, Any]:
     }
 
 
-def build_token_secret(*, session: str, token: str, owner: dict[str, Any]) -> dict[str, Any]:
+def build_token_secret(
+    *, session: str, token: str, certificate: bytes, key: bytes, owner: dict[str, Any]
+) -> dict[str, Any]:
+    """The session Secret: the token and the session's TLS key pair (see yr/tls.py)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -65,7 +68,11 @@ def build_token_secret(*, session: str, token: str, owner: dict[str, Any]) -> di
             "ownerReferences": [owner],
         },
         "type": "Opaque",
-        "data": {c.TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+        "data": {
+            c.TOKEN_KEY: base64.b64encode(token.encode()).decode(),
+            c.TLS_CERT_KEY: base64.b64encode(certificate).decode(),
+            c.TLS_PRIVATE_KEY_KEY: base64.b64encode(key).decode(),
+        },
     }
 
 
@@ -123,6 +130,8 @@ def build_yrinstance(
     if options.name:
         body["spec"]["instanceName"] = options.name
         body["spec"]["instanceNamespace"] = options.namespace
+    if spec.class_info.has_shutdown_hook:
+        body["spec"]["shutdownGraceSeconds"] = int(options.shutdown_grace_s())
     if options.env_vars:
         body["spec"]["envVars"] = dict(options.env_vars)
     if options.pod_labels:

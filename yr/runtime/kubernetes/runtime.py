@@ -7,6 +7,7 @@ instances are owned by the creator's Pod, so a restart or deletion of the creato
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import json
 import logging
@@ -14,8 +15,10 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Sequence
 from typing import Any
 
+import grpc
 import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -28,10 +31,12 @@ from yr.console import notice
 from yr.contract import GROUP, PLURAL, VERSION
 from yr.errors import DeathInfo, YRError, YRSerializationError
 from yr.options import Config
-from yr.runtime.base import ClassInfo, InstanceSpec, Runtime
+from yr.runtime import node_resources
+from yr.runtime.base import ClassInfo, InstanceSpec, Runtime, qualified_name
 from yr.runtime.kubernetes import api, objects
 from yr.runtime.kubernetes.logs import PodLogForwarder
 from yr.runtime.kubernetes.watcher import StatusWatcher
+from yr.tls import PinnedServer, make_key_pair
 
 logger = logging.getLogger("yr")
 LEASE_RENEW_S = max(objects.LEASE_DURATION_S / 3, 0.5)
@@ -96,6 +101,36 @@ def _root_cause(error: BaseException) -> str:
     return str(reason or error)
 
 
+def _gateway_server(core: k8s.CoreV1Api, namespace: str) -> PinnedServer:
+    """The gateway's certificate, from the Secret the chart made for it (the driver's own
+    kubeconfig reads it), so the driver pins the gateway as instances pin the session."""
+    try:
+        secret = api.call(
+            core.read_namespaced_secret, c.GATEWAY_TLS_SECRET, namespace, budget_s=10.0
+        )
+        certificate = base64.b64decode((secret.data or {})[c.TLS_CERT_KEY])
+    except (api.KubeApiError, KeyError) as error:
+        raise YRError(
+            f"cannot read the gateway's certificate (Secret {c.GATEWAY_TLS_SECRET!r}, key "
+            f"{c.TLS_CERT_KEY!r}, namespace {namespace!r}): {error}. The chart creates it with "
+            "the gateway (helm install yr charts/yr)"
+        ) from None
+    return PinnedServer(certificate, c.GATEWAY_SERVER_NAME)
+
+
+def _read_file(path: str, *, what: str) -> bytes:
+    if not path:
+        raise YRError(
+            f"{c.ENV_TLS_CERT_FILE} is not set, so this pod cannot pin {what}: its operator "
+            "predates session TLS; upgrade the chart to this yr version"
+        )
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise YRError(f"cannot read {what} at {path}: {error}") from None
+
+
 class KubernetesRuntime(Runtime):
     """Instances as YRInstance objects in one namespace, reached over gRPC."""
 
@@ -107,11 +142,15 @@ class KubernetesRuntime(Runtime):
         session: str,
         token: str,
         owner: dict[str, Any],
+        session_server: PinnedServer,
         gateway: str = "",
+        gateway_server: PinnedServer | None = None,
         lease_name: str = "",
         log_to_driver: bool = False,
     ) -> None:
         self.session_token = token
+        self._session_server = session_server
+        self._gateway_server = gateway_server
         self._api_client = api_client
         self._custom = k8s.CustomObjectsApi(api_client)
         self._core = k8s.CoreV1Api(api_client)
@@ -130,6 +169,7 @@ class KubernetesRuntime(Runtime):
             namespace=namespace,
             session=session,
             address_of=self._address_of,
+            open_channel=self.open_channel,
             on_pod_running=self._logs.follow if self._logs else None,
         )
         self._renewer: threading.Thread | None = None
@@ -154,6 +194,15 @@ class KubernetesRuntime(Runtime):
             raise
         session = secrets.token_hex(5)
         token = secrets.token_urlsafe(32)
+        server_name = c.session_server_name(session)
+        certificate, key = make_key_pair(server_name)
+        try:
+            gateway_server = (
+                _gateway_server(k8s.CoreV1Api(api_client), namespace) if config.gateway else None
+            )
+        except BaseException:
+            api_client.close()
+            raise
         coordination = k8s.CoordinationV1Api(api_client)
         holder = f"{socket.gethostname()}/{os.getpid()}"
         try:
@@ -176,7 +225,9 @@ class KubernetesRuntime(Runtime):
         api.call(
             k8s.CoreV1Api(api_client).create_namespaced_secret,
             namespace,
-            objects.build_token_secret(session=session, token=token, owner=lease_owner),
+            objects.build_token_secret(
+                session=session, token=token, certificate=certificate, key=key, owner=lease_owner
+            ),
         )
         notice(f"yr: kubernetes session {session} in namespace {namespace}")
         return cls(
@@ -185,7 +236,9 @@ class KubernetesRuntime(Runtime):
             session=session,
             token=token,
             owner=lease_owner,
+            session_server=PinnedServer(certificate, server_name),
             gateway=config.gateway,
+            gateway_server=gateway_server,
             lease_name=lease.metadata.name,
             log_to_driver=config.log_to_driver,
         )
@@ -202,7 +255,19 @@ class KubernetesRuntime(Runtime):
             session=env[c.ENV_SESSION],
             token=credentials.session_token(),
             owner=pod_owner,
+            session_server=PinnedServer(
+                _read_file(env.get(c.ENV_TLS_CERT_FILE, ""), what="the session certificate"),
+                c.session_server_name(env[c.ENV_SESSION]),
+            ),
         )
+
+    def open_channel(self, address: str, options: Sequence[tuple[str, Any]]) -> grpc.Channel:
+        """TLS pinned to the gateway's certificate, or else to the session's: a server at a
+        spoofed address fails the handshake before the token is sent."""
+        pinned = self._session_server
+        if self._gateway_server is not None and address == self._gateway:
+            pinned = self._gateway_server
+        return pinned.secure_channel(address, list(options))
 
     # -- the Runtime contract ---------------------------------------------------------------
 
@@ -292,7 +357,7 @@ class KubernetesRuntime(Runtime):
     ) -> DeathInfo | None:
         return self._watcher.await_death(instance_id, incarnation, timeout)
 
-    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
+    def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
         try:
             api.call(
                 self._custom.delete_namespaced_custom_object,
@@ -307,7 +372,9 @@ class KubernetesRuntime(Runtime):
             pass
         except api.KubeApiError as error:
             raise YRError(f"could not delete YRInstance {instance_id}: {error}") from None
-        self._watcher.forget(instance_id, YRError(f"instance {instance_id} was terminated"))
+        self._watcher.forget(
+            instance_id, YRError(f"instance {instance_id} was {reason or 'terminated'}")
+        )
 
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
         selector = f"{c.NAME_LABEL}={objects.name_label(name, namespace)}"
@@ -329,16 +396,40 @@ class KubernetesRuntime(Runtime):
         )
         return instance_id, ClassInfo(obj["spec"]["className"], meta)
 
+    def list_named(self) -> list[str]:
+        found = api.call(
+            self._custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self._namespace,
+            PLURAL,
+            label_selector=c.NAME_LABEL,
+        ).get("items", [])
+        return sorted(
+            qualified_name(obj["spec"]["instanceName"], obj["spec"].get("instanceNamespace", ""))
+            for obj in found
+            if obj["spec"].get("instanceName") and not obj["metadata"].get("deletionTimestamp")
+        )
+
     def resources(self) -> list[dict[str, Any]]:
         nodes = api.call(self._core.list_node).items
+        requested = node_resources.pod_requests(self._pods_for_resources())
         return [
             {
+                **node_resources.kubernetes_node(node, requested.get(node.metadata.name, {})),
                 "node": node.metadata.name,
                 "cpu_allocatable": (node.status.allocatable or {}).get("cpu"),
                 "memory_allocatable": (node.status.allocatable or {}).get("memory"),
             }
             for node in nodes
         ]
+
+    def _pods_for_resources(self) -> list[Any]:
+        """Every pod when the driver may list them; else this namespace's (what yr placed)."""
+        try:
+            return api.call(self._core.list_pod_for_all_namespaces).items
+        except api.Forbidden:
+            return api.call(self._core.list_namespaced_pod, self._namespace).items
 
     def _renew(self) -> None:
         while not self._stopping.wait(LEASE_RENEW_S):

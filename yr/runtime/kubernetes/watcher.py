@@ -94,14 +94,19 @@ class StatusWatcher:
         namespace: str,
         session: str,
         address_of: Callable[[str, dict[str, Any]], str],
+        open_channel: Callable[[str, list[tuple[str, Any]]], grpc.Channel],
         on_pod_running: Callable[[str], None] | None = None,
     ) -> None:
         self._api = custom_api
         self._namespace = namespace
         self._selector = f"{c.SESSION_LABEL}={session}"
         self._address_of = address_of
+        self._open_channel = open_channel
         self._on_pod_running = on_pod_running
         self._tracked: dict[str, _Tracked] = {}
+        # The latest object of every session instance nobody asked about yet: a handle this
+        # process was given (not one it created) may name an instance whose last event passed.
+        self._untracked: dict[str, dict[str, Any]] = {}
         self._checks: set[grpc.Channel] = set()
         self._lock = threading.Condition()
         self._stopping = threading.Event()
@@ -138,6 +143,9 @@ class StatusWatcher:
             tracked = self._tracked.get(name)
             if tracked is None:
                 tracked = self._tracked[name] = _Tracked("instance", time.monotonic(), 1e9)
+                seen = self._untracked.pop(name, None)
+                if seen is not None:
+                    self._observe(seen, deleted=False)
             if tracked.error is not None:
                 future.set_exception(tracked.error)
                 return future
@@ -209,6 +217,9 @@ class StatusWatcher:
         for item in listing.get("items", []):
             listed.add(item["metadata"]["name"])
             self._observe(item, deleted=False)
+        with self._lock:
+            for name in set(self._untracked) - listed:
+                del self._untracked[name]
         for name in known - listed:
             with self._lock:
                 tracked = self._tracked.get(name)
@@ -228,6 +239,10 @@ class StatusWatcher:
         with self._lock:
             tracked = self._tracked.get(name)
             if tracked is None:
+                if deleted:
+                    self._untracked.pop(name, None)
+                else:
+                    self._untracked[name] = obj
                 return
             tracked.exists = True
             tracked.status = status
@@ -291,7 +306,7 @@ class StatusWatcher:
 
     def _check_serving(self, name: str, tracked: _Tracked, address: str, key: tuple) -> None:
         """Watch the pod's gRPC health until SERVING (its object is constructed), then settle."""
-        channel = grpc.insecure_channel(address, options=_FAST_RECONNECT)
+        channel = self._open_channel(address, _FAST_RECONNECT)
         with self._lock:
             if self._stopping.is_set():
                 channel.close()

@@ -62,7 +62,7 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
 
     async def Terminate(self, request, context):
         def work():
-            self._runtime.terminate(request.instance_id, wait=request.wait)
+            self._runtime.terminate(request.instance_id, wait=request.wait, reason=request.reason)
             return yr_pb2.TerminateReply()
 
         return await self._guard(context, work)
@@ -75,6 +75,12 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
                 class_name=info.class_name,
                 method_meta=serialization.dumps(info.method_meta),
             )
+
+        return await self._guard(context, work)
+
+    async def ListNamed(self, request, context):
+        def work():
+            return yr_pb2.ListNamedReply(names=self._runtime.list_named())
 
         return await self._guard(context, work)
 

@@ -76,9 +76,17 @@ def spawn_command(
         "class_name": spec.class_info.class_name,
         "payload": spec.payload,
         "concurrency": spec.options.concurrency,
+        "shutdown_grace_s": spec.options.shutdown_grace_s(),
         "env": env,
         "log_socket": log_socket,
     }
+
+
+def kill_grace_s(instance: LocalInstance) -> float:
+    """How long a terminated instance gets before SIGKILL: its ``__yr_shutdown__``'s grace
+    period when it has one, else none."""
+    spec = instance.spec
+    return spec.options.shutdown_grace_s() if spec.class_info.has_shutdown_hook else 0.0
 
 
 def check_creatable(

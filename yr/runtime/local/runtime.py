@@ -22,12 +22,14 @@ from yr.console import notice
 from yr.errors import DeathInfo, YRError, YRInstanceDiedError
 from yr.futures import settle
 from yr.options import Config
-from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
+from yr.runtime import node_resources
+from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime, qualified_name
 from yr.runtime.local.control import ControlServer
 from yr.runtime.local.instances import (
     LocalInstance,
     check_creatable,
     default_num_cpus,
+    kill_grace_s,
     record_crash,
     restart_delay,
     schedule_timeout_error,
@@ -74,6 +76,7 @@ class LocalRuntime(Runtime):
         self._ledger = CpuLedger(num_cpus * 1000, resources)
         self._instances: dict[str, LocalInstance] = {}
         self._named: dict[tuple[str, str], str] = {}
+        self._graceful_until: dict[str, float] = {}  # instance -> end of its shutdown hook
         self._pending: list[str] = []
         self._spawned_pids: set[int] = set()
         self._lock = threading.RLock()
@@ -339,7 +342,10 @@ class LocalRuntime(Runtime):
         for notify in self._fail(instance, error, state="terminated"):
             notify()
         if was_running:
-            self._zygote.send({"op": "kill", "instance_id": instance_id})
+            grace_s = kill_grace_s(instance)
+            self._zygote.send({"op": "kill", "instance_id": instance_id, "grace_s": grace_s})
+            if grace_s:
+                self._graceful_until[instance_id] = time.monotonic() + grace_s
         owner = self._instances.get(instance.owner_id or "")
         if owner is not None:
             owner.children.discard(instance_id)
@@ -375,12 +381,12 @@ class LocalRuntime(Runtime):
                 self._changed.wait(remaining)
             return instance.deaths[incarnation]
 
-    def terminate(self, instance_id: str, *, wait: bool = False) -> None:
+    def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
         with self._lock:
             if instance_id not in self._instances:
                 raise YRError(f"no instance {instance_id} in this session")
             subtree = list(walk_subtree(self._instances, instance_id))
-            self._terminate_locked(instance_id, reason="terminated")
+            self._terminate_locked(instance_id, reason=reason or "terminated")
             self._changed.notify_all()
             if not wait:
                 return
@@ -405,10 +411,24 @@ class LocalRuntime(Runtime):
                 raise ValueError(f"no instance named {name!r} in namespace {namespace!r}")
             return instance_id, self._instances[instance_id].spec.class_info
 
+    def list_named(self) -> list[str]:
+        with self._lock:
+            return sorted(qualified_name(name, ns) for ns, name in self._named)
+
     def resources(self) -> list[dict[str, Any]]:
         with self._lock:
+            memory_held = sum(
+                self._instances[holder].spec.options.memory
+                for holder in self._ledger.holders()
+                if holder in self._instances
+            )
+            capacity = {"CPU": self._ledger.total, "Memory": node_resources.physical_memory_mb()}
+            allocatable = {"CPU": self._ledger.free, "Memory": capacity["Memory"] - memory_held}
             return [
                 {
+                    **node_resources.entry(
+                        "local", ready=True, capacity=capacity, allocatable=allocatable
+                    ),
                     "node": "local",
                     "cpu_total": self._ledger.total,
                     "cpu_used": self._ledger.used,
@@ -465,6 +485,7 @@ class LocalRuntime(Runtime):
                     self._terminate_locked(instance.instance_id, reason="finalized")
             self._closed = True
             self._changed.notify_all()
+            self._wait_for_shutdown_hooks_locked()
         if self._published is not None:
             from yr.runtime.local import discovery
 
@@ -474,6 +495,20 @@ class LocalRuntime(Runtime):
         sharedmem.discard_prefix(self._shm_prefix)
         self._output.stop()
         self._directory.remove()
+
+    def _wait_for_shutdown_hooks_locked(self) -> None:
+        """Closing the fork server kills every process: first let the ``__yr_shutdown__``
+        hooks already started run out, each within its grace period."""
+        while True:
+            now = time.monotonic()
+            waiting = [
+                deadline
+                for instance_id, deadline in self._graceful_until.items()
+                if deadline > now and self._alive_process(self._instances[instance_id])
+            ]
+            if not waiting:
+                return
+            self._changed.wait(min(waiting) - now)
 
     def _check_open(self) -> None:
         if self._closed:

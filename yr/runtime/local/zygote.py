@@ -21,6 +21,7 @@ import select
 import shutil
 import signal
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -48,6 +49,7 @@ class Zygote:
         self.children: dict[int, tuple[str, int]] = {}  # pid -> (instance id, incarnation)
         self.payloads: dict[int, str] = {}  # pid -> payload segment it may not have read yet
         self.by_instance: dict[str, int] = {}
+        self.kill_at: dict[int, float] = {}  # pid -> when its shutdown hook's grace ends
         self.fail_fork_marker = os.environ.pop(FAIL_FORK_ENV, "")
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_write, False)
@@ -58,7 +60,11 @@ class Zygote:
 
     def run(self) -> None:
         while True:
-            readable, _, _ = select.select([self.command_fd, self.wake_read], [], [])
+            timeout = None
+            if self.kill_at:
+                timeout = max(min(self.kill_at.values()) - time.monotonic(), 0)
+            readable, _, _ = select.select([self.command_fd, self.wake_read], [], [], timeout)
+            self.kill_overdue()
             if self.wake_read in readable:
                 os.read(self.wake_read, 4096)
                 self.reap()
@@ -75,7 +81,21 @@ class Zygote:
         elif command["op"] == "kill":
             pid = self.by_instance.get(command["instance_id"])
             if pid is not None and pid in self.children:
-                _kill_group(pid)
+                grace_s = command.get("grace_s", 0)
+                if grace_s > 0:  # its __yr_shutdown__ runs on SIGTERM; SIGKILL after grace
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
+                    self.kill_at[pid] = time.monotonic() + grace_s
+                else:
+                    _kill_group(pid)
+
+    def kill_overdue(self) -> None:
+        now = time.monotonic()
+        for pid, deadline in list(self.kill_at.items()):
+            if deadline <= now:
+                del self.kill_at[pid]
+                if pid in self.children:
+                    _kill_group(pid)
 
     def spawn(self, command: dict[str, Any]) -> None:
         key = (command["instance_id"], command["incarnation"])
@@ -121,6 +141,7 @@ class Zygote:
             if exited is None:
                 return
             _kill_group(exited.si_pid)  # what the instance started ends with it, as in a pod
+            self.kill_at.pop(exited.si_pid, None)
             pid, status = os.waitpid(exited.si_pid, 0)
             sharedmem.discard([self.payloads.pop(pid, "")])
             instance_id, incarnation = self.children.pop(pid, ("", -1))

@@ -1,0 +1,5 @@
+"""openYuanrong's import path for the option types (``from yr.config import InvokeOptions``)."""
+
+from yr.options import Config, InvokeOptions
+
+__all__ = ["Config", "InvokeOptions"]

@@ -1,0 +1,1 @@
+"""openYuanrong's import paths for the proxy types (``yr.decorator.*``), kept for ported code."""
