@@ -101,6 +101,7 @@ OPERATOR_NAMESPACED = grants(
         ("yr.dev", "yrinstances/status"): "get patch update",
         ("yr.dev", "yrinstances/finalizers"): "update",
         ("", "pods"): "get list watch create delete",
+        ("", "pods/log"): "get",
         ("coordination.k8s.io", "leases"): "get list watch delete",
         ("", "events"): "create patch list",
         ("events.k8s.io", "events"): "create patch",
@@ -311,18 +312,77 @@ def test_operator_runs_single_replica_with_recreate_strategy(tools):
 def test_operator_watches_all_namespaces_by_default(tools):
     container = operator_container(render(tools))
     assert container["command"] == ["yr-operator"]
-    assert container["args"] == ["-A", "--liveness", "http://0.0.0.0:8080/healthz"]
+    assert container["args"][:3] == ["-A", "--liveness", "http://0.0.0.0:8080/healthz"]
 
 
 def test_operator_watches_each_listed_namespace(tools):
     container = operator_container(render(tools, *VARIANTS["watch-namespaces"]))
-    assert container["args"] == ["-n", "a", "-n", "b", "--liveness", "http://0.0.0.0:8080/healthz"]
+    assert container["args"][:6] == [
+        "-n",
+        "a",
+        "-n",
+        "b",
+        "--liveness",
+        "http://0.0.0.0:8080/healthz",
+    ]
 
 
 def test_operator_liveness_probe_polls_kopf_healthz(tools):
     container = operator_container(render(tools))
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+
+
+def test_operator_serves_metrics_on_a_named_port_with_scrape_annotations(tools):
+    docs = render(tools)
+    container = operator_container(docs)
+    assert container["args"][-2:] == ["--metrics", "0.0.0.0:9090"]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    annotations = one(docs, "Deployment", "yr-operator")["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9090",
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def test_operator_metrics_service_selects_the_operator_pod(tools):
+    docs = render(tools)
+    service = one(docs, "Service", "yr-operator-metrics", NAMESPACE)
+    pod_labels = one(docs, "Deployment", "yr-operator")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+
+
+def test_service_monitor_is_off_by_default(tools):
+    assert of_kind(render(tools), "ServiceMonitor") == []
+
+
+def test_service_monitor_scrapes_the_metrics_service_when_enabled(tools):
+    docs = render(tools, "--set", "operator.metrics.serviceMonitor.enabled=true")
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    service = one(docs, "Service", "yr-operator-metrics", NAMESPACE)
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+
+
+def test_metrics_disabled_renders_no_port_service_or_annotations(tools):
+    docs = render(tools, "--set", "operator.metrics.enabled=false")
+    container = operator_container(docs)
+    assert "--metrics" not in container["args"]
+    assert all(port["name"] != "metrics" for port in container["ports"])
+    assert all(doc["metadata"]["name"] != "yr-operator-metrics" for doc in docs)
+    assert (
+        "annotations" not in one(docs, "Deployment", "yr-operator")["spec"]["template"]["metadata"]
+    )
 
 
 def operator_env(docs: list[dict]) -> dict[str, str]:

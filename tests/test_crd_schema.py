@@ -93,6 +93,7 @@ def test_printer_columns_show_status_cpu_owner_restarts_pod_age_and_wide_extras(
         ("NODE", ".status.node", 1),
         ("IP", ".status.podIP", 1),
         ("REASON", ".status.reason", 1),
+        ("ROOT", ".metadata.labels.yr\\.dev/root", 1),
     ]
 
 

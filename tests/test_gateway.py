@@ -31,7 +31,9 @@ from tests.cluster.chart_rbac import install_chart_rbac
 from tests.cluster.operator_process import OperatorProcess, operator_env
 from tests.cluster.tools import K8sTools
 from tests.k8s_tls import install_gateway_key_pair
+from tests.observe_instances import Leaf
 from tests.support import wait_for
+from tests.yr_cli_support import run_yr
 from yr.contract import GATEWAY_SERVER_NAME
 from yr.gateway import UNKNOWN_TTL_S
 from yr.protocol import (
@@ -349,3 +351,45 @@ def test_an_authenticated_hello_is_forwarded_to_the_instance(session, gateway):
             yr_pb2.HelloRequest(), metadata=metadata, timeout=30
         )
     assert reply.instance_id == sink.instance_id
+
+
+def test_the_gateway_forwards_debug_stacks_to_the_routed_pod(session, gateway):
+    _, address, _ = gateway
+    leaf = Leaf.invoke()
+    leaf.doze.invoke()
+    metadata = ((ROUTE_METADATA_KEY, leaf.instance_id), (TOKEN_METADATA_KEY, session.session_token))
+
+    def dozing() -> str | None:
+        with _channel(address) as channel:
+            try:
+                reply = yr_pb2_grpc.DebugStub(channel).Stacks(
+                    yr_pb2.StacksRequest(), metadata=metadata, timeout=30
+                )
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:  # its pod is not ready yet
+                    raise
+                return None
+        stacks = "".join(thread.stack for thread in reply.threads)
+        return stacks if "in doze" in stacks else None
+
+    assert "time.sleep(600)" in wait_for(dozing, timeout=90, what="the leaf's stack via gateway")
+
+
+def test_yr_stack_with_a_gateway_reaches_the_pod_through_it(cluster, session, gateway):
+    _, address, _ = gateway
+    leaf = Leaf.invoke()
+    leaf.doze.invoke()
+
+    def dozing() -> str | None:
+        done = run_yr(
+            "--kubernetes",
+            "-n",
+            "default",
+            "stack",
+            leaf.instance_id,
+            KUBECONFIG=str(cluster.kubeconfig),
+            YR_GATEWAY=address,
+        )
+        return done.stdout if "in doze" in done.stdout else None
+
+    assert "time.sleep(600)" in wait_for(dozing, timeout=90, what="yr stack via the gateway")

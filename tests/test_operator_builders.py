@@ -104,6 +104,13 @@ def test_pod_mounts_the_payload_secret_read_only() -> None:
     assert env_of(pod)["YR_PAYLOAD_FILE"]["value"] == "/var/run/yr/payload/payload"
 
 
+def test_pod_env_names_the_root_of_its_tree() -> None:
+    body = yri()
+    body["metadata"].setdefault("labels", {})["yr.dev/root"] = "top-1"
+    env = env_of(build_pod(body, incarnation=0, image="img", service_account="sa"))
+    assert env["YR_ROOT"]["value"] == "top-1"
+
+
 def test_pod_mounts_only_the_session_key_pair_from_the_session_secret() -> None:
     # Mounted by the kubelet: the instance's Role never needs to read Secrets. Optional: a
     # teardown that deletes the Secret before the pods must not make the kubelet warn.
@@ -132,6 +139,7 @@ def test_pod_env_follows_the_contract() -> None:
     assert values == {
         "YR_BACKEND": "kubernetes",
         "YR_INSTANCE_NAME": "w1",
+        "YR_ROOT": "w1",  # no root label: a top-level instance is its own root
         "YR_CLASS_NAME": "mod.Worker",
         "YR_SESSION": "s1",
         "YR_CONCURRENCY": "4",

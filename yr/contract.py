@@ -35,6 +35,7 @@ INSTANCE_LABEL = "yr.dev/instance"
 CLASS_LABEL = "yr.dev/class"
 NAME_LABEL = "yr.dev/name"
 DRIVER_LABEL = "yr.dev/driver"
+ROOT_LABEL = "yr.dev/root"  # the top-level instance of the tree: one selector lists a tree
 APP_LABEL = "app.kubernetes.io/name"
 APP_VALUE = "yr-instance"
 METHODS_ANNOTATION = "yr.dev/methods"
@@ -53,6 +54,7 @@ ENV_NAMESPACE = "YR_NAMESPACE"
 ENV_POD_NAME = "YR_POD_NAME"
 ENV_POD_UID = "YR_POD_UID"
 ENV_POD_IP = "YR_POD_IP"
+ENV_ROOT = "YR_ROOT"  # the root of the pod's tree, which the instances it creates inherit
 ENV_INCARNATION = "YR_INCARNATION"
 ENV_SHUTDOWN_GRACE = "YR_SHUTDOWN_GRACE_SECONDS"  # only when the class has __yr_shutdown__
 ENV_TLS_CERT_FILE = "YR_TLS_CERT_FILE"
@@ -85,6 +87,11 @@ REASON_OOM_KILLED = "OOMKilled"
 REASON_COMPLETED = "Completed"
 REASON_DELETED = "Deleted"
 REASON_OWNER_DELETED = "OwnerDeleted"
+
+
+# -- post-mortems ---------------------------------------------------------------------------
+LAST_LINES = 20  # lines of a dead pod's output kept in status.lastTermination.output
+LAST_LINES_MAX_BYTES = 4096  # ... and no more bytes than this (the newest kept)
 
 
 def session_secret_name(session: str) -> str:
@@ -121,6 +128,7 @@ class LastTermination:
     message: str = ""
     exit_code: int | None = None
     signal: int | None = None
+    output: str = ""  # the last lines the pod printed, read before the operator deleted it
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -132,6 +140,8 @@ class LastTermination:
             out["exitCode"] = self.exit_code
         if self.signal is not None:
             out["signal"] = self.signal
+        if self.output:
+            out["output"] = self.output
         return out
 
     @classmethod
@@ -144,4 +154,5 @@ class LastTermination:
             message=str(raw.get("message") or ""),
             exit_code=raw.get("exitCode"),
             signal=raw.get("signal"),
+            output=str(raw.get("output") or ""),
         )

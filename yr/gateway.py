@@ -33,7 +33,14 @@ from yr.protocol import CHANNEL_OPTIONS, ROUTE_METADATA_KEY, SERVER_OPTIONS
 from yr.protocol.gate import presented_token, refusal
 from yr.tls import PinnedServer, server_credentials
 
-_FORWARDED_METHODS = ("/yr.v1.Instance/Call", "/yr.v1.Instance/Hello", "/yr.v1.Instance/CallStream")
+# Debug: `yr stack` and `yr tree` from outside the cluster (the instance checks the token too).
+_FORWARDED_METHODS = (
+    "/yr.v1.Instance/Call",
+    "/yr.v1.Instance/Hello",
+    "/yr.v1.Instance/CallStream",
+    "/yr.v1.Debug/Stacks",
+    "/yr.v1.Debug/Waits",
+)
 # Forwarded piece by piece, so that a large argument is never held whole (yr/protocol/chunks.py).
 _STREAMED_METHODS = ("/yr.v1.Instance/CallStream",)
 ROUTE_TTL_S = 2.0  # a pod's address, until a forward to it fails

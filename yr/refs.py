@@ -166,7 +166,7 @@ def get(
     _request_all(ref_list)
     pending = [ref for ref in ref_list if not ref.done()]
     if pending:
-        with waits.waiting_on({ref._origin[0] for ref in pending if ref._origin}):
+        with waits.waiting_on([ref._origin for ref in pending if ref._origin]):
             _, not_done = concurrent.futures.wait([ref.future for ref in pending], timeout=limit)
         if not_done and not allow_partial:
             count = len(not_done)
@@ -194,14 +194,17 @@ def wait(
     limit = 0.0 if timeout == 0 else _validate_timeout(timeout)
     _request_all(ref_list)
     deadline = None if limit is None else time.monotonic() + limit
-    while sum(ref.done() for ref in ref_list) < wanted:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            break
-        pending = [ref.future for ref in ref_list if not ref.done()]
-        concurrent.futures.wait(
-            pending, timeout=remaining, return_when=concurrent.futures.FIRST_COMPLETED
-        )
+    calls = [ref._origin for ref in ref_list if ref._origin and not ref.done()]
+    # Seen by `yr tree`; not reported as a wait-for edge (a yr.wait may return with some left).
+    with waits.waiting_on(calls, report=False):
+        while sum(ref.done() for ref in ref_list) < wanted:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            pending = [ref.future for ref in ref_list if not ref.done()]
+            concurrent.futures.wait(
+                pending, timeout=remaining, return_when=concurrent.futures.FIRST_COMPLETED
+            )
     ready = [ref for ref in ref_list if ref.done()][:wanted]
     ready_ids = {id(ref) for ref in ready}
     return ready, [ref for ref in ref_list if id(ref) not in ready_ids]

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from yr import credentials, serialization, sharedmem, tracebacks, waits
+from yr import credentials, debug, serialization, sharedmem, tracebacks, waits
 from yr.dispatch import CallOrder, SerialRunner
 from yr.errors import YRInvokeError
 from yr.method_loop import MethodLoop
@@ -310,6 +310,7 @@ async def serve(
     if extra_handlers:  # services the composition root adds (collective links in a pod)
         server.add_generic_rpc_handlers(tuple(extra_handlers))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    debug.add_to_server(server, instance_id=instance_id)  # behind the token gate, like calls
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     address = _join_host_port(host, port)
     if tls is not None:

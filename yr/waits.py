@@ -1,21 +1,37 @@
-"""Which thread of this process is a ``concurrency=1`` instance's only method thread.
+"""What this process's threads wait on, and which one is a ``concurrency=1`` instance's.
 
-That thread can never wait for a call to its own instance: the call would run after the
-waiting method returns. ``yr.get`` asks here first and raises at once instead of hanging.
-Its waits on other instances are reported to the runtime, which refuses one that would close
-a cycle of such waits (A waits on B waits on A).
+Every blocking ``yr.get`` / ``yr.wait`` is noted here (thread, the calls it waits for, since
+when): a dict entry per wait, cheap enough to be always on, so ``yr tree`` can ask any process
+(the Debug service) "who waits on whom" at any moment.
+
+A serial instance's method thread can never wait for a call to its own instance: the call
+would run after the waiting method returns. ``yr.get`` asks here first and raises at once
+instead of hanging. Its waits on other instances are reported to the runtime, which refuses
+one that would close a cycle of such waits (A waits on B waits on A).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
-from typing import Protocol
+import time
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple, Protocol
 
 from yr.errors import YRError
 
 _serial: dict[int, str] = {}  # thread ident -> the instance whose calls it runs one by one
+
+
+class Wait(NamedTuple):
+    """One thread blocked on calls: (instance id, method) each, since a monotonic time."""
+
+    thread: int
+    calls: tuple[tuple[str, str], ...]
+    since: float
+
+
+_blocked: dict[int, Wait] = {}  # thread ident -> its current wait (one per thread)
 
 
 class WaitReporter(Protocol):
@@ -33,21 +49,39 @@ def report_waits_to(reporter: WaitReporter | None) -> None:
 
 
 @contextlib.contextmanager
-def waiting_on(targets: set[str]) -> Iterator[None]:
-    """Around a blocking wait: on a serial method thread, record it (or refuse a cycle)."""
-    waiter = _serial.get(threading.get_ident())
-    reporter = _reporter
-    targets.discard(waiter or "")
-    if waiter is None or reporter is None or not targets:
+def waiting_on(calls: Sequence[tuple[str, str]], *, report: bool = True) -> Iterator[None]:
+    """Around a blocking wait for ``calls`` ((instance id, method) each): note it; on a serial
+    method thread also report it to the runtime (``report``), which may refuse a cycle."""
+    if not calls:  # nothing to wait for but puts: no wait worth showing
         yield
         return
-    ordered = sorted(targets)
-    reporter.block_wait(waiter, ordered)
+    thread = threading.get_ident()
+    outer = _blocked.get(thread)  # a wait inside a wait (a ref resolved while waiting)
+    _blocked[thread] = Wait(thread, tuple(calls), time.monotonic())
+    waiter = _serial.get(thread) if report else None
+    reporter = _reporter
+    targets: list[str] = []
+    if waiter is not None and reporter is not None:
+        targets = sorted({instance for instance, _ in calls} - {waiter})
     try:
-        yield
+        if targets:
+            reporter.block_wait(waiter, targets)  # type: ignore[arg-type, union-attr]
+        try:
+            yield
+        finally:
+            if targets:
+                with contextlib.suppress(Exception):  # the runtime may be gone; it is over
+                    reporter.end_wait(waiter, targets)  # type: ignore[arg-type, union-attr]
     finally:
-        with contextlib.suppress(Exception):  # the runtime may be gone; the wait is over
-            reporter.end_wait(waiter, ordered)
+        if outer is None:
+            _blocked.pop(thread, None)
+        else:
+            _blocked[thread] = outer
+
+
+def current() -> list[Wait]:
+    """Every wait of this process right now."""
+    return list(_blocked.values())
 
 
 def declare_serial_thread(instance_id: str) -> None:

@@ -109,6 +109,12 @@ def _field_ref(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
+def root_of(yrinstance: dict[str, Any]) -> str:
+    """The top-level instance of its tree (itself when it carries no root label)."""
+    labels = yrinstance["metadata"].get("labels") or {}
+    return labels.get(c.ROOT_LABEL) or yrinstance["metadata"]["name"]
+
+
 STOP_GRACE_SECONDS = 5  # for the server to stop, beyond any __yr_shutdown__ hook
 
 
@@ -125,6 +131,7 @@ def container_env(yrinstance: dict[str, Any]) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": c.ENV_BACKEND, "value": "kubernetes"},
         {"name": c.ENV_INSTANCE_NAME, "value": yrinstance["metadata"]["name"]},
+        {"name": c.ENV_ROOT, "value": root_of(yrinstance)},
         {"name": c.ENV_CLASS_NAME, "value": str(spec.get("className", ""))},
         {"name": c.ENV_SESSION, "value": session},
         {"name": c.ENV_CONCURRENCY, "value": str(spec.get("concurrency") or 1)},

@@ -20,6 +20,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
     )
     parser.add_argument("--liveness", metavar="URL", help="e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on /metrics there, e.g. 0.0.0.0:9090 (port 0: any)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--standalone",
@@ -37,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         # One INFO line per handler per instance is noise at a hundred instances a second.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from . import handlers  # noqa: F401  (registers the handlers with kopf)
+
+    if args.metrics:
+        from . import metrics
+
+        metrics.serve(args.metrics)
 
     kopf.run(
         clusterwide=not args.namespace,

@@ -201,6 +201,15 @@ class Kube:
         )
         return list((data or {}).get("items") or [])
 
+    async def pod_log_tail(self, *, namespace: str, name: str, lines: int) -> str:
+        """The last ``lines`` lines the pod's container wrote (RBAC: pods/log get)."""
+        text = await self.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods/{quote(name)}/log",
+            params={"tailLines": str(lines), "limitBytes": str(64 * 1024)},
+        )
+        return text if isinstance(text, str) else json.dumps(text)
+
     async def create_pod(self, *, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
         return await self.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=pod)
 

@@ -8,12 +8,14 @@ import logging
 import time
 from typing import Any
 
+from . import metrics
 from .builders import build_pod
 from .events import post_event
 from .kube import ApiError, Conflict, Kube, NotFound
 from .leases import parse_time
 from .owners import DyingOwners
 from .plan import Plan, plan
+from .postmortem import keep_last_words
 from .status import build_status, creating_quietly, status_changed, status_patch
 
 log = logging.getLogger("yr_operator")
@@ -54,6 +56,11 @@ class Reconciler:
         fresh = body is not None and not body.get("status")
         if key in self._queued and not fresh:
             return  # the queued run reads the state after we would have: it does our work
+        with metrics.reconciling():
+            await self._reconcile(key, body=body, fresh=fresh)
+
+    async def _reconcile(self, key: Key, *, body: dict[str, Any] | None, fresh: bool) -> None:
+        namespace, name = key
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._queued.add(key)
         try:
@@ -122,6 +129,7 @@ class Reconciler:
             restart_at=self._restart_at.get(rkey),
             kubelet_warnings=warnings,
         )
+        await keep_last_words(self.kube, yri, p)  # before its pod, and its log, are gone
         for pod in p.delete:
             await self.kube.delete_pod(namespace=meta["namespace"], name=pod)
         if p.create is not None and self.dying.owner_dying(yri):
@@ -135,6 +143,7 @@ class Reconciler:
         if p.restart_at is not None:
             incarnation = p.status["restarts"] if p.status else rkey[3]
             self._remember_restart((*rkey[:3], incarnation), when=p.restart_at, now=now)
+        metrics.observe(yri, p.status)
         await self._write(yri, p.status, p.event)
         return True
 
@@ -163,6 +172,7 @@ class Reconciler:
             self.requeue(namespace=meta["namespace"], name=meta["name"], delay=RETRY_SECONDS)
             return None
         except ApiError as e:
+            metrics.pod_create_failed(e.status)
             if e.transient:
                 raise  # still failing after the request's own retries: kopf retries later
             # Quota, admission or RBAC refusal: say so, like a ReplicaSet's FailedCreate.
@@ -222,6 +232,7 @@ class Reconciler:
             self.requeue(namespace=namespace, name=name, delay=RETRY_SECONDS)
 
     def _forget(self, key: Key) -> None:
+        metrics.forget(*key)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()

@@ -12,7 +12,10 @@ from tests.cluster.meta import parse_time
 from tests.cluster.resources import ResourceType
 from tests.cluster.store import Store
 
-_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\?\(@\.([\w.]+)\s*==\s*['\"]([^'\"]*)['\"]\)\]")
+# A field may hold escaped dots, as label keys do: .metadata.labels.yr\.dev/root
+_STEP = re.compile(
+    r"\.((?:\\\.|[^.\[\\])+)|\[(\d+)\]|\[\?\(@\.([\w.]+)\s*==\s*['\"]([^'\"]*)['\"]\)\]"
+)
 
 
 def wanted(request: web.Request) -> bool:
@@ -34,6 +37,7 @@ def json_path(obj: Any, path: str) -> Any:
     nodes = [obj]
     for field, index, filter_key, filter_value in _STEP.findall(path.strip("{}")):
         nxt = []
+        field = field.replace("\\.", ".")
         for node in nodes:
             if field and isinstance(node, dict) and field in node:
                 nxt.append(node[field])

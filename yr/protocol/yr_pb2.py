@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14yr/protocol/yr.proto\x12\x05yr.v1\"\x19\n\tCallChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"(\n\x0cHelloRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\\\n\nHelloReply\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\r\"\x93\x01\n\x0b\x43\x61llRequest\x12\x0e\n\x06\x63\x61ller\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12&\n\x0binvocations\x18\x03 \x03(\x0b\x32\x11.yr.v1.Invocation\x12\x15\n\rsettled_below\x18\x04 \x01(\x04\x12\x13\n\x0binstance_id\x18\x05 \x01(\t\x12\x13\n\x0bincarnation\x18\x06 \x01(\x04\"@\n\nInvocation\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x11\n\targuments\x18\x02 \x01(\x0c\x12\x0f\n\x07\x62uffers\x18\x03 \x03(\t\"-\n\tCallReply\x12 \n\x08outcomes\x18\x01 \x03(\x0b\x32\x0e.yr.v1.Outcome\"I\n\x07Outcome\x12\x0f\n\x05value\x18\x01 \x01(\x0cH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.yr.v1.RemoteErrorH\x00\x42\x08\n\x06result\"W\n\x0bRemoteError\x12\x11\n\texception\x18\x01 \x01(\x0c\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"d\n\x0eInstanceRecord\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x14\n\x0cmethod_names\x18\x03 \x03(\t\x12\x13\n\x0bmethod_meta\x18\x04 \x01(\x0c\"/\n\rCreateRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0c\n\x04spec\x18\x02 \x01(\x0c\"\"\n\x0b\x43reateReply\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\">\n\x0eResolveRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x17\n\x0fmin_incarnation\x18\x02 \x01(\x04\"4\n\x0cResolveReply\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\"P\n\x11\x41waitDeathRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\" \n\x0f\x41waitDeathReply\x12\r\n\x05\x64\x65\x61th\x18\x01 \x01(\x0c\"E\n\x10TerminateRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x10\n\x0eTerminateReply\"2\n\x0fGetNamedRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\"\x12\n\x10ResourcesRequest\".\n\x0bWaitRequest\x12\x0e\n\x06waiter\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\"\x0b\n\tWaitReply\"#\n\x0eResourcesReply\x12\x11\n\tresources\x18\x01 \x01(\x0c\"\x12\n\x10ListNamedRequest\"\x1f\n\x0eListNamedReply\x12\r\n\x05names\x18\x01 \x03(\t2\x9d\x01\n\x08Instance\x12/\n\x05Hello\x12\x13.yr.v1.HelloRequest\x1a\x11.yr.v1.HelloReply\x12,\n\x04\x43\x61ll\x12\x12.yr.v1.CallRequest\x1a\x10.yr.v1.CallReply\x12\x32\n\nCallStream\x12\x10.yr.v1.CallChunk\x1a\x10.yr.v1.CallReply(\x01\x32\x8a\x04\n\x07Runtime\x12\x32\n\x06\x43reate\x12\x14.yr.v1.CreateRequest\x1a\x12.yr.v1.CreateReply\x12\x35\n\x07Resolve\x12\x15.yr.v1.ResolveRequest\x1a\x13.yr.v1.ResolveReply\x12>\n\nAwaitDeath\x12\x18.yr.v1.AwaitDeathRequest\x1a\x16.yr.v1.AwaitDeathReply\x12;\n\tTerminate\x12\x17.yr.v1.TerminateRequest\x1a\x15.yr.v1.TerminateReply\x12\x39\n\x08GetNamed\x12\x16.yr.v1.GetNamedRequest\x1a\x15.yr.v1.InstanceRecord\x12;\n\tResources\x12\x17.yr.v1.ResourcesRequest\x1a\x15.yr.v1.ResourcesReply\x12\x31\n\tBlockWait\x12\x12.yr.v1.WaitRequest\x1a\x10.yr.v1.WaitReply\x12/\n\x07\x45ndWait\x12\x12.yr.v1.WaitRequest\x1a\x10.yr.v1.WaitReply\x12;\n\tListNamed\x12\x17.yr.v1.ListNamedRequest\x1a\x15.yr.v1.ListNamedReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14yr/protocol/yr.proto\x12\x05yr.v1\"\x19\n\tCallChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"(\n\x0cHelloRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\\\n\nHelloReply\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\r\"\x93\x01\n\x0b\x43\x61llRequest\x12\x0e\n\x06\x63\x61ller\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12&\n\x0binvocations\x18\x03 \x03(\x0b\x32\x11.yr.v1.Invocation\x12\x15\n\rsettled_below\x18\x04 \x01(\x04\x12\x13\n\x0binstance_id\x18\x05 \x01(\t\x12\x13\n\x0bincarnation\x18\x06 \x01(\x04\"@\n\nInvocation\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x11\n\targuments\x18\x02 \x01(\x0c\x12\x0f\n\x07\x62uffers\x18\x03 \x03(\t\"-\n\tCallReply\x12 \n\x08outcomes\x18\x01 \x03(\x0b\x32\x0e.yr.v1.Outcome\"I\n\x07Outcome\x12\x0f\n\x05value\x18\x01 \x01(\x0cH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.yr.v1.RemoteErrorH\x00\x42\x08\n\x06result\"W\n\x0bRemoteError\x12\x11\n\texception\x18\x01 \x01(\x0c\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"d\n\x0eInstanceRecord\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x14\n\x0cmethod_names\x18\x03 \x03(\t\x12\x13\n\x0bmethod_meta\x18\x04 \x01(\x0c\"/\n\rCreateRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0c\n\x04spec\x18\x02 \x01(\x0c\"\"\n\x0b\x43reateReply\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\">\n\x0eResolveRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x17\n\x0fmin_incarnation\x18\x02 \x01(\x04\"4\n\x0cResolveReply\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\"P\n\x11\x41waitDeathRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\" \n\x0f\x41waitDeathReply\x12\r\n\x05\x64\x65\x61th\x18\x01 \x01(\x0c\"E\n\x10TerminateRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x10\n\x0eTerminateReply\"2\n\x0fGetNamedRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\"\x12\n\x10ResourcesRequest\".\n\x0bWaitRequest\x12\x0e\n\x06waiter\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\"\x0b\n\tWaitReply\"#\n\x0eResourcesReply\x12\x11\n\tresources\x18\x01 \x01(\x0c\"\x0e\n\x0cWaitsRequest\"S\n\x0b\x42lockedCall\x12\x0e\n\x06thread\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"D\n\nWaitsReply\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12!\n\x05\x63\x61lls\x18\x02 \x03(\x0b\x32\x12.yr.v1.BlockedCall\"\x0f\n\rStacksRequest\"9\n\x0bThreadStack\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05ident\x18\x02 \x01(\x04\x12\r\n\x05stack\x18\x03 \x01(\t\"?\n\x0bStacksReply\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12#\n\x07threads\x18\x02 \x03(\x0b\x32\x12.yr.v1.ThreadStack\"\x11\n\x0fSnapshotRequest\"\x1d\n\rSnapshotReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"1\n\x0bLogsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\"7\n\x07LogLine\x12\x0e\n\x06number\x18\x01 \x01(\x04\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"9\n\tLogsReply\x12\x1d\n\x05lines\x18\x01 \x03(\x0b\x32\x0e.yr.v1.LogLine\x12\r\n\x05\x65nded\x18\x02 \x01(\x08\"\x12\n\x10ListNamedRequest\"\x1f\n\x0eListNamedReply\x12\r\n\x05names\x18\x01 \x03(\t2\x9d\x01\n\x08Instance\x12/\n\x05Hello\x12\x13.yr.v1.HelloRequest\x1a\x11.yr.v1.HelloReply\x12,\n\x04\x43\x61ll\x12\x12.yr.v1.CallRequest\x1a\x10.yr.v1.CallReply\x12\x32\n\nCallStream\x12\x10.yr.v1.CallChunk\x1a\x10.yr.v1.CallReply(\x01\x32\x8a\x04\n\x07Runtime\x12\x32\n\x06\x43reate\x12\x14.yr.v1.CreateRequest\x1a\x12.yr.v1.CreateReply\x12\x35\n\x07Resolve\x12\x15.yr.v1.ResolveRequest\x1a\x13.yr.v1.ResolveReply\x12>\n\nAwaitDeath\x12\x18.yr.v1.AwaitDeathRequest\x1a\x16.yr.v1.AwaitDeathReply\x12;\n\tTerminate\x12\x17.yr.v1.TerminateRequest\x1a\x15.yr.v1.TerminateReply\x12\x39\n\x08GetNamed\x12\x16.yr.v1.GetNamedRequest\x1a\x15.yr.v1.InstanceRecord\x12;\n\tResources\x12\x17.yr.v1.ResourcesRequest\x1a\x15.yr.v1.ResourcesReply\x12\x31\n\tBlockWait\x12\x12.yr.v1.WaitRequest\x1a\x10.yr.v1.WaitReply\x12/\n\x07\x45ndWait\x12\x12.yr.v1.WaitRequest\x1a\x10.yr.v1.WaitReply\x12;\n\tListNamed\x12\x17.yr.v1.ListNamedRequest\x1a\x15.yr.v1.ListNamedReply2l\n\x05\x44\x65\x62ug\x12\x32\n\x06Stacks\x12\x14.yr.v1.StacksRequest\x1a\x12.yr.v1.StacksReply\x12/\n\x05Waits\x12\x13.yr.v1.WaitsRequest\x1a\x11.yr.v1.WaitsReply2q\n\x07Inspect\x12\x38\n\x08Snapshot\x12\x16.yr.v1.SnapshotRequest\x1a\x14.yr.v1.SnapshotReply\x12,\n\x04Logs\x12\x12.yr.v1.LogsRequest\x1a\x10.yr.v1.LogsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -75,12 +75,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WAITREPLY']._serialized_end=1262
   _globals['_RESOURCESREPLY']._serialized_start=1264
   _globals['_RESOURCESREPLY']._serialized_end=1299
-  _globals['_LISTNAMEDREQUEST']._serialized_start=1301
-  _globals['_LISTNAMEDREQUEST']._serialized_end=1319
-  _globals['_LISTNAMEDREPLY']._serialized_start=1321
-  _globals['_LISTNAMEDREPLY']._serialized_end=1352
-  _globals['_INSTANCE']._serialized_start=1355
-  _globals['_INSTANCE']._serialized_end=1512
-  _globals['_RUNTIME']._serialized_start=1515
-  _globals['_RUNTIME']._serialized_end=2037
+  _globals['_WAITSREQUEST']._serialized_start=1301
+  _globals['_WAITSREQUEST']._serialized_end=1315
+  _globals['_BLOCKEDCALL']._serialized_start=1317
+  _globals['_BLOCKEDCALL']._serialized_end=1400
+  _globals['_WAITSREPLY']._serialized_start=1402
+  _globals['_WAITSREPLY']._serialized_end=1470
+  _globals['_STACKSREQUEST']._serialized_start=1472
+  _globals['_STACKSREQUEST']._serialized_end=1487
+  _globals['_THREADSTACK']._serialized_start=1489
+  _globals['_THREADSTACK']._serialized_end=1546
+  _globals['_STACKSREPLY']._serialized_start=1548
+  _globals['_STACKSREPLY']._serialized_end=1611
+  _globals['_SNAPSHOTREQUEST']._serialized_start=1613
+  _globals['_SNAPSHOTREQUEST']._serialized_end=1630
+  _globals['_SNAPSHOTREPLY']._serialized_start=1632
+  _globals['_SNAPSHOTREPLY']._serialized_end=1661
+  _globals['_LOGSREQUEST']._serialized_start=1663
+  _globals['_LOGSREQUEST']._serialized_end=1712
+  _globals['_LOGLINE']._serialized_start=1714
+  _globals['_LOGLINE']._serialized_end=1769
+  _globals['_LOGSREPLY']._serialized_start=1771
+  _globals['_LOGSREPLY']._serialized_end=1828
+  _globals['_LISTNAMEDREQUEST']._serialized_start=1830
+  _globals['_LISTNAMEDREQUEST']._serialized_end=1848
+  _globals['_LISTNAMEDREPLY']._serialized_start=1850
+  _globals['_LISTNAMEDREPLY']._serialized_end=1881
+  _globals['_INSTANCE']._serialized_start=1884
+  _globals['_INSTANCE']._serialized_end=2041
+  _globals['_RUNTIME']._serialized_start=2044
+  _globals['_RUNTIME']._serialized_end=2566
+  _globals['_DEBUG']._serialized_start=2568
+  _globals['_DEBUG']._serialized_end=2676
+  _globals['_INSPECT']._serialized_start=2678
+  _globals['_INSPECT']._serialized_end=2791
 # @@protoc_insertion_point(module_scope)

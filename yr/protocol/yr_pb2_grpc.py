@@ -608,3 +608,246 @@ class Runtime:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class DebugStub:
+    """Served by every instance server beside health, to callers holding the session token: what a
+    live instance is doing, taken without stopping it.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Stacks = channel.unary_unary(
+                '/yr.v1.Debug/Stacks',
+                request_serializer=yr_dot_protocol_dot_yr__pb2.StacksRequest.SerializeToString,
+                response_deserializer=yr_dot_protocol_dot_yr__pb2.StacksReply.FromString,
+                _registered_method=True)
+        self.Waits = channel.unary_unary(
+                '/yr.v1.Debug/Waits',
+                request_serializer=yr_dot_protocol_dot_yr__pb2.WaitsRequest.SerializeToString,
+                response_deserializer=yr_dot_protocol_dot_yr__pb2.WaitsReply.FromString,
+                _registered_method=True)
+
+
+class DebugServicer:
+    """Served by every instance server beside health, to callers holding the session token: what a
+    live instance is doing, taken without stopping it.
+    """
+
+    def Stacks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Waits(self, request, context):
+        """the calls its threads are blocked on
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DebugServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Stacks': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stacks,
+                    request_deserializer=yr_dot_protocol_dot_yr__pb2.StacksRequest.FromString,
+                    response_serializer=yr_dot_protocol_dot_yr__pb2.StacksReply.SerializeToString,
+            ),
+            'Waits': grpc.unary_unary_rpc_method_handler(
+                    servicer.Waits,
+                    request_deserializer=yr_dot_protocol_dot_yr__pb2.WaitsRequest.FromString,
+                    response_serializer=yr_dot_protocol_dot_yr__pb2.WaitsReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'yr.v1.Debug', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('yr.v1.Debug', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Debug:
+    """Served by every instance server beside health, to callers holding the session token: what a
+    live instance is doing, taken without stopping it.
+    """
+
+    @staticmethod
+    def Stacks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yr.v1.Debug/Stacks',
+            yr_dot_protocol_dot_yr__pb2.StacksRequest.SerializeToString,
+            yr_dot_protocol_dot_yr__pb2.StacksReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Waits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yr.v1.Debug/Waits',
+            yr_dot_protocol_dot_yr__pb2.WaitsRequest.SerializeToString,
+            yr_dot_protocol_dot_yr__pb2.WaitsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class InspectStub:
+    """Served by a driver's control server to the `yr` command: views of the session as JSON (the
+    command never unpickles anything).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Snapshot = channel.unary_unary(
+                '/yr.v1.Inspect/Snapshot',
+                request_serializer=yr_dot_protocol_dot_yr__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=yr_dot_protocol_dot_yr__pb2.SnapshotReply.FromString,
+                _registered_method=True)
+        self.Logs = channel.unary_unary(
+                '/yr.v1.Inspect/Logs',
+                request_serializer=yr_dot_protocol_dot_yr__pb2.LogsRequest.SerializeToString,
+                response_deserializer=yr_dot_protocol_dot_yr__pb2.LogsReply.FromString,
+                _registered_method=True)
+
+
+class InspectServicer:
+    """Served by a driver's control server to the `yr` command: views of the session as JSON (the
+    command never unpickles anything).
+    """
+
+    def Snapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_InspectServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=yr_dot_protocol_dot_yr__pb2.SnapshotRequest.FromString,
+                    response_serializer=yr_dot_protocol_dot_yr__pb2.SnapshotReply.SerializeToString,
+            ),
+            'Logs': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logs,
+                    request_deserializer=yr_dot_protocol_dot_yr__pb2.LogsRequest.FromString,
+                    response_serializer=yr_dot_protocol_dot_yr__pb2.LogsReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'yr.v1.Inspect', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('yr.v1.Inspect', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Inspect:
+    """Served by a driver's control server to the `yr` command: views of the session as JSON (the
+    command never unpickles anything).
+    """
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yr.v1.Inspect/Snapshot',
+            yr_dot_protocol_dot_yr__pb2.SnapshotRequest.SerializeToString,
+            yr_dot_protocol_dot_yr__pb2.SnapshotReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yr.v1.Inspect/Logs',
+            yr_dot_protocol_dot_yr__pb2.LogsRequest.SerializeToString,
+            yr_dot_protocol_dot_yr__pb2.LogsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

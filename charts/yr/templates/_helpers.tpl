@@ -113,6 +113,10 @@ asserts it: no secrets (pods reference the payload Secret by name, which needs n
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, delete]
+# A dead pod's last lines are read before it is deleted (status.lastTermination.output).
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
 # Driver Leases own top-level instances; the operator deletes the expired ones.
 - apiGroups: [coordination.k8s.io]
   resources: [leases]

@@ -97,10 +97,15 @@ def name_label(name: str, namespace: str) -> str:
 
 
 def build_yrinstance(
-    *, name: str, session: str, spec: InstanceSpec, owner: dict[str, Any]
+    *, name: str, session: str, spec: InstanceSpec, owner: dict[str, Any], root: str = ""
 ) -> dict[str, Any]:
+    """``root``: the top-level instance of the creator's tree ("" for a driver: it is one)."""
     options = spec.options
-    labels = {c.SESSION_LABEL: session, c.CLASS_LABEL: dns_label(spec.class_info.short_name)}
+    labels = {
+        c.SESSION_LABEL: session,
+        c.CLASS_LABEL: dns_label(spec.class_info.short_name),
+        c.ROOT_LABEL: root or name,
+    }
     if options.name:
         labels[c.NAME_LABEL] = name_label(options.name, options.namespace)
     body: dict[str, Any] = {

@@ -290,7 +290,12 @@ class KubernetesRuntime(Runtime):
             schedule_timeout_s=options.schedule_timeout_ms / 1000,
         )
         body = objects.build_yrinstance(
-            name=name, session=self._session, spec=spec, owner=self._owner
+            name=name,
+            session=self._session,
+            spec=spec,
+            owner=self._owner,
+            # In a pod: the tree this pod's instance belongs to; a driver starts new trees.
+            root=os.environ.get(c.ENV_ROOT, "") if self._lease_name == "" else "",
         )
         try:
             created = api.call(

@@ -132,6 +132,9 @@ class ControlServer:
         )
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
         yr_pb2_grpc.add_RuntimeServicer_to_server(_RuntimeServicer(runtime), server)
+        from yr.runtime.local import inspect_service
+
+        inspect_service.add_to_server(runtime, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         return server, port

@@ -11,6 +11,8 @@ import sys
 import tempfile
 import threading
 
+from yr.runtime.local.logbook import LogBook
+
 
 class LineSplitter:
     """Cuts an instance's byte stream into lines as a terminal would show them, in linear time.
@@ -60,9 +62,15 @@ def _last_frame(line: bytes) -> bytes:
 
 
 class OutputForwarder:
-    """A Unix socket that instance processes connect their stdout and stderr to."""
+    """A Unix socket that instance processes connect their stdout and stderr to.
 
-    def __init__(self, *, directory: str | None = None) -> None:
+    Every line is kept in ``book`` (for ``yr logs``); ``echo`` also shows it in the driver's
+    terminal.
+    """
+
+    def __init__(self, *, directory: str | None = None, echo: bool = True) -> None:
+        self.book = LogBook()
+        self._echo = echo
         self._owns_directory = directory is None
         self._directory = directory or tempfile.mkdtemp(prefix="yr-logs-")
         self.path = os.path.join(self._directory, "output.sock")
@@ -133,6 +141,9 @@ class OutputForwarder:
         if not pieces:
             return
         header = state["header"] or {"stream": "stdout", "prefix": "instance"}
+        self._keep(header, pieces)
+        if not self._echo:
+            return
         stream = sys.stderr if header["stream"] == "stderr" else sys.stdout
         prefix = f"({header['prefix']}) "
         # One write per read, not per piece: a progress bar sends thousands of tiny pieces.
@@ -145,6 +156,13 @@ class OutputForwarder:
                 stream.flush()
             except (OSError, ValueError):
                 pass  # the driver's terminal is gone; nothing left to tell
+
+    def _keep(self, header: dict, pieces: list[tuple[bytes, bytes]]) -> None:
+        # The prefix is "<instance id> pid=<pid>"; a redrawn progress frame is not a line yet.
+        instance_id = header["prefix"].split(" ", 1)[0]
+        for piece, ending in pieces:
+            if ending == b"\n":
+                self.book.add(instance_id, header["stream"], piece.decode(errors="replace"))
 
     def _close(self, connection: socket.socket) -> None:
         self._streams.pop(connection, None)

@@ -53,6 +53,17 @@ logger = logging.getLogger("yr")
 TERMINATE_WAIT_S = 10.0
 
 
+def _publish(control_address: str, token: str) -> Any:
+    """Announce the session to the ``yr`` command; a session runs on without it if it cannot."""
+    from yr.runtime.local import discovery
+
+    try:
+        return discovery.publish(control_address=control_address, token=token)
+    except OSError as error:
+        logger.warning("yr: this session is not visible to the `yr` command: %s", error)
+        return None
+
+
 class LocalRuntime(Runtime):
     """Every instance a child process of one fork server, scheduled on a CPU ledger."""
 
@@ -75,13 +86,14 @@ class LocalRuntime(Runtime):
         self._zygote_death = ""  # why the fork server is gone, once it is
         sweep_dead_sessions()  # what drivers killed before their cleanup left behind
         self._directory = SessionDirectory(shm_prefix=self._shm_prefix)
-        self._output = OutputForwarder(directory=self._directory.path) if log_to_driver else None
+        self._output = OutputForwarder(directory=self._directory.path, echo=log_to_driver)
         self._zygote = ZygoteProcess(
             on_event=self._on_event,
             shm_prefix=self._shm_prefix,
             session_dir=self._directory.path,
         )
         self._control = ControlServer(self)
+        self._published = _publish(self._control.address, self.session_token)
         self._timer = threading.Thread(
             target=self._expire_pending, name="yr-scheduler", daemon=True
         )
@@ -143,7 +155,7 @@ class LocalRuntime(Runtime):
                 instance,
                 control_address=self._control.address,
                 session_token=self.session_token,
-                log_socket=self._output.path if self._output else "",
+                log_socket=self._output.path,
             )
         )
 
@@ -428,6 +440,24 @@ class LocalRuntime(Runtime):
                 }
             ]
 
+    def inspect(self) -> dict[str, Any]:
+        """Every instance of the session as plain data, for the ``yr`` command."""
+        from yr.runtime.local.snapshot import session_view
+
+        with self._lock:
+            return session_view(
+                self._instances.values(), self._ledger, self.waits, now=time.monotonic()
+            )
+
+    def log_lines(self, instance_id: str, *, after: int = 0) -> tuple[list, bool]:
+        """What ``instance_id`` printed (numbered above ``after``) and whether it has ended."""
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None:
+                raise YRError(f"no instance {instance_id} in this session")
+            ended = instance.state in ("dead", "terminated")
+        return self._output.book.lines(instance_id, after=after), ended
+
     def pids(self) -> dict[str, int]:
         """Process ids of the live instances (for tests and tooling)."""
         with self._lock:
@@ -456,11 +486,14 @@ class LocalRuntime(Runtime):
             self._closed = True
             self._changed.notify_all()
             self._wait_for_shutdown_hooks_locked()
+        if self._published is not None:
+            from yr.runtime.local import discovery
+
+            discovery.withdraw(self._published)
         self._zygote.close()
         self._control.stop()
         sharedmem.discard_prefix(self._shm_prefix)
-        if self._output is not None:
-            self._output.stop()
+        self._output.stop()
         self._directory.remove()
 
     def _wait_for_shutdown_hooks_locked(self) -> None:

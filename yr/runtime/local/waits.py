@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 
 from yr.errors import YRError
 
@@ -19,6 +20,8 @@ class WaitGraph:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._edges: dict[str, collections.Counter[str]] = {}
+        # The cycles refused lately, (wall time, cycle), for `yr tree` to name them.
+        self.refused: collections.deque[tuple[float, list[str]]] = collections.deque(maxlen=20)
 
     def block(self, waiter: str, targets: list[str]) -> None:
         """Record ``waiter``'s wait on ``targets``, or raise if it would close a cycle."""
@@ -26,6 +29,7 @@ class WaitGraph:
             for target in targets:
                 path = self._path(target, waiter)
                 if path is not None:
+                    self.refused.append((time.time(), [waiter, *path]))
                     cycle = " -> ".join([waiter, *path])
                     raise YRError(
                         f"deadlock: instance {waiter} (concurrency=1) would wait in yr.get for "
