@@ -18,6 +18,8 @@ from yr.errors import YRTimeoutError
 from yr.put_params import CreateParam
 
 DEFAULT_GET_TIMEOUT_S = 300.0
+# How often a waiting yr.get / yr.wait wakes, so that Ctrl-C always reaches it.
+WAIT_SLICE_S = 0.2
 _ids = itertools.count()
 _pickling = threading.local()  # .pending: a list while call arguments are being pickled
 
@@ -167,7 +169,8 @@ def get(
     pending = [ref for ref in ref_list if not ref.done()]
     if pending:
         with waits.waiting_on([ref._origin for ref in pending if ref._origin]):
-            _, not_done = concurrent.futures.wait([ref.future for ref in pending], timeout=limit)
+            _wait_for_futures([ref.future for ref in pending], count=len(pending), timeout=limit)
+        not_done = [ref for ref in pending if not ref.done()]
         if not_done and not allow_partial:
             count = len(not_done)
             raise YRTimeoutError(
@@ -193,21 +196,47 @@ def wait(
         raise ValueError(f"wait_num must be an integer between 0 and {len(ref_list)}, got {wanted}")
     limit = 0.0 if timeout == 0 else _validate_timeout(timeout)
     _request_all(ref_list)
-    deadline = None if limit is None else time.monotonic() + limit
     calls = [ref._origin for ref in ref_list if ref._origin and not ref.done()]
     # Seen by `yr tree`; not reported as a wait-for edge (a yr.wait may return with some left).
     with waits.waiting_on(calls, report=False):
-        while sum(ref.done() for ref in ref_list) < wanted:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            pending = [ref.future for ref in ref_list if not ref.done()]
-            concurrent.futures.wait(
-                pending, timeout=remaining, return_when=concurrent.futures.FIRST_COMPLETED
-            )
+        pending = [ref.future for ref in ref_list if not ref.done()]
+        needed = wanted - (len(ref_list) - len(pending))
+        if needed > 0:
+            _wait_for_futures(pending, count=needed, timeout=limit)
     ready = [ref for ref in ref_list if ref.done()][:wanted]
     ready_ids = {id(ref) for ref in ready}
     return ready, [ref for ref in ref_list if id(ref) not in ready_ids]
+
+
+def _wait_for_futures(
+    futures: list[concurrent.futures.Future], *, count: int, timeout: float | None
+) -> None:
+    """Wait until ``count`` of ``futures`` are done or ``timeout`` s pass, Ctrl-C-able.
+
+    Not ``concurrent.futures.wait``: a Ctrl-C landing while it takes the futures' locks one by
+    one leaves some held, and the finalize that follows then blocks settling those futures.
+    And never one untimed wait: a SIGINT that the kernel hands to another thread does not wake
+    the main thread from a lock wait, so it waits in short slices to let Python raise it."""
+    done = threading.Event()
+    lock = threading.Lock()
+    left = [count]
+
+    def one_done(_: concurrent.futures.Future) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0] <= 0:
+                done.set()
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return
+        slice_s = WAIT_SLICE_S if remaining is None else min(remaining, WAIT_SLICE_S)
+        if done.wait(slice_s):
+            return
 
 
 def _refuse_waiting_on_self(refs: list[ObjectRef]) -> None:
