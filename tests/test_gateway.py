@@ -319,12 +319,22 @@ def test_the_next_call_after_a_pod_is_killed_goes_through_the_gateway(cluster, s
     pid = yr.get(sink.pid.invoke(), timeout=60)
     pod_ip = _yrinstance(cluster, sink.instance_id)["status"]["podIP"]
     os.kill(pid, signal.SIGKILL)
-    # The race of a call with the kill (delivered or not?) is not this test's subject: wait
-    # until the gateway has seen its connection to the dead pod close.
+    # A call racing the kill may or may not have reached the pod, which is not this test's
+    # subject. Its subject is the gateway still holding the dead pod's address once the
+    # instance has restarted: wait until the gateway's connection to the dead pod is closed
+    # and the next incarnation is Ready, then call.
     wait_for(
         lambda: pod_ip not in _connected_ips(process.pid),
         timeout=30,
         what="the gateway to see its connection to the killed pod close",
+    )
+    wait_for(
+        lambda: (
+            (s := _yrinstance(cluster, sink.instance_id).get("status") or {}).get("restarts") == 1
+            and s.get("phase") == "Ready"
+        ),
+        timeout=60,
+        what="the next incarnation to be Ready",
     )
     assert yr.get(sink.pid.invoke(), timeout=90) != pid
 
