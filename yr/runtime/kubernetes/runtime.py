@@ -328,9 +328,10 @@ class KubernetesRuntime(Runtime):
             ) from None
         return name
 
-    def _check_name_free(self, name: str, namespace: str) -> None:
+    def _named(self, name: str, namespace: str) -> list[dict[str, Any]]:
+        """The YRInstances carrying the user's ``InvokeOptions(name=, namespace=)``."""
         selector = f"{c.NAME_LABEL}={objects.name_label(name, namespace)}"
-        found = api.call(
+        listing = api.call(
             self._custom.list_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -338,7 +339,10 @@ class KubernetesRuntime(Runtime):
             PLURAL,
             label_selector=selector,
         )
-        if found.get("items"):
+        return list(listing.get("items", []))
+
+    def _check_name_free(self, name: str, namespace: str) -> None:
+        if self._named(name, namespace):
             raise ValueError(
                 f"an instance named {name!r} already exists in namespace {namespace!r}; "
                 f"use yr.get_instance({name!r}) to reach it"
@@ -377,15 +381,7 @@ class KubernetesRuntime(Runtime):
         )
 
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
-        selector = f"{c.NAME_LABEL}={objects.name_label(name, namespace)}"
-        found = api.call(
-            self._custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self._namespace,
-            PLURAL,
-            label_selector=selector,
-        ).get("items", [])
+        found = self._named(name, namespace)
         if not found:
             raise ValueError(f"no instance named {name!r} in namespace {namespace!r}")
         obj = found[0]
