@@ -19,7 +19,7 @@ from yr.errors import (
 from yr.functions import FunctionProxy, cancel, invoke
 from yr.generators import ObjectRefGenerator
 from yr.ignored_options import IgnoredOptionWarning
-from yr.options import Config, InvokeOptions, LowCPUWarning
+from yr.options import Config, InvokeOptions, LowCPUWarning, ResourceGroupOptions
 from yr.proxies import (
     InstanceCreator,
     InstanceHandle,
@@ -34,6 +34,7 @@ from yr.proxies import (
 from yr.proxies import InstanceHandle as InstanceProxy  # openYuanrong's name for a handle
 from yr.put_params import CacheType, ConsistencyType, CreateParam, WriteMode
 from yr.refs import ObjectRef, get, put, wait
+from yr.resource_groups import ResourceGroup, create_resource_group, remove_resource_group
 from yr.session import finalize, init, is_initialized
 
 __version__ = "0.1.0"
@@ -73,6 +74,8 @@ __all__ = [
     "MethodProxy",
     "ObjectRef",
     "ObjectRefGenerator",
+    "ResourceGroup",
+    "ResourceGroupOptions",
     "WriteMode",
     "YRCancelledError",
     "YRError",
@@ -84,6 +87,7 @@ __all__ = [
     "YRSerializationError",
     "YRTimeoutError",
     "cancel",
+    "create_resource_group",
     "exit",
     "finalize",
     "get",
@@ -96,6 +100,7 @@ __all__ = [
     "list_named_instances",
     "method",
     "put",
+    "remove_resource_group",
     "resources",
     "wait",
 ]

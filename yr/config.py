@@ -1,5 +1,5 @@
 """openYuanrong's import path for the option types (``from yr.config import InvokeOptions``)."""
 
-from yr.options import Config, InvokeOptions
+from yr.options import Config, InvokeOptions, ResourceGroupOptions
 
-__all__ = ["Config", "InvokeOptions"]
+__all__ = ["Config", "InvokeOptions", "ResourceGroupOptions"]

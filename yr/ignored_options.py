@@ -31,7 +31,6 @@ INVOKE_OPTIONS: dict[str, tuple[Any, str]] = {
     "preferred_priority": (True, _SCHEDULING),
     "required_priority": (False, _SCHEDULING),
     "preferred_anti_other_labels": (False, _SCHEDULING),
-    "resource_group_options": (None, "yr has no resource groups; " + _SCHEDULING),
     "function_group_options": (None, "yr has no function groups; create the instances yourself"),
     "group_name": ("", "yr has no instance groups; create the instances yourself"),
     "device": (None, "yr schedules no heterogeneous devices; use custom_resources"),

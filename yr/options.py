@@ -100,6 +100,39 @@ class _Checked:
         return copy.deepcopy(self)
 
 
+@dataclass
+class ResourceGroupOptions:
+    """Which resource group (and which of its bundles) an instance is placed in.
+
+    openYuanrong's option: an empty ``resource_group_name`` places nowhere special; a
+    ``bundle_index`` of -1 lets the runtime pick any bundle with room.
+    """
+
+    resource_group_name: str = ""
+    bundle_index: int = -1
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        owner = "ResourceGroupOptions"
+        if not isinstance(self.resource_group_name, str):
+            raise TypeError(
+                f"{owner}.resource_group_name must be a str, got {self.resource_group_name!r}"
+            )
+        if isinstance(self.bundle_index, bool) or not isinstance(self.bundle_index, int):
+            raise TypeError(f"{owner}.bundle_index must be an integer, got {self.bundle_index!r}")
+        if self.bundle_index < -1:
+            raise ValueError(
+                f"{owner}.bundle_index must be -1 (any bundle) or a bundle's index, "
+                f"got {self.bundle_index}"
+            )
+
+    @property
+    def placed(self) -> bool:
+        return bool(self.resource_group_name)
+
+
 @dataclass(init=False, eq=True)
 class InvokeOptions(_Checked):
     """Resources and behaviour of an instance; cpu in millicores, memory in MB.
@@ -125,6 +158,7 @@ class InvokeOptions(_Checked):
     runtime_env: dict[str, Any] = field(default_factory=dict)
     need_order: bool = False  # calls from one caller always run in order in yr
     get_if_exists: bool = False  # a name taken: invoke() returns that instance (Ray's option)
+    resource_group_options: ResourceGroupOptions = field(default_factory=ResourceGroupOptions)
 
     def __init__(self, **kwargs: Any) -> None:
         self._set_all(kwargs)
@@ -156,6 +190,13 @@ class InvokeOptions(_Checked):
             _check_runtime_env(value)
         elif name in ("need_order", "get_if_exists") and not isinstance(value, bool):
             raise TypeError(f"{owner}.{name} must be a bool, got {value!r}")
+        elif name == "resource_group_options":
+            if not isinstance(value, ResourceGroupOptions):
+                raise TypeError(
+                    f"{owner}.resource_group_options must be a yr.ResourceGroupOptions, "
+                    f"got {value!r}"
+                )
+            value.check()
 
     def checked(self) -> InvokeOptions:
         """A validated copy with openYuanrong's indirect settings applied to the real fields:

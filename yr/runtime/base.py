@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import concurrent.futures
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,28 @@ class Endpoint:
 
     address: str  # host:port
     incarnation: int
+
+
+# How a resource group's bundles are laid out over nodes (openYuanrong's and Ray's names).
+RESOURCE_GROUP_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One reservation of a resource group: what the instances placed in it may use."""
+
+    cpu: int  # millicores
+    memory: int  # MB
+    custom: Mapping[str, float] = field(default_factory=dict)  # extended resources
+
+
+@dataclass(frozen=True)
+class ResourceGroupSpec:
+    """A team's resources, reserved all or nothing before any member is placed in them."""
+
+    name: str
+    bundles: tuple[Bundle, ...]
+    strategy: str = "PACK"
 
 
 class Runtime(abc.ABC):
@@ -109,6 +131,26 @@ class Runtime(abc.ABC):
     def end_wait(self, waiter: str, targets: list[str]) -> None:
         """The wait recorded by ``block_wait`` is over."""
         return None
+
+    def create_resource_group(self, spec: ResourceGroupSpec, *, owner_id: str | None) -> None:
+        """Register a resource group and admit it asynchronously, all bundles or none.
+
+        Raises before anything is created when the group can never be admitted (a bundle or
+        the whole group larger than the capacity) or its name is taken in this scope.
+        Instances whose ``resource_group_options`` name the group wait (within their
+        ``schedule_timeout_ms``) until it is admitted, then use its bundles, never the free pool.
+        """
+        raise YRError(f"{type(self).__name__} has no resource groups")
+
+    def resource_group_admitted(self, name: str) -> concurrent.futures.Future:
+        """A future resolved (with None) once every bundle of the group is reserved; it fails
+        with the reason if the group is removed or can no longer be admitted."""
+        raise YRError(f"{type(self).__name__} has no resource groups")
+
+    def remove_resource_group(self, name: str) -> None:
+        """Release the group's reservations and terminate the instances placed in it (and,
+        recursively, what they created); ``ValueError`` if there is no such group."""
+        raise YRError(f"{type(self).__name__} has no resource groups")
 
     @abc.abstractmethod
     def shutdown(self) -> None:
