@@ -92,7 +92,7 @@ def test_generated_code_matches_the_proto(tmp_path):
 
     generate(tmp_path)
     here = pathlib.Path(yr.protocol.__file__).parent
-    for name in ("yr_pb2.py", "yr_pb2_grpc.py"):
+    for name in ("yr_pb2.py", "yr_pb2_grpc.py", "groups_pb2.py", "groups_pb2_grpc.py"):
         fresh = (tmp_path / "yr" / "protocol" / name).read_text()
         assert fresh == (here / name).read_text(), f"{name} is stale: run {here}/generate.py"
     assert os.path.exists(here / "yr.proto")

@@ -1,4 +1,4 @@
-"""Regenerate yr_pb2*.py from yr.proto (run: python yr/protocol/generate.py)."""
+"""Regenerate the *_pb2*.py modules from the .proto files (run: python yr/protocol/generate.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def generate(output_dir: pathlib.Path) -> None:
             f"-I{root}",
             f"--python_out={output_dir}",
             f"--grpc_python_out={output_dir}",
-            str(here / "yr.proto"),
+            *(str(proto) for proto in sorted(here.glob("*.proto"))),
         ]
     )
     if code != 0:

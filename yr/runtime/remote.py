@@ -14,10 +14,12 @@ from yr.protocol import (
     CHANNEL_OPTIONS,
     ERROR_METADATA_KEY,
     TOKEN_METADATA_KEY,
+    groups_pb2,
+    groups_pb2_grpc,
     yr_pb2,
     yr_pb2_grpc,
 )
-from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
+from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, ResourceGroupSpec, Runtime
 
 
 def _unwrap(error: grpc.RpcError) -> BaseException:
@@ -38,6 +40,7 @@ class RemoteRuntime(Runtime):
         self.session_token = token
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = yr_pb2_grpc.RuntimeStub(self._channel)
+        self._groups = groups_pb2_grpc.ResourceGroupsStub(self._channel)
         self._metadata = ((TOKEN_METADATA_KEY, token),)
 
     @classmethod
@@ -106,6 +109,40 @@ class RemoteRuntime(Runtime):
 
     def end_wait(self, waiter: str, targets: list[str]) -> None:
         self._call(self._stub.EndWait, yr_pb2.WaitRequest(waiter=waiter, targets=targets))
+
+    def create_resource_group(self, spec: ResourceGroupSpec, *, owner_id: str | None) -> None:
+        bundles = [
+            groups_pb2.BundleSpec(cpu=b.cpu, memory=b.memory, custom=dict(b.custom))
+            for b in spec.bundles
+        ]
+        request = groups_pb2.CreateGroupRequest(
+            owner_id=owner_id or "", name=spec.name, strategy=spec.strategy, bundles=bundles
+        )
+        self._call(self._groups.Create, request)
+
+    def resource_group_admitted(self, name: str) -> concurrent.futures.Future:
+        result: concurrent.futures.Future = concurrent.futures.Future()
+        call = self._groups.AwaitAdmitted.future(
+            groups_pb2.GroupRequest(name=name), metadata=self._metadata
+        )
+
+        def done(reply_future: grpc.Future) -> None:
+            try:
+                reply_future.result()
+            except grpc.RpcError as error:
+                result.set_exception(_unwrap(error))
+                return
+            result.set_result(None)
+
+        call.add_done_callback(done)
+        return result
+
+    def remove_resource_group(self, name: str) -> None:
+        self._call(self._groups.Remove, groups_pb2.GroupRequest(name=name))
+
+    def describe_resource_group(self, name: str) -> str:
+        reply = self._call(self._groups.Describe, groups_pb2.GroupRequest(name=name))
+        return reply.description
 
     def shutdown(self) -> None:
         self._channel.close()

@@ -14,9 +14,16 @@ from typing import Any
 import grpc
 
 from yr import serialization
-from yr.protocol import ERROR_METADATA_KEY, SERVER_OPTIONS, yr_pb2, yr_pb2_grpc
+from yr.protocol import (
+    ERROR_METADATA_KEY,
+    SERVER_OPTIONS,
+    groups_pb2,
+    groups_pb2_grpc,
+    yr_pb2,
+    yr_pb2_grpc,
+)
 from yr.protocol.gate import TokenGate, one_token
-from yr.runtime.base import Runtime
+from yr.runtime.base import Bundle, ResourceGroupSpec, Runtime
 
 
 class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
@@ -105,6 +112,53 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
         return await self._guard(context, work)
 
 
+class _GroupServicer(groups_pb2_grpc.ResourceGroupsServicer):
+    """Resource groups for instances: a supervisor reserving its own team."""
+
+    _guard = _RuntimeServicer._guard
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    async def Create(self, request, context):
+        def work():
+            spec = ResourceGroupSpec(
+                name=request.name,
+                strategy=request.strategy,
+                bundles=tuple(
+                    Bundle(cpu=b.cpu, memory=b.memory, custom=dict(b.custom))
+                    for b in request.bundles
+                ),
+            )
+            self._runtime.create_resource_group(spec, owner_id=request.owner_id or None)
+            return groups_pb2.GroupReply()
+
+        return await self._guard(context, work)
+
+    async def AwaitAdmitted(self, request, context):
+        async def work():
+            # Admission can take long: await it, hold no thread.
+            await asyncio.wrap_future(self._runtime.resource_group_admitted(request.name))
+            return groups_pb2.GroupReply()
+
+        return await self._guard(context, work)
+
+    async def Remove(self, request, context):
+        def work():
+            self._runtime.remove_resource_group(request.name)
+            return groups_pb2.GroupReply()
+
+        return await self._guard(context, work)
+
+    async def Describe(self, request, context):
+        def work():
+            describe = getattr(self._runtime, "describe_resource_group", None)
+            text = describe(request.name) if describe else ""
+            return groups_pb2.DescribeGroupReply(description=text)
+
+        return await self._guard(context, work)
+
+
 class ControlServer:
     """Runs the Runtime service on its own event loop thread, on loopback."""
 
@@ -132,6 +186,7 @@ class ControlServer:
         )
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
         yr_pb2_grpc.add_RuntimeServicer_to_server(_RuntimeServicer(runtime), server)
+        groups_pb2_grpc.add_ResourceGroupsServicer_to_server(_GroupServicer(runtime), server)
         from yr.runtime.local import inspect_service
 
         inspect_service.add_to_server(runtime, server)

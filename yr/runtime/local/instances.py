@@ -98,14 +98,15 @@ def check_creatable(
 ) -> None:
     """Raise, before anything is created, if the request can never be satisfied."""
     options = spec.options
-    if options.cpu > ledger.total:
+    placed = options.resource_group_options.placed  # its bundle was checked, not the pool
+    if not placed and options.cpu > ledger.total:
         raise YRSchedulingError(
             f"{spec.class_info.short_name} requests {options.cpu}m CPU but the local "
             f"runtime's whole capacity is {ledger.total}m; lower "
             "InvokeOptions(cpu=...) or raise yr.Config(num_cpus=...)"
         )
     impossible = ledger.never_fits(spec.class_info.short_name, options.custom_resources)
-    if impossible:
+    if impossible and not placed:
         raise YRSchedulingError(impossible)
     if owner_id is not None:
         owner = instances.get(owner_id)

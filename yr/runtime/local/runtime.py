@@ -23,8 +23,16 @@ from yr.errors import DeathInfo, YRError, YRInstanceDiedError
 from yr.futures import settle
 from yr.options import Config
 from yr.runtime import node_resources
-from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime, qualified_name
+from yr.runtime.base import (
+    ClassInfo,
+    Endpoint,
+    InstanceSpec,
+    ResourceGroupSpec,
+    Runtime,
+    qualified_name,
+)
 from yr.runtime.local.control import ControlServer
+from yr.runtime.local.groups import ResourceGroups
 from yr.runtime.local.instances import (
     LocalInstance,
     check_creatable,
@@ -74,6 +82,7 @@ class LocalRuntime(Runtime):
         self.session_token = secrets.token_urlsafe(32)
         self._shm_prefix = sharedmem.session_prefix(self.session_token)
         self._ledger = CpuLedger(num_cpus * 1000, resources)
+        self._groups = ResourceGroups(self._ledger)
         self._instances: dict[str, LocalInstance] = {}
         self._named: dict[tuple[str, str], str] = {}
         self._graceful_until: dict[str, float] = {}  # instance -> end of its shutdown hook
@@ -118,6 +127,8 @@ class LocalRuntime(Runtime):
         options = spec.options
         with self._lock:
             self._check_open()
+            if options.resource_group_options.placed:
+                self._groups.check_placement(options, spec.class_info.short_name)
             check_creatable(spec, owner_id, self._ledger, self._instances, self._named)
             name_key = (options.namespace, options.name)
             instance_id = f"{spec.class_info.short_name.lower()}-{secrets.token_hex(4)}"
@@ -133,19 +144,27 @@ class LocalRuntime(Runtime):
                 self._named[name_key] = instance_id
             if owner_id is not None:
                 self._instances[owner_id].children.add(instance_id)
+            if options.resource_group_options.placed:
+                self._groups.join(instance_id, options)
             self._pending.append(instance_id)
             self._schedule()
             self._changed.notify_all()
         return instance_id
 
     def _schedule(self) -> None:
+        self._groups.admit_what_fits()  # whole groups first: they never hold a part
         for instance_id in list(self._pending):
             instance = self._instances[instance_id]
             options = instance.spec.options
-            if not self._ledger.fits(options.cpu, options.custom_resources):
+            if options.resource_group_options.placed:
+                # its bundle's reservation, never the free pool
+                if not self._groups.place(instance_id, options):
+                    continue
+            elif self._ledger.fits(options.cpu, options.custom_resources):
+                self._ledger.allocate(instance_id, options.cpu, options.custom_resources)
+            else:
                 continue
             self._pending.remove(instance_id)
-            self._ledger.allocate(instance_id, options.cpu, options.custom_resources)
             self._spawn(instance)
 
     def _spawn(self, instance: LocalInstance) -> None:
@@ -171,10 +190,7 @@ class LocalRuntime(Runtime):
                     )
                     if deadline <= now:
                         self._pending.remove(instance_id)
-                        failing = self._fail(
-                            instance,
-                            schedule_timeout_error(instance, self._ledger, len(self._pending)),
-                        )
+                        failing = self._fail(instance, self._schedule_timeout_error(instance))
                         # Safe under our lock: the client's callbacks never wait for it
                         # while holding a lock of their own.
                         for notify in failing:
@@ -183,6 +199,12 @@ class LocalRuntime(Runtime):
                         next_deadline = deadline
                 wait = None if next_deadline is None else max(next_deadline - now, 0.01)
                 self._changed.wait(wait)
+
+    def _schedule_timeout_error(self, instance: LocalInstance) -> YRError:
+        options = instance.spec.options
+        if options.resource_group_options.placed:
+            return self._groups.placement_timeout_error(instance.label, options)
+        return schedule_timeout_error(instance, self._ledger, len(self._pending))
 
     # -- events from the fork server --------------------------------------------------------
 
@@ -228,6 +250,7 @@ class LocalRuntime(Runtime):
                 child_id, reason=f"terminated because its owner {instance.instance_id} died"
             )
         instance.children.clear()
+        self._remove_owned_groups(instance.instance_id, why="died")
         init_failure = instance.init_failure
         death = record_crash(instance, exit_code=event["exit_code"], signal=event["signal"])
         if death.will_restart:
@@ -313,6 +336,8 @@ class LocalRuntime(Runtime):
         instance.spec = dataclasses.replace(instance.spec, payload=b"")
         self._ledger.release(instance.instance_id)
         options = instance.spec.options
+        if options.resource_group_options.placed:
+            self._groups.leave(instance.instance_id, options)
         if (
             options.name
             and self._named.get((options.namespace, options.name)) == instance.instance_id
@@ -330,6 +355,7 @@ class LocalRuntime(Runtime):
             return
         for child_id in list(instance.children):
             self._terminate_locked(child_id, reason=f"terminated with its owner {instance_id}")
+        self._remove_owned_groups(instance_id, why="ended")
         if instance_id in self._pending:
             self._pending.remove(instance_id)
         was_running = instance.state in ("starting", "ready")  # "restarting" has no process
@@ -349,6 +375,54 @@ class LocalRuntime(Runtime):
         owner = self._instances.get(instance.owner_id or "")
         if owner is not None:
             owner.children.discard(instance_id)
+
+    def _remove_owned_groups(self, owner_id: str | None, *, why: str) -> None:
+        for name in self._groups.owned_by(owner_id):
+            self._remove_group_locked(name, reason=f"its owner {owner_id or 'the driver'} {why}")
+
+    def _remove_group_locked(self, name: str, *, reason: str) -> None:
+        group = self._groups.pop(name)
+        for member in sorted(group.members):
+            self._terminate_locked(
+                member, reason=f"terminated because its resource group {name!r} was {reason}"
+            )
+        self._schedule()
+        self._changed.notify_all()
+
+    # -- resource groups --------------------------------------------------------------------
+
+    def create_resource_group(self, spec: ResourceGroupSpec, *, owner_id: str | None) -> None:
+        with self._lock:
+            self._check_open()
+            self._groups.check_creatable(spec)
+            if owner_id is not None:
+                owner = self._instances.get(owner_id)
+                if owner is None or owner.error is not None:
+                    raise YRError(f"the creating instance {owner_id} is no longer alive")
+            self._groups.add(spec, owner_id)
+            self._schedule()
+            self._changed.notify_all()
+
+    def resource_group_admitted(self, name: str) -> concurrent.futures.Future:
+        # A future of the caller's own: cancelling it (a client that gave up) leaves the group be.
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            try:
+                admitted = self._groups.get(name).admitted
+            except ValueError as error:
+                future.set_exception(YRError(str(error)))
+                return future
+        admitted.add_done_callback(lambda done: settle(future, result=None, error=done.exception()))
+        return future
+
+    def remove_resource_group(self, name: str) -> None:
+        with self._lock:
+            self._groups.get(name)
+            self._remove_group_locked(name, reason="removed")
+
+    def describe_resource_group(self, name: str) -> str:
+        with self._lock:
+            return self._groups.describe(name)
 
     # -- the Runtime contract ---------------------------------------------------------------
 
@@ -417,7 +491,7 @@ class LocalRuntime(Runtime):
 
     def resources(self) -> list[dict[str, Any]]:
         with self._lock:
-            memory_held = sum(
+            memory_held = self._groups.memory_reserved() + sum(
                 self._instances[holder].spec.options.memory
                 for holder in self._ledger.holders()
                 if holder in self._instances
@@ -437,6 +511,7 @@ class LocalRuntime(Runtime):
                     "pending": len(self._pending),
                     "holders": self._ledger.holders(),
                     "custom_resources": self._ledger.custom_resources(),
+                    "resource_groups": self._groups.rows(),
                 }
             ]
 
@@ -483,6 +558,7 @@ class LocalRuntime(Runtime):
             for instance in list(self._instances.values()):
                 if instance.owner_id is None:
                     self._terminate_locked(instance.instance_id, reason="finalized")
+            self._remove_owned_groups(None, why="finalized the session")
             self._closed = True
             self._changed.notify_all()
             self._wait_for_shutdown_hooks_locked()
