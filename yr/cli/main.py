@@ -112,6 +112,7 @@ def _json(command: str, views: list[dict[str, Any]]) -> dict[str, Any]:
                 "driver_waiting_on": view.get("driver_waiting_on", []),
                 "deadlocks": view.get("deadlocks", []),
                 "refused_deadlocks": view.get("refused_deadlocks", []),
+                "resource_groups": view.get("resource_groups", []),
             }
             for view in views
         ]

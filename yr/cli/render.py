@@ -120,11 +120,24 @@ def print_tree(views: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
             _write_plain(out, roots, deadlocked, prefix="")
         for cycle in view.get("deadlocks", ()):
             out.write(f"deadlock: {' -> '.join(cycle)}\n")
+        for group in view.get("resource_groups", ()):
+            out.write(group_line(group) + "\n")
         for refused in view.get("refused_deadlocks", ()):
             out.write(
                 f"deadlock refused {refused['seconds_ago']:.1f} s ago (yr.get raised in "
                 f"{refused['cycle'][0]}): {' -> '.join(refused['cycle'])}\n"
             )
+
+
+def group_line(group: dict[str, Any]) -> str:
+    """One resource group: its state, its bundles and who is placed in which."""
+    bundles = len(group["bundles"])
+    cpu = sum(bundle["CPU"] for bundle in group["bundles"])
+    members = ", ".join(f"{member}@{index}" for member, index in group["members"].items())
+    return (
+        f"resource group {group['name']} ({group['strategy']}) {group['state']}: {bundles} "
+        f"bundle(s), {cpu}m CPU, owner {group['owner']}, members: {members or 'none'}"
+    )
 
 
 def _grow_rich(parent: Any, nodes: list[dict[str, Any]], deadlocked: dict) -> None:

@@ -521,7 +521,11 @@ class LocalRuntime(Runtime):
 
         with self._lock:
             return session_view(
-                self._instances.values(), self._ledger, self.waits, now=time.monotonic()
+                self._instances.values(),
+                self._ledger,
+                self.waits,
+                now=time.monotonic(),
+                resource_groups=self._groups.rows(),
             )
 
     def log_lines(self, instance_id: str, *, after: int = 0) -> tuple[list, bool]:

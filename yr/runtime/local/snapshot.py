@@ -30,6 +30,7 @@ def instance_row(instance: LocalInstance, ledger: CpuLedger, *, now: float) -> d
         "cpu": options.cpu,
         "memory": options.memory,
         "custom_resources": dict(options.custom_resources),
+        "resource_group": options.resource_group_options.resource_group_name,
         "concurrency": options.concurrency,
         "restarts": instance.incarnation,
         "owner": instance.owner_id or DRIVER,
@@ -42,6 +43,9 @@ def instance_row(instance: LocalInstance, ledger: CpuLedger, *, now: float) -> d
 
 
 def _reason(instance: LocalInstance, ledger: CpuLedger) -> str:
+    group = instance.spec.options.resource_group_options.resource_group_name
+    if instance.state == "pending" and group:
+        return f"waiting for room in resource group {group!r}"
     if instance.state == "pending":
         return (
             f"waiting for {instance.spec.options.cpu}m CPU: {ledger.free}m of {ledger.total}m free"
@@ -67,7 +71,12 @@ def driver_waits(*, now: float) -> list[dict[str, Any]]:
 
 
 def session_view(
-    instances: Iterable[LocalInstance], ledger: CpuLedger, graph: WaitGraph, *, now: float
+    instances: Iterable[LocalInstance],
+    ledger: CpuLedger,
+    graph: WaitGraph,
+    *,
+    now: float,
+    resource_groups: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "backend": "local",
@@ -77,4 +86,5 @@ def session_view(
             {"cycle": cycle, "seconds_ago": round(time.time() - at, 3)}
             for at, cycle in list(graph.refused)
         ],
+        "resource_groups": resource_groups or [],
     }
