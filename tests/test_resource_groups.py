@@ -291,6 +291,15 @@ def test_the_owner_instance_ending_removes_its_group_and_team(four_cpus):
     wait_for(lambda: all_dead(team), timeout=30, what="the team to exit")
 
 
+def test_the_owner_instance_crashing_removes_its_group_and_team(four_cpus):
+    lead = TeamLead.invoke()
+    team = yr.get(lead.form_team.invoke("team", 2), timeout=60)["team"]
+    lead.crash.invoke()
+    wait_for(lambda: group_rows(four_cpus) == {}, timeout=30, what="the group to be removed")
+    assert held(four_cpus) == {}
+    wait_for(lambda: all_dead(team), timeout=30, what="the team to exit")
+
+
 def test_an_instance_waiting_on_its_group_gets_the_arithmetic(four_cpus):
     yr.create_resource_group([BUNDLE] * 3, name="first")
     lead = TeamLead.invoke()
