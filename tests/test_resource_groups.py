@@ -104,6 +104,15 @@ def test_a_group_reserves_its_custom_resources_on_the_ledger(four_cpus):
     assert four_cpus._ledger.custom_free("example.com/fpga") == 0
 
 
+def test_yr_resources_counts_an_admitted_group_as_allocated(four_cpus):
+    (before,) = yr.resources()
+    yr.create_resource_group([BUNDLE, BUNDLE], name="team").wait(30)
+    (after,) = yr.resources()
+    assert after["allocatable"]["CPU"] == before["allocatable"]["CPU"] - 2000
+    assert after["allocatable"]["Memory"] == before["allocatable"]["Memory"] - 1000
+    assert [group["name"] for group in after["resource_groups"]] == ["team"]
+
+
 def test_a_taken_group_name_is_an_error(four_cpus):
     yr.create_resource_group([BUNDLE], name="taken")
     with pytest.raises(ValueError, match="'taken' already exists"):
@@ -171,6 +180,13 @@ def test_a_bundle_too_small_for_the_instance_is_an_error_at_invoke(four_cpus):
         "requests 1000m CPU, 500 MB memory but bundle 0 of resource group 'team' has "
         "500m CPU, 128 MB memory" in str(caught.value)
     )
+    assert four_cpus.resources()[0]["instances"] == 0
+
+
+def test_a_bundle_with_too_little_memory_for_the_instance_is_an_error_at_invoke(four_cpus):
+    yr.create_resource_group([{"CPU": 1000, "Memory": 128}], name="team")
+    with pytest.raises(yr.YRSchedulingError, match="500 MB memory but bundle 0 .* 128 MB"):
+        Member.options(in_group("team", 0)).invoke()
     assert four_cpus.resources()[0]["instances"] == 0
 
 
