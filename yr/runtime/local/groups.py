@@ -113,7 +113,7 @@ class ResourceGroups:
 
     def __init__(self, ledger: CpuLedger) -> None:
         self._ledger = ledger
-        self._groups: dict[str, LocalGroup] = {}  # in creation order: admitted first come first
+        self._groups: dict[str, LocalGroup] = {}  # creation order: the oldest fitting group first
 
     def get(self, name: str) -> LocalGroup:
         group = self._groups.get(name)
@@ -123,9 +123,6 @@ class ResourceGroups:
                 "yr.create_resource_group(bundles, name=...) first"
             )
         return group
-
-    def __iter__(self):
-        return iter(list(self._groups.values()))
 
     # -- groups -------------------------------------------------------------------------------
 
@@ -313,7 +310,7 @@ class ResourceGroups:
                         "CPU": bundle.cpu,
                         "Memory": bundle.memory,
                         **bundle.custom,
-                        "free": dataclass_dict(group.bundle_free(index)),
+                        "free": _as_dict(group.bundle_free(index)),
                     }
                     for index, bundle in enumerate(group.spec.bundles)
                 ],
@@ -323,5 +320,5 @@ class ResourceGroups:
         ]
 
 
-def dataclass_dict(bundle: Bundle) -> dict[str, float]:
+def _as_dict(bundle: Bundle) -> dict[str, float]:
     return {"CPU": bundle.cpu, "Memory": bundle.memory, **bundle.custom}
