@@ -87,6 +87,15 @@ REASON_OOM_KILLED = "OOMKilled"
 REASON_COMPLETED = "Completed"
 REASON_DELETED = "Deleted"
 REASON_OWNER_DELETED = "OwnerDeleted"
+REASON_EXITED = "Exited"  # the instance ended itself with yr.exit(): not a crash
+
+# -- yr.exit() in a pod ---------------------------------------------------------------------
+# An instance may not write its own YRInstance (its Role has no patch), so it ends itself by
+# exiting with this code; the operator records SELF_EXIT_MESSAGE as the reason (never restarting
+# it) and then deletes the YRInstance, so callers get the same words as on the local runtime.
+EXIT_CODE_SELF = 83
+SELF_EXIT_MESSAGE = "ended by its own yr.exit()"
+TERMINATION_LOG = "/dev/termination-log"  # the kubelet's default terminationMessagePath
 
 
 # -- post-mortems ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from yr import serialization, session
+from yr.contract import SELF_EXIT_MESSAGE
 from yr.errors import YRError, YRTimeoutError
 from yr.generators import ObjectRefGenerator
 from yr.options import InvokeOptions
@@ -339,7 +340,7 @@ def exit() -> None:  # openYuanrong's name, shadowing the builtin here only
     current = session.current()
     if current.is_driver or current.owner_id is None:
         raise YRError("yr.exit() ends an instance from inside; a driver ends with yr.finalize()")
-    current.runtime.terminate(current.owner_id, reason="ended by its own yr.exit()")
+    current.runtime.end_self(current.owner_id, reason=SELF_EXIT_MESSAGE)
     # the runtime stops this process; should that not come, leave anyway
     threading.Event().wait(EXIT_GRACE_S)
     os._exit(0)

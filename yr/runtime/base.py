@@ -89,6 +89,11 @@ class Runtime(abc.ABC):
         """Stop an instance and, recursively, everything it created; ``reason`` completes
         "instance X was ..." in what its callers are told (default: "terminated")."""
 
+    def end_self(self, instance_id: str, *, reason: str) -> None:
+        """End the calling instance from inside it (``yr.exit()``), so that its callers are
+        told ``reason``; may not return."""
+        self.terminate(instance_id, reason=reason)
+
     @abc.abstractmethod
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
         """The id and class of a named instance; ``ValueError`` if there is none."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -379,6 +381,19 @@ class KubernetesRuntime(Runtime):
         self._watcher.forget(
             instance_id, YRError(f"instance {instance_id} was {reason or 'terminated'}")
         )
+
+    def end_self(self, instance_id: str, *, reason: str) -> None:
+        """``yr.exit()`` in a pod: exit with the contract's code; the operator records why
+        (this pod may not write its own YRInstance) and deletes the YRInstance."""
+        try:  # for kubectl describe pod; the exit code is what the operator reads
+            with open(c.TERMINATION_LOG, "w") as log:
+                log.write(reason)
+        except OSError:
+            pass
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(c.EXIT_CODE_SELF)
 
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
         found = self._named(name, namespace)
