@@ -36,6 +36,7 @@ CLASS_LABEL = "yr.dev/class"
 NAME_LABEL = "yr.dev/name"
 DRIVER_LABEL = "yr.dev/driver"
 ROOT_LABEL = "yr.dev/root"  # the top-level instance of the tree: one selector lists a tree
+DETACHED_LABEL = "yr.dev/detached"  # "true": owned by no driver; its session is its own
 APP_LABEL = "app.kubernetes.io/name"
 APP_VALUE = "yr-instance"
 METHODS_ANNOTATION = "yr.dev/methods"

@@ -128,6 +128,8 @@ class InstanceCreator:
         current = session.current()
         _check_signature(self.cls.__init__, args, kwargs, what=f"{self.__name__}()")
         options = self._options.checked()
+        if options.is_detached:
+            _check_detached(current.runtime, options, self.__name__)
         if options.name and options.get_if_exists:
             existing = self._existing(current, options)
             if existing is not None:
@@ -169,6 +171,23 @@ class InstanceCreator:
 
     def __repr__(self) -> str:
         return f"<yr.instance {self._class_info.class_name} {self._options}>"
+
+
+def _check_detached(runtime: Any, options: InvokeOptions, class_name: str) -> None:
+    """A detached instance is reached later only by its name, and needs a runtime that can
+    keep it past its creator's end."""
+    if not options.name:
+        raise ValueError(
+            f"{class_name}: a detached instance needs a name (InvokeOptions(name=...)), "
+            "since a later driver can reach it only through yr.get_instance(name, namespace)"
+        )
+    if not runtime.supports_detached:
+        raise YRError(
+            f"{class_name}: detached instances need the Kubernetes backend. The local "
+            "runtime's instances are processes of this driver's fork server and end with "
+            "it, so nothing could keep a detached one alive for a later driver; create it "
+            "without lifetime='detached' (it then lives until yr.finalize())"
+        )
 
 
 def _payload(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
