@@ -1,5 +1,5 @@
 """Asking for a detached instance: openYuanrong's and Ray's spellings, and the bad requests
-refused before anything is created (the local runtime keeps no instance past its driver)."""
+refused before anything is created."""
 
 from __future__ import annotations
 
@@ -35,11 +35,3 @@ def test_a_detached_instance_without_a_name_is_refused_before_it_is_created(loca
     with pytest.raises(ValueError, match="a detached instance needs a name"):
         Counter.options(yr.InvokeOptions(cpu=100, lifetime="detached")).invoke()
     assert not local_runtime._instances  # registered synchronously by create()
-
-
-def test_the_local_runtime_refuses_a_detached_instance_saying_why(local_runtime):
-    detached = yr.InvokeOptions(cpu=100, name="kept", lifetime="detached")
-    with pytest.raises(yr.YRError, match="detached instances need the Kubernetes backend"):
-        Counter.options(detached).invoke()
-    assert not local_runtime._instances  # registered synchronously by create()
-    assert yr.list_named_instances() == []

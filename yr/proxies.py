@@ -183,10 +183,9 @@ def _check_detached(runtime: Any, options: InvokeOptions, class_name: str) -> No
         )
     if not runtime.supports_detached:
         raise YRError(
-            f"{class_name}: detached instances need the Kubernetes backend. The local "
-            "runtime's instances are processes of this driver's fork server and end with "
-            "it, so nothing could keep a detached one alive for a later driver; create it "
-            "without lifetime='detached' (it then lives until yr.finalize())"
+            f"{class_name}: this runtime ({type(runtime).__name__}) has nothing to keep a "
+            "detached instance alive past its creator; create it without "
+            "lifetime='detached' (it then lives until yr.finalize())"
         )
 
 

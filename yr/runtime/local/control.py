@@ -14,7 +14,14 @@ from typing import Any
 import grpc
 
 from yr import serialization
-from yr.protocol import ERROR_METADATA_KEY, SERVER_OPTIONS, yr_pb2, yr_pb2_grpc
+from yr.protocol import (
+    ERROR_METADATA_KEY,
+    SERVER_OPTIONS,
+    SESSION_METADATA_KEY,
+    TOKEN_METADATA_KEY,
+    yr_pb2,
+    yr_pb2_grpc,
+)
 from yr.protocol.gate import TokenGate, one_token
 from yr.runtime.base import Runtime
 
@@ -47,6 +54,11 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
             endpoint = await asyncio.wrap_future(
                 self._runtime.endpoint(request.instance_id, min_incarnation=request.min_incarnation)
             )
+            if endpoint.session:  # a kept (detached) instance: the caller needs its token
+                token = self._runtime.session_token_of(endpoint.session)
+                context.set_trailing_metadata(
+                    ((SESSION_METADATA_KEY, endpoint.session), (TOKEN_METADATA_KEY, token))
+                )
             return yr_pb2.ResolveReply(address=endpoint.address, incarnation=endpoint.incarnation)
 
         return await self._guard(context, work)
