@@ -108,3 +108,13 @@ def test_a_detached_instance_outlives_the_instance_that_created_it(keeper):
     maker.terminate(is_sync=True)
     orphan = yr.get_instance("orphan", timeout=10)
     assert yr.get(orphan.add.invoke(1), timeout=DEADLINE_S) == 5
+
+
+def test_a_later_driver_kills_a_detached_instance_by_its_id(keeper):
+    yr.init(yr.Config(num_cpus=4))
+    counter = Counter.options(DETACHED.merged(name="doomed")).invoke()
+    pid = yr.get(counter.pid.invoke(), timeout=DEADLINE_S)
+    yr.finalize()
+    yr.init(yr.Config(num_cpus=4))
+    yr.kill_instance(counter.instance_id)  # never looked up by this driver
+    wait_for(lambda: not alive(pid), timeout=DEADLINE_S, what="the killed instance to end")

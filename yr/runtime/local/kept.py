@@ -12,7 +12,7 @@ import concurrent.futures
 import threading
 from collections.abc import Callable
 
-from yr.errors import DeathInfo
+from yr.errors import DeathInfo, YRError
 from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime
 
 KEEPER_SESSION = "keeper"  # Endpoint.session of a kept instance: call it with the keeper's token
@@ -69,7 +69,13 @@ class KeptInstances:
         return self._of(instance_id).await_death(instance_id, incarnation, timeout=timeout)
 
     def terminate(self, instance_id: str, *, wait: bool, reason: str) -> None:
-        self._of(instance_id).terminate(instance_id, wait=wait, reason=reason)
+        """End a kept instance, also one known only by its id (``yr.kill_instance(id)``)."""
+        with self._lock:
+            keeper = self._keepers.get(instance_id)
+        keeper = keeper or self._keeper(start=False)
+        if keeper is None:
+            raise YRError(f"no instance {instance_id} in this session or in the keeper")
+        keeper.terminate(instance_id, wait=wait, reason=reason)
 
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
         keeper = self._keeper(start=False)

@@ -411,7 +411,9 @@ class LocalRuntime(Runtime):
             return instance.deaths[incarnation]
 
     def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
-        if self._kept is not None and self._kept.holds(instance_id):
+        with self._lock:
+            ours = instance_id in self._instances
+        if not ours and self._kept is not None:  # kept for us, or for an earlier driver
             self._kept.terminate(instance_id, wait=wait, reason=reason)
             return
         with self._lock:
