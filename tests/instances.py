@@ -209,3 +209,12 @@ class FailsToStart:
 
     def attempt(self) -> int:
         return self.attempts
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class DetachedMaker:
+    """Creates a detached instance from inside an instance, and calls it."""
+
+    def make(self, name: str) -> int:
+        options = yr.InvokeOptions(cpu=100, name=name, lifetime="detached")
+        return yr.get(Counter.options(options).invoke(3).add.invoke(1), timeout=60)

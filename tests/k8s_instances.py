@@ -49,3 +49,30 @@ class Caller:
     def pids_of(self, first: Worker, second: Worker) -> list[int]:
         """One after the other: by the second, this pod's watch has listed the session."""
         return [yr.get(worker.pid.invoke(), timeout=30) for worker in (first, second)]
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100, memory=128))
+class Tally:
+    """State that shows a later caller reached the same instance."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.child: Worker | None = None
+
+    def add(self, amount: int) -> int:
+        self.total += amount
+        return self.total
+
+    def start_child(self) -> str:
+        self.child = Worker.options(yr.InvokeOptions(cpu=100, memory=128)).invoke()
+        yr.get(self.child.pid.invoke(), timeout=120)
+        return self.child.instance_id
+
+    def start_detached(self, name: str) -> int:
+        """Create a detached Tally from inside this pod; it must outlive this instance."""
+        options = yr.InvokeOptions(cpu=100, memory=128, name=name, lifetime="detached")
+        return yr.get(Tally.options(options).invoke().add.invoke(3), timeout=120)
+
+    def find(self, name: str) -> int:
+        """Look a named instance up from inside this pod and call it."""
+        return yr.get(yr.get_instance(name, timeout=30).add.invoke(0), timeout=60)

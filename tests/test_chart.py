@@ -97,7 +97,7 @@ def grants(groups_resources: dict[tuple[str, str], str]) -> set[tuple[str, str, 
 
 OPERATOR_NAMESPACED = grants(
     {
-        ("yr.dev", "yrinstances"): "get list watch patch update",
+        ("yr.dev", "yrinstances"): "get list watch patch update delete",
         ("yr.dev", "yrinstances/status"): "get patch update",
         ("yr.dev", "yrinstances/finalizers"): "update",
         ("", "pods"): "get list watch create delete",

@@ -138,19 +138,31 @@ def test_get_instance_on_kubernetes_waits_for_the_name_and_kill_instance_ends_it
     )
 
 
-def test_yr_exit_on_kubernetes_ends_the_instance_and_its_caller_learns_it(session):
+def test_yr_exit_on_kubernetes_tells_its_callers_it_ended_by_its_own_yr_exit(session):
     from tests.compat_instances import Quitter
 
-    quitter = Quitter.invoke()
+    quitter = Quitter.invoke()  # recover_retry_times=2: an exit is still not restarted
     yr.get(quitter.pid.invoke(), timeout=180)
-    # The instance may not annotate its own YRInstance (no patch in its RBAC), so on
-    # Kubernetes the caller learns that it was deleted, not why.
-    with pytest.raises(yr.YRError, match="its YRInstance was deleted"):
+    with pytest.raises(yr.YRError, match="ended by its own yr.exit\\(\\)"):
         yr.get(quitter.quit.invoke(), timeout=180)
+    with pytest.raises(yr.YRError, match="ended by its own yr.exit\\(\\)"):
+        yr.get(quitter.pid.invoke(), timeout=180)
     wait_for(
         lambda: quitter.instance_id not in {i["metadata"]["name"] for i in _yrinstances(session)},
         timeout=60,
         what="the exited instance's YRInstance to go",
+    )
+
+
+def test_yr_exit_on_kubernetes_takes_the_instances_subtree_with_it(session):
+    from tests.compat_instances import Quitter
+
+    quitter = Quitter.invoke()
+    yr.get(quitter.start_child.invoke(), timeout=180)
+    assert len(_yrinstances(session)) == 2
+    yr.wait([quitter.quit.invoke()], timeout=180)
+    wait_for(
+        lambda: not _yrinstances(session), timeout=60, what="the exited instance's subtree to go"
     )
 
 

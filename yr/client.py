@@ -69,7 +69,7 @@ class CallClient:
             else ""
         )
         self._pipelines: dict[str, Pipeline] = {}
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[tuple[str, str], grpc.Channel] = {}
         self._lock = threading.Lock()
         self._order = itertools.count()
         self._helpers = concurrent.futures.ThreadPoolExecutor(
@@ -236,21 +236,31 @@ class CallClient:
                     pipeline.new_incarnation_locked(endpoint)
                     # "host:port#instance" is an instance behind a gateway that routes by name.
                     address, _, route = endpoint.address.partition("#")
-                    pipeline.stub = yr_pb2_grpc.InstanceStub(self._channel(address))
+                    channel = self._channel(address, endpoint.session)
+                    pipeline.stub = yr_pb2_grpc.InstanceStub(channel)
+                    metadata = self._metadata_for(endpoint.session)
                     pipeline.metadata = (
-                        (*self._metadata, (ROUTE_METADATA_KEY, route)) if route else self._metadata
+                        (*metadata, (ROUTE_METADATA_KEY, route)) if route else metadata
                     )
             self._drain(pipeline)
 
         future.add_done_callback(resolved)
 
-    def _channel(self, address: str) -> grpc.Channel:
+    def _channel(self, address: str, session: str) -> grpc.Channel:
+        """One channel per address and session: another session's instance (detached) is
+        reached with its own credentials, even at an address reused from one of ours."""
         with self._lock:
-            channel = self._channels.get(address)
+            channel = self._channels.get((address, session))
             if channel is None:
-                channel = self._runtime.open_channel(address, CHANNEL_OPTIONS)
-                self._channels[address] = channel
+                channel = self._runtime.open_channel(address, CHANNEL_OPTIONS, session=session)
+                self._channels[(address, session)] = channel
             return channel
+
+    def _metadata_for(self, session: str) -> tuple[tuple[str, str], ...]:
+        if not session:
+            return self._metadata
+        token = self._runtime.session_token_of(session)
+        return ((TOKEN_METADATA_KEY, token), (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)))
 
     def _send(self, pipeline: Pipeline, batch: Batch) -> None:
         try:

@@ -36,6 +36,7 @@ CLASS_LABEL = "yr.dev/class"
 NAME_LABEL = "yr.dev/name"
 DRIVER_LABEL = "yr.dev/driver"
 ROOT_LABEL = "yr.dev/root"  # the top-level instance of the tree: one selector lists a tree
+DETACHED_LABEL = "yr.dev/detached"  # "true": owned by no driver; its session is its own
 APP_LABEL = "app.kubernetes.io/name"
 APP_VALUE = "yr-instance"
 METHODS_ANNOTATION = "yr.dev/methods"
@@ -87,6 +88,15 @@ REASON_OOM_KILLED = "OOMKilled"
 REASON_COMPLETED = "Completed"
 REASON_DELETED = "Deleted"
 REASON_OWNER_DELETED = "OwnerDeleted"
+REASON_EXITED = "Exited"  # the instance ended itself with yr.exit(): not a crash
+
+# -- yr.exit() in a pod ---------------------------------------------------------------------
+# An instance may not write its own YRInstance (its Role has no patch), so it ends itself by
+# exiting with this code; the operator records SELF_EXIT_MESSAGE as the reason (never restarting
+# it) and then deletes the YRInstance, so callers get the same words as on the local runtime.
+EXIT_CODE_SELF = 83
+SELF_EXIT_MESSAGE = "ended by its own yr.exit()"
+TERMINATION_LOG = "/dev/termination-log"  # the kubelet's default terminationMessagePath
 
 
 # -- post-mortems ---------------------------------------------------------------------------

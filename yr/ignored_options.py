@@ -93,7 +93,7 @@ CONFIG: dict[str, tuple[Any, str]] = {
 }
 
 # custom_extensions keys yr acts on; every other key is warned about
-HONOURED_EXTENSIONS = ("Concurrency", "GRACEFUL_SHUTDOWN_TIME")
+HONOURED_EXTENSIONS = ("Concurrency", "GRACEFUL_SHUTDOWN_TIME", "lifecycle")
 RUNTIME_ENV_KEYS = ("env_vars",)  # runtime_env keys yr acts on
 
 _warned: set[str] = set()

@@ -18,6 +18,7 @@ _warned_low_cpu = False
 MAX_MEMORY_MB = 10_000_000  # about 10 TB
 BACKENDS = ("local", "kubernetes")
 DEFAULT_SHUTDOWN_GRACE_S = 30.0  # openYuanrong's default graceful shutdown time
+LIFETIMES = (None, "detached", "non_detached")  # Ray's InvokeOptions.lifetime values
 
 
 def _require_int(owner: str, name: str, value: Any, *, minimum: int, maximum: int) -> None:
@@ -159,6 +160,9 @@ class InvokeOptions(_Checked):
     need_order: bool = False  # calls from one caller always run in order in yr
     get_if_exists: bool = False  # a name taken: invoke() returns that instance (Ray's option)
     resource_group_options: ResourceGroupOptions = field(default_factory=ResourceGroupOptions)
+    # Ray's "detached": owned by no driver or instance (openYuanrong: custom_extensions
+    # {"lifecycle": "detached"}); None or "non_detached" is the default, fate-shared lifetime
+    lifetime: str | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         self._set_all(kwargs)
@@ -197,6 +201,10 @@ class InvokeOptions(_Checked):
                     f"got {value!r}"
                 )
             value.check()
+        elif name == "lifetime" and value not in LIFETIMES:
+            raise ValueError(
+                f"{owner}.lifetime must be None, 'detached' or 'non_detached', got {value!r}"
+            )
 
     def checked(self) -> InvokeOptions:
         """A validated copy with openYuanrong's indirect settings applied to the real fields:
@@ -211,6 +219,12 @@ class InvokeOptions(_Checked):
         if extension is not None and options.concurrency == 1:
             object.__setattr__(options, "concurrency", int(extension))
         return options
+
+    @property
+    def is_detached(self) -> bool:
+        """Ray's ``lifetime="detached"`` or openYuanrong's ``custom_extensions["lifecycle"]``:
+        the instance outlives whoever created it, until it is killed."""
+        return self.lifetime == "detached" or self.custom_extensions.get("lifecycle") == "detached"
 
     def shutdown_grace_s(self) -> float:
         """How long ``__yr_shutdown__`` may run: ``GRACEFUL_SHUTDOWN_TIME`` (a negative value
@@ -245,11 +259,17 @@ def _check_extensions(value: Any) -> None:
             "InvokeOptions.custom_extensions['GRACEFUL_SHUTDOWN_TIME'] must be a whole number "
             f"of seconds, got {grace!r}"
         )
+    lifecycle = value.get("lifecycle")
+    if lifecycle is not None and lifecycle != "detached":
+        raise ValueError(
+            "InvokeOptions.custom_extensions['lifecycle'] can only be 'detached', got "
+            f"{lifecycle!r}"
+        )
     for key in sorted(set(value) - set(ignored_options.HONOURED_EXTENSIONS)):
         ignored_options.warn_once(
             "InvokeOptions",
             f"custom_extensions[{key!r}]",
-            "yr acts only on 'Concurrency' and 'GRACEFUL_SHUTDOWN_TIME' there",
+            "yr acts only on 'Concurrency', 'GRACEFUL_SHUTDOWN_TIME' and 'lifecycle' there",
         )
 
 

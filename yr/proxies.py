@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from yr import serialization, session
+from yr.contract import SELF_EXIT_MESSAGE
 from yr.errors import YRError, YRTimeoutError
 from yr.generators import ObjectRefGenerator
 from yr.options import InvokeOptions
@@ -127,6 +128,8 @@ class InstanceCreator:
         current = session.current()
         _check_signature(self.cls.__init__, args, kwargs, what=f"{self.__name__}()")
         options = self._options.checked()
+        if options.is_detached:
+            _check_detached(current.runtime, options, self.__name__)
         if options.name and options.get_if_exists:
             existing = self._existing(current, options)
             if existing is not None:
@@ -168,6 +171,22 @@ class InstanceCreator:
 
     def __repr__(self) -> str:
         return f"<yr.instance {self._class_info.class_name} {self._options}>"
+
+
+def _check_detached(runtime: Any, options: InvokeOptions, class_name: str) -> None:
+    """A detached instance is reached later only by its name, and needs a runtime that can
+    keep it past its creator's end."""
+    if not options.name:
+        raise ValueError(
+            f"{class_name}: a detached instance needs a name (InvokeOptions(name=...)), "
+            "since a later driver can reach it only through yr.get_instance(name, namespace)"
+        )
+    if not runtime.supports_detached:
+        raise YRError(
+            f"{class_name}: this runtime ({type(runtime).__name__}) has nothing to keep a "
+            "detached instance alive past its creator; create it without "
+            "lifetime='detached' (it then lives until yr.finalize())"
+        )
 
 
 def _payload(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -339,7 +358,7 @@ def exit() -> None:  # openYuanrong's name, shadowing the builtin here only
     current = session.current()
     if current.is_driver or current.owner_id is None:
         raise YRError("yr.exit() ends an instance from inside; a driver ends with yr.finalize()")
-    current.runtime.terminate(current.owner_id, reason="ended by its own yr.exit()")
+    current.runtime.end_self(current.owner_id, reason=SELF_EXIT_MESSAGE)
     # the runtime stops this process; should that not come, leave anyway
     threading.Event().wait(EXIT_GRACE_S)
     os._exit(0)

@@ -90,9 +90,10 @@ def _driver_runtime(config: Config) -> Runtime:
         from yr.runtime.kubernetes.runtime import KubernetesRuntime
 
         return KubernetesRuntime.for_driver(config)
+    from yr import local_keeper
     from yr.runtime.local.runtime import LocalRuntime
 
-    return LocalRuntime.start(config)
+    return LocalRuntime.start(config, connect_keeper=local_keeper.connect)
 
 
 def attach_instance(*, instance_id: str) -> None:

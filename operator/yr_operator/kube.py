@@ -224,6 +224,11 @@ class Kube:
             return False
         return True
 
+    async def delete_yrinstance(self, *, namespace: str, name: str, uid: str) -> bool:
+        """Delete one YRInstance, only the incarnation of the name we read (uid precondition)."""
+        pre = {"uid": uid} if uid else None
+        return await self.delete(self._yri_path(namespace, name), preconditions=pre)
+
     async def delete_pod(self, *, namespace: str, name: str) -> bool:
         return await self.delete(f"/api/v1/namespaces/{namespace}/pods/{quote(name)}")
 

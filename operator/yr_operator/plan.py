@@ -6,7 +6,13 @@ import dataclasses
 import os
 from typing import Any
 
-from yr.contract import LastTermination, pod_name
+from yr.contract import (
+    EXIT_CODE_SELF,
+    REASON_EXITED,
+    SELF_EXIT_MESSAGE,
+    LastTermination,
+    pod_name,
+)
 
 from .builders import incarnation_of
 from .status import PodState, build_status, observe_pod
@@ -31,6 +37,8 @@ class Plan:
     delete: tuple[str, ...] = ()  # pod names to delete (404 is fine)
     restart_at: float | None = None  # when the next incarnation may start (epoch seconds)
     event: tuple[str, str, str] | None = None  # (type, reason, message) on a transition
+    # The instance ended itself (yr.exit()): delete the YRInstance once the status says so.
+    delete_instance: bool = False
 
 
 def _controlled_by(pod: dict[str, Any], uid: str) -> bool:
@@ -45,6 +53,7 @@ def _event(current: dict[str, Any], status: dict[str, Any] | None) -> tuple[str,
     if (current.get("phase"), current.get("reason") or "") == (phase, reason):
         return None
     warn = phase in ("Restarting", "Failed") or (phase == "Pending" and bool(reason))
+    warn = warn and reason != REASON_EXITED  # ending itself is no failure
     detail = status.get("message") or f"pod {status.get('podName')} is {phase.lower()}"
     return ("Warning" if warn else "Normal", reason or phase, detail)
 
@@ -95,7 +104,10 @@ def plan(
     if meta.get("deletionTimestamp"):
         return finish(status=status("Terminating", reason="Deleted", message="being deleted"))
     if phase_now == "Failed" and recorded >= k:
-        return Plan(delete=tuple(pod_name(name, i) for i in sorted(live)))
+        return Plan(
+            delete=tuple(pod_name(name, i) for i in sorted(live)),
+            delete_instance=current.get("reason") == REASON_EXITED,
+        )
 
     pod = owned.get(k)
     if pod is not None:
@@ -118,6 +130,18 @@ def plan(
 
     # The incarnation k is dead: free its pod (and so its children) now, then restart or fail.
     doomed = stale + ((pod_name(name, k),) if k in live else ())
+    if death.exit_code == EXIT_CODE_SELF and death.signal is None:
+        # yr.exit(): its own decision, so no restart; the reason is ours, not the exit code's.
+        ended = LastTermination(incarnation=k, reason=REASON_EXITED, message=SELF_EXIT_MESSAGE)
+        exited = status(
+            "Failed",
+            death,
+            reason=REASON_EXITED,
+            message=SELF_EXIT_MESSAGE,
+            pod_ip="",
+            last_termination=ended,
+        )
+        return finish(status=exited, delete=doomed, delete_instance=True)
     coded = death.exit_code is not None or death.signal is not None
     ended = LastTermination(
         incarnation=k,

@@ -145,6 +145,10 @@ class Reconciler:
             self._remember_restart((*rkey[:3], incarnation), when=p.restart_at, now=now)
         metrics.observe(yri, p.status)
         await self._write(yri, p.status, p.event)
+        if p.delete_instance:  # after the status: its callers' watch sees why, then the delete
+            await self.kube.delete_yrinstance(
+                namespace=meta["namespace"], name=meta["name"], uid=meta.get("uid", "")
+            )
         return True
 
     def _remember_restart(

@@ -13,6 +13,9 @@ COLLECTIVE_METHOD = "__yr_collective__"
 # A server refusing a call meant for another instance or incarnation (nothing ran).
 WRONG_INSTANCE_CODE = grpc.StatusCode.NOT_FOUND
 ERROR_METADATA_KEY = "x-yr-error-bin"  # a control-plane error, pickled, in trailing metadata
+# Resolve's trailing metadata for an instance of another session (a kept, detached one): which
+# session, and (under TOKEN_METADATA_KEY) the token its instances check.
+SESSION_METADATA_KEY = "x-yr-session"
 
 # grpcio's defaults (4 MiB messages, a few thousand pending requests) are too small for
 # large arguments and for thousands of calls in flight.
@@ -36,6 +39,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "ROUTE_METADATA_KEY",
     "SERVER_OPTIONS",
+    "SESSION_METADATA_KEY",
     "TOKEN_METADATA_KEY",
     "WRONG_INSTANCE_CODE",
     "yr_pb2",

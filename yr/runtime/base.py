@@ -53,6 +53,9 @@ class Endpoint:
 
     address: str  # host:port
     incarnation: int
+    # "" for the runtime's own session; else the session whose credentials reach it (an
+    # instance left detached by another driver, or its subtree)
+    session: str = ""
 
 
 # How a resource group's bundles are laid out over nodes (openYuanrong's and Ray's names).
@@ -82,11 +85,22 @@ class Runtime(abc.ABC):
 
     session_token: str
     shares_memory: bool = False  # callers and instances on one machine (shared-memory buffers)
+    # keeps instances created InvokeOptions(lifetime="detached") past their creator's end
+    supports_detached: bool = False
 
-    def open_channel(self, address: str, options: Sequence[tuple[str, Any]]) -> grpc.Channel:
+    def open_channel(
+        self, address: str, options: Sequence[tuple[str, Any]], *, session: str = ""
+    ) -> grpc.Channel:
         """A channel to an instance (or gateway) at ``address``; plaintext unless the runtime
-        secures its connections (Kubernetes: TLS pinned to the session's certificate)."""
+        secures its connections (Kubernetes: TLS pinned to the certificate of ``session``,
+        the runtime's own by default)."""
         return grpc.insecure_channel(address, options=list(options))
+
+    def session_token_of(self, session: str) -> str:
+        """The token that calls reach an instance of ``session`` with (``Endpoint.session``)."""
+        if session:
+            raise YRError(f"{type(self).__name__} reaches no instance of another session")
+        return self.session_token
 
     @abc.abstractmethod
     def create(self, spec: InstanceSpec, *, owner_id: str | None) -> str:
@@ -110,6 +124,11 @@ class Runtime(abc.ABC):
     def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
         """Stop an instance and, recursively, everything it created; ``reason`` completes
         "instance X was ..." in what its callers are told (default: "terminated")."""
+
+    def end_self(self, instance_id: str, *, reason: str) -> None:
+        """End the calling instance from inside it (``yr.exit()``), so that its callers are
+        told ``reason``; may not return."""
+        self.terminate(instance_id, reason=reason)
 
     @abc.abstractmethod
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:

@@ -13,6 +13,7 @@ from yr.errors import DeathInfo, YRError
 from yr.protocol import (
     CHANNEL_OPTIONS,
     ERROR_METADATA_KEY,
+    SESSION_METADATA_KEY,
     TOKEN_METADATA_KEY,
     groups_pb2,
     groups_pb2_grpc,
@@ -35,9 +36,13 @@ def _unwrap(error: grpc.RpcError) -> BaseException:
 class RemoteRuntime(Runtime):
     """The Runtime contract, forwarded to the driver that started this instance."""
 
+    # The driver's runtime decides (a driver hands detached instances to its keeper).
+    supports_detached = True
+
     def __init__(self, address: str, token: str) -> None:
         self.shares_memory = True
         self.session_token = token
+        self._other_tokens: dict[str, str] = {}  # session -> token, from Resolve
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = yr_pb2_grpc.RuntimeStub(self._channel)
         self._groups = groups_pb2_grpc.ResourceGroupsStub(self._channel)
@@ -70,10 +75,19 @@ class RemoteRuntime(Runtime):
             except grpc.RpcError as error:
                 result.set_exception(_unwrap(error))
                 return
-            result.set_result(Endpoint(reply.address, reply.incarnation))
+            trailer = dict(reply_future.trailing_metadata() or ())
+            session = trailer.get(SESSION_METADATA_KEY, "")
+            if session:  # an instance of another session: remember how to call it
+                self._other_tokens[session] = trailer[TOKEN_METADATA_KEY]
+            result.set_result(Endpoint(reply.address, reply.incarnation, session))
 
         call.add_done_callback(done)
         return result
+
+    def session_token_of(self, session: str) -> str:
+        if session in self._other_tokens:
+            return self._other_tokens[session]
+        return super().session_token_of(session)
 
     def await_death(
         self, instance_id: str, incarnation: int, *, timeout: float

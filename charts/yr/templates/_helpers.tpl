@@ -99,9 +99,10 @@ What the operator may do in a namespace it watches. Exactly this, and tests/test
 asserts it: no secrets (pods reference the payload Secret by name, which needs no read right).
 */}}
 {{- define "yr.operatorNamespacedRules" -}}
+# delete: only an instance that ended itself with yr.exit(), once its status says so.
 - apiGroups: [yr.dev]
   resources: [yrinstances]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch, update, delete]
 - apiGroups: [yr.dev]
   resources: [yrinstances/status]
   verbs: [get, patch, update]

@@ -97,9 +97,10 @@ def name_label(name: str, namespace: str) -> str:
 
 
 def build_yrinstance(
-    *, name: str, session: str, spec: InstanceSpec, owner: dict[str, Any], root: str = ""
+    *, name: str, session: str, spec: InstanceSpec, owner: dict[str, Any] | None, root: str = ""
 ) -> dict[str, Any]:
-    """``root``: the top-level instance of the creator's tree ("" for a driver: it is one)."""
+    """``root``: the top-level instance of the creator's tree ("" for a driver: it is one).
+    ``owner`` None: a detached instance, owned by nothing but its namespace."""
     options = spec.options
     labels = {
         c.SESSION_LABEL: session,
@@ -108,6 +109,8 @@ def build_yrinstance(
     }
     if options.name:
         labels[c.NAME_LABEL] = name_label(options.name, options.namespace)
+    if owner is None:
+        labels[c.DETACHED_LABEL] = "true"
     body: dict[str, Any] = {
         "apiVersion": c.API_VERSION,
         "kind": c.KIND,
@@ -115,7 +118,6 @@ def build_yrinstance(
             "name": name,
             "labels": labels,
             "annotations": {c.METHODS_ANNOTATION: json.dumps(spec.class_info.method_meta)},
-            "ownerReferences": [owner],
         },
         "spec": {
             "className": spec.class_info.class_name,
@@ -127,6 +129,8 @@ def build_yrinstance(
             "session": session,
         },
     }
+    if owner is not None:
+        body["metadata"]["ownerReferences"] = [owner]
     if options.name:
         body["spec"]["instanceName"] = options.name
         body["spec"]["instanceNamespace"] = options.namespace

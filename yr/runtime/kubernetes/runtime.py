@@ -3,27 +3,25 @@
 A driver holds a Lease that owns its top-level instances and renews it; the operator deletes an
 expired Lease, so a crashed driver's tree is garbage-collected. Inside an instance pod, nested
 instances are owned by the creator's Pod, so a restart or deletion of the creator collects them.
+A detached instance is owned by nothing and runs in a session of its own (see sessions.py).
 """
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
-import urllib3
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.config.config_exception import ConfigException
-from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
 from yr import contract as c
 from yr import credentials
@@ -33,8 +31,15 @@ from yr.errors import DeathInfo, YRError, YRSerializationError
 from yr.options import Config
 from yr.runtime import node_resources
 from yr.runtime.base import ClassInfo, InstanceSpec, Runtime, qualified_name
-from yr.runtime.kubernetes import api, objects
+from yr.runtime.kubernetes import api, connect, objects
+from yr.runtime.kubernetes.connect import load_config as _load_config  # noqa: F401 (yr.cli, yr.gateway)
 from yr.runtime.kubernetes.logs import PodLogForwarder
+from yr.runtime.kubernetes.sessions import (
+    OtherSessions,
+    SessionKeys,
+    new_session_keys,
+    read_session_keys,
+)
 from yr.runtime.kubernetes.watcher import StatusWatcher
 from yr.tls import PinnedServer, make_key_pair
 
@@ -42,97 +47,20 @@ logger = logging.getLogger("yr")
 LEASE_RENEW_S = max(objects.LEASE_DURATION_S / 3, 0.5)
 
 
-def _kubeconfig_source(kubeconfig: str = "") -> str:
-    """Which configuration _load_config reads: a kubeconfig path, or the pod's account."""
-    path = kubeconfig or os.environ.get("KUBECONFIG") or ""
-    if path or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return path or os.path.expanduser(KUBE_CONFIG_DEFAULT_LOCATION)
-    return "the in-cluster service account"
-
-
-def _load_config(kubeconfig: str = "") -> k8s.ApiClient:
-    """An ApiClient from the kubeconfig (or the pod's service account); a clear YRError when
-    there is neither."""
-    configuration = k8s.Configuration()
-    source = _kubeconfig_source(kubeconfig)
-    if source != "the in-cluster service account":
-        try:
-            k8s_config.load_kube_config(
-                config_file=kubeconfig or None, client_configuration=configuration
-            )
-        except (ConfigException, OSError, TypeError, ValueError) as error:
-            raise YRError(
-                f"cannot load the Kubernetes configuration from {source}: {error}. Point "
-                "yr.Config(kubeconfig=...) or $KUBECONFIG at a valid kubeconfig"
-            ) from None
-    else:
-        k8s_config.load_incluster_config(client_configuration=configuration)
-    return k8s.ApiClient(configuration)
-
-
-def _check_api(custom: k8s.CustomObjectsApi, namespace: str, *, source: str) -> None:
-    """Reach the API server and the YRInstance resource before creating anything."""
-    host = custom.api_client.configuration.host
-    try:
-        api.call(
-            custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            limit=1,
-            budget_s=10.0,
-            _request_timeout=10,
-        )
-    except api.NotFound:
-        raise YRError(
-            "the YRInstance CRD is not installed in this cluster: helm install yr charts/yr "
-            f"(docs/quickstart-kubernetes.md); API server {host} from {source}"
-        ) from None
-    except (urllib3.exceptions.HTTPError, OSError) as error:
-        raise YRError(
-            f"cannot reach the Kubernetes API server at {host} (from {source}): "
-            f"{_root_cause(error)}"
-        ) from None
-
-
-def _root_cause(error: BaseException) -> str:
-    reason = getattr(error, "reason", None)
-    return str(reason or error)
-
-
-def _gateway_server(core: k8s.CoreV1Api, namespace: str) -> PinnedServer:
-    """The gateway's certificate, from the Secret the chart made for it (the driver's own
-    kubeconfig reads it), so the driver pins the gateway as instances pin the session."""
-    try:
-        secret = api.call(
-            core.read_namespaced_secret, c.GATEWAY_TLS_SECRET, namespace, budget_s=10.0
-        )
-        certificate = base64.b64decode((secret.data or {})[c.TLS_CERT_KEY])
-    except (api.KubeApiError, KeyError) as error:
-        raise YRError(
-            f"cannot read the gateway's certificate (Secret {c.GATEWAY_TLS_SECRET!r}, key "
-            f"{c.TLS_CERT_KEY!r}, namespace {namespace!r}): {error}. The chart creates it with "
-            "the gateway (helm install yr charts/yr)"
-        ) from None
-    return PinnedServer(certificate, c.GATEWAY_SERVER_NAME)
-
-
-def _read_file(path: str, *, what: str) -> bytes:
-    if not path:
-        raise YRError(
-            f"{c.ENV_TLS_CERT_FILE} is not set, so this pod cannot pin {what}: its operator "
-            "predates session TLS; upgrade the chart to this yr version"
-        )
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as error:
-        raise YRError(f"cannot read {what} at {path}: {error}") from None
+def _session_secret(keys: SessionKeys, *, owner: dict[str, Any]) -> dict[str, Any]:
+    return objects.build_token_secret(
+        session=keys.session,
+        token=keys.token,
+        certificate=keys.server.certificate,
+        key=keys.key,
+        owner=owner,
+    )
 
 
 class KubernetesRuntime(Runtime):
     """Instances as YRInstance objects in one namespace, reached over gRPC."""
+
+    supports_detached = True
 
     def __init__(
         self,
@@ -150,7 +78,7 @@ class KubernetesRuntime(Runtime):
     ) -> None:
         self.session_token = token
         self._session_server = session_server
-        self._gateway_server = gateway_server
+        self.gateway_server = gateway_server
         self._api_client = api_client
         self._custom = k8s.CustomObjectsApi(api_client)
         self._core = k8s.CoreV1Api(api_client)
@@ -172,6 +100,9 @@ class KubernetesRuntime(Runtime):
             open_channel=self.open_channel,
             on_pod_running=self._logs.follow if self._logs else None,
         )
+        # Detached instances (and those another driver left) live in sessions of their own.
+        self._others = OtherSessions(self._watch_other_session)
+        self._session_of: dict[str, str] = {}  # instance -> its session, when not ours
         self._renewer: threading.Thread | None = None
         if lease_name:
             self._renewer = threading.Thread(target=self._renew, name="yr-lease", daemon=True)
@@ -181,13 +112,13 @@ class KubernetesRuntime(Runtime):
 
     @classmethod
     def for_driver(cls, config: Config) -> KubernetesRuntime:
-        api_client = _load_config(config.kubeconfig)
+        api_client = connect.load_config(config.kubeconfig)
         namespace = config.namespace or "default"
         try:
-            _check_api(
+            connect.check_api(
                 k8s.CustomObjectsApi(api_client),
                 namespace,
-                source=_kubeconfig_source(config.kubeconfig),
+                source=connect.kubeconfig_source(config.kubeconfig),
             )
         except BaseException:
             api_client.close()
@@ -198,7 +129,9 @@ class KubernetesRuntime(Runtime):
         certificate, key = make_key_pair(server_name)
         try:
             gateway_server = (
-                _gateway_server(k8s.CoreV1Api(api_client), namespace) if config.gateway else None
+                connect.gateway_server(k8s.CoreV1Api(api_client), namespace)
+                if config.gateway
+                else None
             )
         except BaseException:
             api_client.close()
@@ -250,24 +183,47 @@ class KubernetesRuntime(Runtime):
             api_version="v1", kind="Pod", name=env[c.ENV_POD_NAME], uid=env[c.ENV_POD_UID]
         )
         return cls(
-            api_client=_load_config(),
+            api_client=connect.load_config(),
             namespace=env[c.ENV_NAMESPACE],
             session=env[c.ENV_SESSION],
             token=credentials.session_token(),
             owner=pod_owner,
             session_server=PinnedServer(
-                _read_file(env.get(c.ENV_TLS_CERT_FILE, ""), what="the session certificate"),
+                connect.read_file(env.get(c.ENV_TLS_CERT_FILE, ""), what="the session certificate"),
                 c.session_server_name(env[c.ENV_SESSION]),
             ),
         )
 
-    def open_channel(self, address: str, options: Sequence[tuple[str, Any]]) -> grpc.Channel:
+    def open_channel(
+        self, address: str, options: Sequence[tuple[str, Any]], *, session: str = ""
+    ) -> grpc.Channel:
         """TLS pinned to the gateway's certificate, or else to the session's: a server at a
         spoofed address fails the handshake before the token is sent."""
-        pinned = self._session_server
-        if self._gateway_server is not None and address == self._gateway:
-            pinned = self._gateway_server
+        pinned = self._others.keys(session).server if session else self._session_server
+        if self.gateway_server is not None and address == self._gateway:
+            pinned = self.gateway_server
         return pinned.secure_channel(address, list(options))
+
+    def session_token_of(self, session: str) -> str:
+        return self._others.keys(session).token if session else self.session_token
+
+    def _watch_other_session(self, session: str) -> StatusWatcher:
+        return StatusWatcher(
+            custom_api=self._custom,
+            namespace=self._namespace,
+            session=session,
+            address_of=self._address_of,
+            open_channel=lambda address, options: self.open_channel(
+                address, options, session=session
+            ),
+            on_pod_running=self._logs.follow if self._logs else None,
+            other_session=True,
+        )
+
+    def _watcher_of(self, instance_id: str) -> StatusWatcher:
+        session = self._session_of.get(instance_id)
+        watcher = self._others.watcher(session) if session else None
+        return watcher or self._watcher
 
     # -- the Runtime contract ---------------------------------------------------------------
 
@@ -284,18 +240,23 @@ class KubernetesRuntime(Runtime):
         options = spec.options
         if options.name:
             self._check_name_free(options.name, options.namespace)
-        self._watcher.track(
+        keys = new_session_keys() if options.is_detached else None
+        watcher = self._watcher
+        if keys is not None:
+            watcher = self._others.add(keys)
+            self._session_of[name] = keys.session
+        watcher.track(
             name,
             class_name=spec.class_info.class_name,
             schedule_timeout_s=options.schedule_timeout_ms / 1000,
         )
         body = objects.build_yrinstance(
             name=name,
-            session=self._session,
+            session=keys.session if keys else self._session,
             spec=spec,
-            owner=self._owner,
+            owner=None if keys else self._owner,
             # In a pod: the tree this pod's instance belongs to; a driver starts new trees.
-            root=os.environ.get(c.ENV_ROOT, "") if self._lease_name == "" else "",
+            root=os.environ.get(c.ENV_ROOT, "") if self._lease_name == "" and not keys else "",
         )
         try:
             created = api.call(
@@ -307,25 +268,33 @@ class KubernetesRuntime(Runtime):
                 body,
             )
         except api.KubeApiError as error:
-            self._watcher.forget(name, YRError(f"instance {name} was never created"))
+            watcher.forget(name, YRError(f"instance {name} was never created"))
             raise YRError(f"the API server refused YRInstance {name}: {error}") from None
-        self._watcher.created(name)
+        watcher.created(name)
         # The payload belongs to its instance, so deleting the instance collects it; its pod
         # waits for the Secret to exist before it starts (as a kubelet waits for a volume).
         instance_owner = objects.owner_reference(
             api_version=c.API_VERSION, kind=c.KIND, name=name, uid=created["metadata"]["uid"]
         )
-        secret = objects.build_payload_secret(
-            name=name, session=self._session, payload=spec.payload, owner=instance_owner
-        )
+        secrets_to_create = [
+            objects.build_payload_secret(
+                name=name,
+                session=body["spec"]["session"],
+                payload=spec.payload,
+                owner=instance_owner,
+            )
+        ]
+        if (
+            keys is not None
+        ):  # a detached instance's session Secret is its own, so is killed with it
+            secrets_to_create.insert(0, _session_secret(keys, owner=instance_owner))
         try:
-            api.call(self._core.create_namespaced_secret, self._namespace, secret)
+            for secret in secrets_to_create:
+                api.call(self._core.create_namespaced_secret, self._namespace, secret)
         except api.KubeApiError as error:
             # An instance without its payload would wait forever: take it back.
             self.terminate(name)
-            raise YRError(
-                f"the API server refused the payload Secret of instance {name}: {error}"
-            ) from None
+            raise YRError(f"the API server refused a Secret of instance {name}: {error}") from None
         return name
 
     def _named(self, name: str, namespace: str) -> list[dict[str, Any]]:
@@ -354,12 +323,12 @@ class KubernetesRuntime(Runtime):
         return f"{status['podIP']}:{status.get('port') or c.PORT}"
 
     def endpoint(self, instance_id: str, *, min_incarnation: int = 0) -> concurrent.futures.Future:
-        return self._watcher.endpoint(instance_id, min_incarnation)
+        return self._watcher_of(instance_id).endpoint(instance_id, min_incarnation)
 
     def await_death(
         self, instance_id: str, incarnation: int, *, timeout: float
     ) -> DeathInfo | None:
-        return self._watcher.await_death(instance_id, incarnation, timeout)
+        return self._watcher_of(instance_id).await_death(instance_id, incarnation, timeout)
 
     def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
         try:
@@ -376,9 +345,22 @@ class KubernetesRuntime(Runtime):
             pass
         except api.KubeApiError as error:
             raise YRError(f"could not delete YRInstance {instance_id}: {error}") from None
-        self._watcher.forget(
+        self._watcher_of(instance_id).forget(
             instance_id, YRError(f"instance {instance_id} was {reason or 'terminated'}")
         )
+
+    def end_self(self, instance_id: str, *, reason: str) -> None:
+        """``yr.exit()`` in a pod: exit with the contract's code; the operator records why
+        (this pod may not write its own YRInstance) and deletes the YRInstance."""
+        try:  # for kubectl describe pod; the exit code is what the operator reads
+            with open(c.TERMINATION_LOG, "w") as log:
+                log.write(reason)
+        except OSError:
+            pass
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(c.EXIT_CODE_SELF)
 
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
         found = self._named(name, namespace)
@@ -387,7 +369,14 @@ class KubernetesRuntime(Runtime):
         obj = found[0]
         meta = json.loads(obj["metadata"].get("annotations", {}).get(c.METHODS_ANNOTATION, "{}"))
         instance_id = obj["metadata"]["name"]
-        self._watcher.track(
+        watcher = self._watcher
+        session = obj["spec"].get("session") or self._session
+        if session != self._session:  # detached, or another driver's: its own credentials
+            watcher = self._others.watcher(session) or self._others.add(
+                read_session_keys(self._core, self._namespace, session, instance=instance_id)
+            )
+            self._session_of[instance_id] = session
+        watcher.track(
             instance_id, class_name=obj["spec"]["className"], schedule_timeout_s=1e9, exists=True
         )
         return instance_id, ClassInfo(obj["spec"]["className"], meta)
@@ -443,6 +432,7 @@ class KubernetesRuntime(Runtime):
     def shutdown(self) -> None:
         self._stopping.set()
         self._watcher.stop()
+        self._others.stop()
         if self._logs is not None:
             self._logs.stop()
         if self._lease_name:

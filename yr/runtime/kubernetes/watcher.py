@@ -96,8 +96,12 @@ class StatusWatcher:
         address_of: Callable[[str, dict[str, Any]], str],
         open_channel: Callable[[str, list[tuple[str, Any]]], grpc.Channel],
         on_pod_running: Callable[[str], None] | None = None,
+        other_session: bool = False,
     ) -> None:
+        """``other_session``: not the runtime's own session, so its endpoints name it (the
+        caller then uses that session's credentials)."""
         self._api = custom_api
+        self._endpoint_session = session if other_session else ""
         self._namespace = namespace
         self._selector = f"{c.SESSION_LABEL}={session}"
         self._address_of = address_of
@@ -119,9 +123,15 @@ class StatusWatcher:
         self, name: str, *, class_name: str, schedule_timeout_s: float, exists: bool = False
     ) -> None:
         with self._lock:
-            tracked = self._tracked.setdefault(
-                name, _Tracked(class_name, time.monotonic(), schedule_timeout_s)
-            )
+            tracked = self._tracked.get(name)
+            if tracked is None:
+                tracked = self._tracked[name] = _Tracked(
+                    class_name, time.monotonic(), schedule_timeout_s
+                )
+                # Listed before anyone asked (a watch that just started): its last word counts.
+                seen = self._untracked.pop(name, None)
+                if seen is not None:
+                    self._observe(seen, deleted=False)
             tracked.exists = tracked.exists or exists
 
     def created(self, name: str) -> None:
@@ -294,7 +304,7 @@ class StatusWatcher:
                     daemon=True,
                 ).start()
             return
-        endpoint = Endpoint(address, incarnation)
+        endpoint = Endpoint(address, incarnation, self._endpoint_session)
         waiting = []
         for minimum, future in tracked.waiters:
             if minimum <= incarnation:

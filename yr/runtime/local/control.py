@@ -17,6 +17,8 @@ from yr import serialization
 from yr.protocol import (
     ERROR_METADATA_KEY,
     SERVER_OPTIONS,
+    SESSION_METADATA_KEY,
+    TOKEN_METADATA_KEY,
     groups_pb2,
     groups_pb2_grpc,
     yr_pb2,
@@ -54,6 +56,11 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
             endpoint = await asyncio.wrap_future(
                 self._runtime.endpoint(request.instance_id, min_incarnation=request.min_incarnation)
             )
+            if endpoint.session:  # a kept (detached) instance: the caller needs its token
+                token = self._runtime.session_token_of(endpoint.session)
+                context.set_trailing_metadata(
+                    ((SESSION_METADATA_KEY, endpoint.session), (TOKEN_METADATA_KEY, token))
+                )
             return yr_pb2.ResolveReply(address=endpoint.address, incarnation=endpoint.incarnation)
 
         return await self._guard(context, work)

@@ -28,6 +28,7 @@ class SessionInfo:
     token_file: str
     program: str
     started: float
+    role: str = "driver"  # or "keeper": the per-user keeper of detached instances
 
     def token(self) -> str:
         return Path(self.token_file).read_text().strip()
@@ -61,7 +62,7 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def publish(*, control_address: str, token: str) -> SessionInfo:
+def publish(*, control_address: str, token: str, role: str = "driver") -> SessionInfo:
     """Announce this process's session; returns what :func:`withdraw` removes."""
     directory = _private_dir()
     sweep_stale(directory)
@@ -75,6 +76,7 @@ def publish(*, control_address: str, token: str) -> SessionInfo:
         token_file=str(token_file),
         program=" ".join(sys.argv) or "python",
         started=time.time(),
+        role=role,
     )
     _write_private(directory / f"{session_id}.json", json.dumps(info.__dict__))
     return info
@@ -109,6 +111,16 @@ def sessions() -> list[SessionInfo]:
         with contextlib.suppress(OSError, ValueError, TypeError):
             found.append(SessionInfo(**json.loads(path.read_text())))
     return sorted(found, key=lambda info: info.started)
+
+
+def keeper() -> SessionInfo | None:
+    """The live keeper of this user's detached instances, if one runs."""
+    return next((info for info in sessions() if info.role == "keeper"), None)
+
+
+def lock_file(name: str) -> Path:
+    """A file in the private runtime directory to ``flock`` (e.g. one keeper at a time)."""
+    return _private_dir() / f"{name}.lock"
 
 
 def sweep_stale(directory: Path) -> None:

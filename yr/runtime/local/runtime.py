@@ -45,6 +45,7 @@ from yr.runtime.local.instances import (
     spawn_failed_error,
     walk_subtree,
 )
+from yr.runtime.local.kept import KEEPER_SESSION, Connect, KeptInstances
 from yr.runtime.local.ledger import CpuLedger
 from yr.runtime.local.output import OutputForwarder
 from yr.runtime.local.process import (
@@ -61,12 +62,12 @@ logger = logging.getLogger("yr")
 TERMINATE_WAIT_S = 10.0
 
 
-def _publish(control_address: str, token: str) -> Any:
+def _publish(control_address: str, token: str, role: str) -> Any:
     """Announce the session to the ``yr`` command; a session runs on without it if it cannot."""
     from yr.runtime.local import discovery
 
     try:
-        return discovery.publish(control_address=control_address, token=token)
+        return discovery.publish(control_address=control_address, token=token, role=role)
     except OSError as error:
         logger.warning("yr: this session is not visible to the `yr` command: %s", error)
         return None
@@ -76,9 +77,21 @@ class LocalRuntime(Runtime):
     """Every instance a child process of one fork server, scheduled on a CPU ledger."""
 
     def __init__(
-        self, *, num_cpus: int, log_to_driver: bool = True, resources: dict | None = None
+        self,
+        *,
+        num_cpus: int,
+        log_to_driver: bool = True,
+        resources: dict | None = None,
+        role: str = "driver",
+        connect_keeper: Connect | None = None,
     ) -> None:
+        """``role`` "keeper": the keeper of detached instances (see keeper.py). A driver given
+        ``connect_keeper`` hands the detached instances it creates to the keeper."""
         self.shares_memory = True
+        self._is_keeper = role == "keeper"
+        self._kept = KeptInstances(connect_keeper) if connect_keeper else None
+        self.supports_detached = self._is_keeper or self._kept is not None
+        self._refusing = ""  # why new instances are refused (a keeper about to end)
         self.session_token = secrets.token_urlsafe(32)
         self._shm_prefix = sharedmem.session_prefix(self.session_token)
         self._ledger = CpuLedger(num_cpus * 1000, resources)
@@ -102,17 +115,20 @@ class LocalRuntime(Runtime):
             session_dir=self._directory.path,
         )
         self._control = ControlServer(self)
-        self._published = _publish(self._control.address, self.session_token)
+        self._published = _publish(self._control.address, self.session_token, role)
         self._timer = threading.Thread(
             target=self._expire_pending, name="yr-scheduler", daemon=True
         )
         self._timer.start()
 
     @classmethod
-    def start(cls, config: Config) -> LocalRuntime:
+    def start(cls, config: Config, *, connect_keeper: Connect | None = None) -> LocalRuntime:
         num_cpus = config.num_cpus or default_num_cpus()
         runtime = cls(
-            num_cpus=num_cpus, log_to_driver=config.log_to_driver, resources=config.resources
+            num_cpus=num_cpus,
+            log_to_driver=config.log_to_driver,
+            resources=config.resources,
+            connect_keeper=connect_keeper,
         )
         notice(
             f"yr: local runtime started with {runtime._ledger.total}m CPU capacity ({num_cpus} "
@@ -125,6 +141,15 @@ class LocalRuntime(Runtime):
 
     def create(self, spec: InstanceSpec, *, owner_id: str | None) -> str:
         options = spec.options
+        if options.is_detached:
+            if self._kept is not None:  # a driver: the keeper holds it, not our fork server
+                return self._kept.create(spec)
+            if not self._is_keeper:
+                raise YRError(
+                    f"{spec.class_info.short_name}: this local runtime has no keeper to hold "
+                    "a detached instance past its driver"
+                )
+            owner_id = None  # in the keeper: owned by nothing
         with self._lock:
             self._check_open()
             if options.resource_group_options.placed:
@@ -427,6 +452,8 @@ class LocalRuntime(Runtime):
     # -- the Runtime contract ---------------------------------------------------------------
 
     def endpoint(self, instance_id: str, *, min_incarnation: int = 0) -> concurrent.futures.Future:
+        if self._kept is not None and self._kept.holds(instance_id):
+            return self._kept.endpoint(instance_id, min_incarnation)
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             instance = self._instances.get(instance_id)
@@ -443,6 +470,8 @@ class LocalRuntime(Runtime):
     def await_death(
         self, instance_id: str, incarnation: int, *, timeout: float
     ) -> DeathInfo | None:
+        if self._kept is not None and self._kept.holds(instance_id):
+            return self._kept.await_death(instance_id, incarnation, timeout)
         deadline = time.monotonic() + timeout
         with self._lock:
             instance = self._instances.get(instance_id)
@@ -456,6 +485,11 @@ class LocalRuntime(Runtime):
             return instance.deaths[incarnation]
 
     def terminate(self, instance_id: str, *, wait: bool = False, reason: str = "") -> None:
+        with self._lock:
+            ours = instance_id in self._instances
+        if not ours and self._kept is not None:  # kept for us, or for an earlier driver
+            self._kept.terminate(instance_id, wait=wait, reason=reason)
+            return
         with self._lock:
             if instance_id not in self._instances:
                 raise YRError(f"no instance {instance_id} in this session")
@@ -481,13 +515,34 @@ class LocalRuntime(Runtime):
     def get_named(self, name: str, namespace: str) -> tuple[str, ClassInfo]:
         with self._lock:
             instance_id = self._named.get((namespace, name))
-            if instance_id is None:
-                raise ValueError(f"no instance named {name!r} in namespace {namespace!r}")
-            return instance_id, self._instances[instance_id].spec.class_info
+            if instance_id is not None:
+                return instance_id, self._instances[instance_id].spec.class_info
+        if self._kept is not None:  # a detached one, kept past the driver that made it
+            return self._kept.get_named(name, namespace)
+        raise ValueError(f"no instance named {name!r} in namespace {namespace!r}")
 
     def list_named(self) -> list[str]:
         with self._lock:
-            return sorted(qualified_name(name, ns) for ns, name in self._named)
+            names = [qualified_name(name, ns) for ns, name in self._named]
+        return sorted(names + (self._kept.list_named() if self._kept is not None else []))
+
+    def session_token_of(self, session: str) -> str:
+        if session == KEEPER_SESSION and self._kept is not None:
+            return self._kept.token()
+        return super().session_token_of(session)
+
+    def idle(self) -> bool:
+        """No instance is pending or alive."""
+        with self._lock:
+            return all(i.state in ("dead", "terminated") for i in self._instances.values())
+
+    def stop_if_idle(self) -> bool:
+        """The keeper's end: True, and refusing new instances from now on, if it is idle."""
+        with self._lock:
+            if not self.idle():
+                return False
+            self._refusing = "the keeper of detached instances is ending; try again"
+            return True
 
     def resources(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -593,6 +648,8 @@ class LocalRuntime(Runtime):
     def _check_open(self) -> None:
         if self._closed:
             raise YRError("the local runtime was shut down")
+        if self._refusing:
+            raise YRError(self._refusing)
         if self._zygote_death:
             raise YRError(
                 f"{self._zygote_death}; call yr.finalize() and yr.init() to start a new session"
