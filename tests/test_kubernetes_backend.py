@@ -124,11 +124,14 @@ def test_deleting_a_supervisor_collects_its_workers_while_the_other_keeps_servin
     def collected() -> bool:
         names = set(_instances(cluster, session))
         pods = _pods(cluster, session)
-        return not (names & {doomed.instance_id, *doomed_workers}) and len(pods) == 3
+        # Payload Secrets go once their pods are gone, not merely terminating.
+        secrets = k8s.CoreV1Api(cluster.api_client()).list_namespaced_secret(session).items
+        payloads = [s for s in secrets if s.metadata.name.startswith(tuple(doomed_workers))]
+        return (
+            not (names & {doomed.instance_id, *doomed_workers}) and len(pods) == 3 and not payloads
+        )
 
     wait_for(collected, timeout=60, what="the supervisor's subtree to be collected")
-    secrets = k8s.CoreV1Api(cluster.api_client()).list_namespaced_secret(session).items
-    assert not [s for s in secrets if s.metadata.name.startswith(tuple(doomed_workers))]
     assert len(yr.get(survivor.train.invoke(0.1), timeout=60)) == 2
 
 

@@ -412,6 +412,26 @@ def test_spec_change_is_observed_and_applies_to_the_next_incarnation(env: Env) -
     )
 
 
+def test_a_payload_secret_the_instance_does_not_own_is_left_alone(env: Env) -> None:
+    # Another owner's Secret: one more owner would change when the garbage collector takes it.
+    name = unique("foreign")
+    keeper = env.core.create_namespaced_config_map(env.ns, {"metadata": {"name": name}})
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": keeper.metadata.uid}
+    counter = env.core.read_namespaced_secret("counter-payload", env.ns)
+    env.core.create_namespaced_secret(
+        env.ns,
+        {"metadata": {"name": name, "ownerReferences": [owner]}, "data": counter.data},
+    )
+    env.create(name, payloadSecret=name)
+    env.wait_phase(name, "Ready")
+
+    def owners() -> list[str]:
+        secret = env.core.read_namespaced_secret(name, env.ns)
+        return [ref.uid for ref in secret.metadata.owner_references]
+
+    assert stays(lambda: owners() == [keeper.metadata.uid], seconds=2.0), owners()
+
+
 def test_a_missing_payload_secret_shows_the_kubelets_failed_mount(env: Env) -> None:
     name = unique("nopayload")
     env.create(name, payloadSecret=f"{name}-missing")
