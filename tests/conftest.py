@@ -11,7 +11,12 @@ import pytest
 from tests.support import wait_for
 from yr.runtime.local.sessiondir import dead_session_prefix
 
-pytest_plugins = ["tests.local_fixtures", "tests.cluster.fixtures", "tests.cluster.tools"]
+pytest_plugins = [
+    "tests.local_fixtures",
+    "tests.cluster.fixtures",
+    "tests.cluster.tools",
+    "tests.cluster.operated",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,7 +6,6 @@ operator and the pods are the real ones.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,40 +13,22 @@ import pytest
 from kubernetes import client as k8s
 
 import yr
-from tests.cluster.chart_rbac import install_chart_rbac
 from tests.cluster.faults import FaultClient
-from tests.cluster.operator_process import OperatorProcess
-from tests.cluster.tools import K8sTools
+from tests.cluster.operated import kubernetes_session
 from tests.k8s_instances import Worker
 from tests.support import wait_for
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CRD = os.path.join(REPO, "crds", "yrinstances.yaml")
 GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
 SMALL = yr.InvokeOptions(cpu=100, memory=64)
-POD_CREATE = r"^/api/v1/namespaces/default/pods$"
-INSTANCE_CREATE = r"^/apis/yr.dev/v1alpha1/namespaces/default/yrinstances$"
+
+
+def _pod_create(namespace: str) -> str:
+    return rf"^/api/v1/namespaces/{namespace}/pods$"
 
 
 def _session_watch() -> str:
     """What only this session's watches ask for (kopf's watches have no selector)."""
     return f"labelSelector=yr.dev/session={yr.session.current().runtime._session}"
-
-
-@pytest.fixture(scope="module")
-def cluster(module_local_cluster: Any, k8s_tools: K8sTools) -> Iterator[Any]:
-    cluster = module_local_cluster(cpu="8", memory="16Gi", crds=[CRD])
-    # The operator and instance pods run as the chart's ServiceAccounts.
-    install_chart_rbac(cluster, k8s_tools / "helm", "default")
-    operator = OperatorProcess(
-        cluster.kubeconfig_for("default", "yr-operator"),
-        cluster.workdir / "operator.log",
-        YR_RESTART_BACKOFF_SECONDS="0.2",
-    ).start()
-    try:
-        yield cluster
-    finally:
-        operator.stop()
 
 
 @pytest.fixture
@@ -60,26 +41,12 @@ def faults(cluster: Any) -> Iterator[FaultClient]:
 
 
 @pytest.fixture
-def session(cluster: Any, faults: FaultClient) -> Iterator[Any]:
-    yr.init(
-        yr.Config(backend="kubernetes", namespace="default", kubeconfig=str(cluster.kubeconfig))
-    )
-    try:
-        yield cluster
-    finally:
-        faults.clear()
-        yr.finalize()
-        with cluster.api_client() as client:
-            custom = k8s.CustomObjectsApi(client)
-            wait_for(
-                lambda: (
-                    not custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)[
-                        "items"
-                    ]
-                ),
-                timeout=30,
-                what="the session's YRInstances to be collected",
-            )
+def session(cluster: Any, instance_namespace: str, faults: FaultClient) -> Iterator[str]:
+    with kubernetes_session(cluster, instance_namespace):
+        try:
+            yield instance_namespace
+        finally:
+            faults.clear()  # before the session's teardown requests
 
 
 def _gap(hits: list[dict[str, Any]]) -> float:
@@ -88,39 +55,40 @@ def _gap(hits: list[dict[str, Any]]) -> float:
     return hits[1]["time"] - hits[0]["time"]
 
 
-def test_the_sdk_waits_out_a_429_for_its_retry_after(session: Any, faults: FaultClient) -> None:
-    rule = faults.add(method="POST", path=INSTANCE_CREATE, status=429, retry_after=2)
+def test_the_sdk_waits_out_a_429_for_its_retry_after(session: str, faults: FaultClient) -> None:
+    instance_create = rf"^/apis/yr.dev/v1alpha1/namespaces/{session}/yrinstances$"
+    rule = faults.add(method="POST", path=instance_create, status=429, retry_after=2)
     worker = Worker.options(SMALL).invoke()
     assert yr.get(worker.pid.invoke(), timeout=60) > 0
     assert _gap(faults.hits(rule)) >= 2.0
 
 
 def test_the_sdk_retries_a_500_so_no_instance_is_left_without_its_payload(
-    session: Any, faults: FaultClient
+    session: str, faults: FaultClient
 ) -> None:
-    faults.add(method="POST", path=r"/namespaces/default/secrets$", status=500)
+    faults.add(method="POST", path=rf"/namespaces/{session}/secrets$", status=500)
     worker = Worker.options(SMALL).invoke()
     assert yr.get(worker.pid.invoke(), timeout=60) > 0
 
 
 def test_the_operator_waits_out_a_429_for_its_retry_after(
-    session: Any, faults: FaultClient
+    session: str, faults: FaultClient
 ) -> None:
-    rule = faults.add(method="POST", path=POD_CREATE, status=429, retry_after=3)
+    rule = faults.add(method="POST", path=_pod_create(session), status=429, retry_after=3)
     worker = Worker.options(SMALL).invoke()
     assert yr.get(worker.pid.invoke(), timeout=60) > 0
     assert _gap(faults.hits(rule)) >= 3.0
 
 
 def test_the_operator_retries_a_500_instead_of_reporting_failed_create(
-    session: Any, faults: FaultClient
+    cluster: Any, session: str, faults: FaultClient
 ) -> None:
-    rule = faults.add(method="POST", path=POD_CREATE, status=500)
+    rule = faults.add(method="POST", path=_pod_create(session), status=500)
     worker = Worker.options(SMALL).invoke()
     assert yr.get(worker.pid.invoke(), timeout=60) > 0
     assert [h["faulted"] for h in faults.hits(rule)] == [True, False]
-    with session.api_client() as client:
-        events = k8s.CoreV1Api(client).list_namespaced_event("default").items
+    with cluster.api_client() as client:
+        events = k8s.CoreV1Api(client).list_namespaced_event(session).items
     assert not [
         e
         for e in events
@@ -129,10 +97,10 @@ def test_the_operator_retries_a_500_instead_of_reporting_failed_create(
 
 
 def test_a_refused_pod_reaches_the_driver_as_failed_create(
-    session: Any, faults: FaultClient
+    session: str, faults: FaultClient
 ) -> None:
-    refusal = 'pods "x" is forbidden: error looking up service account default/yr-instance'
-    faults.add(method="POST", path=POD_CREATE, status=403, message=refusal, times=-1)
+    refusal = f'pods "x" is forbidden: error looking up service account {session}/yr-instance'
+    faults.add(method="POST", path=_pod_create(session), status=403, message=refusal, times=-1)
     worker = Worker.options(yr.InvokeOptions(cpu=100, memory=64, schedule_timeout_ms=4000))
     with pytest.raises(yr.YRSchedulingError) as caught:
         yr.get(worker.invoke().pid.invoke(), timeout=60)
@@ -140,7 +108,7 @@ def test_a_refused_pod_reaches_the_driver_as_failed_create(
     assert "cpu" not in str(caught.value)
 
 
-def test_the_sdk_watch_resumes_after_it_is_dropped(session: Any, faults: FaultClient) -> None:
+def test_the_sdk_watch_resumes_after_it_is_dropped(session: str, faults: FaultClient) -> None:
     first = Worker.options(SMALL).invoke()
     yr.get(first.pid.invoke(), timeout=60)
     query = _session_watch()
@@ -151,7 +119,7 @@ def test_the_sdk_watch_resumes_after_it_is_dropped(session: Any, faults: FaultCl
 
 
 def test_an_instance_deleted_while_the_watch_was_gone_fails_its_waiters(
-    session: Any, faults: FaultClient
+    cluster: Any, session: str, faults: FaultClient
 ) -> None:
     worker = Worker.options(SMALL).invoke()
     yr.get(worker.pid.invoke(), timeout=60)
@@ -167,9 +135,9 @@ def test_an_instance_deleted_while_the_watch_was_gone_fails_its_waiters(
         timeout=30,
         what="the SDK to meet the 410 and then the failing list",
     )
-    with session.api_client() as client:
+    with cluster.api_client() as client:
         k8s.CustomObjectsApi(client).delete_namespaced_custom_object(
-            GROUP, VERSION, "default", PLURAL, worker.instance_id
+            GROUP, VERSION, session, PLURAL, worker.instance_id
         )
     faults.clear()
     with pytest.raises(yr.YRError, match="deleted"):

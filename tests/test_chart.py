@@ -102,6 +102,7 @@ OPERATOR_NAMESPACED = grants(
         ("yr.dev", "yrinstances/finalizers"): "update",
         ("", "pods"): "get list watch create delete",
         ("", "pods/log"): "get",
+        ("", "secrets"): "patch",
         ("coordination.k8s.io", "leases"): "get list watch delete",
         ("", "events"): "create patch list",
         ("events.k8s.io", "events"): "create patch",

@@ -27,9 +27,7 @@ import yaml
 from kubernetes import client as k8s
 
 import yr
-from tests.cluster.chart_rbac import install_chart_rbac
-from tests.cluster.operator_process import OperatorProcess, operator_env
-from tests.cluster.tools import K8sTools
+from tests.cluster.operated import kubernetes_session
 from tests.k8s_tls import install_gateway_key_pair
 from tests.observe_instances import Leaf
 from tests.support import wait_for
@@ -47,7 +45,6 @@ from yr.protocol import (
 from yr.tls import PinnedServer
 
 REPO = pathlib.Path(__file__).parents[1]
-CRD = REPO / "crds" / "yrinstances.yaml"
 GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
 REQUEST_BYTES = 100 << 20
 GATEWAY_MEMORY_LIMIT = 256 << 20  # the chart's gateway.resources.limits.memory (256Mi)
@@ -109,27 +106,10 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def cluster(module_local_cluster, k8s_tools: K8sTools):
-    cluster = module_local_cluster(cpu="8", memory="16Gi", crds=[CRD])
-    # The operator, the gateway and instance pods run as the chart's ServiceAccounts.
-    install_chart_rbac(cluster, k8s_tools / "helm", "default")
-    operator = OperatorProcess(
-        cluster.kubeconfig_for("default", "yr-operator"),
-        cluster.workdir / "operator.log",
-        YR_RESTART_BACKOFF_SECONDS="0.2",
-    ).start()
-    cluster.env = operator_env(cluster.kubeconfig)
-    try:
-        yield cluster
-    finally:
-        operator.stop()
-
-
 @pytest.fixture
-def gateway(cluster, tmp_path):
+def gateway(cluster, instance_namespace, tmp_path):
     """A gateway process reading the API server through a counting proxy."""
-    config = yaml.safe_load(cluster.kubeconfig_for("default", "yr-gateway").read_text())
+    config = yaml.safe_load(cluster.kubeconfig_for(instance_namespace, "yr-gateway").read_text())
     (entry,) = config["clusters"]
     authority = base64.b64decode(entry["cluster"].pop("certificate-authority-data")).decode()
     proxy = _CountingProxy(cluster.base_url, ssl.create_default_context(cadata=authority))
@@ -140,10 +120,10 @@ def gateway(cluster, tmp_path):
     env = dict(
         cluster.env,
         KUBECONFIG=str(kubeconfig),
-        YR_NAMESPACE="default",
+        YR_NAMESPACE=instance_namespace,
         YR_GATEWAY_PORT="0",
         YR_GATEWAY_HOST="127.0.0.1",
-        **install_gateway_key_pair(cluster.api_client(), "default", tmp_path / "tls"),
+        **install_gateway_key_pair(cluster.api_client(), instance_namespace, tmp_path / "tls"),
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "yr.gateway"], env=env, stdout=subprocess.PIPE, text=True
@@ -160,28 +140,10 @@ def gateway(cluster, tmp_path):
 
 
 @pytest.fixture
-def session(cluster, gateway):
+def session(cluster, instance_namespace, gateway):
     _, address, _ = gateway
-    yr.init(
-        yr.Config(
-            backend="kubernetes",
-            namespace="default",
-            kubeconfig=str(cluster.kubeconfig),
-            gateway=address,
-        )
-    )
-    try:
+    with kubernetes_session(cluster, instance_namespace, gateway=address):
         yield yr.session.current().runtime
-    finally:
-        yr.finalize()
-        custom = k8s.CustomObjectsApi(cluster.api_client())
-        wait_for(
-            lambda: (
-                not custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
-            ),
-            timeout=60,
-            what="the session's YRInstances to be collected",
-        )
 
 
 def _status_bytes(pid: int, field: str) -> int:
@@ -276,14 +238,16 @@ def test_a_call_with_another_token_is_refused_by_the_gateway(session, gateway):
     assert "the gateway refused the call: wrong session token" in error.details()
 
 
-def test_one_gateway_serves_the_sessions_of_two_drivers(cluster, session, gateway):
+def test_one_gateway_serves_the_sessions_of_two_drivers(
+    cluster, instance_namespace, session, gateway
+):
     _, address, _ = gateway
     first = _ready_sink(session)
     other_driver = textwrap.dedent(
         f"""
         import yr
         from tests.test_gateway import Sink
-        yr.init(yr.Config(backend="kubernetes", namespace="default", gateway={address!r}))
+        yr.init(yr.Config(backend="kubernetes", gateway={address!r}))  # YR_NAMESPACE
         try:
             print("size", yr.get(Sink.invoke().size.invoke(b"12345"), timeout=60))
         finally:
@@ -292,7 +256,7 @@ def test_one_gateway_serves_the_sessions_of_two_drivers(cluster, session, gatewa
     )
     finished = subprocess.run(
         [sys.executable, "-c", other_driver],
-        env=cluster.env,
+        env=dict(cluster.env, YR_NAMESPACE=instance_namespace),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -308,16 +272,18 @@ def _connected_ips(pid: int) -> set[str]:
     return {c.raddr.ip for c in psutil.Process(pid).net_connections(kind="tcp") if c.raddr}
 
 
-def _yrinstance(cluster, name: str) -> dict:
+def _yrinstance(cluster, namespace: str, name: str) -> dict:
     custom = k8s.CustomObjectsApi(cluster.api_client())
-    return custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, name)
+    return custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
 
 
-def test_the_next_call_after_a_pod_is_killed_goes_through_the_gateway(cluster, session, gateway):
+def test_the_next_call_after_a_pod_is_killed_goes_through_the_gateway(
+    cluster, instance_namespace, session, gateway
+):
     process, _, _ = gateway
     sink = Sink.options(yr.InvokeOptions(cpu=500, memory=128, recover_retry_times=2)).invoke()
     pid = yr.get(sink.pid.invoke(), timeout=60)
-    pod_ip = _yrinstance(cluster, sink.instance_id)["status"]["podIP"]
+    pod_ip = _yrinstance(cluster, instance_namespace, sink.instance_id)["status"]["podIP"]
     os.kill(pid, signal.SIGKILL)
     # A call racing the kill may or may not have reached the pod, which is not this test's
     # subject. Its subject is the gateway still holding the dead pod's address once the
@@ -328,11 +294,12 @@ def test_the_next_call_after_a_pod_is_killed_goes_through_the_gateway(cluster, s
         timeout=30,
         what="the gateway to see its connection to the killed pod close",
     )
+
+    def status() -> dict:
+        return _yrinstance(cluster, instance_namespace, sink.instance_id).get("status") or {}
+
     wait_for(
-        lambda: (
-            (s := _yrinstance(cluster, sink.instance_id).get("status") or {}).get("restarts") == 1
-            and s.get("phase") == "Ready"
-        ),
+        lambda: (s := status()).get("restarts") == 1 and s.get("phase") == "Ready",
         timeout=60,
         what="the next incarnation to be Ready",
     )
@@ -385,7 +352,9 @@ def test_the_gateway_forwards_debug_stacks_to_the_routed_pod(session, gateway):
     assert "time.sleep(600)" in wait_for(dozing, timeout=90, what="the leaf's stack via gateway")
 
 
-def test_yr_stack_with_a_gateway_reaches_the_pod_through_it(cluster, session, gateway):
+def test_yr_stack_with_a_gateway_reaches_the_pod_through_it(
+    cluster, instance_namespace, session, gateway
+):
     _, address, _ = gateway
     leaf = Leaf.invoke()
     leaf.doze.invoke()
@@ -394,7 +363,7 @@ def test_yr_stack_with_a_gateway_reaches_the_pod_through_it(cluster, session, ga
         done = run_yr(
             "--kubernetes",
             "-n",
-            "default",
+            instance_namespace,
             "stack",
             leaf.instance_id,
             KUBECONFIG=str(cluster.kubeconfig),

@@ -10,14 +10,20 @@ import grpc
 import pytest
 
 import yr
+from tests.cluster.fixtures import REPO
 from tests.k8s_instances import Worker
 from tests.test_data_parallel_example import EXAMPLE, REPORT
-from tests.test_kubernetes_backend import REPO, cluster, session  # noqa: F401
 from yr.collective.link import SERVICE
 from yr.collective.mesh import frame
 from yr.protocol import TOKEN_METADATA_KEY
 
 DRIVER_TIMEOUT_S = 240  # below pytest-timeout's 300 s, so a stuck driver's output is reported
+
+
+@pytest.fixture
+def driver_env(cluster, instance_namespace) -> dict[str, str]:
+    """What a driver program needs to run on the cluster, in this test's namespace."""
+    return dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE=instance_namespace)
 
 
 def run_driver(command: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -31,8 +37,7 @@ def run_driver(command: list[str], **kwargs) -> subprocess.CompletedProcess:
         )
 
 
-def run_on_cluster(cluster, *args: str) -> dict[str, dict]:  # noqa: F811
-    env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
+def run_on_cluster(env: dict[str, str], *args: str) -> dict[str, dict]:
     finished = run_driver(
         [sys.executable, str(EXAMPLE), *args],
         env=env,
@@ -46,24 +51,23 @@ def run_on_cluster(cluster, *args: str) -> dict[str, dict]:  # noqa: F811
     return reports
 
 
-def test_data_parallel_example_on_the_cluster_equals_single_process(cluster):  # noqa: F811
-    for report in run_on_cluster(cluster).values():
+def test_data_parallel_example_on_the_cluster_equals_single_process(driver_env):
+    for report in run_on_cluster(driver_env).values():
         assert float(report["difference"]) < 1e-6
         assert report["replaced"] == "0"
 
 
-def test_data_parallel_example_on_the_cluster_heals_a_killed_worker_pod(cluster):  # noqa: F811
-    for report in run_on_cluster(cluster, "--kill-a-worker").values():
+def test_data_parallel_example_on_the_cluster_heals_a_killed_worker_pod(driver_env):
+    for report in run_on_cluster(driver_env, "--kill-a-worker").values():
         assert report["replaced"] == "1"
         assert float(report["difference"]) < 1e-6
 
 
-def test_parameter_server_example_on_the_cluster_applies_every_push(cluster):  # noqa: F811
+def test_parameter_server_example_on_the_cluster_applies_every_push(driver_env):
     # Its workers call a parameter server they were handed, not one they created.
-    env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
     finished = run_driver(
         [sys.executable, str(REPO / "examples" / "parameter_server.py"), "--steps", "20"],
-        env=env,
+        env=driver_env,
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -73,8 +77,7 @@ def test_parameter_server_example_on_the_cluster_applies_every_push(cluster):  #
     assert [int(updates) for updates, _ in reports] == [2 * 20, 2 * 20], finished.stdout
 
 
-def test_large_allreduce_between_pods_matches_numpy(cluster):  # noqa: F811
-    env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE="default")
+def test_large_allreduce_between_pods_matches_numpy(driver_env):
     program = (
         "import yr\n"
         "from yr import collective\n"
@@ -91,7 +94,7 @@ def test_large_allreduce_between_pods_matches_numpy(cluster):  # noqa: F811
     )
     finished = run_driver(
         [sys.executable, "-c", program],
-        env=env,
+        env=driver_env,
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -100,7 +103,7 @@ def test_large_allreduce_between_pods_matches_numpy(cluster):  # noqa: F811
     assert re.search(r"RESULTS \[('ok', ){8}'ok'\]", finished.stdout), finished.stdout
 
 
-def test_a_pods_collective_link_refuses_a_stream_without_the_session_token(session):  # noqa: F811
+def test_a_pods_collective_link_refuses_a_stream_without_the_session_token(session):
     worker = Worker.invoke()
     yr.get(worker.pid.invoke(), timeout=60)
     address = yr.session.current().runtime.endpoint(worker.instance_id).result(10).address

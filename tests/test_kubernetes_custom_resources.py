@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from kubernetes import client as k8s
 
 import yr
+from tests.cluster.operated import yrinstances
 from tests.k8s_instances import Worker
 from tests.support import wait_for
-from tests.test_kubernetes_backend import _instances, _pods, cluster, session  # noqa: F401
 
 GPU = "example.com/gpu"
 MESSAGE = f"0/1 nodes are available: 1 Insufficient {GPU}."
 
 
-def test_an_unsatisfiable_custom_resource_is_unschedulable_in_status_and_error(session):  # noqa: F811
+def test_an_unsatisfiable_custom_resource_is_unschedulable_in_status_and_error(cluster, session):
     options = yr.InvokeOptions(
         cpu=100, memory=128, custom_resources={GPU: 1}, schedule_timeout_ms=3000
     )
@@ -21,7 +22,7 @@ def test_an_unsatisfiable_custom_resource_is_unschedulable_in_status_and_error(s
     with pytest.raises(yr.YRSchedulingError, match=f"Insufficient {GPU}") as caught:
         yr.get(worker.pid.invoke(), timeout=120)
     assert MESSAGE in str(caught.value)
-    (instance,) = _instances(session).values()
+    (instance,) = yrinstances(cluster, session)
     assert instance["spec"]["customResources"] == [{"name": GPU, "quantity": 1}]
     # The real scheduler's message goes on (a preemption clause): assert its Kubernetes part.
     status = instance["status"]
@@ -29,7 +30,8 @@ def test_an_unsatisfiable_custom_resource_is_unschedulable_in_status_and_error(s
         "Unschedulable",
         MESSAGE,
     )
-    pod = wait_for(lambda: list(_pods(session).values()), timeout=30, what="the pod")[0]
+    core = k8s.CoreV1Api(cluster.api_client())
+    pod = wait_for(lambda: core.list_namespaced_pod(session).items, timeout=30, what="the pod")[0]
     container = pod.spec.containers[0]
     assert container.resources.limits == {GPU: "1"}
     assert container.resources.requests[GPU] == "1"

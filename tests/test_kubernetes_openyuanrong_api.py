@@ -3,54 +3,13 @@ cluster (the operator runs as the chart's ServiceAccount)."""
 
 from __future__ import annotations
 
-import pathlib
-
 import pytest
 from kubernetes import client as k8s
 
 import yr
-from tests.cluster.chart_rbac import install_chart_rbac
-from tests.cluster.operator_process import OperatorProcess, operator_env
-from tests.cluster.tools import K8sTools
+from tests.cluster.operated import yrinstances
 from tests.k8s_instances import Worker
 from tests.support import wait_for
-
-REPO = pathlib.Path(__file__).parents[1]
-CRD = REPO / "crds" / "yrinstances.yaml"
-GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
-
-
-@pytest.fixture(scope="module")
-def cluster(module_local_cluster, k8s_tools: K8sTools):
-    cluster = module_local_cluster(cpu="8", memory="16Gi", crds=[CRD])
-    install_chart_rbac(cluster, k8s_tools / "helm", "default")
-    operator = OperatorProcess(
-        cluster.kubeconfig_for("default", "yr-operator"), cluster.workdir / "operator.log"
-    ).start()
-    cluster.env = operator_env(cluster.kubeconfig)
-    try:
-        yield cluster
-    finally:
-        operator.stop()
-
-
-@pytest.fixture
-def session(cluster):
-    yr.init(
-        yr.Config(backend="kubernetes", namespace="default", kubeconfig=str(cluster.kubeconfig))
-    )
-    try:
-        yield cluster
-    finally:
-        yr.finalize()
-        custom = k8s.CustomObjectsApi(cluster.api_client())
-        wait_for(
-            lambda: (
-                not custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
-            ),
-            timeout=30,
-            what="the session's YRInstances to be collected",
-        )
 
 
 def test_resources_on_kubernetes_have_openyuanrongs_shape(session):
@@ -85,12 +44,12 @@ def test_put_with_create_param_on_kubernetes_reaches_the_instance(session):
     assert yr.get(worker.train.invoke(shard, 0.5), timeout=120) == "shard 3 loss 0.2"
 
 
-def test_stateless_function_calls_on_kubernetes_reuse_pooled_worker_pods(session):
+def test_stateless_function_calls_on_kubernetes_reuse_pooled_worker_pods(cluster, session):
     from tests.compat_instances import worker_pid
 
     pids = yr.get([worker_pid.invoke() for _ in range(20)], timeout=180)
     assert len(set(pids)) < 20
-    assert len(_yrinstances(session)) == len(set(pids))
+    assert len(yrinstances(cluster, session)) == len(set(pids))
 
 
 def test_an_instance_on_kubernetes_can_call_a_stateless_function(session):
@@ -105,11 +64,6 @@ def test_a_stateless_functions_error_on_kubernetes_reaches_the_caller(session):
 
     with pytest.raises(KeyError, match="no such key"):
         yr.get(refuse.invoke("no such key"), timeout=180)
-
-
-def _yrinstances(cluster) -> list[dict]:
-    custom = k8s.CustomObjectsApi(cluster.api_client())
-    return custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
 
 
 def test_named_instances_on_kubernetes_get_if_exists_and_list(session):
@@ -138,7 +92,7 @@ def test_get_instance_on_kubernetes_waits_for_the_name_and_kill_instance_ends_it
     )
 
 
-def test_yr_exit_on_kubernetes_tells_its_callers_it_ended_by_its_own_yr_exit(session):
+def test_yr_exit_on_kubernetes_tells_its_callers_it_ended_by_its_own_yr_exit(cluster, session):
     from tests.compat_instances import Quitter
 
     quitter = Quitter.invoke()  # recover_retry_times=2: an exit is still not restarted
@@ -148,32 +102,39 @@ def test_yr_exit_on_kubernetes_tells_its_callers_it_ended_by_its_own_yr_exit(ses
     with pytest.raises(yr.YRError, match="ended by its own yr.exit\\(\\)"):
         yr.get(quitter.pid.invoke(), timeout=180)
     wait_for(
-        lambda: quitter.instance_id not in {i["metadata"]["name"] for i in _yrinstances(session)},
+        lambda: (
+            quitter.instance_id
+            not in {i["metadata"]["name"] for i in yrinstances(cluster, session)}
+        ),
         timeout=60,
         what="the exited instance's YRInstance to go",
     )
 
 
-def test_yr_exit_on_kubernetes_takes_the_instances_subtree_with_it(session):
+def test_yr_exit_on_kubernetes_takes_the_instances_subtree_with_it(cluster, session):
     from tests.compat_instances import Quitter
 
     quitter = Quitter.invoke()
     yr.get(quitter.start_child.invoke(), timeout=180)
-    assert len(_yrinstances(session)) == 2
+    assert len(yrinstances(cluster, session)) == 2
     yr.wait([quitter.quit.invoke()], timeout=180)
     wait_for(
-        lambda: not _yrinstances(session), timeout=60, what="the exited instance's subtree to go"
+        lambda: not yrinstances(cluster, session),
+        timeout=60,
+        what="the exited instance's subtree to go",
     )
 
 
-def test_the_shutdown_hook_runs_when_the_pod_is_stopped_within_its_grace(session, tmp_path):
+def test_the_shutdown_hook_runs_when_the_pod_is_stopped_within_its_grace(
+    cluster, session, tmp_path
+):
     from tests.compat_instances import Tidy
 
     marker = tmp_path / "hook-ran"
     options = yr.InvokeOptions(cpu=100, custom_extensions={"GRACEFUL_SHUTDOWN_TIME": "12"})
     tidy = Tidy.options(options).invoke(str(marker))
     yr.get(tidy.pid.invoke(), timeout=180)
-    pods = k8s.CoreV1Api(session.api_client()).list_namespaced_pod("default").items
+    pods = k8s.CoreV1Api(cluster.api_client()).list_namespaced_pod(session).items
     (pod,) = [p for p in pods if p.metadata.name.startswith(tidy.instance_id)]
     assert pod.spec.termination_grace_period_seconds == 17
     tidy.terminate()

@@ -47,12 +47,12 @@ class _Impostor(yr_pb2_grpc.InstanceServicer):
         return yr_pb2.HelloReply()
 
 
-def _spoof_status(cluster, name: str, port: int) -> None:
+def _spoof_status(cluster, namespace: str, name: str, port: int) -> None:
     """What anyone allowed to patch yrinstances/status can write: a Ready pod at their address."""
     k8s.CustomObjectsApi(cluster.api_client()).patch_namespaced_custom_object_status(
         GROUP,
         VERSION,
-        "default",
+        namespace,
         PLURAL,
         name,
         {"status": {"phase": "Ready", "podIP": "127.0.0.1", "port": port, "restarts": 0}},
@@ -65,9 +65,9 @@ def cluster(module_local_cluster):
 
 
 @pytest.fixture
-def session(cluster) -> Iterator[yr.session.Session]:
+def session(cluster, namespace) -> Iterator[yr.session.Session]:
     yr.init(
-        yr.Config(backend="kubernetes", namespace="default", kubeconfig=str(cluster.kubeconfig))
+        yr.Config(backend="kubernetes", namespace=namespace, kubeconfig=str(cluster.kubeconfig))
     )
     try:
         yield yr.session.current()
@@ -97,11 +97,11 @@ def impostor(request) -> Iterator[tuple[int, _Recorder]]:
 
 
 def test_a_spoofed_pod_address_fails_the_handshake_and_never_sees_the_token(
-    cluster, session, impostor
+    cluster, namespace, session, impostor
 ):
     port, recorder = impostor
     worker = Worker.invoke()
-    _spoof_status(cluster, worker.instance_id, port)
+    _spoof_status(cluster, namespace, worker.instance_id, port)
 
     with pytest.raises(yr.YRError) as caught:
         yr.get(worker.pid.invoke(), timeout=60)
@@ -112,15 +112,15 @@ def test_a_spoofed_pod_address_fails_the_handshake_and_never_sees_the_token(
 
 
 @pytest.fixture
-def gateway(cluster, tmp_path) -> Iterator[str]:
+def gateway(cluster, namespace, tmp_path) -> Iterator[str]:
     """A gateway process for the namespace, with its key pair as the chart makes it."""
     env = dict(
         os.environ,
         KUBECONFIG=str(cluster.kubeconfig),
-        YR_NAMESPACE="default",
+        YR_NAMESPACE=namespace,
         YR_GATEWAY_PORT="0",
         YR_GATEWAY_HOST="127.0.0.1",
-        **install_gateway_key_pair(cluster.api_client(), "default", tmp_path / "tls"),
+        **install_gateway_key_pair(cluster.api_client(), namespace, tmp_path / "tls"),
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "yr.gateway"], env=env, stdout=subprocess.PIPE, text=True
@@ -131,22 +131,23 @@ def gateway(cluster, tmp_path) -> Iterator[str]:
         process.terminate()
         process.wait(15)
         process.stdout.close()
-        k8s.CoreV1Api(cluster.api_client()).delete_namespaced_secret("yr-gateway-tls", "default")
 
 
-def test_the_gateway_never_forwards_a_call_to_a_spoofed_pod_address(cluster, gateway, impostor):
+def test_the_gateway_never_forwards_a_call_to_a_spoofed_pod_address(
+    cluster, namespace, gateway, impostor
+):
     port, recorder = impostor
     yr.init(
         yr.Config(
             backend="kubernetes",
-            namespace="default",
+            namespace=namespace,
             kubeconfig=str(cluster.kubeconfig),
             gateway=gateway,
         )
     )
     try:
         worker = Worker.invoke()
-        _spoof_status(cluster, worker.instance_id, port)
+        _spoof_status(cluster, namespace, worker.instance_id, port)
 
         with pytest.raises(yr.YRError) as caught:
             yr.get(worker.pid.invoke(), timeout=60)
@@ -157,23 +158,22 @@ def test_the_gateway_never_forwards_a_call_to_a_spoofed_pod_address(cluster, gat
     assert "handshake failed" in str(caught.value).lower()
 
 
-def test_the_session_secret_holds_the_token_and_the_session_key_pair(cluster, session):
+def test_the_session_secret_holds_the_token_and_the_session_key_pair(cluster, namespace, session):
     name = f"yr-session-{session.runtime._session}"
-    secret = k8s.CoreV1Api(cluster.api_client()).read_namespaced_secret(name, "default")
+    secret = k8s.CoreV1Api(cluster.api_client()).read_namespaced_secret(name, namespace)
     assert set(secret.data) == {"token", "tls.crt", "tls.key"}
 
 
-def test_a_driver_whose_gateway_has_no_certificate_secret_says_so_and_creates_nothing(cluster):
+def test_a_driver_whose_gateway_has_no_certificate_secret_says_so_and_creates_nothing(
+    cluster, namespace
+):
     with pytest.raises(yr.YRError, match="cannot read the gateway's certificate .*yr-gateway-tls"):
         yr.init(
             yr.Config(
                 backend="kubernetes",
-                namespace="default",
+                namespace=namespace,
                 kubeconfig=str(cluster.kubeconfig),
                 gateway="127.0.0.1:1",
             )
         )
-    leases = k8s.CoordinationV1Api(cluster.api_client()).list_namespaced_lease("default").items
-    assert [
-        lease.metadata.name for lease in leases if lease.metadata.deletion_timestamp is None
-    ] == []
+    assert k8s.CoordinationV1Api(cluster.api_client()).list_namespaced_lease(namespace).items == []

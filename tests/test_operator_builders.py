@@ -388,6 +388,18 @@ def test_unchanged_pod_plans_nothing() -> None:
     assert again.event is None and again.create is None and again.delete == ()
 
 
+def test_only_a_started_pod_is_planned_to_hold_the_payload_secret() -> None:
+    creating = {
+        "phase": "Pending",
+        "containerStatuses": [{"name": "instance", "state": {"waiting": {}}}],
+    }
+    assert plan(yri(), [pod_with(creating)], now=0, now_iso=NOW).started_pod is None
+    running = pod_with({"phase": "Running"})
+    assert plan(yri(), [running], now=0, now_iso=NOW).started_pod == ("w1-0", "pod-uid")
+    dead = pod_with(terminated(exitCode=1))
+    assert plan(yri(), [dead], now=0, now_iso=NOW).started_pod is None
+
+
 def test_dead_pod_with_budget_plans_a_restart_after_backoff() -> None:
     obj = yri(maxRestarts=2)
     obj["status"] = {"phase": "Ready", "restarts": 0, "podName": "w1-0"}

@@ -23,7 +23,7 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster.chart_rbac import NAMESPACED_RBAC, install_chart_rbac
+from tests.cluster.operated import operated_cluster
 from tests.cluster.operator_process import OperatorProcess
 from tests.cluster.testkit import container_pid
 from tests.cluster.tools import K8sTools
@@ -32,9 +32,7 @@ from yr.contract import session_server_name
 from yr.tls import make_key_pair
 
 REPO = Path(__file__).resolve().parents[1]
-CRD = REPO / "crds" / "yrinstances.yaml"
 GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
-OPERATOR_NS = "yr-system"
 SESSION = "optest"
 BACKOFF = "0.5"  # YR_RESTART_BACKOFF_SECONDS: long enough to see Restarting, short for tests
 
@@ -119,32 +117,23 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def cluster(module_local_cluster: Callable[..., Any]) -> Any:
-    return module_local_cluster(cpu="4", memory="8Gi", crds=[CRD])
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Any, k8s_tools: K8sTools) -> Iterator[OperatorProcess]:
+def cluster(module_local_cluster: Callable[..., Any], k8s_tools: K8sTools) -> Iterator[Any]:
     """The operator, cluster-wide, as the chart's yr-operator ServiceAccount with its RBAC."""
-    install_chart_rbac(cluster, k8s_tools / "helm", OPERATOR_NS)
-    operator = OperatorProcess(
-        cluster.kubeconfig_for(OPERATOR_NS, "yr-operator"),
-        cluster.workdir / "operator.log",
+    with operated_cluster(
+        module_local_cluster,
+        k8s_tools / "helm",
+        cpu="4",
+        memory="8Gi",
         YR_RESTART_BACKOFF_SECONDS=BACKOFF,
-    ).start()
-    try:
-        yield operator
-    finally:
-        operator.stop()
+    ) as cluster:
+        yield cluster
 
 
 @pytest.fixture
-def env(
-    cluster: Any, operator: OperatorProcess, namespace: str, k8s_tools: K8sTools
-) -> Iterator[Env]:
+def env(cluster: Any, instance_namespace: str) -> Iterator[Env]:
     """One test's namespace: the chart's instance account and Role there, and the Secrets."""
-    install_chart_rbac(cluster, k8s_tools / "helm", namespace, kinds=NAMESPACED_RBAC)
-    e = Env(cluster, operator, namespace)
+    namespace = instance_namespace
+    e = Env(cluster, cluster.operator, namespace)
     payload = base64.b64encode(cloudpickle.dumps((collections.Counter, (), {}))).decode()
     e.core.create_namespaced_secret(
         namespace, {"metadata": {"name": "counter-payload"}, "data": {"payload": payload}}
@@ -421,6 +410,26 @@ def test_spec_change_is_observed_and_applies_to_the_next_incarnation(env: Env) -
         timeout=30,
         what=f"{name} to restart under its new budget",
     )
+
+
+def test_a_payload_secret_the_instance_does_not_own_is_left_alone(env: Env) -> None:
+    # Another owner's Secret: one more owner would change when the garbage collector takes it.
+    name = unique("foreign")
+    keeper = env.core.create_namespaced_config_map(env.ns, {"metadata": {"name": name}})
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": keeper.metadata.uid}
+    counter = env.core.read_namespaced_secret("counter-payload", env.ns)
+    env.core.create_namespaced_secret(
+        env.ns,
+        {"metadata": {"name": name, "ownerReferences": [owner]}, "data": counter.data},
+    )
+    env.create(name, payloadSecret=name)
+    env.wait_phase(name, "Ready")
+
+    def owners() -> list[str]:
+        secret = env.core.read_namespaced_secret(name, env.ns)
+        return [ref.uid for ref in secret.metadata.owner_references]
+
+    assert stays(lambda: owners() == [keeper.metadata.uid], seconds=2.0), owners()
 
 
 def test_a_missing_payload_secret_shows_the_kubelets_failed_mount(env: Env) -> None:

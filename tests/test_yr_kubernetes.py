@@ -11,60 +11,35 @@ import pytest
 from kubernetes import client as k8s
 
 import yr
-from tests.cluster.chart_rbac import install_chart_rbac
-from tests.cluster.operator_process import OperatorProcess, operator_env
+from tests.cluster.chart_rbac import NAMESPACED_RBAC, install_chart_rbac
+from tests.cluster.operated import kubernetes_session, operated_cluster
 from tests.cluster.tools import K8sTools
 from tests.observe_instances import Leaf, Top
 from tests.support import wait_for
 from tests.yr_cli_support import OBSERVED_FACTS, flatten, observed_facts, run_yr, yr_json
 
-REPO_CRD = "crds/yrinstances.yaml"
 GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
 
 
 @pytest.fixture(scope="module")
 def cluster(module_local_cluster, k8s_tools: K8sTools):
-    from tests.cluster.fixtures import REPO
-
-    cluster = module_local_cluster(cpu="8", memory="16Gi", crds=[REPO / REPO_CRD])
-    install_chart_rbac(cluster, k8s_tools / "helm", "default")
-    operator = OperatorProcess(
-        cluster.kubeconfig_for("default", "yr-operator"),
-        cluster.workdir / "operator.log",
-        "-A",
-        "--metrics",
-        "127.0.0.1:0",
-    ).start()
-    cluster.env = operator_env(cluster.kubeconfig)
-    cluster.operator_log = operator.log
-    try:
+    with operated_cluster(
+        module_local_cluster, k8s_tools / "helm", "-A", "--metrics", "127.0.0.1:0"
+    ) as cluster:
+        # One observed tree for the module, in namespace default.
+        install_chart_rbac(cluster, k8s_tools / "helm", "default", kinds=NAMESPACED_RBAC)
         yield cluster
-    finally:
-        operator.stop()
 
 
 @pytest.fixture(scope="module")
 def observed(cluster):
     """The observed tree of tests/observe_instances.py, once, in namespace default."""
-    yr.init(
-        yr.Config(backend="kubernetes", namespace="default", kubeconfig=str(cluster.kubeconfig))
-    )
-    try:
+    with kubernetes_session(cluster, "default"):
         top = Top.invoke()
         ids = yr.get(top.ids.invoke(), timeout=120)
         yr.get(top.kill_doomed.invoke(), timeout=120)
         yr.get(top.start_blocking.invoke(), timeout=120)
         yield {"top": top.instance_id, **ids}
-    finally:
-        yr.finalize()
-        custom = k8s.CustomObjectsApi(cluster.api_client())
-        wait_for(
-            lambda: (
-                not custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
-            ),
-            timeout=60,
-            what="the session's YRInstances to be collected",
-        )
 
 
 def kube_yr(cluster, *args: str) -> subprocess.CompletedProcess:
@@ -172,7 +147,7 @@ def test_yr_stack_on_kubernetes_shows_the_sleep_frame_of_user_code(cluster, obse
 
 def _metrics_url(cluster) -> str:
     def logged() -> str | None:
-        found = re.search(r"metrics on (http://\S+/metrics)", cluster.operator_log.read_text())
+        found = re.search(r"metrics on (http://\S+/metrics)", cluster.operator.log.read_text())
         return found.group(1) if found else None
 
     return wait_for(logged, timeout=30, what="the operator to serve its metrics")

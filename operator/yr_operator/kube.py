@@ -210,6 +210,32 @@ class Kube:
         )
         return text if isinstance(text, str) else json.dumps(text)
 
+    async def add_owner_if_owned_by(
+        self, *, namespace: str, secret: str, owned_by: str, owner: dict[str, Any]
+    ) -> bool:
+        """Append `owner` to Secret `secret`'s ownerReferences if its first owner has uid
+        `owned_by` (a JSON Patch `test`, so no read and no Secret we do not manage is touched).
+
+        False if the Secret is gone (404) or is not owned so (422: the test failed)."""
+        ops = [
+            {"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": owned_by},
+            {"op": "add", "path": "/metadata/ownerReferences/-", "value": owner},
+        ]
+        try:
+            await self.request(
+                "PATCH",
+                f"/api/v1/namespaces/{namespace}/secrets/{quote(secret)}",
+                body=ops,
+                content_type="application/json-patch+json",
+            )
+        except NotFound:
+            return False
+        except ApiError as e:
+            if e.status == 422:
+                return False
+            raise
+        return True
+
     async def create_pod(self, *, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
         return await self.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=pod)
 

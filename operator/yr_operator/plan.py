@@ -39,6 +39,9 @@ class Plan:
     event: tuple[str, str, str] | None = None  # (type, reason, message) on a transition
     # The instance ended itself (yr.exit()): delete the YRInstance once the status says so.
     delete_instance: bool = False
+    # (name, uid) of the current pod once its container has started, so the kubelet has
+    # mounted the payload: that pod must keep the payload Secret alive (see reconcile.py).
+    started_pod: tuple[str, str] | None = None
 
 
 def _controlled_by(pod: dict[str, Any], uid: str) -> bool:
@@ -116,7 +119,13 @@ def plan(
         if st.phase == "Pending" and not st.reason and warning:
             st = dataclasses.replace(st, reason=warning[0], message=warning[1])
         if not (st.dead or st.phase == "Terminating"):
-            return finish(status=status(st.phase, st), delete=stale)
+            pmeta = pod["metadata"]
+            started = st.phase in ("Running", "Ready") and pmeta.get("uid")
+            return finish(
+                status=status(st.phase, st),
+                delete=stale,
+                started_pod=(pmeta["name"], pmeta["uid"]) if started else None,
+            )
         death = st
     elif phase_now in _ALIVE_PHASES and current.get("podName") == pod_name(name, k):
         death = PodState("Dead", "PodDeleted", f"pod {pod_name(name, k)} was deleted")

@@ -47,6 +47,7 @@ class Reconciler:
         self._restart_at: dict[tuple[str, str, str, int], float] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._payload_held_by: dict[Key, str] = {}  # uid of the pod made owner of the payload
 
     async def reconcile(
         self, *, namespace: str, name: str, body: dict[str, Any] | None = None
@@ -149,7 +150,35 @@ class Reconciler:
             await self.kube.delete_yrinstance(
                 namespace=meta["namespace"], name=meta["name"], uid=meta.get("uid", "")
             )
+        elif p.started_pod is not None:  # after the status: a Running pod is called at once
+            await self._hold_payload(yri, *p.started_pod)
         return True
+
+    async def _hold_payload(self, yri: dict[str, Any], pod_name: str, pod_uid: str) -> None:
+        """Make the started pod an owner of the payload Secret, beside the YRInstance.
+
+        Owned by its YRInstance alone, the Secret would be collected with the pod, at once,
+        while the kubelet still runs and remounts the pod (FailedMount Warnings). With the pod
+        as an owner too, the garbage collector deletes it only once the pod is gone; a restart
+        keeps it through the YRInstance (the dead pod's reference is dropped as dangling)."""
+        meta = yri["metadata"]
+        key = (meta["namespace"], meta["name"])
+        secret = (yri.get("spec") or {}).get("payloadSecret")
+        if not secret or self._payload_held_by.get(key) == pod_uid:
+            return
+        owner = {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": pod_uid}
+        try:
+            await self.kube.add_owner_if_owned_by(
+                namespace=key[0], secret=secret, owned_by=meta["uid"], owner=owner
+            )
+        except ApiError as e:
+            log.warning("cannot make pod %s an owner of Secret %s: %s", pod_name, secret, e)
+            if e.transient:
+                self.requeue(namespace=key[0], name=key[1], delay=RETRY_SECONDS)
+                return
+            # Refused for good (e.g. an older chart without the patch right): teardown may
+            # warn, nothing else depends on it.
+        self._payload_held_by[key] = pod_uid
 
     def _remember_restart(
         self, rkey: tuple[str, str, str, int], *, when: float, now: float
@@ -237,6 +266,7 @@ class Reconciler:
 
     def _forget(self, key: Key) -> None:
         metrics.forget(*key)
+        self._payload_held_by.pop(key, None)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()

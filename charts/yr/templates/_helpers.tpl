@@ -118,6 +118,11 @@ asserts it: no secrets (pods reference the payload Secret by name, which needs n
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
+# A started pod is added as an owner of its payload Secret (a JSON Patch that first tests the
+# YRInstance owns it), so that the Secret outlives the pod; never read: no get, list or watch.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [patch]
 # Driver Leases own top-level instances; the operator deletes the expired ones.
 - apiGroups: [coordination.k8s.io]
   resources: [leases]

@@ -1,0 +1,115 @@
+"""A module's cluster with the chart's RBAC and the real operator; per test a namespace.
+
+A test module that asks for `cluster` gets one such cluster for the module (override the
+fixture to start it differently, with `operated_cluster`); `instance_namespace` is a fresh
+namespace per test with the chart's instance and gateway identities, and `session` a yr
+session in it (the fixture yields the namespace):
+
+    def test_something(cluster, session): ...
+
+The operator runs cluster-wide as the chart's ServiceAccount from its own namespace, so tests
+share nothing but the cluster and the operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+import yr
+from tests.cluster.chart_rbac import NAMESPACED_RBAC, install_chart_rbac
+from tests.cluster.fixtures import REPO, LocalCluster
+from tests.cluster.operator_process import OperatorProcess, operator_env
+from tests.cluster.tools import K8sTools
+from tests.support import wait_for
+from yr.contract import GROUP, PLURAL, VERSION
+
+CRD = REPO / "crds" / "yrinstances.yaml"
+OPERATOR_NAMESPACE = "yr-system"
+COLLECT_TIMEOUT = 60.0  # a finalized session's YRInstances are gone within this
+
+
+@contextlib.contextmanager
+def operated_cluster(
+    start: Callable[..., LocalCluster],
+    helm: Path,
+    *operator_args: str,
+    cpu: str = "8",
+    memory: str = "16Gi",
+    **operator_env_vars: str,
+) -> Iterator[LocalCluster]:
+    """Start a cluster with the YRInstance CRD and the operator (`-A` unless `operator_args`).
+
+    The cluster gets `.operator` (the OperatorProcess) and `.env` (a driver's environment:
+    this tree's code and the admin kubeconfig)."""
+    cluster = start(cpu=cpu, memory=memory, crds=[CRD])
+    install_chart_rbac(cluster, helm, OPERATOR_NAMESPACE)
+    operator_env_vars.setdefault("YR_RESTART_BACKOFF_SECONDS", "0.2")
+    operator = OperatorProcess(
+        cluster.kubeconfig_for(OPERATOR_NAMESPACE, "yr-operator"),
+        cluster.workdir / "operator.log",
+        *operator_args,
+        **operator_env_vars,
+    ).start()
+    cluster.operator = operator
+    cluster.env = operator_env(cluster.kubeconfig)
+    try:
+        yield cluster
+    finally:
+        operator.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    module_local_cluster: Callable[..., LocalCluster], k8s_tools: K8sTools
+) -> Iterator[LocalCluster]:
+    """An operated cluster (8 CPUs, 16Gi) for the test module."""
+    with operated_cluster(module_local_cluster, k8s_tools / "helm") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def instance_namespace(cluster: LocalCluster, namespace: str, k8s_tools: K8sTools) -> str:
+    """This test's namespace with the chart's instance and gateway ServiceAccounts and Roles."""
+    install_chart_rbac(cluster, k8s_tools / "helm", namespace, kinds=NAMESPACED_RBAC)
+    return namespace
+
+
+@pytest.fixture
+def session(cluster: LocalCluster, instance_namespace: str) -> Iterator[str]:
+    """A yr session on the module's cluster in this test's namespace; yields the namespace."""
+    with kubernetes_session(cluster, instance_namespace):
+        yield instance_namespace
+
+
+def yrinstances(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
+    with cluster.api_client() as client:
+        custom = k8s.CustomObjectsApi(client)
+        return custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+
+
+@contextlib.contextmanager
+def kubernetes_session(
+    cluster: LocalCluster, namespace: str, **config: Any
+) -> Iterator[LocalCluster]:
+    """`yr.init` on the cluster in `namespace`; at the end `yr.finalize()` and wait until the
+    session's YRInstances are collected."""
+    yr.init(
+        yr.Config(
+            backend="kubernetes", namespace=namespace, kubeconfig=str(cluster.kubeconfig), **config
+        )
+    )
+    try:
+        yield cluster
+    finally:
+        yr.finalize()
+        wait_for(
+            lambda: not yrinstances(cluster, namespace),
+            timeout=COLLECT_TIMEOUT,
+            what="the session's YRInstances to be collected",
+        )
