@@ -70,6 +70,15 @@ def test_large_bytes_arguments_travel_through_shared_memory(
     assert shared_memory_writes == [len(data)] * 3
 
 
+def test_large_bytes_keyword_arguments_travel_through_shared_memory(
+    local_runtime, shared_memory_writes
+):
+    mirror = Mirror.invoke()
+    data = os.urandom(3 << 20)
+    assert yr.get(mirror.size.invoke(value=data)) == ("bytes", len(data))
+    assert shared_memory_writes == [len(data)]
+
+
 def test_small_bytes_arguments_stay_in_the_call(local_runtime, shared_memory_writes):
     mirror = Mirror.invoke()
     assert yr.get(mirror.size.invoke(b"x" * 1000)) == ("bytes", 1000)

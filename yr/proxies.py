@@ -261,9 +261,7 @@ class MethodProxy:
         handle = self._handle
         signature = handle._class_info.signatures.get(self._name)
         if signature is not None:
-            _check_signature(
-                signature, args, kwargs, what=f"{handle._class_info.short_name}.{self._name}()"
-            )
+            self._check_arguments(signature, args, kwargs)
         current = session.current()
         streaming = self._name in handle._class_info.generators
         refs = current.client.submit(
@@ -278,8 +276,28 @@ class MethodProxy:
             return ObjectRefGenerator(handle.instance_id, handle._class_info, refs[0])
         return refs[0] if self._return_nums == 1 else refs
 
+    def _check_arguments(
+        self, signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """``_check_signature``, once per shape: with defaults and annotations stripped, the
+        outcome depends only on how many positional arguments and which keywords."""
+        shape = (id(signature), len(args), tuple(kwargs))
+        if _ACCEPTED_SHAPES.get(shape) is signature:  # the value keeps the id from reuse
+            return
+        what = f"{self._handle._class_info.short_name}.{self._name}()"
+        _check_signature(signature, args, kwargs, what=what)
+        if len(_ACCEPTED_SHAPES) >= _MAX_ACCEPTED_SHAPES:
+            _ACCEPTED_SHAPES.clear()
+        _ACCEPTED_SHAPES[shape] = signature
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"call remote methods with .invoke(): handle.{self._name}.invoke(...)")
+
+
+# (id of a method's signature, positional count, keyword names) -> that signature, for
+# argument shapes invoke() has already checked: binding is a large share of invoke's cost
+_ACCEPTED_SHAPES: dict[tuple[int, int, tuple[str, ...]], inspect.Signature] = {}
+_MAX_ACCEPTED_SHAPES = 4096
 
 
 _HANDLE_ATTRIBUTES = frozenset(name for name in vars(InstanceHandle) if not name.startswith("_"))
