@@ -40,6 +40,8 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
     session.attach_instance(instance_id=instance_id)
     segment = command["payload_segment"]
     payload = sharedmem.open_buffers([segment])[0] if segment else command["payload"]
+    # The constructor's large arguments: mapped, not copied, and left for a restart.
+    buffers = sharedmem.map_buffers(command.get("payload_buffers", []))
     failed: list[yr_pb2.RemoteError] = []
 
     def event(kind: str, **fields: Any) -> None:
@@ -57,6 +59,7 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
 
     serving = server.serve(
         payload=payload,
+        payload_buffers=buffers,
         instance_id=instance_id,
         class_name=command["class_name"],
         token=token,
@@ -69,7 +72,7 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
         incarnation=incarnation,
         system_methods=SYSTEM_METHODS,
     )
-    del payload  # the server holds the only reference and drops it once constructed
+    del payload, buffers  # the server holds the only references, dropped once constructed
     asyncio.run(serving)
     return INIT_FAILED_EXIT_CODE if failed else 0
 

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from yr import serialization, session
+from yr import serialization, session, sharedmem
 from yr.errors import YRError, YRTimeoutError
 from yr.generators import ObjectRefGenerator
 from yr.options import InvokeOptions
@@ -131,16 +131,19 @@ class InstanceCreator:
             existing = self._existing(current, options)
             if existing is not None:
                 return existing
+        payload, buffers = _payload(
+            self.cls, args, kwargs, shm_prefix=_shared_memory_prefix(current.runtime)
+        )
         spec = InstanceSpec(
-            class_info=self._class_info,
-            payload=_payload(self.cls, args, kwargs),
-            options=options,
+            class_info=self._class_info, payload=payload, options=options, payload_buffers=buffers
         )
         try:
             instance_id = current.runtime.create(spec, owner_id=current.owner_id)
-        except ValueError:
+        except BaseException as error:
+            sharedmem.discard(list(buffers))  # no instance took them
             # the name was taken between the lookup and the create: the other one wins
-            existing = self._existing(current, options) if options.get_if_exists else None
+            taken = isinstance(error, ValueError) and options.get_if_exists
+            existing = self._existing(current, options) if taken else None
             if existing is None:
                 raise
             return existing
@@ -170,14 +173,33 @@ class InstanceCreator:
         return f"<yr.instance {self._class_info.class_name} {self._options}>"
 
 
-def _payload(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickle the class and constructor arguments, naming whichever of them cannot be."""
+def _shared_memory_prefix(runtime: Any) -> str:
+    """Where large constructor arguments go: this session's segments, if instances share
+    this machine's memory; "" to keep them in the payload (a pod reads it from a Secret)."""
+    if runtime.shares_memory and sharedmem.available():
+        return sharedmem.session_prefix(runtime.session_token)
+    return ""
+
+
+def _payload(
+    cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], *, shm_prefix: str
+) -> tuple[bytes, tuple[str, ...]]:
+    """Pickle the class and constructor arguments, naming whichever of them cannot be. With
+    ``shm_prefix``, large buffers are written once to shared-memory segments, as a call's
+    are, instead of into the payload: their names come back with it."""
+    writer = sharedmem.BufferWriter(prefix=shm_prefix) if shm_prefix else None
+    if writer is not None:
+        args, kwargs = sharedmem.call_arguments_out_of_band(args, kwargs)
     try:
-        return serialization.dumps((cls, args, kwargs))
-    except Exception:
-        serialization.dumps_call_arguments(args, kwargs, target=f"{cls.__name__}.__init__")
-        serialization.dumps_named(cls, what=f"class {cls.__qualname__}")
+        payload = serialization.dumps((cls, args, kwargs), buffer_callback=writer)
+    except BaseException as error:
+        if writer is not None:
+            sharedmem.discard(writer.names)
+        if isinstance(error, Exception):
+            serialization.dumps_call_arguments(args, kwargs, target=f"{cls.__name__}.__init__")
+            serialization.dumps_named(cls, what=f"class {cls.__qualname__}")
         raise
+    return payload, tuple(writer.names) if writer is not None else ()
 
 
 def _check_signature(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str):

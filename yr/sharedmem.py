@@ -127,21 +127,36 @@ def write_segment(prefix: str, data: bytes | memoryview) -> str:
 
 def open_buffers(names: list[str]) -> list[memoryview]:
     """Map (copy-on-write) and unlink each named segment; the mapping lives on with its view."""
-    views = []
-    for name in names:
-        if not _NAME.match(name):
-            raise ValueError(f"not a yr shared-memory segment name: {name!r}")
-        path = os.path.join(SHM_DIRECTORY, name)
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(descriptor).st_size
-            mapped = mmap.mmap(descriptor, size, access=mmap.ACCESS_COPY) if size else b""
-        finally:
-            os.close(descriptor)
+    return [_map(name, unlink=True) for name in names]
+
+
+def map_buffers(names: list[str]) -> list[memoryview]:
+    """Map (copy-on-write) each named segment and leave it for the next reader (an instance's
+    constructor arguments, read again by each incarnation)."""
+    return [_map(name, unlink=False) for name in names]
+
+
+def _map(name: str, *, unlink: bool) -> memoryview:
+    if not _NAME.match(name):
+        raise ValueError(f"not a yr shared-memory segment name: {name!r}")
+    path = os.path.join(SHM_DIRECTORY, name)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(descriptor).st_size
+        mapped = mmap.mmap(descriptor, size, access=mmap.ACCESS_COPY) if size else b""
+    finally:
+        os.close(descriptor)
+        if unlink:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        views.append(memoryview(mapped))
-    return views
+    return memoryview(mapped)
+
+
+def check_session_segments(names: tuple[str, ...] | list[str], prefix: str) -> None:
+    """Refuse segment names that are not this session's (a caller naming another's file)."""
+    for name in names:
+        if not (_NAME.match(name) and name.startswith(prefix + "-")):
+            raise ValueError(f"not a shared-memory segment of this session: {name!r}")
 
 
 def discard(names: list[str]) -> None:

@@ -116,6 +116,7 @@ class LocalRuntime(Runtime):
 
     def create(self, spec: InstanceSpec, *, owner_id: str | None) -> str:
         options = spec.options
+        sharedmem.check_session_segments(spec.payload_buffers, self._shm_prefix)
         with self._lock:
             self._check_open()
             check_creatable(spec, owner_id, self._ledger, self._instances, self._named)
@@ -310,7 +311,8 @@ class LocalRuntime(Runtime):
         instance.error = error
         instance.endpoint = None
         # It will never start again: keep the record (callers may still ask), not the payload.
-        instance.spec = dataclasses.replace(instance.spec, payload=b"")
+        segments = list(instance.spec.payload_buffers)
+        instance.spec = dataclasses.replace(instance.spec, payload=b"", payload_buffers=())
         self._ledger.release(instance.instance_id)
         options = instance.spec.options
         if (
@@ -321,7 +323,9 @@ class LocalRuntime(Runtime):
         waiters, instance.waiters = instance.waiters, []
         self._schedule()
         self._changed.notify_all()
-        return [lambda f=future: settle(f, error=error) for _, future in waiters]
+        # A process of it may still be mapping them: it keeps its mapping, the name goes.
+        release = [lambda: sharedmem.discard(segments)] if segments else []
+        return release + [lambda f=future: settle(f, error=error) for _, future in waiters]
 
     def _terminate_locked(self, instance_id: str, *, reason: str) -> None:
         """Stop an instance and its subtree; ``reason`` completes "instance X was ..."."""
