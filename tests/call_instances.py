@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 
 import yr
@@ -50,3 +52,24 @@ class ParallelMirror:
 
     def ping(self) -> str:
         return "pong"
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Keeper:
+    """Describes what its constructor was given (large constructor arguments' tests)."""
+
+    def __init__(self, data, *, fail: bool = False) -> None:
+        if fail:
+            raise ValueError("refused in __init__")
+        self.kind = type(data).__name__
+        self.digest = hashlib.sha256(data).hexdigest()
+        self.writable = getattr(data, "flags", None) is not None and data.flags.writeable
+
+    def described(self) -> tuple[str, str]:
+        return self.kind, self.digest
+
+    def array_is_writable(self) -> bool:
+        return self.writable
+
+    def pid(self) -> int:
+        return os.getpid()
