@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
+import sys
 import time
 
 import yr
@@ -73,3 +75,14 @@ class Keeper:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Probe:
+    """Reports on its own process (what a forked instance inherited and imported)."""
+
+    def frozen_objects(self) -> int:
+        return gc.get_freeze_count()
+
+    def modules(self) -> list[str]:
+        return sorted(sys.modules)

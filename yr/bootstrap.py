@@ -7,7 +7,6 @@ either; this module, imported only by entry points, connects them: ``main`` for 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -79,6 +78,8 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of an instance pod: configuration comes from the environment."""
+    import argparse  # here: a forked local instance imports this module and never needs it
+
     argparse.ArgumentParser(
         prog="python -m yr.server",
         description=(

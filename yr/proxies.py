@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import threading
@@ -233,6 +232,8 @@ class InstanceHandle:
             raise AttributeError(name)
         meta = self._class_info.method_meta
         if name not in meta:
+            import difflib  # only for this message: an idle instance never needs it
+
             close = difflib.get_close_matches(name, list(meta), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AttributeError(
