@@ -86,3 +86,14 @@ class Probe:
 
     def modules(self) -> list[str]:
         return sorted(sys.modules)
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class KeeperMaker:
+    """Creates a Keeper of its own, as a supervisor creates its workers."""
+
+    def make(self, size: int):
+        data = os.urandom(size)
+        keeper = Keeper.options(yr.InvokeOptions(cpu=100, recover_retry_times=1)).invoke(data)
+        described = yr.get(keeper.described.invoke(), timeout=60)
+        return described, hashlib.sha256(data).hexdigest(), keeper

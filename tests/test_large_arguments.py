@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import yr
-from tests.call_instances import Keeper, Mirror
+from tests.call_instances import Keeper, KeeperMaker, Mirror
 from tests.instances import Counter
 from tests.support import wait_for
 from yr import sharedmem
@@ -132,6 +132,16 @@ def test_a_restarted_instance_gets_its_large_constructor_argument_again(local_ru
 
     wait_for(next_incarnation, timeout=60, what="the restarted incarnation")
     assert yr.get(keeper.described.invoke(), timeout=60) == ("bytes", _digest(data))
+
+
+def test_an_instance_gives_its_child_a_large_constructor_argument_through_shared_memory(
+    local_runtime,
+):
+    (kind, digest), expected, keeper = yr.get(KeeperMaker.invoke().make.invoke(3 << 20), timeout=60)
+    assert (kind, digest) == ("bytes", expected)
+    assert len(_segments(local_runtime)) == 1  # kept for the child's restart
+    keeper.terminate()
+    wait_for(lambda: not _segments(local_runtime), timeout=30, what="the segment to go")
 
 
 def test_constructor_segments_stay_while_a_restart_may_need_them(local_runtime):
