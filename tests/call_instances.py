@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import hashlib
+import os
+import sys
 import time
 
 import yr
@@ -50,3 +54,46 @@ class ParallelMirror:
 
     def ping(self) -> str:
         return "pong"
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Keeper:
+    """Describes what its constructor was given (large constructor arguments' tests)."""
+
+    def __init__(self, data, *, fail: bool = False) -> None:
+        if fail:
+            raise ValueError("refused in __init__")
+        self.kind = type(data).__name__
+        self.digest = hashlib.sha256(data).hexdigest()
+        self.writable = getattr(data, "flags", None) is not None and data.flags.writeable
+
+    def described(self) -> tuple[str, str]:
+        return self.kind, self.digest
+
+    def array_is_writable(self) -> bool:
+        return self.writable
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Probe:
+    """Reports on its own process (what a forked instance inherited and imported)."""
+
+    def frozen_objects(self) -> int:
+        return gc.get_freeze_count()
+
+    def modules(self) -> list[str]:
+        return sorted(sys.modules)
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class KeeperMaker:
+    """Creates a Keeper of its own, as a supervisor creates its workers."""
+
+    def make(self, size: int):
+        data = os.urandom(size)
+        keeper = Keeper.options(yr.InvokeOptions(cpu=100, recover_retry_times=1)).invoke(data)
+        described = yr.get(keeper.described.invoke(), timeout=60)
+        return described, hashlib.sha256(data).hexdigest(), keeper

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -78,3 +79,22 @@ def test_a_low_cpu_warning_can_be_silenced(monkeypatch):
         warnings.simplefilter("error")
         warnings.filterwarnings("ignore", category=yr.LowCPUWarning)
         yr.InvokeOptions(cpu=2)
+
+
+def test_arguments_are_checked_per_shape_after_a_call_that_was_right(local_runtime):
+    mirror = Mirror.invoke()
+    assert yr.get(mirror.slow.invoke(0, "v")) == "v"
+    assert yr.get(mirror.ping.invoke()) == "pong"
+    with pytest.raises(TypeError, match=r"Mirror\.slow\(\).*missing.*'value'"):
+        mirror.slow.invoke(0)
+    with pytest.raises(TypeError, match=r"Mirror\.slow\(\).*unexpected keyword"):
+        mirror.slow.invoke(0, "v", loud=True)
+    with pytest.raises(TypeError, match=r"Mirror\.slow\(\).*missing"):
+        mirror.slow.invoke()  # the shape ping() was called with
+
+
+def test_a_ref_id_names_the_process_that_made_it():
+    first, second = yr.put(1), yr.put(2)
+    assert first.id.startswith(f"{os.getpid():x}-")
+    assert first.id != second.id and first.id == first.id
+    assert first.id in repr(first)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from yr import serialization, sharedmem
 from yr.calls import Call
-from yr.refs import ObjectRef, collecting_pending
+from yr.refs import ObjectRef, PendingCollector
 
 
 def pickle_arguments(call: Call, *, target: str, shm_prefix: str) -> list[ObjectRef]:
@@ -21,9 +21,9 @@ def pickle_arguments(call: Call, *, target: str, shm_prefix: str) -> list[Object
     writer = sharedmem.BufferWriter(prefix=shm_prefix) if shm_prefix else None
     args, kwargs = call.args, call.kwargs
     if writer:
-        args, kwargs = sharedmem.large_bytes_out_of_band((args, kwargs))
+        args, kwargs = sharedmem.call_arguments_out_of_band(args, kwargs)
     try:
-        with collecting_pending() as pending:
+        with PendingCollector() as pending:
             pickled = serialization.dumps_call_arguments(
                 args, kwargs, target=target, buffer_callback=writer
             )

@@ -7,7 +7,6 @@ either; this module, imported only by entry points, connects them: ``main`` for 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -40,6 +39,8 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
     session.attach_instance(instance_id=instance_id)
     segment = command["payload_segment"]
     payload = sharedmem.open_buffers([segment])[0] if segment else command["payload"]
+    # The constructor's large arguments: mapped, not copied, and left for a restart.
+    buffers = sharedmem.map_buffers(command.get("payload_buffers", []))
     failed: list[yr_pb2.RemoteError] = []
 
     def event(kind: str, **fields: Any) -> None:
@@ -57,6 +58,7 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
 
     serving = server.serve(
         payload=payload,
+        payload_buffers=buffers,
         instance_id=instance_id,
         class_name=command["class_name"],
         token=token,
@@ -69,13 +71,15 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
         incarnation=incarnation,
         system_methods=SYSTEM_METHODS,
     )
-    del payload  # the server holds the only reference and drops it once constructed
+    del payload, buffers  # the server holds the only references, dropped once constructed
     asyncio.run(serving)
     return INIT_FAILED_EXIT_CODE if failed else 0
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of an instance pod: configuration comes from the environment."""
+    import argparse  # here: a forked local instance imports this module and never needs it
+
     argparse.ArgumentParser(
         prog="python -m yr.server",
         description=(

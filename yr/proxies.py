@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import threading
 import time
 from typing import Any
 
-from yr import serialization, session
+from yr import serialization, session, sharedmem
 from yr.contract import SELF_EXIT_MESSAGE
 from yr.errors import YRError, YRTimeoutError
 from yr.generators import ObjectRefGenerator
@@ -134,16 +133,19 @@ class InstanceCreator:
             existing = self._existing(current, options)
             if existing is not None:
                 return existing
+        payload, buffers = _payload(
+            self.cls, args, kwargs, shm_prefix=_shared_memory_prefix(current.runtime, options)
+        )
         spec = InstanceSpec(
-            class_info=self._class_info,
-            payload=_payload(self.cls, args, kwargs),
-            options=options,
+            class_info=self._class_info, payload=payload, options=options, payload_buffers=buffers
         )
         try:
             instance_id = current.runtime.create(spec, owner_id=current.owner_id)
-        except ValueError:
+        except BaseException as error:
+            sharedmem.discard(list(buffers))  # no instance took them
             # the name was taken between the lookup and the create: the other one wins
-            existing = self._existing(current, options) if options.get_if_exists else None
+            taken = isinstance(error, ValueError) and options.get_if_exists
+            existing = self._existing(current, options) if taken else None
             if existing is None:
                 raise
             return existing
@@ -189,14 +191,34 @@ def _check_detached(runtime: Any, options: InvokeOptions, class_name: str) -> No
         )
 
 
-def _payload(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickle the class and constructor arguments, naming whichever of them cannot be."""
+def _shared_memory_prefix(runtime: Any, options: InvokeOptions) -> str:
+    """Where large constructor arguments go: this session's segments, if instances share
+    this machine's memory; "" to keep them in the payload (a pod reads it from a Secret, and
+    a detached instance outlives this session's segments)."""
+    if runtime.shares_memory and sharedmem.available() and not options.is_detached:
+        return sharedmem.session_prefix(runtime.session_token)
+    return ""
+
+
+def _payload(
+    cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], *, shm_prefix: str
+) -> tuple[bytes, tuple[str, ...]]:
+    """Pickle the class and constructor arguments, naming whichever of them cannot be. With
+    ``shm_prefix``, large buffers are written once to shared-memory segments, as a call's
+    are, instead of into the payload: their names come back with it."""
+    writer = sharedmem.BufferWriter(prefix=shm_prefix) if shm_prefix else None
+    if writer is not None:
+        args, kwargs = sharedmem.call_arguments_out_of_band(args, kwargs)
     try:
-        return serialization.dumps((cls, args, kwargs))
-    except Exception:
-        serialization.dumps_call_arguments(args, kwargs, target=f"{cls.__name__}.__init__")
-        serialization.dumps_named(cls, what=f"class {cls.__qualname__}")
+        payload = serialization.dumps((cls, args, kwargs), buffer_callback=writer)
+    except BaseException as error:
+        if writer is not None:
+            sharedmem.discard(writer.names)
+        if isinstance(error, Exception):
+            serialization.dumps_call_arguments(args, kwargs, target=f"{cls.__name__}.__init__")
+            serialization.dumps_named(cls, what=f"class {cls.__qualname__}")
         raise
+    return payload, tuple(writer.names) if writer is not None else ()
 
 
 def _check_signature(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str):
@@ -230,6 +252,8 @@ class InstanceHandle:
             raise AttributeError(name)
         meta = self._class_info.method_meta
         if name not in meta:
+            import difflib  # only for this message: an idle instance never needs it
+
             close = difflib.get_close_matches(name, list(meta), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AttributeError(
@@ -280,9 +304,7 @@ class MethodProxy:
         handle = self._handle
         signature = handle._class_info.signatures.get(self._name)
         if signature is not None:
-            _check_signature(
-                signature, args, kwargs, what=f"{handle._class_info.short_name}.{self._name}()"
-            )
+            self._check_arguments(signature, args, kwargs)
         current = session.current()
         streaming = self._name in handle._class_info.generators
         refs = current.client.submit(
@@ -297,8 +319,28 @@ class MethodProxy:
             return ObjectRefGenerator(handle.instance_id, handle._class_info, refs[0])
         return refs[0] if self._return_nums == 1 else refs
 
+    def _check_arguments(
+        self, signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """``_check_signature``, once per shape: with defaults and annotations stripped, the
+        outcome depends only on how many positional arguments and which keywords."""
+        shape = (id(signature), len(args), tuple(kwargs))
+        if _ACCEPTED_SHAPES.get(shape) is signature:  # the value keeps the id from reuse
+            return
+        what = f"{self._handle._class_info.short_name}.{self._name}()"
+        _check_signature(signature, args, kwargs, what=what)
+        if len(_ACCEPTED_SHAPES) >= _MAX_ACCEPTED_SHAPES:
+            _ACCEPTED_SHAPES.clear()
+        _ACCEPTED_SHAPES[shape] = signature
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"call remote methods with .invoke(): handle.{self._name}.invoke(...)")
+
+
+# (id of a method's signature, positional count, keyword names) -> that signature, for
+# argument shapes invoke() has already checked: binding is a large share of invoke's cost
+_ACCEPTED_SHAPES: dict[tuple[int, int, tuple[str, ...]], inspect.Signature] = {}
+_MAX_ACCEPTED_SHAPES = 4096
 
 
 _HANDLE_ATTRIBUTES = frozenset(name for name in vars(InstanceHandle) if not name.startswith("_"))

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import itertools
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from yr import waits
@@ -22,6 +21,15 @@ DEFAULT_GET_TIMEOUT_S = 300.0
 WAIT_SLICE_S = 0.2
 _ids = itertools.count()
 _pickling = threading.local()  # .pending: a list while call arguments are being pickled
+_pid = os.getpid()  # refs made after a fork are named after the child
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class ObjectRef:
@@ -41,7 +49,7 @@ class ObjectRef:
         origin: tuple[str, str] | None = None,
     ) -> None:
         self._future: concurrent.futures.Future = future or concurrent.futures.Future()
-        self._id = f"{os.getpid():x}-{next(_ids):x}"
+        self._id: str | int = next(_ids)  # made a string (with the pid) when first asked
         self._flush = flush  # sends the call now; yr.get calls it before waiting
         self._origin = origin  # (instance id, method) of the call behind it
 
@@ -64,6 +72,8 @@ class ObjectRef:
 
     @property
     def id(self) -> str:
+        if isinstance(self._id, int):  # formatted on demand: invoke() makes refs by thousands
+            self._id = f"{_pid:x}-{self._id:x}"
         return self._id
 
     @property
@@ -80,7 +90,7 @@ class ObjectRef:
             return self._future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise YRTimeoutError(
-                f"ObjectRef {self._id} was not ready within {timeout:g} s"
+                f"ObjectRef {self.id} was not ready within {timeout:g} s"
             ) from None
 
     def __await__(self):
@@ -91,7 +101,7 @@ class ObjectRef:
 
     def __repr__(self) -> str:
         state = "ready" if self.done() else "pending"
-        return f"ObjectRef({self._id}, {state})"
+        return f"ObjectRef({self.id}, {state})"
 
     def __reduce__(self):
         pending = getattr(_pickling, "pending", None)
@@ -106,14 +116,19 @@ class ObjectRef:
         return (ObjectRef.ready, (future.result(),))
 
 
-@contextlib.contextmanager
-def collecting_pending() -> Iterator[list[ObjectRef]]:
-    """While pickling call arguments: pending refs are listed instead of waited for."""
-    pending: list[ObjectRef] = []
-    _pickling.pending = pending
-    try:
-        yield pending
-    finally:
+class PendingCollector:
+    """While pickling call arguments: pending refs are listed instead of waited for.
+
+    A class rather than a generator context manager: every call goes through it."""
+
+    __slots__ = ("pending",)
+
+    def __enter__(self) -> list[ObjectRef]:
+        self.pending: list[ObjectRef] = []
+        _pickling.pending = self.pending
+        return self.pending
+
+    def __exit__(self, *_: object) -> None:
         _pickling.pending = None
 
 
@@ -241,8 +256,11 @@ def _wait_for_futures(
 
 def _refuse_waiting_on_self(refs: list[ObjectRef]) -> None:
     """A serial instance waiting for its own call waits forever: the call runs after it."""
+    serial = waits.serial_instance()
+    if serial is None:
+        return  # not an instance's only method thread: it may wait on anything
     for ref in refs:
-        if ref._origin is not None and not ref.done():
+        if ref._origin is not None and ref._origin[0] == serial and not ref.done():
             waits.refuse_self_wait(*ref._origin)
 
 

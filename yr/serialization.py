@@ -127,6 +127,9 @@ def loads(data: bytes | memoryview, *, buffers: Any = None) -> Any:
     return pickle.loads(data, buffers=buffers)
 
 
+_NO_ARGUMENTS = pickle.dumps(((), {}), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def dumps_call_arguments(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -135,6 +138,8 @@ def dumps_call_arguments(
     buffer_callback: BufferCallback | None = None,
 ) -> bytes:
     """Pickle ``(args, kwargs)``; on failure, say which argument and why."""
+    if not args and not kwargs:
+        return _NO_ARGUMENTS  # making a pickler is a large share of such a call's invoke
     try:
         return dumps((args, kwargs), buffer_callback=buffer_callback)
     except Exception as whole_error:

@@ -49,9 +49,11 @@ class UserObject:
         *,
         class_name: str,
         system_methods: Mapping[str, Callable[..., Any]] | None = None,
+        payload_buffers: Sequence[memoryview] = (),
     ) -> None:
         self.class_name = class_name
         self._payload = payload
+        self._buffers = payload_buffers  # its out-of-band buffers (large arguments)
         self._system_methods = dict(system_methods or {})  # reserved names, not user methods
         self.instance: Any = None
         self.init_error: yr_pb2.RemoteError | None = None
@@ -60,7 +62,7 @@ class UserObject:
 
     def construct(self) -> None:
         try:
-            cls, args, kwargs = serialization.loads(self._payload)
+            cls, args, kwargs = serialization.loads(self._payload, buffers=self._buffers)
         except ModuleNotFoundError as error:
             self.init_error = remote_error(error, context=_missing_module(self.class_name, error))
             return
@@ -68,7 +70,7 @@ class UserObject:
             self.init_error = remote_error(error, context=f"__init__ of {self.class_name}")
             return
         finally:
-            self._payload = b""
+            self._payload, self._buffers = b"", ()
         try:
             self.instance = cls(*args, **kwargs)
         except BaseException as error:
@@ -264,6 +266,7 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
 async def serve(
     *,
     payload: bytes,
+    payload_buffers: Sequence[memoryview] = (),
     instance_id: str,
     class_name: str,
     token: str,
@@ -298,14 +301,19 @@ async def serve(
         open_methods={_HEALTH_CHECK: _probe_handler(health_servicer)},
     )
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
-    user = UserObject(payload, class_name=class_name, system_methods=system_methods)
+    user = UserObject(
+        payload,
+        class_name=class_name,
+        system_methods=system_methods,
+        payload_buffers=payload_buffers,
+    )
     servicer = InstanceServicer(
         user,
         instance_id=instance_id,
         concurrency=concurrency,
         incarnation=incarnation,
     )
-    del payload  # the user object drops it once constructed; a large one must not linger
+    del payload, payload_buffers  # the user object drops them once constructed
     yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
     if extra_handlers:  # services the composition root adds (collective links in a pod)
         server.add_generic_rpc_handlers(tuple(extra_handlers))

@@ -15,6 +15,7 @@ import os
 import pickle
 import re
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 SHM_DIRECTORY = "/dev/shm"
@@ -54,6 +55,9 @@ class _OutOfBand:
         return type(self.value), (pickle.PickleBuffer(self.value),)
 
 
+_WALKED = frozenset({bytes, bytearray, list, tuple, dict})
+
+
 def large_bytes_out_of_band(value: Any, *, budget: int = 10_000) -> Any:
     """``value`` with its large bytes and bytearrays (at the top, or inside lists, tuples and
     dicts, visiting at most ``budget`` items) marked to travel through shared memory."""
@@ -67,11 +71,18 @@ def large_bytes_out_of_band(value: Any, *, budget: int = 10_000) -> Any:
         if remaining[0] < 0:
             return item
         if kind is list or kind is tuple:
+            # every call goes through here: allocate only when something may change
+            if not _holds_walked(item):
+                remaining[0] -= len(item)
+                return item
             changed = [visit(member) for member in item]
             if any(new is not old for new, old in zip(changed, item, strict=True)):
                 return kind(changed)
             return item
         if kind is dict:
+            if not _holds_walked(item.values()):
+                remaining[0] -= len(item)
+                return item
             values = {key: visit(member) for key, member in item.items()}
             if any(values[key] is not member for key, member in item.items()):
                 return values
@@ -79,6 +90,20 @@ def large_bytes_out_of_band(value: Any, *, budget: int = 10_000) -> Any:
         return item
 
     return visit(value)
+
+
+def call_arguments_out_of_band(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``large_bytes_out_of_band`` for a call's arguments; nothing walked when they hold
+    no bytes or containers (most calls)."""
+    if _holds_walked(args) or _holds_walked(kwargs.values()):
+        return large_bytes_out_of_band((args, kwargs))
+    return args, kwargs
+
+
+def _holds_walked(values: Iterable[Any]) -> bool:
+    return not _WALKED.isdisjoint(map(type, values))  # the loop runs in C
 
 
 def write_segment(prefix: str, data: bytes | memoryview) -> str:
@@ -102,21 +127,36 @@ def write_segment(prefix: str, data: bytes | memoryview) -> str:
 
 def open_buffers(names: list[str]) -> list[memoryview]:
     """Map (copy-on-write) and unlink each named segment; the mapping lives on with its view."""
-    views = []
-    for name in names:
-        if not _NAME.match(name):
-            raise ValueError(f"not a yr shared-memory segment name: {name!r}")
-        path = os.path.join(SHM_DIRECTORY, name)
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(descriptor).st_size
-            mapped = mmap.mmap(descriptor, size, access=mmap.ACCESS_COPY) if size else b""
-        finally:
-            os.close(descriptor)
+    return [_map(name, unlink=True) for name in names]
+
+
+def map_buffers(names: list[str]) -> list[memoryview]:
+    """Map (copy-on-write) each named segment and leave it for the next reader (an instance's
+    constructor arguments, read again by each incarnation)."""
+    return [_map(name, unlink=False) for name in names]
+
+
+def _map(name: str, *, unlink: bool) -> memoryview:
+    if not _NAME.match(name):
+        raise ValueError(f"not a yr shared-memory segment name: {name!r}")
+    path = os.path.join(SHM_DIRECTORY, name)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(descriptor).st_size
+        mapped = mmap.mmap(descriptor, size, access=mmap.ACCESS_COPY) if size else b""
+    finally:
+        os.close(descriptor)
+        if unlink:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        views.append(memoryview(mapped))
-    return views
+    return memoryview(mapped)
+
+
+def check_session_segments(names: tuple[str, ...] | list[str], prefix: str) -> None:
+    """Refuse segment names that are not this session's (a caller naming another's file)."""
+    for name in names:
+        if not (_NAME.match(name) and name.startswith(prefix + "-")):
+            raise ValueError(f"not a shared-memory segment of this session: {name!r}")
 
 
 def discard(names: list[str]) -> None:

@@ -89,6 +89,11 @@ def declare_serial_thread(instance_id: str) -> None:
     _serial[threading.get_ident()] = instance_id
 
 
+def serial_instance() -> str | None:
+    """The instance whose only method thread this is, if it is one."""
+    return _serial.get(threading.get_ident())
+
+
 def refuse_self_wait(target_instance: str, method: str) -> None:
     """Raise if this thread is ``target_instance``'s only method thread (a wait on itself)."""
     instance_id = _serial.get(threading.get_ident())

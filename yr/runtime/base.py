@@ -45,6 +45,10 @@ class InstanceSpec:
     class_info: ClassInfo
     payload: bytes  # cloudpickle of (cls, args, kwargs)
     options: InvokeOptions
+    # Shared-memory segments holding the payload's large buffers (pickle protocol 5, out of
+    # band), in order: runtimes that share memory only. The runtime owns them from create on
+    # and removes them when the instance can never start again.
+    payload_buffers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ def spawn_command(
         "incarnation": instance.incarnation,
         "class_name": spec.class_info.class_name,
         "payload": spec.payload,
+        "payload_buffers": list(spec.payload_buffers),  # kept for the next incarnation
         "concurrency": spec.options.concurrency,
         "shutdown_grace_s": spec.options.shutdown_grace_s(),
         "env": env,

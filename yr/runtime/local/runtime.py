@@ -73,6 +73,14 @@ def _publish(control_address: str, token: str, role: str) -> Any:
         return None
 
 
+def _drop_payload(instance: LocalInstance) -> list[Callable[[], None]]:
+    """Forget the payload no incarnation will read again; what removes its segments (outside
+    the lock). A process that mapped them keeps its mapping: only the names go."""
+    segments = list(instance.spec.payload_buffers)
+    instance.spec = dataclasses.replace(instance.spec, payload=b"", payload_buffers=())
+    return [lambda: sharedmem.discard(segments)] if segments else []
+
+
 class LocalRuntime(Runtime):
     """Every instance a child process of one fork server, scheduled on a CPU ledger."""
 
@@ -150,6 +158,7 @@ class LocalRuntime(Runtime):
                     "a detached instance past its driver"
                 )
             owner_id = None  # in the keeper: owned by nothing
+        sharedmem.check_session_segments(spec.payload_buffers, self._shm_prefix)
         with self._lock:
             self._check_open()
             if options.resource_group_options.placed:
@@ -251,6 +260,8 @@ class LocalRuntime(Runtime):
                 instance.state = "ready"
                 instance.endpoint = Endpoint(f"127.0.0.1:{event['port']}", instance.incarnation)
                 completions.extend(self._release_waiters(instance))
+                if instance.restarts_left == 0:  # no incarnation will read the payload again
+                    completions.extend(_drop_payload(instance))
             elif kind == "init-failed":
                 instance.init_failure = event["remote_error"]
             elif kind == "spawn-failed" and instance.state == "starting":
@@ -358,7 +369,7 @@ class LocalRuntime(Runtime):
         instance.error = error
         instance.endpoint = None
         # It will never start again: keep the record (callers may still ask), not the payload.
-        instance.spec = dataclasses.replace(instance.spec, payload=b"")
+        release = _drop_payload(instance)
         self._ledger.release(instance.instance_id)
         options = instance.spec.options
         if options.resource_group_options.placed:
@@ -371,7 +382,7 @@ class LocalRuntime(Runtime):
         waiters, instance.waiters = instance.waiters, []
         self._schedule()
         self._changed.notify_all()
-        return [lambda f=future: settle(f, error=error) for _, future in waiters]
+        return release + [lambda f=future: settle(f, error=error) for _, future in waiters]
 
     def _terminate_locked(self, instance_id: str, *, reason: str) -> None:
         """Stop an instance and its subtree; ``reason`` completes "instance X was ..."."""

@@ -12,10 +12,10 @@ outlives its driver. Instances also get PR_SET_PDEATHSIG, so they die with us.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import errno
+import gc
 import os
 import select
 import shutil
@@ -238,11 +238,30 @@ def _redirect_output(command: dict[str, Any]) -> None:
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
 
+def parse_options(argv: list[str]) -> dict[str, str]:
+    """``--shm-prefix=P --session-dir=D``, as the driver passes them. Not argparse: every
+    instance is a fork of this process, and none of them would ever use it."""
+    options = {"--shm-prefix": "", "--session-dir": ""}
+    for argument in argv:
+        name, equals, value = argument.partition("=")
+        if name not in options or not equals:
+            sys.exit(f"yr.runtime.local.zygote: unexpected argument {argument!r}")
+        options[name] = value
+    return options
+
+
+def _share_with_instances() -> None:
+    """Leave what every instance inherits as compact and as shared as it can be: garbage
+    from the imports collected, C heap trimmed, and every object so far frozen, so that an
+    instance's garbage collector never writes to (and so copies) the pages holding them."""
+    gc.collect()
+    gc.freeze()
+    with contextlib.suppress(OSError, AttributeError):  # glibc only
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="yr.runtime.local.zygote")
-    parser.add_argument("--shm-prefix", default="")
-    parser.add_argument("--session-dir", default="")
-    arguments = parser.parse_args()
+    options = parse_options(sys.argv[1:])
     # Import everything an instance needs now, once, before any fork: no gRPC object exists yet.
     import cloudpickle  # noqa: F401
     import grpc  # noqa: F401
@@ -254,11 +273,12 @@ def main() -> None:
 
     event_fd = os.dup(1)
     os.dup2(2, 1)  # our own stray prints go to stderr, never into the event pipe
+    _share_with_instances()
     Zygote(
         command_fd=0,
         event_fd=event_fd,
-        shm_prefix=arguments.shm_prefix,
-        session_dir=arguments.session_dir,
+        shm_prefix=options["--shm-prefix"],
+        session_dir=options["--session-dir"],
     ).run()
 
 
