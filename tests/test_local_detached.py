@@ -3,6 +3,7 @@ made them, a later driver finds them by name, only a kill ends them, and the kee
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import signal
@@ -12,9 +13,11 @@ import sys
 import pytest
 
 import yr
+from tests.call_instances import Keeper
 from tests.compat_instances import Quitter
 from tests.instances import Counter, DetachedMaker
 from tests.support import alive, wait_for
+from yr import sharedmem
 from yr.runtime.local import discovery
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -84,6 +87,20 @@ def test_finalize_leaves_a_detached_instance_running(keeper):
     yr.init(yr.Config(num_cpus=4))
     again = yr.get_instance("stays", timeout=10)
     assert yr.get(again.add.invoke(1), timeout=DEADLINE_S) == 2
+
+
+def test_a_detached_instance_keeps_a_large_constructor_argument_past_its_driver(keeper):
+    data = os.urandom(2 * sharedmem.THRESHOLD_BYTES)  # large enough for shared memory
+    yr.init(yr.Config(num_cpus=4))
+    Keeper.options(DETACHED.merged(name="holder")).invoke(data)
+    yr.finalize()  # this session's segments go; the detached instance must not need them
+    yr.init(yr.Config(num_cpus=4))
+    holder = yr.get_instance("holder", timeout=10)
+    assert yr.get(holder.described.invoke(), timeout=DEADLINE_S) == (
+        "bytes",
+        hashlib.sha256(data).hexdigest(),
+    )
+    yr.kill_instance(holder)
 
 
 def test_killing_a_detached_instance_ends_its_subtree_and_then_the_keeper(keeper):
