@@ -12,16 +12,27 @@ import pytest
 
 import yr
 from tests.collective_members import Member
-from tests.test_collective import shm_segments
+from tests.test_collective import TRANSPORTS, shm_segments
 from yr import collective
+from yr.client import shared_memory_prefix
 from yr.collective.errors import CollectiveError, CollectiveTimeoutError
 from yr.collective.mesh import Mesh
+from yr.collective.segments import PeerSegmentGone, Segments
+from yr.collective.single_copy import SWITCH_ENVIRONMENT_VARIABLE
 
 MiB = 1 << 20
 GROUP_TIMEOUT_S = 60.0
 
 
-def test_member_killed_during_64_mib_allreduce_fails_every_peer_naming_it(local_runtime):
+@pytest.fixture(params=TRANSPORTS)
+def runtime_per_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """The local runtime, its members reading each other's memory or kept to segments."""
+    if request.param == "shared-memory":
+        monkeypatch.setenv(SWITCH_ENVIRONMENT_VARIABLE, "0")
+    return request.getfixturevalue("local_runtime")
+
+
+def test_member_killed_during_64_mib_allreduce_fails_every_peer_naming_it(runtime_per_transport):
     members = [Member.invoke() for _ in range(4)]
     collective.create_group(members, name="dp", timeout=GROUP_TIMEOUT_S)
     survivors = [m.allreduce_many.invoke(10_000, 16 * MiB, "dp") for m in members[:3]]
@@ -37,7 +48,7 @@ def test_member_killed_during_64_mib_allreduce_fails_every_peer_naming_it(local_
     assert time.monotonic() - started < GROUP_TIMEOUT_S
 
 
-def test_group_reformed_with_a_replacement_allreduces_correctly(local_runtime):
+def test_group_reformed_with_a_replacement_allreduces_correctly(runtime_per_transport):
     members = [Member.invoke() for _ in range(4)]
     collective.create_group(members, name="dp", timeout=GROUP_TIMEOUT_S)
     survivors = [m.allreduce_many.invoke(10_000, 16 * MiB, "dp") for m in members[:3]]
@@ -50,6 +61,23 @@ def test_group_reformed_with_a_replacement_allreduces_correctly(local_runtime):
     checks = [m.check_allreduce.invoke((16 * MiB,), "float32", "sum", "dp") for m in members]
     assert yr.get(checks, timeout=300) == ["ok"] * 4
     assert shm_segments() == []
+
+
+def test_a_segment_removed_before_it_is_mapped_names_its_dead_owner():
+    """A rank that saw a peer die removes what the peer left; a rank still growing into that
+    generation must then hear that the peer died, not a bare FileNotFoundError."""
+    where = {"prefix": shared_memory_prefix(os.urandom(8).hex()), "group_id": "g", "world_size": 2}
+    survivor, doomed = Segments(rank=0, **where), Segments(rank=1, **where)
+    try:
+        survivor.create_own(MiB)
+        doomed.create_own(MiB)
+        survivor.unlink_peer(1)  # what a rank whose exchange saw rank 1 die does
+        with pytest.raises(PeerSegmentGone) as caught:
+            survivor.map_peers()
+        assert caught.value.rank == 1
+    finally:
+        survivor.close()
+        doomed.close()
 
 
 def test_a_rank_that_stays_away_times_out_naming_it(local_runtime):
