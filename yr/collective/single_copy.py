@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 SWITCH_ENVIRONMENT_VARIABLE = "YR_COLLECTIVE_SINGLE_COPY"
-BLOCK_BYTES = 256 << 10  # a block of the reduction: the partial sum and one peer's block in L2
+BLOCK_BYTES = 1 << 20  # a block of the reduction: few reads per slice, and it stays in the cache
 
 
 class _IoVec(ctypes.Structure):
