@@ -142,14 +142,14 @@ class SingleCopy:
                 if mean:
                     np.divide(partial, self.world_size, out=partial)
         except OSError as error:
-            failure = str(error)
+            failure = error.strerror or str(error)
         step("reduced", failure)  # every slice is final in its owner's output
         try:
             for peer, pid in self.pids.items():
                 low, high = _slice(count, peer, self.world_size)
                 read_remote(pid, int(peer_addresses[peer][1]) + low * itemsize, out[low:high])
         except OSError as error:
-            failure = str(error)
+            failure = error.strerror or str(error)
         step("gathered", failure)  # no peer reads this rank's arrays any more
 
 
