@@ -1,16 +1,18 @@
 """Why this exists: issue 10's side-by-side of yr.collective and Ray for allreduce and one
 data-parallel training step, against a floor (one numpy copy of the same bytes).
 
-    python bench/collective.py                      # yr, the floor, then Ray (~2 minutes)
+    python bench/collective.py                      # yr, the floor, then Ray (~3 minutes)
     python bench/collective.py --ray-python /path/to/venv/bin/python   # Ray from another env
 
 4 workers each allreduce (sum) a float32 array of 1, 16 and 100 MiB. yr: the members run the
-collective peer to peer (shared memory locally); each repetition is timed inside the members
-(the slowest rank counts). Ray: ray.util.collective's CPU backend needs torch (torch_gloo),
-so Ray runs its documented parameter-server pattern through the object store: every worker
-returns its array, a server actor sums them, every worker fetches the sum; timed at the
-driver. The training step is examples/data_parallel_training.py's step (4 workers): yr
-all-reduces in the workers; Ray does the same program with a parameter server.
+collective peer to peer (on one machine through shared memory, or the kernel's cross-memory
+copy); each repetition is timed inside the members after a barrier, the slowest rank counting.
+Ray runs two ways: ``ray.util.collective``'s allreduce with its CPU backend (gloo, through
+torch.distributed; needs torch in Ray's environment), timed exactly like yr's, and Ray's
+documented parameter-server pattern through the object store (every worker returns its array,
+a server actor sums them, every worker fetches the sum), timed at the driver. Without torch the
+gloo rows say why. The training step is examples/data_parallel_training.py's step (4 workers):
+yr and Ray gloo all-reduce the gradient in the workers; the parameter server does it its way.
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ def run_ray() -> dict:
             def step(self, weights, lr, *gradients) -> np.ndarray:
                 return weights - lr * self.total(*gradients) / SAMPLES
 
+        results = run_ray_gloo(ray)
         workers = [Worker.remote(rank) for rank in range(WORKERS)]
         server = ParameterServer.remote()
 
@@ -160,11 +163,10 @@ def run_ray() -> dict:
             ray.get([w.receive.remote(total) for w in workers])
             return time.perf_counter() - started
 
-        results = {}
         for size in SIZES_MIB:
             allreduce_round(size * MiB)  # warm up
             times = [allreduce_round(size * MiB) for _ in range(REPEATS[size])]
-            results[f"allreduce_{size}MiB"] = statistics.median(times)
+            results[f"ps_allreduce_{size}MiB"] = statistics.median(times)
         weights = ray.put(np.zeros(FEATURES))
         for _ in range(2):
             weights = server.step.remote(
@@ -177,10 +179,67 @@ def run_ray() -> dict:
                 weights, 0.5, *[w.gradient.remote(weights) for w in workers]
             )
         ray.get(weights)
-        results["train_step"] = (time.perf_counter() - started) / STEPS
+        results["ps_train_step"] = (time.perf_counter() - started) / STEPS
         return results
     finally:
         ray.shutdown()
+
+
+def run_ray_gloo(ray) -> dict:
+    """ray.util.collective with the gloo CPU backend, measured as yr is; or why it cannot run."""
+    try:
+        import torch  # noqa: F401  (ray.util.collective's gloo backend is torch.distributed)
+        from ray.util import collective as ray_collective
+    except ImportError as error:
+        return {"gloo_error": f"{type(error).__name__}: {error}"}
+
+    @ray.remote(num_cpus=1)
+    class GlooWorker:
+        def __init__(self, shard: int) -> None:
+            features, labels = problem()
+            rows = slice(SAMPLES * shard // WORKERS, SAMPLES * (shard + 1) // WORKERS)
+            self.features, self.labels = features[rows], labels[rows]
+
+        def join(self, rank: int) -> int:
+            ray_collective.init_collective_group(WORKERS, rank, backend="gloo")
+            return ray_collective.get_rank()
+
+        def allreduce(self, nbytes: int, repeats: int) -> list[float]:
+            array = np.ones(nbytes // 4, np.float32)  # reduced in place (as a torch view)
+            ray_collective.allreduce(array)  # warm up
+            times = []
+            for _ in range(repeats):
+                ray_collective.barrier()
+                started = time.perf_counter()
+                ray_collective.allreduce(array)
+                times.append(time.perf_counter() - started)
+            return times
+
+        def train(self, weights, lr: float, steps: int) -> np.ndarray:
+            for _ in range(steps):
+                packed = gradient(weights, self.features, self.labels)
+                ray_collective.allreduce(packed)
+                weights = weights - lr * packed / SAMPLES
+            return weights
+
+    workers = [GlooWorker.remote(rank) for rank in range(WORKERS)]
+    try:
+        ray.get([w.join.remote(rank) for rank, w in enumerate(workers)], timeout=300)
+    except Exception as error:  # reported in the table, not hidden
+        return {"gloo_error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+    results = {}
+    for size in SIZES_MIB:
+        per_rank = ray.get([w.allreduce.remote(size * MiB, REPEATS[size]) for w in workers])
+        slowest = [max(times) for times in zip(*per_rank, strict=True)]
+        results[f"gloo_allreduce_{size}MiB"] = statistics.median(slowest)
+    weights = np.zeros(FEATURES)
+    ray.get([w.train.remote(weights, 0.5, 2) for w in workers])  # warm up
+    started = time.perf_counter()
+    ray.get([w.train.remote(weights, 0.5, STEPS) for w in workers])
+    results["gloo_train_step"] = (time.perf_counter() - started) / STEPS
+    for worker in workers:
+        ray.kill(worker)
+    return results
 
 
 # -- the table ------------------------------------------------------------------------------
@@ -210,16 +269,23 @@ def main() -> None:
         (f"allreduce {size} MiB x {WORKERS}", f"allreduce_{size}MiB", size) for size in SIZES_MIB
     ]
     rows.append((f"training step, {WORKERS} workers", "train_step", None))
-    print("| workload | yr | Ray | yr vs Ray | numpy copy floor | yr / floor |")
-    print("|---|---|---|---|---|---|")
+    ray_side = sides["ray"]
+    if "gloo_error" in ray_side:
+        print(f"Ray's collective (gloo) could not run: {ray_side['gloo_error']}\n")
+    print(
+        "| workload | yr | Ray collective (gloo) | yr vs Ray gloo | Ray parameter server "
+        "| yr vs Ray PS | numpy copy floor | yr / floor |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for label, key, size in rows:
-        yr_s, ray_s = sides["yr"][key], sides["ray"][key]
+        yr_s = sides["yr"][key]
+        gloo_s, ps_s = ray_side.get(f"gloo_{key}"), ray_side[f"ps_{key}"]
+        gloo = f"{gloo_s * 1e3:.2f} ms | {gloo_s / yr_s:.2f}x" if gloo_s else "n/a | n/a"
         floor_s = floor_copy(size * MiB) if size else 0.0
-        floor = f"{floor_s * 1e3:.2f} ms" if size else ""
-        ratio = f"{yr_s / floor_s:.1f}x" if size else ""
+        floor = f"{floor_s * 1e3:.2f} ms | {yr_s / floor_s:.1f}x" if size else " | "
         print(
-            f"| {label} | {yr_s * 1e3:.2f} ms | {ray_s * 1e3:.2f} ms | "
-            f"{ray_s / yr_s:.2f}x | {floor} | {ratio} |"
+            f"| {label} | {yr_s * 1e3:.2f} ms | {gloo} | {ps_s * 1e3:.2f} ms | "
+            f"{ps_s / yr_s:.2f}x | {floor} |"
         )
 
 

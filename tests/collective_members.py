@@ -27,6 +27,11 @@ class Member:
     def pid(self) -> int:
         return os.getpid()
 
+    def transport(self, group: str = "default") -> str:
+        from yr.collective.member import communicator
+
+        return communicator(group).transport
+
     def allreduce(self, shape, dtype, op="sum", group="default", in_place=False):
         array = make_array(collective.get_rank(group), tuple(shape), dtype)
         out = array if in_place else None

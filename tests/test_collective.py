@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +14,13 @@ from tests.collective_members import Member, expected_allreduce
 from tests.support import all_dead, wait_for
 from yr import collective
 from yr.client import shared_memory_prefix
+from yr.collective.single_copy import SWITCH_ENVIRONMENT_VARIABLE
 
 MiB = 1 << 20
 DTYPES = ["float32", "float64", "int64"]
 # element counts: one element, inline (<= 64 KiB), just past inline, and 64 MiB of the dtype
 SIZES = {"1-element": 1, "1000": 1000, "100k": 100_000, "64MiB": None}
+TRANSPORTS = ["single-copy", "shared-memory"]
 
 
 def _count(size: str, dtype: str) -> int:
@@ -32,10 +35,18 @@ def shm_segments(session_token: str | None = None) -> list[str]:
     return sorted(name for name in os.listdir("/dev/shm") if name.startswith(prefix))
 
 
-@pytest.fixture(scope="module")
-def members() -> Iterator[list]:
-    """Four members and groups w1..w4 of the first 1..4 of them (one runtime for the module)."""
-    yr.init(yr.Config(num_cpus=16))
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def members(request: pytest.FixtureRequest) -> Iterator[list]:
+    """Four members and groups w1..w4 of the first 1..4 of them (one runtime per transport):
+    large arrays read from peers' memory where the kernel allows it, or through segments."""
+    switched = request.param == "shared-memory"
+    if switched:  # the members inherit the driver's environment through the fork server
+        os.environ[SWITCH_ENVIRONMENT_VARIABLE] = "0"
+    try:
+        yr.init(yr.Config(num_cpus=16))
+    finally:
+        if switched:
+            del os.environ[SWITCH_ENVIRONMENT_VARIABLE]
     runtime = yr.session.current().runtime
     token = runtime.session_token
     started = {runtime.zygote_pid}
@@ -56,6 +67,27 @@ def _on_group(handles: list, world_size: int, method: str, *args) -> list:
     return yr.get(
         [getattr(h, method).invoke(*args, group=group) for h in handles[:world_size]], timeout=300
     )
+
+
+def _siblings_may_read_each_other() -> bool:
+    """What the kernel's ptrace check says of two processes of one user (Yama, CAP_SYS_PTRACE)."""
+    try:
+        scope = int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text())
+    except FileNotFoundError:
+        return True  # no Yama: the same user may
+    status = Path("/proc/self/status").read_text().splitlines()
+    effective = int(next(line for line in status if line.startswith("CapEff:"))[7:], 16)
+    return scope == 0 or (scope < 3 and bool(effective >> 19 & 1))  # 19: CAP_SYS_PTRACE
+
+
+def test_large_arrays_take_the_transport_the_members_allow(members, request):
+    """Single copy where the kernel lets members read each other; segments where it does not,
+    or when the members' environment says so."""
+    assert _on_group(members, 4, "check_allreduce", (MiB,), "float32") == ["ok"] * 4
+    transport = request.node.callspec.params["members"]
+    if not _siblings_may_read_each_other():
+        transport = "shared-memory"
+    assert yr.get([m.transport.invoke("w4") for m in members]) == [transport] * 4
 
 
 def test_members_learn_their_rank_and_the_world_size(members):

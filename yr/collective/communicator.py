@@ -5,7 +5,9 @@ the same clear error on every rank, and that exchange is also the barrier that s
 finished reading the previous operation's data. Small arrays travel inside that exchange and
 each rank reduces all of them (one round: latency-optimal). Large arrays go through shared
 memory as a reduce-scatter (rank r reduces slice r) and an all-gather (bandwidth-optimal: each
-byte is written once and read once per rank).
+byte is written once and read once per rank); where the kernel lets members read each other's
+memory, a large allreduce skips the segments and reads its peers' arrays directly
+(single_copy.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from yr.collective.errors import (
     CollectiveMismatchError,
 )
 from yr.collective.mesh import Message, frame
-from yr.collective.segments import Segments
+from yr.collective.segments import PeerSegmentGone, Segments
+from yr.collective.single_copy import Probe, SingleCopy, addresses, can_read
 
 INLINE_BYTES = 64 << 10  # at or below this an array rides in the header exchange
 REDUCE_BLOCK_BYTES = 256 << 10  # a block of the reduction that fits in L2
@@ -107,6 +110,16 @@ class Communicator:
         self._segments = segments
         self._seq = 0
         self._broken: CollectiveError | None = None
+        self._single_copy: SingleCopy | None = None
+        self._single_copy_tested = False
+
+    @property
+    def transport(self) -> str:
+        """How large arrays travel: "single-copy" (read from peers' memory, once tested),
+        "shared-memory" (through segments) or "streams" (no shared memory: pods)."""
+        if self._segments is None:
+            return "streams"
+        return "single-copy" if self._single_copy is not None else "shared-memory"
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -168,10 +181,38 @@ class Communicator:
         segments.create_own(nbytes)
         try:
             self._exchange({"grow": segments.generation}, b"", deadline)  # every segment exists
-            segments.map_peers()
+            try:
+                segments.map_peers()
+            except PeerSegmentGone as gone:  # removed by a rank whose exchange saw it die
+                self._broken = CollectiveMemberDiedError(
+                    self.info.name, gone.rank, self._describe(gone.rank)
+                )
+                raise self._broken from None
             self._exchange({"mapped": segments.generation}, b"", deadline)  # every peer mapped
         finally:
             segments.unlink_own()
+
+    def _single_copy_allowed(self, deadline: float) -> SingleCopy | None:
+        """Once per group: whether every rank may read every peer's memory (single_copy.py)."""
+        if not self._single_copy_tested:
+            probe = Probe()  # alive until every peer has tried to read it (the second exchange)
+            offers = self._exchange({"probe": probe.offer()}, b"", deadline)
+            readable = all(can_read(reply[0]["probe"]) for reply in offers.values())
+            verdicts = self._exchange({"can_read": readable}, b"", deadline)
+            self._single_copy_tested = True
+            if readable and all(reply[0]["can_read"] for reply in verdicts.values()):
+                pids = {peer: int(offers[peer][0]["probe"]["pid"]) for peer in sorted(offers)}
+                self._single_copy = SingleCopy(self.rank, self.world_size, pids)
+        return self._single_copy
+
+    def _step(self, name: str, failure: str, deadline: float) -> None:
+        """End a phase on every rank; if any rank failed in it, every rank raises alike."""
+        replies = self._exchange({name: self._seq, "failure": failure}, b"", deadline)
+        failures = {peer: reply[0]["failure"] for peer, reply in replies.items()}
+        failures[self.rank] = failure
+        failed = "; ".join(f"rank {peer}: {why}" for peer, why in sorted(failures.items()) if why)
+        if failed:
+            raise CollectiveError(f"collective group {self.info.name!r}: {name} failed: {failed}")
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -184,12 +225,19 @@ class Communicator:
         result = check_out(out, data.shape, data.dtype, what="allreduce")
         deadline = self._deadline()
         small = data.nbytes <= INLINE_BYTES or self.world_size == 1
-        replies = self._start(
-            "allreduce", data, deadline, _raw(data) if small else b"", op=op.value, small=small
-        )
+        if not small and np.may_share_memory(result, data) and not _same_buffer(result, data):
+            data = data.copy()  # an output overlapping the input elsewhere than in place
+        if small:
+            payload = _raw(data)
+        elif self._segments is not None:  # where this rank's arrays are, for a single copy
+            payload = _raw(addresses(data, result))
+        else:
+            payload = b""
+        replies = self._start("allreduce", data, deadline, payload, op=op.value, small=small)
         if op is ReduceOp.MEAN and not np.issubdtype(data.dtype, np.inexact):
             raise TypeError(f"allreduce: op mean needs a floating dtype, got {data.dtype}")
         ufunc = _UFUNCS[op]
+        mean = op is ReduceOp.MEAN
         if small:
             if np.shares_memory(result, data):  # in place: keep this rank's input intact
                 data = data.copy()
@@ -202,15 +250,27 @@ class Communicator:
             np.copyto(result, parts[0])
             for part in parts[1:]:  # every rank folds in rank order: identical results
                 ufunc(result, part, out=result)
+            if mean:
+                np.divide(result, self.world_size, out=result)
         elif self._segments is None:
-            self._allreduce_direct(data, result, ufunc, deadline)
+            self._allreduce_direct(data, result, ufunc, mean, deadline)
+        elif (single_copy := self._single_copy_allowed(deadline)) is not None:
+            peers = {peer: np.frombuffer(reply[1], np.uint64) for peer, reply in replies.items()}
+            single_copy.allreduce(
+                data,
+                result,
+                ufunc,
+                mean=mean,
+                peer_addresses=peers,
+                step=lambda name, failure: self._step(name, failure, deadline),
+            )
         else:
-            self._allreduce_large(data, result, ufunc, deadline)
-        if op is ReduceOp.MEAN:
-            np.divide(result, self.world_size, out=result)
+            self._allreduce_large(data, result, ufunc, mean, deadline)
         return result
 
-    def _allreduce_large(self, data: np.ndarray, result: np.ndarray, ufunc, deadline: float):
+    def _allreduce_large(
+        self, data: np.ndarray, result: np.ndarray, ufunc, mean: bool, deadline: float
+    ):
         self._ensure_capacity(data.nbytes, deadline)
         count = data.size
         segments = self._segments
@@ -232,13 +292,17 @@ class Communicator:
             ufunc(flat[start:stop], others[0][start:stop], out=partial)
             for other in others[1:]:
                 ufunc(partial, other[start:stop], out=partial)
+            if mean:  # while the block is in the cache, not as a pass of its own
+                np.divide(partial, self.world_size, out=partial)
         self._exchange({"reduced": self._seq}, b"", deadline)
         out = result.reshape(-1)
         for peer in range(self.world_size):  # all-gather: read each slice from its owner
             low, high = _slice(count, peer, self.world_size)
             out[low:high] = segments.typed(peer, data.dtype, count)[low:high]
 
-    def _allreduce_direct(self, data: np.ndarray, result: np.ndarray, ufunc, deadline: float):
+    def _allreduce_direct(
+        self, data: np.ndarray, result: np.ndarray, ufunc, mean: bool, deadline: float
+    ):
         """Without shared memory: slice j goes to rank j, which reduces it and sends it back to
         everyone (2 rounds; each rank sends 2(n-1)/n of the array, as a ring would)."""
         flat, out = data.reshape(-1), result.reshape(-1)
@@ -259,6 +323,8 @@ class Communicator:
         np.copyto(mine, parts[0])
         for part in parts[1:]:  # rank order: the same bits whoever reduces
             ufunc(mine, part, out=mine)
+        if mean:
+            np.divide(mine, self.world_size, out=mine)
         gathered = self._exchange({"gather": self._seq}, _raw(mine), deadline)
         for peer, (lo, hi) in enumerate(bounds):
             if peer != self.rank:
@@ -324,6 +390,10 @@ class Communicator:
 def _raw(array: np.ndarray) -> np.ndarray:
     """The bytes of a contiguous array, as a flat uint8 view (what goes on the wire)."""
     return array.reshape(-1).view(np.uint8)
+
+
+def _same_buffer(first: np.ndarray, second: np.ndarray) -> bool:
+    return first.ctypes.data == second.ctypes.data and first.nbytes == second.nbytes
 
 
 def _slice(count: int, rank: int, world_size: int) -> tuple[int, int]:

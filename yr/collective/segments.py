@@ -19,6 +19,14 @@ from yr import sharedmem
 _ALIGN = 1 << 20  # grow in whole MiB so that arrays of similar sizes reuse a segment
 
 
+class PeerSegmentGone(Exception):
+    """A peer's segment was removed before this rank mapped it: that peer died."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__(f"the shared-memory segment of rank {rank} is gone")
+        self.rank = rank
+
+
 class Segments:
     """This rank's writable segment and read-only maps of its peers', all of one capacity."""
 
@@ -62,7 +70,10 @@ class Segments:
             if peer == self.rank:
                 continue
             path = os.path.join(sharedmem.SHM_DIRECTORY, self._name(peer, self.generation))
-            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                descriptor = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # it existed at the barrier: a rank saw its owner die
+                raise PeerSegmentGone(peer) from None
             try:
                 mapped = mmap.mmap(descriptor, self.capacity, access=mmap.ACCESS_READ)
             finally:
