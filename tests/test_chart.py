@@ -100,6 +100,9 @@ OPERATOR_NAMESPACED = grants(
         ("yr.dev", "yrinstances"): "get list watch patch update",
         ("yr.dev", "yrinstances/status"): "get patch update",
         ("yr.dev", "yrinstances/finalizers"): "update",
+        ("yr.dev", "yrresourcegroups"): "get list watch patch update",
+        ("yr.dev", "yrresourcegroups/status"): "get patch update",
+        ("yr.dev", "yrresourcegroups/finalizers"): "update",
         ("", "pods"): "get list watch create delete",
         ("", "pods/log"): "get",
         ("coordination.k8s.io", "leases"): "get list watch delete",
@@ -116,6 +119,7 @@ OPERATOR_DISCOVERY = grants(
 INSTANCE = grants(
     {
         ("yr.dev", "yrinstances"): "create list watch delete",
+        ("yr.dev", "yrresourcegroups"): "create get list watch delete",
         ("", "secrets"): "create",
     }
 )
@@ -173,15 +177,19 @@ def test_kubectl_parses_rendered_chart_offline(tools, tmp_path):
     assert len(names) == len(render(tools))
 
 
-def test_chart_crd_is_exact_copy_of_crds_dir():
-    assert (CHART / "crds" / "yrinstances.yaml").read_bytes() == (
-        REPO / "crds" / "yrinstances.yaml"
-    ).read_bytes(), "run: cp crds/yrinstances.yaml charts/yr/crds/yrinstances.yaml"
+@pytest.mark.parametrize("crd", ["yrinstances.yaml", "yrresourcegroups.yaml"])
+def test_chart_crd_is_exact_copy_of_crds_dir(crd):
+    assert (CHART / "crds" / crd).read_bytes() == (REPO / "crds" / crd).read_bytes(), (
+        f"run: cp crds/{crd} charts/yr/crds/{crd}"
+    )
 
 
-def test_chart_renders_the_crd(tools):
-    (crd,) = of_kind(render(tools), "CustomResourceDefinition")
-    assert crd["metadata"]["name"] == "yrinstances.yr.dev"
+def test_chart_renders_the_crds(tools):
+    crds = of_kind(render(tools), "CustomResourceDefinition")
+    assert {crd["metadata"]["name"] for crd in crds} == {
+        "yrinstances.yr.dev",
+        "yrresourcegroups.yr.dev",
+    }
 
 
 # --- RBAC -----------------------------------------------------------------------------------

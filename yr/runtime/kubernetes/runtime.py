@@ -32,8 +32,9 @@ from yr.contract import GROUP, PLURAL, VERSION
 from yr.errors import DeathInfo, YRError, YRSerializationError
 from yr.options import Config
 from yr.runtime import node_resources
-from yr.runtime.base import ClassInfo, InstanceSpec, Runtime, qualified_name
+from yr.runtime.base import ClassInfo, InstanceSpec, ResourceGroupSpec, Runtime, qualified_name
 from yr.runtime.kubernetes import api, objects
+from yr.runtime.kubernetes.groups import ResourceGroups, check_placement
 from yr.runtime.kubernetes.logs import PodLogForwarder
 from yr.runtime.kubernetes.watcher import StatusWatcher
 from yr.tls import PinnedServer, make_key_pair
@@ -172,6 +173,7 @@ class KubernetesRuntime(Runtime):
             open_channel=self.open_channel,
             on_pod_running=self._logs.follow if self._logs else None,
         )
+        self._groups = ResourceGroups(api_client=api_client, namespace=namespace, session=session)
         self._renewer: threading.Thread | None = None
         if lease_name:
             self._renewer = threading.Thread(target=self._renew, name="yr-lease", daemon=True)
@@ -282,6 +284,9 @@ class KubernetesRuntime(Runtime):
             )
         name = f"{objects.dns_label(spec.class_info.short_name)}-{secrets.token_hex(4)}"
         options = spec.options
+        if options.resource_group_options.placed:
+            group = self._groups.get(options.resource_group_options.resource_group_name)
+            check_placement(spec, group)
         if options.name:
             self._check_name_free(options.name, options.namespace)
         self._watcher.track(
@@ -327,6 +332,21 @@ class KubernetesRuntime(Runtime):
                 f"the API server refused the payload Secret of instance {name}: {error}"
             ) from None
         return name
+
+    # -- resource groups --------------------------------------------------------------------
+
+    def create_resource_group(self, spec: ResourceGroupSpec, *, owner_id: str | None) -> None:
+        # Owned like this process's instances: by the driver's Lease or the creating pod.
+        self._groups.create(spec, owner=self._owner)
+
+    def resource_group_admitted(self, name: str) -> concurrent.futures.Future:
+        return self._groups.admitted(name)
+
+    def remove_resource_group(self, name: str) -> None:
+        self._groups.remove(name)
+
+    def describe_resource_group(self, name: str) -> str:
+        return self._groups.describe(name)
 
     def _named(self, name: str, namespace: str) -> list[dict[str, Any]]:
         """The YRInstances carrying the user's ``InvokeOptions(name=, namespace=)``."""
@@ -442,6 +462,7 @@ class KubernetesRuntime(Runtime):
 
     def shutdown(self) -> None:
         self._stopping.set()
+        self._groups.stop()
         self._watcher.stop()
         if self._logs is not None:
             self._logs.stop()
