@@ -161,7 +161,7 @@ class ResourceGroups:
             _node_room(node)
             for node in nodes
             if not (node.spec and node.spec.unschedulable)
-            and node_resources.kubernetes_node(node, {})["ready"]
+            and node_resources.kubernetes_node(node, {})["status"] == node_resources.NODE_READY
         ]
         return never_admitted(spec, rooms)
 
