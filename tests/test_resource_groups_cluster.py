@@ -199,6 +199,11 @@ def test_an_instance_in_a_bundle_runs_on_the_placeholders_node_and_the_placehold
     assert instance["status"]["bundle"] == 1
     assert [int(p.metadata.labels[c.BUNDLE_LABEL]) for p in s.placeholders("team")] == [0]
     assert s.group_status("team")["bundles"][1]["instance"] == worker.instance_id
+    # Bound by the operator, never through the scheduler: the capacity passed straight over.
+    scheduled = s.core.list_namespaced_event(
+        s.ns, field_selector=f"involvedObject.name={pod.metadata.name},reason=Scheduled"
+    ).items
+    assert scheduled == []
 
 
 def test_any_bundle_index_gives_each_instance_a_free_bundle(session: Session):
@@ -211,13 +216,37 @@ def test_any_bundle_index_gives_each_instance_a_free_bundle(session: Session):
     assert s.placeholders("pair") == []
 
 
+def hog(name: str, node: str, cpu: str) -> dict:
+    """A pod bound straight to ``node`` that holds ``cpu``."""
+    container = {
+        "name": "hog",
+        "image": "ignored",
+        "command": ["sleep", "600"],
+        "resources": {"requests": {"cpu": cpu}},
+    }
+    return {
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "restartPolicy": "Never", "containers": [container]},
+    }
+
+
 def test_strict_spread_places_each_bundle_on_its_own_node(session: Session):
     s = session
-    yr.create_resource_group([ONE, ONE], name="apart", strategy="STRICT_SPREAD").wait(60)
-    assert len({p.spec.node_name for p in s.placeholders("apart")}) == 2
+    # Least-allocated scoring alone would put both half-CPU bundles on the emptier node-1.
+    s.core.create_namespaced_pod(s.ns, hog("hog", "node-2", "1"))
+    half = {"CPU": 500, "Memory": 128}
+    yr.create_resource_group([half, half], name="apart", strategy="STRICT_SPREAD").wait(60)
+    assert sorted(p.spec.node_name for p in s.placeholders("apart")) == ["node-1", "node-2"]
     with pytest.raises(yr.YRSchedulingError, match="needs 3 distinct nodes, the cluster has 2"):
         yr.create_resource_group([ONE] * 3, name="too-apart", strategy="STRICT_SPREAD")
     assert "too-apart" not in s.groups()
+
+
+def test_strict_pack_places_every_bundle_on_one_node(session: Session):
+    s = session
+    yr.create_resource_group([ONE, ONE], name="together", strategy="STRICT_PACK").wait(60)
+    # Least-allocated scoring alone would spread them over the two empty nodes.
+    assert len({p.spec.node_name for p in s.placeholders("together")}) == 1
 
 
 def test_an_unschedulable_group_says_the_schedulers_words_in_status_and_in_wait(session: Session):
@@ -281,22 +310,7 @@ def test_a_bundle_whose_capacity_was_taken_meanwhile_is_retried_until_it_frees(s
     # refuses the instance pod (OutOfcpu), and the operator tries again.
     s.core.delete_namespaced_pod(placeholder.metadata.name, s.ns, grace_period_seconds=0)
     wait_for(lambda: not s.placeholders("raced"), timeout=30, what="the placeholder gone")
-    hog = {
-        "metadata": {"name": "hog"},
-        "spec": {
-            "nodeName": node,
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": "hog",
-                    "image": "ignored",
-                    "command": ["sleep", "600"],
-                    "resources": {"requests": {"cpu": "2"}},
-                }
-            ],
-        },
-    }
-    s.core.create_namespaced_pod(s.ns, hog)
+    s.core.create_namespaced_pod(s.ns, hog("hog", node, "2"))
     worker = Worker.options(in_bundle("raced", 0)).invoke()
     wait_for(
         lambda: s.instances()[worker.instance_id].get("status", {}).get("reason") == "OutOfcpu",
@@ -322,6 +336,29 @@ def test_removing_a_group_ends_its_instances_and_their_subtrees(session: Session
     wait_for(lambda: not s.instances(), timeout=60, what="the lead and its worker collected")
     wait_for(lambda: not s.pods(), timeout=60, what="every pod gone")
     assert s.groups() == {}
+
+
+def test_deleting_the_yrresourcegroup_object_ends_its_instances(session: Session):
+    s = session
+    yr.create_resource_group([ONE], name="deleted").wait(60)
+    worker = Worker.options(in_bundle("deleted", 0)).invoke()
+    yr.get(worker.pid.invoke(), timeout=120)
+    s.custom.delete_namespaced_custom_object(c.GROUP, c.VERSION, s.ns, c.GROUP_PLURAL, "deleted")
+    status = wait_for(
+        lambda: (
+            (st := s.instances()[worker.instance_id].get("status", {})).get("phase") == "Failed"
+            and st
+        ),
+        timeout=60,
+        what="the instance ended by its group's deletion",
+    )
+    assert (status["reason"], status["message"]) == (
+        "ResourceGroupRemoved",
+        "resource group deleted was removed",
+    )
+    wait_for(lambda: not s.pods(), timeout=60, what="its pod and the placeholders gone")
+    with pytest.raises(yr.YRError):
+        yr.get(worker.pid.invoke(), timeout=60)
 
 
 def test_deleting_the_groups_owner_removes_group_placeholders_and_instances(session: Session):
