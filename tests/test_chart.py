@@ -402,6 +402,8 @@ def test_operator_env_names_chart_image_and_yr_instance_service_account(tools):
         "YR_INSTANCE_IMAGE": "yr:0.1.0",
         "YR_INSTANCE_SERVICE_ACCOUNT": "yr-instance",
         "YR_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
+        "YR_RESOURCE_GROUP_BIND_SECONDS": "10",
+        "YR_RESOURCE_GROUP_RETRY_SECONDS": "1",
     }
 
 
@@ -417,6 +419,8 @@ def test_operator_env_follows_image_tag_and_instance_values(tools):
         "YR_INSTANCE_IMAGE": "yr:dev",
         "YR_INSTANCE_SERVICE_ACCOUNT": "workers",
         "YR_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
+        "YR_RESOURCE_GROUP_BIND_SECONDS": "10",
+        "YR_RESOURCE_GROUP_RETRY_SECONDS": "1",
     }
     docs = render(tools, "--set", "instance.image=registry.example/yr-gpu:1")
     assert operator_env(docs)["YR_INSTANCE_IMAGE"] == "registry.example/yr-gpu:1"
@@ -435,6 +439,21 @@ def test_operator_hands_the_charts_pull_policy_and_pull_secrets_to_instance_pods
     env = operator_env(docs)
     assert env["YR_INSTANCE_IMAGE_PULL_POLICY"] == "Always"
     assert env["YR_INSTANCE_IMAGE_PULL_SECRETS"] == "regcred,mirror"
+
+
+def test_operator_gets_the_resource_group_bind_and_retry_times_from_values(tools):
+    docs = render(
+        tools,
+        "--set",
+        "operator.resourceGroups.bindSeconds=120",
+        "--set",
+        "operator.resourceGroups.retrySeconds=3",
+    )
+    env = operator_env(docs)
+    assert (env["YR_RESOURCE_GROUP_BIND_SECONDS"], env["YR_RESOURCE_GROUP_RETRY_SECONDS"]) == (
+        "120",
+        "3",
+    )
 
 
 def test_operator_uses_its_own_service_account(tools):
