@@ -18,6 +18,7 @@ from tests.cluster.examples import run_example_on_cluster
 from tests.cluster.fixtures import REPO
 from tests.cluster.operator_process import OperatorProcess, operator_env
 from tests.cluster.tools import K8sTools
+from tests.k8s_group_instances import GroupLead
 from tests.k8s_instances import Lead, Worker
 from tests.support import wait_for
 from yr import contract as c
@@ -373,6 +374,23 @@ def test_deleting_the_groups_owner_removes_group_placeholders_and_instances(sess
         lambda: not s.groups() and not s.instances() and not s.pods(),
         timeout=60,
         what="group, instances and all pods collected with the Lease",
+    )
+
+
+def test_a_supervisor_reserves_its_team_from_its_pod_and_its_deletion_collects_the_group(
+    session: Session,
+):
+    s = session
+    lead = GroupLead.invoke(2)
+    assert yr.get(lead.train.invoke(0.1), timeout=180) == ["shard 0 loss 1.0", "shard 1 loss 1.0"]
+    name = yr.get(lead.group_name.invoke(), timeout=60)
+    owner = s.groups()[name]["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "Pod"  # owned like the instances the supervisor creates
+    lead.terminate()
+    wait_for(
+        lambda: not s.groups() and not s.instances() and not s.pods(),
+        timeout=60,
+        what="the supervisor's group, its workers and every pod collected",
     )
 
 
