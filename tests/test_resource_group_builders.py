@@ -15,6 +15,7 @@ from yr_operator.groups import (
     rejected_at_admission,
 )
 
+from yr.errors import YRSchedulingError
 from yr.options import InvokeOptions, ResourceGroupOptions
 from yr.runtime.base import Bundle, ClassInfo, InstanceSpec, ResourceGroupSpec
 from yr.runtime.kubernetes.groups import build_resource_group, check_placement, never_admitted
@@ -171,6 +172,12 @@ def test_released_group_retries_with_the_next_attempt_once_its_backoff_passed():
     assert retry.create == (0, 1, 2) and retry.status["attempt"] == 2
 
 
+def test_a_released_group_retries_at_once_when_capacity_was_freed():
+    status = {**reserving(), "retryAt": iso(NOW + 20)}
+    retry = plan_group(group(**status), [], now=NOW + 1, bind_s=BIND_S, retry_now=True)
+    assert retry.create == (0, 1, 2) and retry.status["attempt"] == 2
+
+
 def test_placeholders_of_an_older_attempt_are_deleted():
     pods = [placeholder(0, attempt=1), placeholder(0, attempt=2)]
     p = plan_group(group(**reserving(attempt=2)), pods, now=NOW, bind_s=BIND_S)
@@ -244,10 +251,10 @@ def test_placement_in_a_bundle_index_the_group_lacks_is_refused():
 
 
 def test_placement_in_a_bundle_too_small_is_refused():
-    with pytest.raises(ValueError, match="more than bundle 0 \\(1000m CPU, 128 MB\\)"):
+    with pytest.raises(YRSchedulingError, match="more than bundle 0 \\(1000m CPU, 128 MB\\)"):
         check_placement(instance_spec(2000, 0), stored_group(1000, 3000))
     check_placement(instance_spec(2000, -1), stored_group(1000, 3000))  # bundle 1 fits
-    with pytest.raises(ValueError, match="more than every bundle"):
+    with pytest.raises(YRSchedulingError, match="more than every bundle"):
         check_placement(instance_spec(4000, -1), stored_group(1000, 3000))
 
 

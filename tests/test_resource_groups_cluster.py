@@ -288,7 +288,7 @@ def test_bad_placements_are_refused_before_any_yrinstance_exists(session: Sessio
         Worker.options(in_bundle("nowhere", 0)).invoke()
     with pytest.raises(ValueError, match="no bundle_index 3"):
         Worker.options(in_bundle("small", 3)).invoke()
-    with pytest.raises(ValueError, match="more than bundle 0 \\(1000m CPU, 128 MB\\)"):
+    with pytest.raises(yr.YRSchedulingError, match="more than bundle 0 \\(1000m CPU, 128 MB\\)"):
         Worker.options(in_bundle("small", 0, cpu=1500)).invoke()
     assert session.instances() == {}
 

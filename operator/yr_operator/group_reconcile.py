@@ -53,7 +53,7 @@ class GroupReconciler:
     def _lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
-    async def reconcile(self, *, namespace: str, name: str) -> None:
+    async def reconcile(self, *, namespace: str, name: str, retry_now: bool = False) -> None:
         """Bring one group to its desired state; safe to call any number of times."""
         key = (namespace, name)
         async with self._lock(key):
@@ -62,7 +62,7 @@ class GroupReconciler:
                 self._forget(key)
                 return  # the garbage collector deletes its placeholders
             pods = await self.kube.list_placeholders(namespace=namespace, group=name)
-            p = plan_group(group, pods, now=time.time(), bind_s=bind_seconds())
+            p = plan_group(group, pods, now=time.time(), bind_s=bind_seconds(), retry_now=retry_now)
             await self._apply(group, p)
         if p.status.get("phase") == c.GROUP_ADMITTED:
             for instance in await self.kube.list_group_instances(namespace=namespace, group=name):
@@ -92,6 +92,20 @@ class GroupReconciler:
             post_event(group, kind=kind, reason=reason, message=message)
         if p.requeue_in is not None:
             self.requeue(namespace=namespace, name=name, delay=p.requeue_in)
+
+    async def capacity_freed(self, *, namespace: str) -> None:
+        """A group went away: released groups of the namespace try again now, not after
+        their backoff (the oldest first, so the longest waiting gets the first chance)."""
+        waiting = [
+            g
+            for g in await self.kube.list_groups(namespace=namespace)
+            if (g.get("status") or {}).get("retryAt") and not g["metadata"].get("deletionTimestamp")
+        ]
+        waiting.sort(key=lambda g: g["metadata"].get("creationTimestamp") or "")
+        for group in waiting:
+            await self.reconcile_logged(
+                namespace=namespace, name=group["metadata"]["name"], retry_now=True
+            )
 
     async def take_bundle(self, yri: dict[str, Any]) -> Placement:
         """Claim a bundle of the instance's admitted group and free its placeholder, so that
@@ -154,9 +168,9 @@ class GroupReconciler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def reconcile_logged(self, *, namespace: str, name: str) -> None:
+    async def reconcile_logged(self, *, namespace: str, name: str, retry_now: bool = False) -> None:
         try:
-            await self.reconcile(namespace=namespace, name=name)
+            await self.reconcile(namespace=namespace, name=name, retry_now=retry_now)
         except (ApiError, OSError) as e:
             log.warning("reconcile of group %s/%s failed, retrying: %s", namespace, name, e)
             self.requeue(namespace=namespace, name=name, delay=RETRY_SECONDS)

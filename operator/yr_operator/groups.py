@@ -180,9 +180,11 @@ def plan_group(
     now: float,
     bind_s: float,
     retry_base: float | None = None,
+    retry_now: bool = False,
 ) -> GroupPlan:
     """All or nothing: admit when every placeholder of the attempt is bound; release them all
-    when they are not within ``bind_s``, and retry after a backoff."""
+    when they are not within ``bind_s``, and retry after a backoff (or at once with
+    ``retry_now``: capacity was just freed)."""
     bundles = group["spec"]["bundles"]
     total = len(bundles)
     current: dict[str, Any] = group.get("status") or {}
@@ -215,7 +217,7 @@ def plan_group(
         return GroupPlan(status=dict(current), delete=stale)
 
     retry_at = parse_iso(current.get("retryAt"))
-    if attempt == 0 or (not ours and retry_at is not None and now >= retry_at):
+    if attempt == 0 or (not ours and retry_at is not None and (retry_now or now >= retry_at)):
         attempt += 1
         st = status(
             c.GROUP_PENDING,

@@ -134,11 +134,14 @@ async def yrresourcegroup_resume(namespace: str, name: str, memo: kopf.Memo, **_
 async def yrresourcegroup_event(
     type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A group being deleted ends the instances placed in it (they fail, their pods go)."""
+    """A group being deleted ends the instances placed in it (they fail, their pods go); once
+    it is gone, groups waiting for capacity try again at once."""
     if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
         kube = memo.reconciler.kube
         for instance in await kube.list_group_instances(namespace=namespace, group=name):
             await memo.reconciler.reconcile_logged(namespace=namespace, name=instance)
+    if type == "DELETED":
+        await memo.reconciler.groups.capacity_freed(namespace=namespace)
 
 
 @kopf.on.event("v1", "pods", labels={APP_LABEL: PLACEHOLDER_APP_VALUE})

@@ -282,6 +282,12 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
+    async def list_groups(self, *, namespace: str) -> list[dict[str, Any]]:
+        data = await self.request(
+            "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{GROUP_PLURAL}"
+        )
+        return list((data or {}).get("items") or [])
+
     async def list_placeholders(self, *, namespace: str, group: str) -> list[dict[str, Any]]:
         selector = f"{RESOURCE_GROUP_LABEL}={group},{APP_LABEL}={PLACEHOLDER_APP_VALUE}"
         data = await self.request(

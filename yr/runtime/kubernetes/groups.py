@@ -103,7 +103,8 @@ def never_admitted(spec: ResourceGroupSpec, rooms: list[dict[str, float]]) -> st
 
 
 def check_placement(spec: InstanceSpec, group: dict[str, Any]) -> None:
-    """ValueError, before anything is created, when the instance cannot go where it asks."""
+    """Raise, before anything is created, when the instance cannot go where it asks: ValueError
+    for a bundle the group lacks, YRSchedulingError for a bundle too small for it."""
     wanted = spec.options.resource_group_options
     name, index = wanted.resource_group_name, wanted.bundle_index
     bundles = [_bundle_of(b) for b in group["spec"]["bundles"]]
@@ -118,7 +119,7 @@ def check_placement(spec: InstanceSpec, group: dict[str, Any]) -> None:
     candidates = [index] if index >= 0 else range(len(bundles))
     if not any(_fits(needs, bundles[i]) for i in candidates):
         which = f"bundle {index} ({_describe(bundles[index])})" if index >= 0 else "every bundle"
-        raise ValueError(
+        raise YRSchedulingError(
             f"{spec.class_info.short_name} needs {_describe(needs)}, more than {which} of "
             f"resource group {name!r}; lower its InvokeOptions or make the bundle larger"
         )
