@@ -78,6 +78,10 @@ class Session:
         pods = self.core.list_namespaced_pod(self.ns, label_selector=selector).items
         return [p for p in pods if p.metadata.deletion_timestamp is None]
 
+    def any_pods(self) -> bool:
+        """Whether any pod is left, terminating ones included (their processes still run)."""
+        return bool(self.core.list_namespaced_pod(self.ns).items)
+
     def placeholders(self, group: str) -> list[k8s.V1Pod]:
         selector = f"{c.RESOURCE_GROUP_LABEL}={group},{c.APP_LABEL}={c.PLACEHOLDER_APP_VALUE}"
         return self.pods(selector)
@@ -264,12 +268,17 @@ def test_an_unschedulable_group_says_the_schedulers_words_in_status_and_in_wait(
 
 
 def test_kubectl_get_yrresourcegroups_shows_reserved_total_phase_and_reason(
-    session: Session, k8s_tools: K8sTools
+    session: Session, k8s_tools: K8sTools, tmp_path
 ):
     yr.create_resource_group([ONE, ONE], name="shown").wait(60)
     table = subprocess.run(
         [str(k8s_tools / "kubectl"), "get", "yrresourcegroups", "-n", session.ns],
-        env={"KUBECONFIG": str(session.cluster.kubeconfig), "PATH": "/usr/bin:/bin"},
+        # kubectl keeps its discovery cache under $HOME/.kube: a temporary home, not the repo
+        env={
+            "KUBECONFIG": str(session.cluster.kubeconfig),
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -357,7 +366,7 @@ def test_deleting_the_yrresourcegroup_object_ends_its_instances(session: Session
         "ResourceGroupRemoved",
         "resource group deleted was removed",
     )
-    wait_for(lambda: not s.pods(), timeout=60, what="its pod and the placeholders gone")
+    wait_for(lambda: not s.any_pods(), timeout=60, what="its pod and the placeholders gone")
     with pytest.raises(yr.YRError):
         yr.get(worker.pid.invoke(), timeout=60)
 

@@ -294,6 +294,7 @@ def rejected_at_admission(pod: dict[str, Any]) -> str:
     refused because the node was full: a lost race for a released bundle, not a death."""
     status = pod.get("status") or {}
     reason = status.get("reason") or ""
-    if status.get("phase") == "Failed" and reason.startswith("OutOf"):
+    never_ran = not status.get("containerStatuses")
+    if status.get("phase") == "Failed" and reason.startswith("OutOf") and never_ran:
         return reason
     return ""

@@ -50,6 +50,7 @@ class Reconciler:
         self.service_account = service_account
         self._locks: dict[Key, asyncio.Lock] = {}
         self._queued: set[Key] = set()  # a reconcile is waiting for the lock: coalesce into it
+        self._users: dict[Key, int] = {}  # reconciles holding or awaiting each key's lock
         self._restart_at: dict[tuple[str, str, str, int], float] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -72,6 +73,9 @@ class Reconciler:
     async def _reconcile(self, key: Key, *, body: dict[str, Any] | None, fresh: bool) -> None:
         namespace, name = key
         lock = self._locks.setdefault(key, asyncio.Lock())
+        # The lock is dropped only when nobody holds or awaits it: a new one while a run still
+        # waits on the old would let two reconciles of one instance interleave.
+        self._users[key] = self._users.get(key, 0) + 1
         self._queued.add(key)
         try:
             async with lock:
@@ -88,7 +92,9 @@ class Reconciler:
                 await self._run(yri, pods=pods, fast=False, warnings=warnings)
         finally:
             self._queued.discard(key)
-            if not lock.locked() and key not in self._queued:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
                 self._locks.pop(key, None)
 
     async def _kubelet_warnings(

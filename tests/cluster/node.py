@@ -157,6 +157,8 @@ class NodeAgent:
                     f"capacity: {capacity[resource]}"
                 )
                 reason = f"OutOf{resource}"
+                if not self.kube.is_current(pod):
+                    return True  # a stale event: that pod was deleted (maybe recreated) meanwhile
                 self.kube.patch_status(
                     pod, {"phase": "Failed", "reason": reason, "message": message}
                 )
