@@ -184,6 +184,29 @@ def test_placeholders_of_an_older_attempt_are_deleted():
     assert p.delete == ("team-b0-a1",)
 
 
+def admitted_status(*nodes: str) -> dict:
+    bundles = [{"node": node, "instance": f"w{i}"} for i, node in enumerate(nodes)]
+    return {"phase": "Admitted", "attempt": 1, "bundles": bundles}
+
+
+def test_an_admitted_group_reserves_a_lost_bundle_again_with_a_new_placeholder():
+    p = plan_group(group(**admitted_status("n1", "")), [], now=NOW, bind_s=BIND_S)
+    assert p.rebind == (1,) and p.create == ()
+    assert build_placeholder_pod(group(), bundle=1, attempt=0)["metadata"]["name"] == "team-b1-a0"
+
+
+def test_a_lost_bundle_gets_the_node_its_new_placeholder_was_bound_to():
+    pods = [placeholder(1, attempt=0, node="n2"), placeholder(0, attempt=1, node="n1")]
+    p = plan_group(group(**admitted_status("n1", "")), pods, now=NOW, bind_s=BIND_S)
+    assert [b["node"] for b in p.status["bundles"]] == ["n1", "n2"]
+    assert p.rebind == () and p.delete == ()
+
+
+def test_a_bundle_of_an_admitted_group_whose_node_is_known_is_not_reserved_again():
+    p = plan_group(group(**admitted_status("n1", "n2")), [], now=NOW, bind_s=BIND_S)
+    assert p.rebind == () and p.create == ()
+
+
 def test_any_bundle_index_picks_the_first_bundle_nobody_holds():
     bundles = [{"node": "n1", "instance": "a"}, {"node": "n1", "instance": ""}]
     assert choose_bundle(group(bundles=bundles), instance="b", index=-1) == 1

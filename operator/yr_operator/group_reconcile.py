@@ -13,7 +13,14 @@ from typing import Any
 from yr import contract as c
 
 from .events import post_event
-from .groups import GroupPlan, bind_seconds, build_placeholder_pod, choose_bundle, plan_group
+from .groups import (
+    REBIND_ATTEMPT,
+    GroupPlan,
+    bind_seconds,
+    build_placeholder_pod,
+    choose_bundle,
+    plan_group,
+)
 from .kube import ApiError, Conflict, Kube, NotFound
 from .status import status_changed, status_patch
 
@@ -81,10 +88,10 @@ class GroupReconciler:
                 )
             except NotFound:
                 return
-        for bundle in p.create:
-            pod = build_placeholder_pod(
-                group, bundle=bundle, attempt=int(p.status["attempt"]), image=self.image
-            )
+        wanted = [(b, int(p.status["attempt"])) for b in p.create]
+        wanted += [(b, REBIND_ATTEMPT) for b in p.rebind]
+        for bundle, attempt in wanted:
+            pod = build_placeholder_pod(group, bundle=bundle, attempt=attempt, image=self.image)
             with contextlib.suppress(Conflict):  # created by an earlier run of this attempt
                 await self.kube.create_pod(namespace=namespace, pod=pod)
         if p.event is not None:
@@ -128,6 +135,12 @@ class GroupReconciler:
             if isinstance(chosen, str):
                 return Placement(wait_reason="BundleInUse", message=f"{name}: {chosen}")
             bundles = [dict(b) for b in status["bundles"]]
+            if not bundles[chosen].get("node"):
+                return Placement(
+                    wait_reason="BundleLost",
+                    message=f"bundle {chosen} of resource group {name} is being reserved again "
+                    "(its capacity was taken while it passed to this instance)",
+                )
             if bundles[chosen].get("instance") != instance:
                 bundles[chosen]["instance"] = instance
                 try:
@@ -141,6 +154,23 @@ class GroupReconciler:
                     return Placement(wait_reason="BundleInUse", message="claim raced; retrying")
             await self._release_placeholder(namespace, name, chosen)
             return Placement(bundle=chosen, node=bundles[chosen]["node"])
+
+    async def bundle_lost(self, yri: dict[str, Any], bundle: int) -> None:
+        """The kubelet refused the instance's pod on its bundle's node: forget the node, so the
+        group reserves that bundle again (see plan_group) before the instance retries."""
+        meta, name = yri["metadata"], yri["spec"]["resourceGroup"]["name"]
+        namespace = meta["namespace"]
+        async with self._lock((namespace, name)):
+            group = await self.kube.get_group(namespace=namespace, name=name)
+            if group is None or bundle >= len((group.get("status") or {}).get("bundles") or []):
+                return
+            bundles = [dict(b) for b in group["status"]["bundles"]]
+            bundles[bundle]["node"] = ""
+            with contextlib.suppress(NotFound):
+                await self.kube.patch_group_status(
+                    namespace=namespace, name=name, status={"bundles": bundles}
+                )
+        self.requeue(namespace=namespace, name=name, delay=0)
 
     async def _release_placeholder(self, namespace: str, group: str, bundle: int) -> None:
         for pod in await self.kube.list_placeholders(namespace=namespace, group=group):

@@ -13,6 +13,7 @@ from yr import contract as c
 from .builders import RUN_AS_USER, container_security_context, default_image
 
 ATTEMPT_LABEL = "yr.dev/attempt"
+REBIND_ATTEMPT = 0  # attempts count from 1; 0 marks a lost bundle's new placeholder
 HOSTNAME = "kubernetes.io/hostname"
 RETRY_CAP_SECONDS = 30.0
 # A placeholder only holds capacity; the instance image is on the nodes already, and its
@@ -168,6 +169,7 @@ class GroupPlan:
 
     status: dict[str, Any]
     create: tuple[int, ...] = ()  # bundles whose placeholder (of status.attempt) must exist
+    rebind: tuple[int, ...] = ()  # lost bundles of an admitted group to reserve again
     delete: tuple[str, ...] = ()  # placeholder pods to delete
     requeue_in: float | None = None  # reconcile again after this many seconds
     event: tuple[str, str, str] | None = None  # (type, reason, message) on a transition
@@ -214,7 +216,7 @@ def plan_group(
         return (kind, st["reason"] or st["phase"], st["message"])
 
     if current.get("phase") == c.GROUP_ADMITTED:
-        return GroupPlan(status=dict(current), delete=stale)
+        return _plan_admitted(current, alive, attempt)
 
     retry_at = parse_iso(current.get("retryAt"))
     if attempt == 0 or (not ours and retry_at is not None and (retry_now or now >= retry_at)):
@@ -267,6 +269,28 @@ def plan_group(
     return GroupPlan(
         status=st, create=missing, delete=stale, requeue_in=max(0.0, started + bind_s - now)
     )
+
+
+def _plan_admitted(current: dict[str, Any], alive: list[dict[str, Any]], attempt: int) -> GroupPlan:
+    """An admitted group keeps its bundles: one whose capacity was taken while it passed to
+    its instance (a lost race) is reserved again through the scheduler, by a placeholder of
+    attempt REBIND_ATTEMPT, and gets the node that placeholder is bound to."""
+    bundles = [dict(b) for b in current.get("bundles") or []]
+    rebinding = {bundle_of(p): p for p in alive if attempt_of(p) == REBIND_ATTEMPT}
+    stale = tuple(
+        p["metadata"]["name"] for p in alive if attempt_of(p) not in (attempt, REBIND_ATTEMPT)
+    )
+    create = []
+    for i, bundle in enumerate(bundles):
+        if bundle.get("node"):
+            continue
+        pod = rebinding.get(i)
+        if pod is None:
+            create.append(i)
+        elif (pod.get("spec") or {}).get("nodeName"):
+            bundle["node"] = pod["spec"]["nodeName"]
+    status = {**current, "bundles": bundles}
+    return GroupPlan(status=status, rebind=tuple(create), delete=stale)
 
 
 def choose_bundle(group: dict[str, Any], *, instance: str, index: int) -> int | str:

@@ -214,7 +214,8 @@ class Reconciler:
 
     async def _lost_bundle_race(self, yri: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
         """A pod the kubelet refused (its bundle's capacity was taken in the instant between
-        releasing the placeholder and binding the pod) is deleted and created again."""
+        releasing the placeholder and binding the pod) is deleted; its group reserves the
+        bundle again, and the instance takes it over once that is done."""
         meta, current = yri["metadata"], yri.get("status") or {}
         k = int(current.get("restarts") or 0)
         for pod in pods:
@@ -227,6 +228,8 @@ class Reconciler:
             await self.kube.delete_pod_now(
                 namespace=meta["namespace"], name=pmeta["name"], uid=pmeta["uid"]
             )
+            if "bundle" in current:
+                await self.groups.bundle_lost(yri, int(current["bundle"]))
             status = build_status(
                 phase="Pending",
                 reason=reason,
