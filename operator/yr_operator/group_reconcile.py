@@ -38,6 +38,7 @@ class Placement:
     wait_reason: str = ""
     message: str = ""
     removed: bool = False  # the group is gone: the instance ends
+    retry_in: float = 5.0  # when a waiting instance looks again (admission also wakes it)
 
 
 class GroupReconciler:
@@ -56,6 +57,11 @@ class GroupReconciler:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Held while placeholders are created, and from a takeover's check that no placeholder
+        # waits in the scheduler until the instance pod is bound: a placeholder released to its
+        # instance is then never taken by another group's pending placeholder (a steal that
+        # can leave two admitted teams each short of a member).
+        self.placing = asyncio.Lock()
 
     def _lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -63,7 +69,7 @@ class GroupReconciler:
     async def reconcile(self, *, namespace: str, name: str, retry_now: bool = False) -> None:
         """Bring one group to its desired state; safe to call any number of times."""
         key = (namespace, name)
-        async with self._lock(key):
+        async with self.placing, self._lock(key):
             group = await self.kube.get_group(namespace=namespace, name=name)
             if group is None or group["metadata"].get("deletionTimestamp"):
                 self._forget(key)
@@ -116,9 +122,23 @@ class GroupReconciler:
 
     async def take_bundle(self, yri: dict[str, Any]) -> Placement:
         """Claim a bundle of the instance's admitted group and free its placeholder, so that
-        the instance's pod, bound to that node, gets the placeholder's capacity."""
+        the instance's pod, bound to that node, gets the placeholder's capacity. The caller
+        holds ``placing`` until that pod is created."""
         meta, wanted = yri["metadata"], yri["spec"]["resourceGroup"]
         namespace, instance, name = meta["namespace"], meta["name"], wanted["name"]
+        waiting = [
+            p["metadata"]["name"]
+            for p in await self.kube.list_placeholders(namespace=namespace)
+            if not (p.get("spec") or {}).get("nodeName")
+            and not p["metadata"].get("deletionTimestamp")
+        ]
+        if waiting:
+            return Placement(
+                wait_reason="WaitingForReservations",
+                message=f"placeholder pod(s) {', '.join(sorted(waiting)[:3])} wait for the "
+                "scheduler: the bundle passes to this instance once none could take it",
+                retry_in=0.5,
+            )
         async with self._lock((namespace, name)):
             group = await self.kube.get_group(namespace=namespace, name=name)
             if group is None or group["metadata"].get("deletionTimestamp"):

@@ -288,16 +288,20 @@ class Kube:
         )
         return list((data or {}).get("items") or [])
 
-    async def list_placeholders(self, *, namespace: str, group: str) -> list[dict[str, Any]]:
-        selector = f"{RESOURCE_GROUP_LABEL}={group},{APP_LABEL}={PLACEHOLDER_APP_VALUE}"
+    async def list_placeholders(self, *, namespace: str, group: str = "") -> list[dict[str, Any]]:
+        """The placeholder pods of one group, or (``group`` empty) of every group there."""
+        selector = f"{APP_LABEL}={PLACEHOLDER_APP_VALUE}"
+        if group:
+            selector += f",{RESOURCE_GROUP_LABEL}={group}"
         data = await self.request(
             "GET", f"/api/v1/namespaces/{namespace}/pods", params={"labelSelector": selector}
         )
         return [
             p
             for p in (data or {}).get("items") or []
-            if (p.get("metadata", {}).get("labels") or {}).get(RESOURCE_GROUP_LABEL) == group
-            and p["metadata"]["labels"].get(APP_LABEL) == PLACEHOLDER_APP_VALUE
+            if (labels := p.get("metadata", {}).get("labels") or {}).get(APP_LABEL)
+            == PLACEHOLDER_APP_VALUE
+            and (not group or labels.get(RESOURCE_GROUP_LABEL) == group)
         ]
 
     async def list_group_instances(self, *, namespace: str, group: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -27,7 +28,6 @@ log = logging.getLogger("yr_operator")
 Key = tuple[str, str]  # (namespace, name)
 RETRY_SECONDS = 1.0
 QUIET_CHECK_S = 2.0  # a pod ContainerCreating this long has its Warning Events read
-GROUP_POLL_S = 5.0  # an instance waiting for its group looks again (admission also wakes it)
 
 
 def _event_time(event: dict[str, Any]) -> str:
@@ -158,13 +158,14 @@ class Reconciler:
             # session Secret already gone. Nothing to write, nothing to announce.
             return True
         if p.create is not None:
-            placement = await self.groups.take_bundle(yri) if in_group else Placement()
-            if placement.removed:
-                return await self._group_gone(yri, pods)
-            if placement.wait_reason:
-                await self._wait_for_group(yri, p, placement)
-                return True
-            created = await self._create(yri, p, fast=fast, placement=placement)
+            async with self.groups.placing if in_group else contextlib.nullcontext():
+                placement = await self.groups.take_bundle(yri) if in_group else Placement()
+                if placement.removed:
+                    return await self._group_gone(yri, pods)
+                if placement.wait_reason:
+                    await self._wait_for_group(yri, p, placement)
+                    return True
+                created = await self._create(yri, p, fast=fast, placement=placement)
             if created is not True:
                 return created is None
             if p.status is not None and in_group:
@@ -262,7 +263,7 @@ class Reconciler:
         await self._write(
             yri, status, ("Normal", placement.wait_reason, placement.message) if changed else None
         )
-        self.requeue(namespace=meta["namespace"], name=meta["name"], delay=GROUP_POLL_S)
+        self.requeue(namespace=meta["namespace"], name=meta["name"], delay=placement.retry_in)
 
     async def _create(
         self, yri: dict[str, Any], p: Plan, *, fast: bool, placement: Placement
