@@ -336,6 +336,25 @@ def test_a_bundle_whose_capacity_was_taken_meanwhile_is_reserved_again_and_then_
     assert refused and refused[0].involved_object.name == pod.metadata.name
 
 
+def test_a_bundle_passes_to_its_instance_only_while_no_other_group_waits_for_the_scheduler(
+    session: Session,
+):
+    s = session
+    yr.create_resource_group([ONE] * 3, name="holder").wait(60)
+    yr.create_resource_group([ONE, ONE], name="waiter")  # one CPU is left: it cannot fit
+    wait_for(
+        lambda: any(not p.spec.node_name for p in s.placeholders("waiter")),
+        timeout=60,
+        what="a placeholder of the waiting group pending in the scheduler",
+    )
+    worker = Worker.options(in_bundle("holder", 0)).invoke()
+    yr.get(worker.pid.invoke(), timeout=120)
+    # Its bundle was never up for grabs: the kubelet refused nothing, the other group got none.
+    assert s.core.list_namespaced_event(s.ns, field_selector="reason=OutOfcpu").items == []
+    assert s.group_status("waiter")["phase"] == "Pending"
+    assert s.group_status("holder")["bundles"][0]["instance"] == worker.instance_id
+
+
 # --- removal --------------------------------------------------------------------------------
 
 
