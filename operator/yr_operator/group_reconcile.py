@@ -76,8 +76,10 @@ class GroupReconciler:
                 return  # the garbage collector deletes its placeholders
             pods = await self.kube.list_placeholders(namespace=namespace, group=name)
             p = plan_group(group, pods, now=time.time(), bind_s=bind_seconds(), retry_now=retry_now)
+            changed = status_changed(group.get("status"), p.status)
             await self._apply(group, p)
-        if p.status.get("phase") == c.GROUP_ADMITTED:
+        # Newly admitted, or a lost bundle placed again: its waiting instances go on.
+        if changed and p.status.get("phase") == c.GROUP_ADMITTED:
             for instance in await self.kube.list_group_instances(namespace=namespace, group=name):
                 await self._wake_instance(namespace, instance)
 
