@@ -7,6 +7,7 @@ import pytest
 from yr_operator.builders import build_pod
 from yr_operator.groups import (
     ATTEMPT_LABEL,
+    blocking_placeholders,
     build_placeholder_pod,
     choose_bundle,
     in_bundle,
@@ -205,6 +206,21 @@ def test_a_lost_bundle_gets_the_node_its_new_placeholder_was_bound_to():
 def test_a_bundle_of_an_admitted_group_whose_node_is_known_is_not_reserved_again():
     p = plan_group(group(**admitted_status("n1", "n2")), [], now=NOW, bind_s=BIND_S)
     assert p.rebind == () and p.create == ()
+
+
+def created_at(pod: dict, when: float) -> dict:
+    pod["metadata"]["creationTimestamp"] = iso(when)
+    return pod
+
+
+def test_a_takeover_waits_for_pending_placeholders_but_not_for_a_long_waiting_lost_bundle():
+    pods = [
+        created_at(placeholder(0, attempt=2), NOW - 100),  # a reservation attempt, pending
+        created_at(placeholder(1, attempt=2, node="n1"), NOW - 100),  # bound: harmless
+        created_at(placeholder(2, attempt=0), NOW - 1),  # a lost bundle, just placed again
+        created_at(placeholder(1, attempt=0), NOW - 100),  # ... waiting for long
+    ]
+    assert blocking_placeholders(pods, now=NOW, bind_s=BIND_S) == ["team-b0-a2", "team-b2-a0"]
 
 
 def test_any_bundle_index_picks_the_first_bundle_nobody_holds():

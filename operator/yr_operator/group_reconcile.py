@@ -17,6 +17,7 @@ from .groups import (
     REBIND_ATTEMPT,
     GroupPlan,
     bind_seconds,
+    blocking_placeholders,
     build_placeholder_pod,
     choose_bundle,
     plan_group,
@@ -128,16 +129,15 @@ class GroupReconciler:
         holds ``placing`` until that pod is created."""
         meta, wanted = yri["metadata"], yri["spec"]["resourceGroup"]
         namespace, instance, name = meta["namespace"], meta["name"], wanted["name"]
-        waiting = [
-            p["metadata"]["name"]
-            for p in await self.kube.list_placeholders(namespace=namespace)
-            if not (p.get("spec") or {}).get("nodeName")
-            and not p["metadata"].get("deletionTimestamp")
-        ]
+        waiting = blocking_placeholders(
+            await self.kube.list_placeholders(namespace=namespace),
+            now=time.time(),
+            bind_s=bind_seconds(),
+        )
         if waiting:
             return Placement(
                 wait_reason="WaitingForReservations",
-                message=f"placeholder pod(s) {', '.join(sorted(waiting)[:3])} wait for the "
+                message=f"placeholder pod(s) {', '.join(waiting[:3])} wait for the "
                 "scheduler: the bundle passes to this instance once none could take it",
                 retry_in=0.5,
             )

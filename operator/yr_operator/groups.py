@@ -322,3 +322,19 @@ def rejected_at_admission(pod: dict[str, Any]) -> str:
     if status.get("phase") == "Failed" and reason.startswith("OutOf") and never_ran:
         return reason
     return ""
+
+
+def blocking_placeholders(pods: list[dict[str, Any]], *, now: float, bind_s: float) -> list[str]:
+    """Placeholders pending in the scheduler that could take a bundle released to its
+    instance. A lost bundle's new placeholder stops counting once it has waited ``bind_s``:
+    it waits for capacity that only running teams free, and those must be able to start."""
+    found = []
+    for pod in pods:
+        meta = pod["metadata"]
+        if (pod.get("spec") or {}).get("nodeName") or meta.get("deletionTimestamp"):
+            continue
+        created = parse_iso(meta.get("creationTimestamp"))
+        if attempt_of(pod) == REBIND_ATTEMPT and created is not None and now - created > bind_s:
+            continue
+        found.append(meta["name"])
+    return sorted(found)
