@@ -100,6 +100,9 @@ OPERATOR_NAMESPACED = grants(
         ("yr.dev", "yrinstances"): "get list watch patch update delete",
         ("yr.dev", "yrinstances/status"): "get patch update",
         ("yr.dev", "yrinstances/finalizers"): "update",
+        ("yr.dev", "yrresourcegroups"): "get list watch patch update",
+        ("yr.dev", "yrresourcegroups/status"): "get patch update",
+        ("yr.dev", "yrresourcegroups/finalizers"): "update",
         ("", "pods"): "get list watch create delete",
         ("", "pods/log"): "get",
         ("", "secrets"): "patch",
@@ -117,6 +120,7 @@ OPERATOR_DISCOVERY = grants(
 INSTANCE = grants(
     {
         ("yr.dev", "yrinstances"): "create list watch delete",
+        ("yr.dev", "yrresourcegroups"): "create get list watch delete",
         ("", "secrets"): "create",
     }
 )
@@ -174,15 +178,19 @@ def test_kubectl_parses_rendered_chart_offline(tools, tmp_path):
     assert len(names) == len(render(tools))
 
 
-def test_chart_crd_is_exact_copy_of_crds_dir():
-    assert (CHART / "crds" / "yrinstances.yaml").read_bytes() == (
-        REPO / "crds" / "yrinstances.yaml"
-    ).read_bytes(), "run: cp crds/yrinstances.yaml charts/yr/crds/yrinstances.yaml"
+@pytest.mark.parametrize("crd", ["yrinstances.yaml", "yrresourcegroups.yaml"])
+def test_chart_crd_is_exact_copy_of_crds_dir(crd):
+    assert (CHART / "crds" / crd).read_bytes() == (REPO / "crds" / crd).read_bytes(), (
+        f"run: cp crds/{crd} charts/yr/crds/{crd}"
+    )
 
 
-def test_chart_renders_the_crd(tools):
-    (crd,) = of_kind(render(tools), "CustomResourceDefinition")
-    assert crd["metadata"]["name"] == "yrinstances.yr.dev"
+def test_chart_renders_the_crds(tools):
+    crds = of_kind(render(tools), "CustomResourceDefinition")
+    assert {crd["metadata"]["name"] for crd in crds} == {
+        "yrinstances.yr.dev",
+        "yrresourcegroups.yr.dev",
+    }
 
 
 # --- RBAC -----------------------------------------------------------------------------------
@@ -395,6 +403,8 @@ def test_operator_env_names_chart_image_and_yr_instance_service_account(tools):
         "YR_INSTANCE_IMAGE": "yr:0.1.0",
         "YR_INSTANCE_SERVICE_ACCOUNT": "yr-instance",
         "YR_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
+        "YR_RESOURCE_GROUP_BIND_SECONDS": "10",
+        "YR_RESOURCE_GROUP_RETRY_SECONDS": "1",
     }
 
 
@@ -410,6 +420,8 @@ def test_operator_env_follows_image_tag_and_instance_values(tools):
         "YR_INSTANCE_IMAGE": "yr:dev",
         "YR_INSTANCE_SERVICE_ACCOUNT": "workers",
         "YR_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
+        "YR_RESOURCE_GROUP_BIND_SECONDS": "10",
+        "YR_RESOURCE_GROUP_RETRY_SECONDS": "1",
     }
     docs = render(tools, "--set", "instance.image=registry.example/yr-gpu:1")
     assert operator_env(docs)["YR_INSTANCE_IMAGE"] == "registry.example/yr-gpu:1"
@@ -428,6 +440,21 @@ def test_operator_hands_the_charts_pull_policy_and_pull_secrets_to_instance_pods
     env = operator_env(docs)
     assert env["YR_INSTANCE_IMAGE_PULL_POLICY"] == "Always"
     assert env["YR_INSTANCE_IMAGE_PULL_SECRETS"] == "regcred,mirror"
+
+
+def test_operator_gets_the_resource_group_bind_and_retry_times_from_values(tools):
+    docs = render(
+        tools,
+        "--set",
+        "operator.resourceGroups.bindSeconds=120",
+        "--set",
+        "operator.resourceGroups.retrySeconds=3",
+    )
+    env = operator_env(docs)
+    assert (env["YR_RESOURCE_GROUP_BIND_SECONDS"], env["YR_RESOURCE_GROUP_RETRY_SECONDS"]) == (
+        "120",
+        "3",
+    )
 
 
 def test_operator_uses_its_own_service_account(tools):

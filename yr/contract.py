@@ -15,6 +15,9 @@ VERSION = "v1alpha1"
 PLURAL = "yrinstances"
 KIND = "YRInstance"
 API_VERSION = f"{GROUP}/{VERSION}"
+# Resource groups (issue 12): one YRResourceGroup per group, its bundles held by placeholder pods.
+GROUP_PLURAL = "yrresourcegroups"
+GROUP_KIND = "YRResourceGroup"
 
 # -- the instance server --------------------------------------------------------------------
 PORT = 50051
@@ -39,6 +42,9 @@ ROOT_LABEL = "yr.dev/root"  # the top-level instance of the tree: one selector l
 DETACHED_LABEL = "yr.dev/detached"  # "true": owned by no driver; its session is its own
 APP_LABEL = "app.kubernetes.io/name"
 APP_VALUE = "yr-instance"
+RESOURCE_GROUP_LABEL = "yr.dev/resource-group"  # on a group's placeholders and instances
+BUNDLE_LABEL = "yr.dev/bundle"  # the bundle index a placeholder or instance pod holds
+PLACEHOLDER_APP_VALUE = "yr-placeholder"  # APP_LABEL of a placeholder pod
 METHODS_ANNOTATION = "yr.dev/methods"
 INCARNATION_ANNOTATION = "yr.dev/incarnation"
 
@@ -97,6 +103,12 @@ REASON_EXITED = "Exited"  # the instance ended itself with yr.exit(): not a cras
 EXIT_CODE_SELF = 83
 SELF_EXIT_MESSAGE = "ended by its own yr.exit()"
 TERMINATION_LOG = "/dev/termination-log"  # the kubelet's default terminationMessagePath
+REASON_WAITING_FOR_GROUP = "WaitingForResourceGroup"
+REASON_GROUP_REMOVED = "ResourceGroupRemoved"
+
+# -- YRResourceGroup status.phase -----------------------------------------------------------
+GROUP_PENDING = "Pending"  # placeholders being placed, or released and waiting to retry
+GROUP_ADMITTED = "Admitted"  # every bundle held on its node
 
 
 # -- post-mortems ---------------------------------------------------------------------------
@@ -118,6 +130,12 @@ def session_server_name(session: str) -> str:
 def payload_secret_name(instance: str) -> str:
     """The Secret holding an instance's pickled class and arguments under PAYLOAD_KEY."""
     return f"{instance}-payload"
+
+
+def placeholder_name(group: str, bundle: int, attempt: int) -> str:
+    """A placeholder pod's name: a fresh one per reservation attempt, so a retry never waits
+    for the previous attempt's pods to be gone."""
+    return f"{group}-b{bundle}-a{attempt}"
 
 
 def lease_name(session: str) -> str:

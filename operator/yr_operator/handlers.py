@@ -15,7 +15,9 @@ from yr.contract import (
     APP_VALUE,
     DRIVER_LABEL,
     GROUP,
+    GROUP_PLURAL,
     KIND,
+    PLACEHOLDER_APP_VALUE,
     PLURAL,
     VERSION,
 )
@@ -116,6 +118,39 @@ async def pod_event(
     controller = next((o for o in owners if o.get("kind") == KIND and o.get("controller")), None)
     if controller is not None and controller.get("name"):
         await memo.reconciler.reconcile_logged(namespace=namespace, name=controller["name"])
+
+
+@kopf.on.create(GROUP, VERSION, GROUP_PLURAL, backoff=RETRY_BACKOFF)
+async def yrresourcegroup_create(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.groups.reconcile(namespace=namespace, name=name)
+
+
+@kopf.on.resume(GROUP, VERSION, GROUP_PLURAL, backoff=RETRY_BACKOFF)
+async def yrresourcegroup_resume(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.groups.reconcile(namespace=namespace, name=name)
+
+
+@kopf.on.event(GROUP, VERSION, GROUP_PLURAL)
+async def yrresourcegroup_event(
+    type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """A group being deleted ends the instances placed in it (they fail, their pods go); once
+    it is gone, groups waiting for capacity try again at once."""
+    if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        kube = memo.reconciler.kube
+        for instance in await kube.list_group_instances(namespace=namespace, group=name):
+            await memo.reconciler.reconcile_logged(namespace=namespace, name=instance)
+    if type == "DELETED":
+        await memo.reconciler.groups.capacity_freed(namespace=namespace)
+
+
+@kopf.on.event("v1", "pods", labels={APP_LABEL: PLACEHOLDER_APP_VALUE})
+async def placeholder_event(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """A placeholder was bound (or went): its group may be complete now."""
+    owners = body.get("metadata", {}).get("ownerReferences") or []
+    group = next((o for o in owners if o.get("controller")), None)
+    if group is not None and group.get("name"):
+        await memo.reconciler.groups.reconcile_logged(namespace=namespace, name=group["name"])
 
 
 @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={DRIVER_LABEL: "true"})

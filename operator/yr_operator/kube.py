@@ -13,7 +13,17 @@ from urllib.parse import quote
 import aiohttp
 import kubernetes
 
-from yr.contract import APP_LABEL, APP_VALUE, GROUP, INSTANCE_LABEL, PLURAL, VERSION
+from yr.contract import (
+    APP_LABEL,
+    APP_VALUE,
+    GROUP,
+    GROUP_PLURAL,
+    INSTANCE_LABEL,
+    PLACEHOLDER_APP_VALUE,
+    PLURAL,
+    RESOURCE_GROUP_LABEL,
+    VERSION,
+)
 
 from .builders import instance_label_value
 
@@ -239,9 +249,21 @@ class Kube:
     async def create_pod(self, *, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
         return await self.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=pod)
 
-    async def delete(self, path: str, *, preconditions: dict[str, str] | None = None) -> bool:
+    async def delete(
+        self,
+        path: str,
+        *,
+        preconditions: dict[str, str] | None = None,
+        grace_seconds: int | None = None,
+    ) -> bool:
         """Delete; False if it was already gone (404) or changed under us (409)."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        body: dict[str, Any] = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": "Background",
+        }
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
         if preconditions:
             body["preconditions"] = preconditions
         try:
@@ -265,3 +287,71 @@ class Kube:
         path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{quote(name)}"
         pre = {"uid": uid, "resourceVersion": resource_version}
         return await self.delete(path, preconditions={k: v for k, v in pre.items() if v})
+
+    # --- resource groups ------------------------------------------------------------------
+
+    def _group_path(self, namespace: str, name: str) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{GROUP_PLURAL}/{quote(name)}"
+
+    async def get_group(self, *, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", self._group_path(namespace, name))
+        except NotFound:
+            return None
+
+    async def patch_group_status(
+        self, *, namespace: str, name: str, status: dict[str, Any], resource_version: str = ""
+    ) -> dict[str, Any]:
+        """Merge-patch the status; with ``resource_version``, only if nobody wrote since."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return await self.request(
+            "PATCH",
+            self._group_path(namespace, name) + "/status",
+            body=body,
+            content_type="application/merge-patch+json",
+        )
+
+    async def list_groups(self, *, namespace: str) -> list[dict[str, Any]]:
+        data = await self.request(
+            "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{GROUP_PLURAL}"
+        )
+        return list((data or {}).get("items") or [])
+
+    async def list_placeholders(self, *, namespace: str, group: str = "") -> list[dict[str, Any]]:
+        """The placeholder pods of one group, or (``group`` empty) of every group there."""
+        selector = f"{APP_LABEL}={PLACEHOLDER_APP_VALUE}"
+        if group:
+            selector += f",{RESOURCE_GROUP_LABEL}={group}"
+        data = await self.request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods", params={"labelSelector": selector}
+        )
+        return [
+            p
+            for p in (data or {}).get("items") or []
+            if (labels := p.get("metadata", {}).get("labels") or {}).get(APP_LABEL)
+            == PLACEHOLDER_APP_VALUE
+            and (not group or labels.get(RESOURCE_GROUP_LABEL) == group)
+        ]
+
+    async def list_group_instances(self, *, namespace: str, group: str) -> list[str]:
+        """Names of the YRInstances placed in a group."""
+        data = await self.request(
+            "GET",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}",
+            params={"labelSelector": f"{RESOURCE_GROUP_LABEL}={group}"},
+        )
+        return [
+            i["metadata"]["name"]
+            for i in (data or {}).get("items") or []
+            if (i["metadata"].get("labels") or {}).get(RESOURCE_GROUP_LABEL) == group
+        ]
+
+    async def delete_pod_now(self, *, namespace: str, name: str, uid: str) -> bool:
+        """Delete a pod at once (grace 0), only the one with that uid."""
+        return await self.delete(
+            f"/api/v1/namespaces/{namespace}/pods/{quote(name)}",
+            preconditions={"uid": uid},
+            grace_seconds=0,
+        )

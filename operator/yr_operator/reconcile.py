@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime
 import logging
 import time
 from typing import Any
 
+from yr import contract as c
+
 from . import metrics
-from .builders import build_pod
+from .builders import build_pod, incarnation_of
 from .events import post_event
+from .group_reconcile import GroupReconciler, Placement
+from .groups import in_bundle, rejected_at_admission
 from .kube import ApiError, Conflict, Kube, NotFound
 from .leases import parse_time
 from .owners import DyingOwners
@@ -44,10 +50,15 @@ class Reconciler:
         self.service_account = service_account
         self._locks: dict[Key, asyncio.Lock] = {}
         self._queued: set[Key] = set()  # a reconcile is waiting for the lock: coalesce into it
+        self._users: dict[Key, int] = {}  # reconciles holding or awaiting each key's lock
         self._restart_at: dict[tuple[str, str, str, int], float] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._payload_held_by: dict[Key, str] = {}  # uid of the pod made owner of the payload
+        self.groups = GroupReconciler(kube=kube, image=image, wake_instance=self._wake)
+
+    async def _wake(self, namespace: str, name: str) -> None:
+        await self.reconcile_logged(namespace=namespace, name=name)
 
     async def reconcile(
         self, *, namespace: str, name: str, body: dict[str, Any] | None = None
@@ -63,6 +74,9 @@ class Reconciler:
     async def _reconcile(self, key: Key, *, body: dict[str, Any] | None, fresh: bool) -> None:
         namespace, name = key
         lock = self._locks.setdefault(key, asyncio.Lock())
+        # The lock is dropped only when nobody holds or awaits it: a new one while a run still
+        # waits on the old would let two reconciles of one instance interleave.
+        self._users[key] = self._users.get(key, 0) + 1
         self._queued.add(key)
         try:
             async with lock:
@@ -79,7 +93,9 @@ class Reconciler:
                 await self._run(yri, pods=pods, fast=False, warnings=warnings)
         finally:
             self._queued.discard(key)
-            if not lock.locked() and key not in self._queued:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
                 self._locks.pop(key, None)
 
     async def _kubelet_warnings(
@@ -122,6 +138,11 @@ class Reconciler:
             int(current.get("restarts") or 0),
         )
         now = time.time()
+        in_group = bool((yri.get("spec") or {}).get("resourceGroup"))
+        if in_group and await self._group_gone(yri, pods):
+            return True
+        if in_group and await self._lost_bundle_race(yri, pods):
+            return True
         p = plan(
             yri,
             pods,
@@ -138,9 +159,20 @@ class Reconciler:
             # session Secret already gone. Nothing to write, nothing to announce.
             return True
         if p.create is not None:
-            created = await self._create(yri, p, fast=fast)
+            async with self.groups.placing if in_group else contextlib.nullcontext():
+                placement = await self.groups.take_bundle(yri) if in_group else Placement()
+                if placement.removed:
+                    return await self._group_gone(yri, pods)
+                if placement.wait_reason:
+                    await self._wait_for_group(yri, p, placement)
+                    return True
+                created = await self._create(yri, p, fast=fast, placement=placement)
             if created is not True:
                 return created is None
+            if p.status is not None and in_group:
+                p = dataclasses.replace(p, status={**p.status, "bundle": placement.bundle})
+        if p.status is not None and "bundle" in current and "bundle" not in p.status:
+            p = dataclasses.replace(p, status={**p.status, "bundle": current["bundle"]})
         if p.restart_at is not None:
             incarnation = p.status["restarts"] if p.status else rkey[3]
             self._remember_restart((*rkey[:3], incarnation), when=p.restart_at, now=now)
@@ -189,12 +221,94 @@ class Reconciler:
         self._restart_at[rkey] = when
         self.requeue(namespace=rkey[0], name=rkey[1], delay=when - now)
 
-    async def _create(self, yri: dict[str, Any], p: Plan, *, fast: bool) -> bool | None:
+    async def _group_gone(self, yri: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
+        """An instance whose resource group was removed ends (its pods, and so its subtree)."""
+        meta, rg = yri["metadata"], yri["spec"]["resourceGroup"]
+        group = await self.kube.get_group(namespace=meta["namespace"], name=rg["name"])
+        if group is not None and not group["metadata"].get("deletionTimestamp"):
+            return False
+        for pod in pods:
+            await self.kube.delete_pod(namespace=meta["namespace"], name=pod["metadata"]["name"])
+        current = yri.get("status") or {}
+        message = f"resource group {rg['name']} was removed"
+        status = build_status(
+            phase="Failed",
+            reason=c.REASON_GROUP_REMOVED,
+            message=message,
+            restarts=int(current.get("restarts") or 0),
+            generation=meta.get("generation"),
+            previous=current,
+            now=_iso(time.time()),
+        )
+        first = current.get("reason") != c.REASON_GROUP_REMOVED
+        await self._write(
+            yri, status, ("Normal", c.REASON_GROUP_REMOVED, message) if first else None
+        )
+        return True
+
+    async def _lost_bundle_race(self, yri: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
+        """A pod the kubelet refused (its bundle's capacity was taken in the instant between
+        releasing the placeholder and binding the pod) is deleted; its group reserves the
+        bundle again, and the instance takes it over once that is done."""
+        meta, current = yri["metadata"], yri.get("status") or {}
+        k = int(current.get("restarts") or 0)
+        for pod in pods:
+            reason = rejected_at_admission(pod)
+            if not reason or incarnation_of(pod) != k:
+                continue
+            pmeta = pod["metadata"]
+            message = (pod.get("status") or {}).get("message") or reason
+            log.info("%s: %s; creating it again", pmeta["name"], message)
+            await self.kube.delete_pod_now(
+                namespace=meta["namespace"], name=pmeta["name"], uid=pmeta["uid"]
+            )
+            if "bundle" in current:
+                await self.groups.bundle_lost(yri, int(current["bundle"]))
+            status = build_status(
+                phase="Pending",
+                reason=reason,
+                message=f"{message}; retrying",
+                restarts=k,
+                generation=meta.get("generation"),
+                previous=current,
+                now=_iso(time.time()),
+            )
+            if "bundle" in current:
+                status["bundle"] = current["bundle"]
+            await self._write(yri, status, ("Warning", reason, message))
+            self.requeue(namespace=meta["namespace"], name=meta["name"], delay=RETRY_SECONDS)
+            return True
+        return False
+
+    async def _wait_for_group(self, yri: dict[str, Any], p: Plan, placement: Placement) -> None:
+        """Pending until the group is admitted (a group reconcile wakes it) or a bundle frees."""
+        meta = yri["metadata"]
+        status = build_status(
+            phase="Pending",
+            reason=placement.wait_reason,
+            message=placement.message,
+            restarts=p.create or 0,
+            generation=meta.get("generation"),
+            previous=yri.get("status"),
+            now=_iso(time.time()),
+        )
+        changed = (yri.get("status") or {}).get("reason") != placement.wait_reason
+        await self._write(
+            yri, status, ("Normal", placement.wait_reason, placement.message) if changed else None
+        )
+        self.requeue(namespace=meta["namespace"], name=meta["name"], delay=placement.retry_in)
+
+    async def _create(
+        self, yri: dict[str, Any], p: Plan, *, fast: bool, placement: Placement
+    ) -> bool | None:
         """True created; False fall back to a full read; None handled (status written)."""
         meta = yri["metadata"]
         pod = build_pod(
             yri, incarnation=p.create or 0, image=self.image, service_account=self.service_account
         )
+        if placement.node:
+            rg = yri["spec"]["resourceGroup"]["name"]
+            pod = in_bundle(pod, group=rg, bundle=placement.bundle, node=placement.node)
         try:
             await self.kube.create_pod(namespace=meta["namespace"], pod=pod)
             return True

@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from kubernetes.client import ApiClient, CoreV1Api
 from tests.cluster import cli, podenv
 from tests.cluster.nodeapi import NodeApi
 from tests.cluster.pods import PodWorker
+from tests.cluster.scheduler import allocatable, pod_requests
 
 log = logging.getLogger("node")
 Obj = dict[str, Any]
@@ -129,9 +131,40 @@ class NodeAgent:
                 "Succeeded",
                 "Failed",
             ):
+                if self._reject_if_full(pod):
+                    return
                 worker = PodWorker(self, pod, self.allocate_ip())
                 self.workers[uid] = worker
                 worker.start()
+
+    def _reject_if_full(self, pod: Obj) -> bool:
+        """The kubelet's admission: a pod bound here (e.g. by nodeName, past the scheduler)
+        that does not fit beside the pods it runs fails at once with OutOf<resource>."""
+        if pod["metadata"].get("deletionTimestamp"):
+            return False
+        used: Counter[str] = Counter()
+        for worker in self.workers.values():
+            phase = (worker.reported or {}).get("phase")
+            if not worker.removed and phase not in ("Succeeded", "Failed"):
+                used += pod_requests(worker.pod)
+        request, capacity = pod_requests(pod), allocatable({"status": {"capacity": self.capacity}})
+        for resource in ("cpu", "memory", *sorted(r for r in request if "/" in r)):
+            if request[resource] and used[resource] + request[resource] > capacity[resource]:
+                # cpu in millicores, memory in bytes, as the kubelet words it
+                message = (
+                    f"Pod was rejected: Node didn't have enough resource: {resource}, "
+                    f"requested: {request[resource]}, used: {used[resource]}, "
+                    f"capacity: {capacity[resource]}"
+                )
+                reason = f"OutOf{resource}"
+                if not self.kube.is_current(pod):
+                    return True  # a stale event: that pod was deleted (maybe recreated) meanwhile
+                self.kube.patch_status(
+                    pod, {"phase": "Failed", "reason": reason, "message": message}
+                )
+                self.kube.event(pod, "Warning", reason, message)
+                return True
+        return False
 
     def worker_done(self, worker: PodWorker) -> None:
         with self.lock:

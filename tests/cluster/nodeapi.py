@@ -52,6 +52,17 @@ class NodeApi:
                 log.warning("status of %s/%s: %s", meta["namespace"], meta["name"], error.reason)
             return False
 
+    def is_current(self, pod: Obj) -> bool:
+        """Whether the API still has this pod (same uid), not one recreated under its name."""
+        meta = pod["metadata"]
+        try:
+            live = self.core.read_namespaced_pod(
+                meta["name"], meta["namespace"], _request_timeout=10
+            )
+        except ApiException:
+            return False
+        return live.metadata.uid == meta["uid"]
+
     def delete_pod(self, pod: Obj) -> None:
         """The kubelet's final word: grace period 0, only for this incarnation (uid)."""
         meta = pod["metadata"]

@@ -82,7 +82,7 @@ class PodWorker(threading.Thread):
         self.start_time = now_rfc3339()
         self._mount_warned = ""  # the FailedMount message last posted (post each once)
         self._conditions: dict[str, Obj] = {}
-        self._reported: Obj | None = None
+        self.reported: Obj | None = None
 
     # ---- called from the agent's watch thread
     def update(self, pod: Obj) -> None:
@@ -358,7 +358,7 @@ class PodWorker(threading.Thread):
 
     def _report(self) -> None:
         status = self.status()
-        if status == self._reported:
+        if status == self.reported:
             return
         if self.agent.kube.patch_status(self.pod, status):
-            self._reported = status
+            self.reported = status

@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from tests.cluster import kinds
+from tests.cluster import affinity, kinds
 from tests.cluster.controller import Controller
 from tests.cluster.meta import ApiError, now_rfc3339
 from tests.cluster.store import Store
@@ -111,7 +111,12 @@ class Scheduler(Controller):
         assert pods_rt is not None and nodes_rt is not None
         pods, nodes = self.store.items(pods_rt), self.store.items(nodes_rt)
         used = {n["metadata"]["name"]: Counter() for n in nodes}
+        by_name = {n["metadata"]["name"]: n for n in nodes}
+        # Bound pods with their nodes, for inter-pod (anti-)affinity.
+        placed: list[tuple[Obj, Obj | None]] = []
         for pod in pods:
+            if occupies_node(pod):
+                placed.append((pod, by_name.get(pod["spec"]["nodeName"])))
             if occupies_node(pod) and pod["spec"]["nodeName"] in used:
                 used[pod["spec"]["nodeName"]] += pod_requests(pod)
         pending = [
@@ -134,19 +139,26 @@ class Scheduler(Controller):
             fitting = []
             for node in nodes:
                 why = self._filter(pod, node, request, used[node["metadata"]["name"]])
+                if not why:
+                    mismatch = affinity.filter_reason(pod, node, placed)
+                    why = [mismatch] if mismatch else []
                 if why:
                     reasons.update(why)
                 else:
                     fitting.append(node)
             meta = pod["metadata"]
             if fitting:
-                # LeastAllocated: prefer the node with the most free CPU.
+                # Preferred (anti-)affinity first, then LeastAllocated: the most free CPU.
                 best = max(
                     fitting,
-                    key=lambda n: allocatable(n)["cpu"] - used[n["metadata"]["name"]]["cpu"],
+                    key=lambda n: (
+                        affinity.preference_score(pod, n, placed),
+                        allocatable(n)["cpu"] - used[n["metadata"]["name"]]["cpu"],
+                    ),
                 )
                 name = best["metadata"]["name"]
                 used[name] += request
+                placed.append((pod, best))
                 bind_pod(self.store, meta["namespace"], meta["name"], name)
                 self._event(
                     pod,

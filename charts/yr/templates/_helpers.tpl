@@ -111,6 +111,17 @@ asserts it: no secrets (pods reference the payload Secret by name, which needs n
 - apiGroups: [yr.dev]
   resources: [yrinstances/finalizers]
   verbs: [update]
+# Resource groups: the operator reserves their bundles with placeholder pods (owned by the
+# group, hence the finalizers right) and writes their status.
+- apiGroups: [yr.dev]
+  resources: [yrresourcegroups]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [yr.dev]
+  resources: [yrresourcegroups/status]
+  verbs: [get, patch, update]
+- apiGroups: [yr.dev]
+  resources: [yrresourcegroups/finalizers]
+  verbs: [update]
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, delete]

@@ -140,6 +140,13 @@ def build_yrinstance(
         body["spec"]["envVars"] = dict(options.env_vars)
     if options.pod_labels:
         body["spec"]["podLabels"] = dict(options.pod_labels)
+    placement = options.resource_group_options
+    if placement.placed:
+        labels[c.RESOURCE_GROUP_LABEL] = placement.resource_group_name
+        body["spec"]["resourceGroup"] = {
+            "name": placement.resource_group_name,
+            "bundleIndex": placement.bundle_index,
+        }
     if options.custom_resources:  # extended resources: whole counts (see yr/resources.py)
         body["spec"]["customResources"] = [
             {"name": name, "quantity": int(amount)}

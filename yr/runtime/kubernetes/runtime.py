@@ -30,9 +30,10 @@ from yr.contract import GROUP, PLURAL, VERSION
 from yr.errors import DeathInfo, YRError, YRSerializationError
 from yr.options import Config
 from yr.runtime import node_resources
-from yr.runtime.base import ClassInfo, InstanceSpec, Runtime, qualified_name
+from yr.runtime.base import ClassInfo, InstanceSpec, ResourceGroupSpec, Runtime, qualified_name
 from yr.runtime.kubernetes import api, connect, objects
 from yr.runtime.kubernetes.connect import load_config as _load_config  # noqa: F401 (yr.cli, yr.gateway)
+from yr.runtime.kubernetes.groups import ResourceGroups, check_placement
 from yr.runtime.kubernetes.logs import PodLogForwarder
 from yr.runtime.kubernetes.sessions import (
     OtherSessions,
@@ -103,6 +104,7 @@ class KubernetesRuntime(Runtime):
         # Detached instances (and those another driver left) live in sessions of their own.
         self._others = OtherSessions(self._watch_other_session)
         self._session_of: dict[str, str] = {}  # instance -> its session, when not ours
+        self._groups = ResourceGroups(api_client=api_client, namespace=namespace, session=session)
         self._renewer: threading.Thread | None = None
         if lease_name:
             self._renewer = threading.Thread(target=self._renew, name="yr-lease", daemon=True)
@@ -238,6 +240,9 @@ class KubernetesRuntime(Runtime):
             )
         name = f"{objects.dns_label(spec.class_info.short_name)}-{secrets.token_hex(4)}"
         options = spec.options
+        if options.resource_group_options.placed:
+            group = self._groups.get(options.resource_group_options.resource_group_name)
+            check_placement(spec, group)
         if options.name:
             self._check_name_free(options.name, options.namespace)
         keys = new_session_keys() if options.is_detached else None
@@ -296,6 +301,21 @@ class KubernetesRuntime(Runtime):
             self.terminate(name)
             raise YRError(f"the API server refused a Secret of instance {name}: {error}") from None
         return name
+
+    # -- resource groups --------------------------------------------------------------------
+
+    def create_resource_group(self, spec: ResourceGroupSpec, *, owner_id: str | None) -> None:
+        # Owned like this process's instances: by the driver's Lease or the creating pod.
+        self._groups.create(spec, owner=self._owner)
+
+    def resource_group_admitted(self, name: str) -> concurrent.futures.Future:
+        return self._groups.admitted(name)
+
+    def remove_resource_group(self, name: str) -> None:
+        self._groups.remove(name)
+
+    def describe_resource_group(self, name: str) -> str:
+        return self._groups.describe(name)
 
     def _named(self, name: str, namespace: str) -> list[dict[str, Any]]:
         """The YRInstances carrying the user's ``InvokeOptions(name=, namespace=)``."""
@@ -431,6 +451,7 @@ class KubernetesRuntime(Runtime):
 
     def shutdown(self) -> None:
         self._stopping.set()
+        self._groups.stop()
         self._watcher.stop()
         self._others.stop()
         if self._logs is not None:
