@@ -16,16 +16,13 @@ from kubernetes import client as k8s
 import yr
 from tests.cluster.chart_rbac import NAMESPACED_RBAC, install_chart_rbac
 from tests.cluster.examples import run_example_on_cluster
-from tests.cluster.fixtures import REPO
-from tests.cluster.operator_process import OperatorProcess, operator_env
+from tests.cluster.operated import operated_cluster
 from tests.cluster.tools import K8sTools
 from tests.k8s_group_instances import GroupLead
 from tests.k8s_instances import Lead, Worker
 from tests.support import wait_for
 from yr import contract as c
 
-REPO_CRDS = ("crds/yrinstances.yaml", "crds/yrresourcegroups.yaml")
-OPERATOR_NS = "yr-system"
 BIND_S = 3.0  # YR_RESOURCE_GROUP_BIND_SECONDS: how long a partial reservation may hold
 ONE = {"CPU": 1000, "Memory": 128}
 IN_GROUP = dict(cpu=1000, memory=128)
@@ -34,21 +31,16 @@ IN_GROUP = dict(cpu=1000, memory=128)
 @pytest.fixture(scope="module")
 def cluster(module_local_cluster: Callable[..., Any], k8s_tools: K8sTools) -> Iterator[Any]:
     """Two nodes of 2 CPUs (4 in all) and the operator, as the chart's accounts."""
-    cluster = module_local_cluster(cpu="2", memory="4Gi", crds=[REPO / p for p in REPO_CRDS])
-    cluster.add_node("node-2", cpu="2", memory="4Gi")
-    install_chart_rbac(cluster, k8s_tools / "helm", OPERATOR_NS)
-    operator = OperatorProcess(
-        cluster.kubeconfig_for(OPERATOR_NS, "yr-operator"),
-        cluster.workdir / "operator.log",
-        YR_RESTART_BACKOFF_SECONDS="0.2",
+    with operated_cluster(
+        module_local_cluster,
+        k8s_tools / "helm",
+        cpu="2",
+        memory="4Gi",
         YR_RESOURCE_GROUP_BIND_SECONDS=str(BIND_S),
         YR_RESOURCE_GROUP_RETRY_SECONDS="0.5",
-    ).start()
-    cluster.env = operator_env(cluster.kubeconfig)
-    try:
+    ) as cluster:
+        cluster.add_node("node-2", cpu="2", memory="4Gi")
         yield cluster
-    finally:
-        operator.stop()
 
 
 class Session:
@@ -434,3 +426,31 @@ def test_the_unmodified_tutorial_reports_the_resource_deadlock_on_4_cpus(
     assert finished.returncode != 0
     assert "YRSchedulingError" in finished.stderr
     assert "Insufficient cpu" in finished.stderr
+
+
+@pytest.fixture(scope="module")
+def four_cpu_node(module_local_cluster: Callable[..., Any], k8s_tools: K8sTools) -> Iterator[Any]:
+    """The issue's setting: one node of 4 CPUs, the operator as the chart's accounts."""
+    with operated_cluster(module_local_cluster, k8s_tools / "helm", cpu="4", memory="8Gi") as c:
+        yield c
+
+
+def test_the_groups_example_completes_both_experiments_on_a_4_cpu_node(
+    four_cpu_node: Any, namespace: str, k8s_tools: K8sTools
+):
+    finished = run_example_on_cluster(
+        four_cpu_node, k8s_tools / "helm", "tree_training_groups.py", namespace=namespace
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "results: ['Loss: 10.0', 'Loss: 10.0']" in finished.stdout
+    assert "results: ['Loss: 100.0', 'Loss: 100.0']" in finished.stdout
+
+
+def test_the_unmodified_tutorial_reports_the_resource_deadlock_on_a_4_cpu_node(
+    four_cpu_node: Any, namespace: str, k8s_tools: K8sTools
+):
+    finished = run_example_on_cluster(
+        four_cpu_node, k8s_tools / "helm", "tree_training.py", namespace=namespace
+    )
+    assert finished.returncode != 0
+    assert "This is a resource deadlock" in finished.stderr or "Insufficient cpu" in finished.stderr

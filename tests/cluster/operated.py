@@ -29,7 +29,7 @@ from tests.cluster.tools import K8sTools
 from tests.support import wait_for
 from yr.contract import GROUP, PLURAL, VERSION
 
-CRD = REPO / "crds" / "yrinstances.yaml"
+CRDS = sorted((REPO / "crds").glob("*.yaml"))  # every kind the chart installs
 OPERATOR_NAMESPACE = "yr-system"
 COLLECT_TIMEOUT = 60.0  # a finalized session's YRInstances are gone within this
 
@@ -43,11 +43,11 @@ def operated_cluster(
     memory: str = "16Gi",
     **operator_env_vars: str,
 ) -> Iterator[LocalCluster]:
-    """Start a cluster with the YRInstance CRD and the operator (`-A` unless `operator_args`).
+    """Start a cluster with the chart's CRDs and the operator (`-A` unless `operator_args`).
 
     The cluster gets `.operator` (the OperatorProcess) and `.env` (a driver's environment:
     this tree's code and the admin kubeconfig)."""
-    cluster = start(cpu=cpu, memory=memory, crds=[CRD])
+    cluster = start(cpu=cpu, memory=memory, crds=CRDS)
     install_chart_rbac(cluster, helm, OPERATOR_NAMESPACE)
     operator_env_vars.setdefault("YR_RESTART_BACKOFF_SECONDS", "0.2")
     operator = OperatorProcess(
