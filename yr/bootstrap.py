@@ -41,6 +41,9 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
     segment = command["payload_segment"]
     payload = sharedmem.open_buffers([segment])[0] if segment else command["payload"]
     failed: list[yr_pb2.RemoteError] = []
+    # Callers on this machine reach it through a socket in the session's private directory.
+    socket_dir = command.get("socket_dir", "")
+    local_socket = os.path.join(socket_dir, f"{os.getpid()}.sock") if socket_dir else ""
 
     def event(kind: str, **fields: Any) -> None:
         write_event(
@@ -64,10 +67,11 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
         port=0,
         concurrency=command["concurrency"],
         shutdown_grace_s=command.get("shutdown_grace_s", 0.0),
-        on_ready=lambda port: event("ready", port=port, pid=os.getpid()),
+        on_ready=lambda port: event("ready", port=port, pid=os.getpid(), socket=local_socket),
         on_init_error=init_failed,
         incarnation=incarnation,
         system_methods=SYSTEM_METHODS,
+        local_socket=local_socket,
     )
     del payload  # the server holds the only reference and drops it once constructed
     asyncio.run(serving)

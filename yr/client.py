@@ -24,6 +24,8 @@ from yr import sharedmem, waits
 from yr.arguments import pickle_arguments, pickle_when_settled
 from yr.calls import Batch, Call, deliver_all, fail, fail_all
 from yr.errors import YRError, YRInstanceDiedError, YRProtocolError
+from yr.localcall.channel import LocalChannel
+from yr.localcall.wire import transport
 from yr.pipeline import Pipeline
 from yr.protocol import (
     CHANNEL_OPTIONS,
@@ -68,8 +70,9 @@ class CallClient:
             if runtime.shares_memory and sharedmem.available()
             else ""
         )
+        self._local_calls = transport() == "local"  # else YR_TRANSPORT=grpc: gRPC only
         self._pipelines: dict[str, Pipeline] = {}
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[str, grpc.Channel | LocalChannel] = {}
         self._lock = threading.Lock()
         self._order = itertools.count()
         self._helpers = concurrent.futures.ThreadPoolExecutor(
@@ -236,13 +239,28 @@ class CallClient:
                     pipeline.new_incarnation_locked(endpoint)
                     # "host:port#instance" is an instance behind a gateway that routes by name.
                     address, _, route = endpoint.address.partition("#")
-                    pipeline.stub = yr_pb2_grpc.InstanceStub(self._channel(address))
+                    if endpoint.local_socket and self._local_calls:
+                        pipeline.stub = self._local_channel(endpoint.local_socket)
+                    else:
+                        pipeline.stub = yr_pb2_grpc.InstanceStub(self._channel(address))
                     pipeline.metadata = (
                         (*self._metadata, (ROUTE_METADATA_KEY, route)) if route else self._metadata
                     )
             self._drain(pipeline)
 
         future.add_done_callback(resolved)
+
+    def _local_channel(self, path: str) -> LocalChannel:
+        """The fast path to an instance on this machine (one connection per process)."""
+        key = "unix:" + path
+        with self._lock:
+            channel = self._channels.get(key)
+            if channel is None:
+                channel = LocalChannel(
+                    path, token=self._runtime.session_token, version=PROTOCOL_VERSION
+                )
+                self._channels[key] = channel
+            return channel
 
     def _channel(self, address: str) -> grpc.Channel:
         with self._lock:

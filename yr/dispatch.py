@@ -9,10 +9,21 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+
 from yr.futures import settle
 
 # A caller whose seq numbers have a gap this long (a lost call) is let through anyway.
 SEQUENCE_GAP_TIMEOUT_S = 30.0
+
+
+class CallRefused(Exception):
+    """A batch refused before anything in it ran; each transport reports it its own way."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
 
 
 class CallOrder:

@@ -53,6 +53,7 @@ class Endpoint:
 
     address: str  # host:port
     incarnation: int
+    local_socket: str = ""  # a Unix socket serving the same calls to callers on its machine
 
 
 class Runtime(abc.ABC):

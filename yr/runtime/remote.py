@@ -67,7 +67,7 @@ class RemoteRuntime(Runtime):
             except grpc.RpcError as error:
                 result.set_exception(_unwrap(error))
                 return
-            result.set_result(Endpoint(reply.address, reply.incarnation))
+            result.set_result(Endpoint(reply.address, reply.incarnation, reply.local_socket))
 
         call.add_done_callback(done)
         return result

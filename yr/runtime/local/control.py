@@ -47,7 +47,11 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
             endpoint = await asyncio.wrap_future(
                 self._runtime.endpoint(request.instance_id, min_incarnation=request.min_incarnation)
             )
-            return yr_pb2.ResolveReply(address=endpoint.address, incarnation=endpoint.incarnation)
+            return yr_pb2.ResolveReply(
+                address=endpoint.address,
+                incarnation=endpoint.incarnation,
+                local_socket=endpoint.local_socket,
+            )
 
         return await self._guard(context, work)
 

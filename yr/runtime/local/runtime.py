@@ -21,6 +21,7 @@ from yr import sharedmem
 from yr.console import notice
 from yr.errors import DeathInfo, YRError, YRInstanceDiedError
 from yr.futures import settle
+from yr.localcall.wire import transport
 from yr.options import Config
 from yr.runtime import node_resources
 from yr.runtime.base import ClassInfo, Endpoint, InstanceSpec, Runtime, qualified_name
@@ -86,6 +87,8 @@ class LocalRuntime(Runtime):
         self._zygote_death = ""  # why the fork server is gone, once it is
         sweep_dead_sessions()  # what drivers killed before their cleanup left behind
         self._directory = SessionDirectory(shm_prefix=self._shm_prefix)
+        # Instances serve same-machine calls on sockets in the directory (mode 0700).
+        self._socket_dir = self._directory.path if transport() == "local" else ""
         self._output = OutputForwarder(directory=self._directory.path, echo=log_to_driver)
         self._zygote = ZygoteProcess(
             on_event=self._on_event,
@@ -101,6 +104,7 @@ class LocalRuntime(Runtime):
 
     @classmethod
     def start(cls, config: Config) -> LocalRuntime:
+        transport()  # a misspelt YR_TRANSPORT fails here, before anything starts
         num_cpus = config.num_cpus or default_num_cpus()
         runtime = cls(
             num_cpus=num_cpus, log_to_driver=config.log_to_driver, resources=config.resources
@@ -156,6 +160,7 @@ class LocalRuntime(Runtime):
                 control_address=self._control.address,
                 session_token=self.session_token,
                 log_socket=self._output.path,
+                socket_dir=self._socket_dir,
             )
         )
 
@@ -202,7 +207,11 @@ class LocalRuntime(Runtime):
                 self._spawned_pids.add(event["pid"])
             elif kind == "ready" and instance.state == "starting":
                 instance.state = "ready"
-                instance.endpoint = Endpoint(f"127.0.0.1:{event['port']}", instance.incarnation)
+                instance.endpoint = Endpoint(
+                    f"127.0.0.1:{event['port']}",
+                    instance.incarnation,
+                    local_socket=event.get("socket", ""),
+                )
                 completions.extend(self._release_waiters(instance))
             elif kind == "init-failed":
                 instance.init_failure = event["remote_error"]

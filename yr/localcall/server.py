@@ -1,0 +1,171 @@
+"""The instance server's Unix-socket face: authenticates a connection, then serves its frames.
+
+Every batch goes to the same ``serve_call`` the gRPC ``Call`` uses (order, incarnation check,
+the method thread, concurrency), so the two transports differ only in how bytes arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from yr.dispatch import CallRefused
+from yr.localcall import wire
+from yr.protocol import yr_pb2
+
+ServeCall = Callable[[yr_pb2.CallRequest], Awaitable[yr_pb2.CallReply]]
+VersionRefusal = Callable[[str], "str | None"]
+
+
+class LocalCallServer:
+    """Listens on ``path`` (a 0600 socket in the session's 0700 directory) until stopped."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        token: str,
+        serve_call: ServeCall,
+        version_refusal: VersionRefusal,
+        refusal_message: str,
+    ) -> None:
+        self.path = path
+        self._token = token.encode()
+        self._serve_call = serve_call
+        self._version_refusal = version_refusal
+        self._refusal_message = refusal_message
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[_Connection] = set()
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a dead process's socket that had this pid's name
+        old_mask = os.umask(0o177)  # created 0600: no window where others may connect
+        try:
+            self._server = await asyncio.get_running_loop().create_unix_server(
+                lambda: _Connection(self), self.path
+            )
+        finally:
+            os.umask(old_mask)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for connection in list(self._connections):
+                connection.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def check_hello(self, version: int, token: bytes) -> tuple[grpc.StatusCode, str] | None:
+        """Why a connection is refused, or None: the token first, then the version."""
+        if not token or not hmac.compare_digest(token, self._token):
+            return grpc.StatusCode.UNAUTHENTICATED, self._refusal_message
+        refusal = self._version_refusal(str(version))
+        if refusal is not None:
+            return grpc.StatusCode.FAILED_PRECONDITION, refusal
+        return None
+
+
+class _Connection(asyncio.Protocol):
+    """One caller's connection: a hello, then request frames answered as they complete."""
+
+    def __init__(self, server: LocalCallServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._authenticated = False
+        self._buffer = bytearray()
+        self._tasks: set[asyncio.Task] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._server._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server._connections.discard(self)
+        self._transport = None
+        self._buffer = bytearray()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._authenticated:
+            data = self._read_hello(data)
+            if not self._authenticated:
+                return
+        self._buffer += data
+        self._serve_complete_frames()
+
+    def _read_hello(self, data: bytes) -> bytes:
+        """Take only the hello's bytes (bounded) until it is complete; return what follows."""
+        needed = wire.HELLO.size - len(self._buffer)
+        if needed > 0:
+            self._buffer += data[:needed]
+            data = data[needed:]
+            if len(self._buffer) < wire.HELLO.size:
+                return b""
+        magic, version, token_length = wire.HELLO.unpack_from(self._buffer)
+        if magic != wire.MAGIC or token_length > wire.MAX_TOKEN_BYTES:
+            self._refuse(grpc.StatusCode.UNAUTHENTICATED, "not a yr local-call connection")
+            return b""
+        needed = wire.HELLO.size + token_length - len(self._buffer)
+        self._buffer += data[:needed]
+        data = data[needed:]
+        if len(self._buffer) < wire.HELLO.size + token_length:
+            return b""
+        refusal = self._server.check_hello(version, bytes(self._buffer[wire.HELLO.size :]))
+        self._buffer = bytearray()
+        if refusal is not None:
+            self._refuse(*refusal)
+            return b""
+        self._authenticated = True
+        return data
+
+    def _refuse(self, code: grpc.StatusCode, message: str) -> None:
+        """Answer the whole connection and close it: nothing more is read from it."""
+        if self._transport is not None:
+            self._transport.write(wire.refusal(wire.CONNECTION_ID, code, message))
+            self._transport.close()
+        self._buffer = bytearray()
+
+    def _serve_complete_frames(self) -> None:
+        buffer = self._buffer
+        start = 0
+        while len(buffer) - start >= wire.FRAME.size:
+            request_id, kind, length = wire.FRAME.unpack_from(buffer, start)
+            end = start + wire.FRAME.size + length
+            if len(buffer) < end:
+                break
+            body = bytes(buffer[start + wire.FRAME.size : end])
+            start = end
+            if kind == wire.REQUEST:
+                self._start(request_id, body)
+        if start:
+            del buffer[:start]
+
+    def _start(self, request_id: int, body: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._answer(request_id, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, request_id: int, body: bytes) -> None:
+        try:
+            request = yr_pb2.CallRequest.FromString(body)
+            del body
+            reply = await self._server._serve_call(request)
+            out = wire.frame(request_id, wire.REPLY, reply.SerializeToString())
+        except CallRefused as refused:
+            out = wire.refusal(request_id, refused.code, refused.details)
+        except Exception as error:
+            out = wire.refusal(
+                request_id, grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
+            )
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(out)
