@@ -34,6 +34,7 @@ from yr.protocol import (
     ROUTE_METADATA_KEY,
     TOKEN_METADATA_KEY,
     WRONG_INSTANCE_CODE,
+    yr_pb2,
     yr_pb2_grpc,
 )
 from yr.protocol.chunks import STREAM_ABOVE_BYTES, request_chunks
@@ -183,8 +184,11 @@ class CallClient:
         batch = call.batch
         if alone and batch is not None and pipeline.claim(batch):
             self._send_and_wait(pipeline, batch)
-        else:
-            self._drain(pipeline)
+            return
+        self._drain(pipeline)
+        batch = call.batch
+        if alone and batch is not None and batch.connection is not None:
+            batch.connection.read_until(ref.future.done)  # its reply, read by this thread
 
     def _drain(self, pipeline: Pipeline) -> None:
         batches: list[Batch] = []
@@ -271,6 +275,10 @@ class CallClient:
             return channel
 
     def _send(self, pipeline: Pipeline, batch: Batch) -> None:
+        if isinstance(batch.stub, LocalChannel):
+            pipeline.claim(batch)
+            self._send_local(pipeline, batch)
+            return
         try:
             self._senders.submit(self._send_if_unclaimed, pipeline, batch)
         except RuntimeError:  # finalize() shut the senders down meanwhile
@@ -297,6 +305,38 @@ class CallClient:
             self._finish(pipeline, batch)
             self._fill_gap(pipeline, batch)
             fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
+            return
+        self._finish(pipeline, batch)
+        deliver_all(batch.calls, reply)
+
+    def _send_local(self, pipeline: Pipeline, batch: Batch) -> None:
+        """Write the batch from this thread; its reply settles it in whichever thread reads
+        it (a yr.get waiting for it, or the connection's collector): no sender thread."""
+        try:
+            request = batch.request(self._caller_id, settled_below=pipeline.settled_below(batch))
+            batch.connection = batch.stub.start(
+                request, functools.partial(self._local_reply, pipeline, batch)
+            )
+        except grpc.RpcError as error:
+            self._on_failure(pipeline, batch, error)
+        except Exception as error:  # never left this process: the seq must not stay a gap
+            self._finish(pipeline, batch)
+            self._fill_gap(pipeline, batch)
+            fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
+
+    def _local_reply(
+        self, pipeline: Pipeline, batch: Batch, body: bytes, error: grpc.RpcError | None
+    ) -> None:
+        if error is not None:
+            self._on_failure(pipeline, batch, error)
+            return
+        try:
+            reply = yr_pb2.CallReply.FromString(body)
+        except Exception as bad:
+            self._finish(pipeline, batch)
+            fail_all(
+                batch.calls, YRError(f"the reply to {batch.calls[0].method} was garbled: {bad}")
+            )
             return
         self._finish(pipeline, batch)
         deliver_all(batch.calls, reply)

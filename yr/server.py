@@ -113,6 +113,12 @@ class UserObject:
         return yr_pb2.CallReply(outcomes=[self.run(invocation) for invocation in invocations])
 
 
+def _run_and_deliver(
+    user: UserObject, invocations: Any, deliver: Callable[[yr_pb2.CallReply], None]
+) -> None:
+    deliver(user.run_all(invocations))
+
+
 def resolve_refs(values: Any) -> list[Any]:
     """Replace ``ObjectRef`` arguments by their values (refs arrive already resolved)."""
     from yr.refs import ObjectRef
@@ -242,9 +248,17 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         except CallRefused as refused:
             await context.abort(refused.code, refused.details)
 
-    async def serve_call(self, request: yr_pb2.CallRequest) -> yr_pb2.CallReply:
+    async def serve_call(
+        self,
+        request: yr_pb2.CallRequest,
+        deliver: Callable[[yr_pb2.CallReply], None] | None = None,
+    ) -> yr_pb2.CallReply | None:
         """Run one authenticated batch, whichever transport brought it (gRPC or the local
-        socket): refused if meant for another instance, admitted in the caller's seq order."""
+        socket): refused if meant for another instance, admitted in the caller's seq order.
+
+        With ``deliver``, a ``concurrency=1`` instance's method thread hands it the reply as
+        soon as the batch has run (None is returned): no trip back through the event loop.
+        """
         self._refuse_if_meant_for_another(request)
         if not self.constructed.is_set():
             await self.constructed.wait()
@@ -255,6 +269,9 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
             return yr_pb2.CallReply()
         loop = asyncio.get_running_loop()
         try:
+            if self._runner is not None and deliver is not None:
+                self._runner.post(_run_and_deliver, self._user, request.invocations, deliver)
+                return None
             if self._runner is not None:  # concurrency 1: the method thread, in order
                 running = self._runner.submit(self._user.run_all, request.invocations)
             else:  # started in order, run side by side

@@ -1,10 +1,11 @@
 """The caller's side of the fast path: a stand-in for a gRPC stub over a Unix socket.
 
-``LocalChannel.Call`` blocks like a gRPC stub's unary call and fails with a ``grpc.RpcError``
-carrying the same status codes, so the client's pipelines (order, batching, resends after a
-death) treat both transports alike. Many threads may wait on one connection: whichever waits
-first reads replies for everyone (and hands that role on when its own has come), so a lone
-synchronous call costs one write and one read, with no thread in between.
+A call is written by the thread that sends it, and its reply is read by whoever needs it
+first: a ``yr.get`` waiting for that call reads the socket itself (``read_until``), so a
+synchronous call costs one write and one read with no thread in between. Whenever replies are
+due and no thread is reading, the connection's collector thread reads them, so a call nobody
+waits for still settles. Failures are ``grpc.RpcError``s with gRPC's status codes, so the
+client's pipelines (order, batching, resends after a death) treat both transports alike.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import contextlib
 import itertools
 import socket
 import threading
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -21,6 +24,9 @@ from yr.localcall import wire
 from yr.protocol import yr_pb2
 
 READ_BUFFER_BYTES = 1 << 16
+
+# Called with the reply's bytes, or with the error that ended the call.
+OnDone = Callable[[bytes, "LocalRpcError | None"], None]
 
 
 class LocalRpcError(grpc.RpcError):
@@ -49,8 +55,26 @@ class LocalChannel:
         self._closed = False
 
     def Call(self, request: yr_pb2.CallRequest, metadata: Any = None) -> yr_pb2.CallReply:
-        body = self._connected().call(request.SerializeToString())
-        return yr_pb2.CallReply.FromString(body)
+        """A blocking call, as a gRPC stub's (``metadata`` is not needed: the hello has it)."""
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def settled(reply: bytes, error: LocalRpcError | None) -> None:
+            outcome[:] = [reply, error]
+            done.set()
+
+        connection = self.start(request, settled)
+        connection.read_until(done.is_set)
+        done.wait()
+        if outcome[1] is not None:
+            raise outcome[1]
+        return yr_pb2.CallReply.FromString(outcome[0])
+
+    def start(self, request: yr_pb2.CallRequest, on_done: OnDone) -> _Connection:
+        """Send ``request`` now; ``on_done`` runs in whichever thread reads its reply."""
+        connection = self._connected()
+        connection.send(request.SerializeToString(), on_done)
+        return connection
 
     def _connected(self) -> _Connection:
         with self._lock:
@@ -68,32 +92,25 @@ class LocalChannel:
             connection.close()
 
 
-class _Slot:
-    __slots__ = ("done", "error", "event", "reply")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.event = threading.Event()
-        self.reply = b""
-        self.error: LocalRpcError | None = None
-
-
 class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self._socket = sock
         self._reader = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
         self._write_lock = threading.Lock()
-        self._state_lock = threading.Lock()
-        self._reading = threading.Lock()  # held by the thread reading replies for everyone
-        self._pending: dict[int, _Slot] = {}
+        self._state = threading.Condition()
+        self._reading = False  # a thread holds the reading role (under _state)
+        self._pending: dict[int, OnDone] = {}
         self._ids = itertools.count(1)  # 0 is the connection itself (wire.CONNECTION_ID)
         self.failure: LocalRpcError | None = None
+        self._collector = threading.Thread(target=self._collect, name="yr-local-reply", daemon=True)
+        self._collector.start()
 
     @classmethod
     def open(cls, path: str, hello: bytes) -> _Connection:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(path)
+            sock.sendall(hello)  # the server reads no request before it
         except (FileNotFoundError, ConnectionRefusedError) as error:
             sock.close()  # nothing was sent: the caller may send it to the next incarnation
             raise LocalRpcError(
@@ -104,51 +121,62 @@ class _Connection:
             raise LocalRpcError(
                 grpc.StatusCode.UNAVAILABLE, f"could not connect to {path}: {error}"
             ) from None
-        connection = cls(sock)
-        connection._send(hello)  # the server reads the first request only after this
-        return connection
+        return cls(sock)
 
-    def call(self, body: bytes) -> bytes:
-        slot = _Slot()
-        with self._state_lock:
+    def send(self, body: bytes, on_done: OnDone) -> None:
+        with self._state:
             if self.failure is not None:
                 raise self.failure
             request_id = next(self._ids)
-            self._pending[request_id] = slot
-        self._send(wire.frame(request_id, wire.REQUEST, body))
-        self._wait(slot)
-        if slot.error is not None:
-            raise slot.error
-        return slot.reply
-
-    def _send(self, data: bytes) -> None:
+            self._pending[request_id] = on_done
         try:
             with self._write_lock:
-                self._socket.sendall(data)
+                self._socket.sendall(wire.frame(request_id, wire.REQUEST, body))
         except OSError as error:
             self._fail(LocalRpcError(grpc.StatusCode.UNAVAILABLE, f"connection lost: {error}"))
+            return
+        with self._state:
+            if not self._reading:
+                self._state.notify()  # the collector reads it unless a waiter does first
 
-    def _wait(self, slot: _Slot) -> None:
-        while not slot.done:
-            if self._reading.acquire(blocking=False):
-                try:
-                    while not slot.done:
-                        self._read_one()
-                    if self.failure is not None:  # nobody reads from it again
-                        self._reader.close()
-                finally:
-                    self._reading.release()
-                    self._hand_over()
+    def read_until(self, done: Callable[[], bool]) -> None:
+        """Read replies until ``done()``, if no other thread is reading; else return at once
+        (the reading thread settles the reply)."""
+        with self._state:
+            if self._reading or self.failure is not None:
                 return
-            slot.event.wait()
-            slot.event.clear()
+            self._reading = True
+        try:
+            while not done() and self.failure is None:
+                self._read_one()
+        finally:
+            self._release_reading()
 
-    def _hand_over(self) -> None:
-        """Wake one waiting caller to take over reading (its reply may still be on its way)."""
-        with self._state_lock:
-            waiting = next(iter(self._pending.values()), None)
-        if waiting is not None:
-            waiting.event.set()
+    def _release_reading(self) -> None:
+        with self._state:
+            self._reading = False
+            if self._pending or self.failure is not None:
+                self._state.notify()  # replies still due: the collector takes over
+
+    def _collect(self) -> None:
+        """Read whenever replies are due and nobody else reads; end with the connection."""
+        while True:
+            with self._state:
+                while (self._reading or not self._pending) and self.failure is None:
+                    self._state.wait()
+                if self.failure is not None:
+                    break
+                self._reading = True
+            try:
+                while self.failure is None:
+                    with self._state:
+                        if not self._pending:
+                            break
+                    self._read_one()
+            finally:
+                self._release_reading()
+        with contextlib.suppress(OSError):
+            self._reader.close()
 
     def _read_one(self) -> None:
         try:
@@ -168,32 +196,37 @@ class _Connection:
             if request_id == wire.CONNECTION_ID:
                 self._fail(LocalRpcError(code, message))
                 return
-            self._settle(request_id, error=LocalRpcError(code, message))
+            self._settle(request_id, b"", LocalRpcError(code, message))
         else:
-            self._settle(request_id, reply=body)
+            self._settle(request_id, body, None)
 
-    def _settle(
-        self, request_id: int, *, reply: bytes = b"", error: LocalRpcError | None = None
-    ) -> None:
-        with self._state_lock:
-            slot = self._pending.pop(request_id, None)
-        if slot is not None:
-            slot.reply, slot.error, slot.done = reply, error, True
-            slot.event.set()
+    def _settle(self, request_id: int, reply: bytes, error: LocalRpcError | None) -> None:
+        with self._state:
+            on_done = self._pending.pop(request_id, None)
+        if on_done is not None:
+            _run(on_done, reply, error)
 
     def _fail(self, error: LocalRpcError) -> None:
         """The connection is unusable: every call on it fails with ``error``."""
-        with self._state_lock:
+        with self._state:
             if self.failure is None:
                 self.failure = error
             pending, self._pending = list(self._pending.values()), {}
-        for slot in pending:
-            slot.error, slot.done = error, True
-            slot.event.set()
-        self.close()
-
-    def close(self) -> None:
-        """Wake a blocked reader with EOF; the descriptor goes once the reader is closed."""
+            self._state.notify_all()
+        for on_done in pending:
+            _run(on_done, b"", error)
+        # Wake a blocked reader with EOF; the descriptor goes with the collector's reader.
         with contextlib.suppress(OSError):
             self._socket.shutdown(socket.SHUT_RDWR)
         self._socket.close()
+
+    def close(self) -> None:
+        self._fail(LocalRpcError(grpc.StatusCode.CANCELLED, "the channel was closed"))
+
+
+def _run(on_done: OnDone, reply: bytes, error: LocalRpcError | None) -> None:
+    """Settle one call; a failing callback must not stop the replies of the others."""
+    try:
+        on_done(reply, error)
+    except Exception:
+        traceback.print_exc()

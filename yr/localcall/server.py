@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import hmac
 import os
+import socket
+import threading
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -18,7 +20,8 @@ from yr.dispatch import CallRefused
 from yr.localcall import wire
 from yr.protocol import yr_pb2
 
-ServeCall = Callable[[yr_pb2.CallRequest], Awaitable[yr_pb2.CallReply]]
+Deliver = Callable[[yr_pb2.CallReply], None]
+ServeCall = Callable[[yr_pb2.CallRequest, Deliver], Awaitable["yr_pb2.CallReply | None"]]
 VersionRefusal = Callable[[str], "str | None"]
 
 
@@ -81,15 +84,74 @@ class _Connection(asyncio.Protocol):
         self._authenticated = False
         self._buffer = bytearray()
         self._tasks: set[asyncio.Task] = set()
+        # Replies are written by the method thread itself when the socket takes them at once;
+        # what it cannot take goes through the loop's transport, and so does everything after
+        # it until the transport has drained (the order of the bytes is kept).
+        self._write_lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._through_loop = 0  # writes handed to the loop and not yet done
+        self._backlog = False
+        self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._transport.set_write_buffer_limits(high=0)  # resume_writing: it has drained
+        own = transport.get_extra_info("socket")
+        self._socket = socket.socket(fileno=os.dup(own.fileno()))
+        self._socket.setblocking(False)
         self._server._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
-        self._transport = None
+        with self._write_lock:
+            self._transport = None
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
         self._buffer = bytearray()
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` from any thread, after everything written before it."""
+        with self._write_lock:
+            if self._socket is None:
+                return  # the caller is gone
+            if not self._backlog:
+                try:
+                    sent = self._socket.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    return  # the connection broke; the loop learns it from its own reads
+                if sent == len(data):
+                    return
+                data = data[sent:]
+                self._backlog = True
+            self._through_loop += 1
+        self._loop.call_soon_threadsafe(self._write_through_loop, data)
+
+    def _write_through_loop(self, data: bytes) -> None:
+        with self._write_lock:
+            self._through_loop -= 1
+            if self._transport is None:
+                return
+            self._transport.write(data)
+            self._end_backlog_if_drained()
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        with self._write_lock:
+            self._end_backlog_if_drained()
+
+    def _end_backlog_if_drained(self) -> None:
+        transport = self._transport
+        if (
+            transport is not None
+            and not self._through_loop
+            and not transport.get_write_buffer_size()
+        ):
+            self._backlog = False
 
     def close(self) -> None:
         if self._transport is not None:
@@ -131,7 +193,7 @@ class _Connection(asyncio.Protocol):
     def _refuse(self, code: grpc.StatusCode, message: str) -> None:
         """Answer the whole connection and close it: nothing more is read from it."""
         if self._transport is not None:
-            self._transport.write(wire.refusal(wire.CONNECTION_ID, code, message))
+            self.write(wire.refusal(wire.CONNECTION_ID, code, message))
             self._transport.close()
         self._buffer = bytearray()
 
@@ -156,10 +218,15 @@ class _Connection(asyncio.Protocol):
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, request_id: int, body: bytes) -> None:
+        def deliver(reply: yr_pb2.CallReply) -> None:
+            self.write(wire.frame(request_id, wire.REPLY, reply.SerializeToString()))
+
         try:
             request = yr_pb2.CallRequest.FromString(body)
             del body
-            reply = await self._server._serve_call(request)
+            reply = await self._server._serve_call(request, deliver)
+            if reply is None:
+                return  # the method thread wrote it
             out = wire.frame(request_id, wire.REPLY, reply.SerializeToString())
         except CallRefused as refused:
             out = wire.refusal(request_id, refused.code, refused.details)
@@ -167,5 +234,4 @@ class _Connection(asyncio.Protocol):
             out = wire.refusal(
                 request_id, grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
             )
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(out)
+        self.write(out)
