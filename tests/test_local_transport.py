@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import socket
@@ -77,11 +78,13 @@ def test_yr_transport_grpc_serves_no_socket_and_calls_over_grpc(grpc_transport, 
 def test_an_unknown_transport_is_refused_before_anything_starts(monkeypatch):
     monkeypatch.setenv(wire.ENVIRONMENT_KEY, "carrier-pigeon")
     before = {child.pid for child in psutil.Process().children(recursive=True)}
+    directories = set(glob.glob("/tmp/yr-logs-*"))
     with pytest.raises(ValueError, match="YR_TRANSPORT='carrier-pigeon'"):
         yr.init(yr.Config(num_cpus=1))
     assert not yr.is_initialized()
     started = {child.pid for child in psutil.Process().children(recursive=True)} - before
     assert not started, "a fork server was started for a session that could not be"
+    assert set(glob.glob("/tmp/yr-logs-*")) <= directories
 
 
 def test_a_reply_nobody_waits_for_still_settles_its_ref(local_runtime):

@@ -85,10 +85,11 @@ class LocalRuntime(Runtime):
         self._closed = False
         self.waits = WaitGraph()  # who (concurrency 1) is blocked in yr.get on whom
         self._zygote_death = ""  # why the fork server is gone, once it is
+        local_calls = transport() == "local"  # a misspelt YR_TRANSPORT fails before anything
         sweep_dead_sessions()  # what drivers killed before their cleanup left behind
         self._directory = SessionDirectory(shm_prefix=self._shm_prefix)
         # Instances serve same-machine calls on sockets in the directory (mode 0700).
-        self._socket_dir = self._directory.path if transport() == "local" else ""
+        self._socket_dir = self._directory.path if local_calls else ""
         self._output = OutputForwarder(directory=self._directory.path, echo=log_to_driver)
         self._zygote = ZygoteProcess(
             on_event=self._on_event,
@@ -104,7 +105,6 @@ class LocalRuntime(Runtime):
 
     @classmethod
     def start(cls, config: Config) -> LocalRuntime:
-        transport()  # a misspelt YR_TRANSPORT fails here, before anything starts
         num_cpus = config.num_cpus or default_num_cpus()
         runtime = cls(
             num_cpus=num_cpus, log_to_driver=config.log_to_driver, resources=config.resources
