@@ -89,7 +89,8 @@ def test_an_unknown_transport_is_refused_before_anything_starts(monkeypatch):
 
 def test_a_reply_nobody_waits_for_still_settles_its_ref(local_runtime):
     counter = Counter.invoke()
-    yr.get(counter.add.invoke(0))
+    # Sent once the instance is ready, by the thread that learns it is; read by the collector.
+    assert yr.get(counter.add.invoke(0), timeout=30) == 0
     ref = counter.add.invoke(5)  # nobody calls yr.get: the connection's collector reads it
     wait_for(ref.done, timeout=30, what="the reply to settle the ref")
     assert yr.get(ref) == 5
@@ -150,6 +151,7 @@ else:  # announces a 65535-byte token
     opening = wire.HELLO.pack(wire.MAGIC, 1, 65535)
 for _ in range(2):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
         sock.connect(path)
         try:
             sock.sendall(opening)
