@@ -82,6 +82,7 @@ class _Connection(asyncio.Protocol):
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._authenticated = False
+        self._refused = False
         self._buffer = bytearray()
         self._tasks: set[asyncio.Task] = set()
         # Replies are written by the method thread itself when the socket takes them at once;
@@ -158,6 +159,8 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # dropped unread: a refused peer costs nothing more
         if not self._authenticated:
             data = self._read_hello(data)
             if not self._authenticated:
@@ -191,11 +194,17 @@ class _Connection(asyncio.Protocol):
         return data
 
     def _refuse(self, code: grpc.StatusCode, message: str) -> None:
-        """Answer the whole connection and close it: nothing more is read from it."""
-        if self._transport is not None:
-            self.write(wire.refusal(wire.CONNECTION_ID, code, message))
-            self._transport.close()
+        """Answer the whole connection and end our side of it; whatever the peer still sends
+        is dropped as it comes (closing with it unread would reset the connection, and the
+        peer might never read why)."""
+        self._refused = True
         self._buffer = bytearray()
+        if self._transport is not None:  # never authenticated: nothing else ever wrote to it
+            self._transport.write(wire.refusal(wire.CONNECTION_ID, code, message))
+            if self._transport.can_write_eof():
+                self._transport.write_eof()
+            else:
+                self._transport.close()
 
     def _serve_complete_frames(self) -> None:
         buffer = self._buffer
