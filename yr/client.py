@@ -24,7 +24,7 @@ from yr import sharedmem, waits
 from yr.arguments import pickle_arguments, pickle_when_settled
 from yr.calls import Batch, Call, deliver_all, fail, fail_all
 from yr.errors import YRError, YRInstanceDiedError, YRProtocolError
-from yr.localcall.channel import LocalChannel
+from yr.localcall.channel import LocalChannel, LocalRpcError
 from yr.localcall.wire import transport
 from yr.pipeline import Pipeline
 from yr.protocol import (
@@ -471,6 +471,8 @@ def _never_delivered(error: grpc.RpcError) -> bool:
     """True when the transport failed before the call reached the instance (nothing ran)."""
     if error.code() == WRONG_INSTANCE_CODE:
         return True  # another instance (a reused address) refused it before running anything
+    if isinstance(error, LocalRpcError):
+        return error.never_delivered
     details = (error.details() or "").lower()
     return error.code() == grpc.StatusCode.UNAVAILABLE and (
         "connection refused" in details or "failed to connect" in details

@@ -32,10 +32,13 @@ OnDone = Callable[[bytes, "LocalRpcError | None"], None]
 class LocalRpcError(grpc.RpcError):
     """A failed local call, shaped like a failed gRPC call (``code()``, ``details()``)."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, details: str, *, never_delivered: bool = False
+    ) -> None:
         super().__init__(f"{code.name}: {details}")
         self._code = code
         self._details = details
+        self.never_delivered = never_delivered  # the instance cannot have run it
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -114,7 +117,9 @@ class _Connection:
         except (FileNotFoundError, ConnectionRefusedError) as error:
             sock.close()  # nothing was sent: the caller may send it to the next incarnation
             raise LocalRpcError(
-                grpc.StatusCode.UNAVAILABLE, f"connection refused by {path}: {error.strerror}"
+                grpc.StatusCode.UNAVAILABLE,
+                f"connection refused by {path}: {error.strerror}",
+                never_delivered=True,
             ) from None
         except OSError as error:
             sock.close()
@@ -133,8 +138,16 @@ class _Connection:
             with self._write_lock:
                 self._socket.sendall(wire.frame(request_id, wire.REQUEST, body))
         except OSError as error:
+            # Its frame is incomplete, so it never ran (a Unix socket whose instance exited
+            # refuses the first byte); the calls before it may have.
+            with self._state:
+                self._pending.pop(request_id, None)
             self._fail(LocalRpcError(grpc.StatusCode.UNAVAILABLE, f"connection lost: {error}"))
-            return
+            raise LocalRpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the instance closed its socket before the call was sent: {error}",
+                never_delivered=True,
+            ) from None
         with self._state:
             if not self._reading:
                 self._state.notify()  # the collector reads it unless a waiter does first
