@@ -67,7 +67,16 @@ WORKLOADS: list[Workload] = [
         ">= 5x faster",
         _ratio_at_least(5.0),
     ),
-    Workload("sync", "1:1 sync calls", "calls/s", True, ">= 1.6x Ray", _ratio_at_least(1.6)),
+    Workload("sync", "1:1 sync calls", "calls/s", True, ">= 5x Ray", _ratio_at_least(5.0)),
+    Workload(
+        "uds",
+        "bare Unix-socket ping-pong, pickle + length framing (floor)",
+        "calls/s",
+        True,
+        "reference",
+        lambda _v, _r: None,
+        frameworks=("grpc",),  # a reference row: no framework
+    ),
     Workload(
         "inflight",
         f"{IN_FLIGHT_CALLS:,} calls in flight",
@@ -504,6 +513,39 @@ def run_grpc(_b: Bench | None, quick: bool) -> dict[str, Any]:
     return {"value": count / elapsed}
 
 
+def run_uds(_b: Bench | None, quick: bool) -> dict[str, Any]:
+    """A forked echo server over a Unix socket pair; the floor under yr's local transport."""
+    import pickle
+    import socket
+    import struct
+
+    header = struct.Struct("!I")
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        reader = theirs.makefile("rb")
+        while size := reader.read(header.size):
+            value = pickle.loads(reader.read(header.unpack(size)[0]))
+            out = pickle.dumps(value)
+            theirs.sendall(header.pack(len(out)) + out)
+        os._exit(0)
+    theirs.close()
+    reader = ours.makefile("rb")
+    duration = 1.0 if quick else 3.0
+    count = 0
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < duration:
+        out = pickle.dumps(("noop", (), {}))
+        ours.sendall(header.pack(len(out)) + out)
+        pickle.loads(reader.read(header.unpack(reader.read(header.size))[0]))
+        count += 1
+    reader.close()
+    ours.close()
+    os.waitpid(pid, 0)
+    return {"value": count / elapsed}
+
+
 def grpc_server() -> None:
     import concurrent.futures
 
@@ -532,6 +574,7 @@ RUNNERS: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
     "ctor200": run_ctor200,
     "bytes200": run_bytes200,
     "grpc": run_grpc,
+    "uds": run_uds,
 }
 
 

@@ -42,6 +42,9 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
     # The constructor's large arguments: mapped, not copied, and left for a restart.
     buffers = sharedmem.map_buffers(command.get("payload_buffers", []))
     failed: list[yr_pb2.RemoteError] = []
+    # Callers on this machine reach it through a socket in the session's private directory.
+    socket_dir = command.get("socket_dir", "")
+    local_socket = os.path.join(socket_dir, f"{os.getpid()}.sock") if socket_dir else ""
 
     def event(kind: str, **fields: Any) -> None:
         write_event(
@@ -66,10 +69,11 @@ def serve_forked(command: dict[str, Any], *, event_fd: int) -> int:
         port=0,
         concurrency=command["concurrency"],
         shutdown_grace_s=command.get("shutdown_grace_s", 0.0),
-        on_ready=lambda port: event("ready", port=port, pid=os.getpid()),
+        on_ready=lambda port: event("ready", port=port, pid=os.getpid(), socket=local_socket),
         on_init_error=init_failed,
         incarnation=incarnation,
         system_methods=SYSTEM_METHODS,
+        local_socket=local_socket,
     )
     del payload, buffers  # the server holds the only references, dropped once constructed
     asyncio.run(serving)

@@ -24,6 +24,8 @@ from yr import sharedmem, waits
 from yr.arguments import pickle_arguments, pickle_when_settled
 from yr.calls import Batch, Call, deliver_all, fail, fail_all
 from yr.errors import YRError, YRInstanceDiedError, YRProtocolError
+from yr.localcall.channel import LocalChannel, LocalRpcError
+from yr.localcall.wire import transport
 from yr.pipeline import Pipeline
 from yr.protocol import (
     CHANNEL_OPTIONS,
@@ -32,6 +34,7 @@ from yr.protocol import (
     ROUTE_METADATA_KEY,
     TOKEN_METADATA_KEY,
     WRONG_INSTANCE_CODE,
+    yr_pb2,
     yr_pb2_grpc,
 )
 from yr.protocol.chunks import STREAM_ABOVE_BYTES, request_chunks
@@ -68,8 +71,9 @@ class CallClient:
             if runtime.shares_memory and sharedmem.available()
             else ""
         )
+        self._local_calls = transport() == "local"  # else YR_TRANSPORT=grpc: gRPC only
         self._pipelines: dict[str, Pipeline] = {}
-        self._channels: dict[tuple[str, str], grpc.Channel] = {}
+        self._channels: dict[tuple[str, str], grpc.Channel | LocalChannel] = {}
         self._lock = threading.Lock()
         self._order = itertools.count()
         self._helpers = concurrent.futures.ThreadPoolExecutor(
@@ -180,8 +184,11 @@ class CallClient:
         batch = call.batch
         if alone and batch is not None and pipeline.claim(batch):
             self._send_and_wait(pipeline, batch)
-        else:
-            self._drain(pipeline)
+            return
+        self._drain(pipeline)
+        batch = call.batch
+        if alone and batch is not None and batch.connection is not None:
+            batch.connection.read_until(ref.future.done)  # its reply, read by this thread
 
     def _drain(self, pipeline: Pipeline) -> None:
         batches: list[Batch] = []
@@ -236,8 +243,11 @@ class CallClient:
                     pipeline.new_incarnation_locked(endpoint)
                     # "host:port#instance" is an instance behind a gateway that routes by name.
                     address, _, route = endpoint.address.partition("#")
-                    channel = self._channel(address, endpoint.session)
-                    pipeline.stub = yr_pb2_grpc.InstanceStub(channel)
+                    if endpoint.local_socket and self._local_calls:
+                        pipeline.stub = self._local_channel(endpoint.local_socket, endpoint.session)
+                    else:
+                        channel = self._channel(address, endpoint.session)
+                        pipeline.stub = yr_pb2_grpc.InstanceStub(channel)
                     metadata = self._metadata_for(endpoint.session)
                     pipeline.metadata = (
                         (*metadata, (ROUTE_METADATA_KEY, route)) if route else metadata
@@ -245,6 +255,20 @@ class CallClient:
             self._drain(pipeline)
 
         future.add_done_callback(resolved)
+
+    def _local_channel(self, path: str, session: str) -> LocalChannel:
+        """The fast path to an instance on this machine (one connection per process and
+        session: a kept detached instance is opened with its own session's token)."""
+        key = ("unix:" + path, session)
+        with self._lock:
+            channel = self._channels.get(key)
+            if channel is None:
+                token = self._runtime.session_token_of(session) if session else None
+                channel = LocalChannel(
+                    path, token=token or self._runtime.session_token, version=PROTOCOL_VERSION
+                )
+                self._channels[key] = channel
+            return channel
 
     def _channel(self, address: str, session: str) -> grpc.Channel:
         """One channel per address and session: another session's instance (detached) is
@@ -263,6 +287,10 @@ class CallClient:
         return ((TOKEN_METADATA_KEY, token), (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)))
 
     def _send(self, pipeline: Pipeline, batch: Batch) -> None:
+        if isinstance(batch.stub, LocalChannel):
+            pipeline.claim(batch)
+            self._send_local(pipeline, batch)
+            return
         try:
             self._senders.submit(self._send_if_unclaimed, pipeline, batch)
         except RuntimeError:  # finalize() shut the senders down meanwhile
@@ -289,6 +317,38 @@ class CallClient:
             self._finish(pipeline, batch)
             self._fill_gap(pipeline, batch)
             fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
+            return
+        self._finish(pipeline, batch)
+        deliver_all(batch.calls, reply)
+
+    def _send_local(self, pipeline: Pipeline, batch: Batch) -> None:
+        """Write the batch from this thread; its reply settles it in whichever thread reads
+        it (a yr.get waiting for it, or the connection's collector): no sender thread."""
+        try:
+            request = batch.request(self._caller_id, settled_below=pipeline.settled_below(batch))
+            batch.connection = batch.stub.start(
+                request, functools.partial(self._local_reply, pipeline, batch)
+            )
+        except grpc.RpcError as error:
+            self._on_failure(pipeline, batch, error)
+        except Exception as error:  # never left this process: the seq must not stay a gap
+            self._finish(pipeline, batch)
+            self._fill_gap(pipeline, batch)
+            fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
+
+    def _local_reply(
+        self, pipeline: Pipeline, batch: Batch, body: bytes, error: grpc.RpcError | None
+    ) -> None:
+        if error is not None:
+            self._on_failure(pipeline, batch, error)
+            return
+        try:
+            reply = yr_pb2.CallReply.FromString(body)
+        except Exception as bad:
+            self._finish(pipeline, batch)
+            fail_all(
+                batch.calls, YRError(f"the reply to {batch.calls[0].method} was garbled: {bad}")
+            )
             return
         self._finish(pipeline, batch)
         deliver_all(batch.calls, reply)
@@ -423,6 +483,8 @@ def _never_delivered(error: grpc.RpcError) -> bool:
     """True when the transport failed before the call reached the instance (nothing ran)."""
     if error.code() == WRONG_INSTANCE_CODE:
         return True  # another instance (a reused address) refused it before running anything
+    if isinstance(error, LocalRpcError):
+        return error.never_delivered
     details = (error.details() or "").lower()
     return error.code() == grpc.StatusCode.UNAVAILABLE and (
         "connection refused" in details or "failed to connect" in details

@@ -6,13 +6,25 @@ import asyncio
 import functools
 import queue
 import threading
+import traceback
 from collections.abc import Callable
 from typing import Any
+
+import grpc
 
 from yr.futures import settle
 
 # A caller whose seq numbers have a gap this long (a lost call) is let through anyway.
 SEQUENCE_GAP_TIMEOUT_S = 30.0
+
+
+class CallRefused(Exception):
+    """A batch refused before anything in it ran; each transport reports it its own way."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
 
 
 class CallOrder:
@@ -71,12 +83,23 @@ class SerialRunner:
         self._queue.put((future, function, args))
         return future
 
+    def post(self, function: Callable[..., Any], *args: Any) -> None:
+        """Run ``function`` on the thread, in turn, and tell the loop nothing: it hands on its
+        own result (a reply written straight to its caller's socket)."""
+        self._queue.put((None, function, args))
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
             future, function, args = item
+            if future is None:
+                try:
+                    function(*args)
+                except BaseException:
+                    traceback.print_exc()
+                continue
             try:
                 result = function(*args)
             except BaseException as error:

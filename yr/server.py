@@ -21,8 +21,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from yr import credentials, debug, serialization, sharedmem, tracebacks, waits
-from yr.dispatch import CallOrder, SerialRunner
+from yr.dispatch import CallOrder, CallRefused, SerialRunner
 from yr.errors import YRInvokeError
+from yr.localcall.server import LocalCallServer
 from yr.method_loop import MethodLoop
 from yr.protocol import (
     PROTOCOL_METADATA_KEY,
@@ -114,6 +115,12 @@ class UserObject:
         return yr_pb2.CallReply(outcomes=[self.run(invocation) for invocation in invocations])
 
 
+def _run_and_deliver(
+    user: UserObject, invocations: Any, deliver: Callable[[yr_pb2.CallReply], None]
+) -> None:
+    deliver(user.run_all(invocations))
+
+
 def resolve_refs(values: Any) -> list[Any]:
     """Replace ``ObjectRef`` arguments by their values (refs arrive already resolved)."""
     from yr.refs import ObjectRef
@@ -195,13 +202,9 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         version = next(
             (v for k, v in context.invocation_metadata() or () if k == PROTOCOL_METADATA_KEY), ""
         )
-        if version != str(PROTOCOL_VERSION):
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"yr protocol mismatch: the caller speaks version {version or 'unknown'}, "
-                f"instance {self._instance_id} speaks {PROTOCOL_VERSION}; "
-                "use the same yr version on both sides",
-            )
+        refusal = self.version_refusal(version)
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
 
     async def Hello(self, request, context):
         await self._authorize(context)
@@ -212,18 +215,28 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
             pid=os.getpid(),
         )
 
-    async def _refuse_if_meant_for_another(self, request, context) -> None:
+    def _refuse_if_meant_for_another(self, request: yr_pb2.CallRequest) -> None:
         """A reused address must not run a call meant for an instance that lived there."""
         if not request.instance_id:
             return  # a caller that does not name instances
         if request.instance_id != self._instance_id or (
             self._incarnation is not None and request.incarnation != self._incarnation
         ):
-            await context.abort(
+            raise CallRefused(
                 WRONG_INSTANCE_CODE,
                 f"this is instance {self._instance_id} incarnation {self._incarnation}, not "
                 f"{request.instance_id} incarnation {request.incarnation}: call refused",
             )
+
+    def version_refusal(self, version: str) -> str | None:
+        """Why a caller speaking ``version`` is refused, or None if it speaks ours."""
+        if version == str(PROTOCOL_VERSION):
+            return None
+        return (
+            f"yr protocol mismatch: the caller speaks version {version or 'unknown'}, "
+            f"instance {self._instance_id} speaks {PROTOCOL_VERSION}; "
+            "use the same yr version on both sides"
+        )
 
     async def CallStream(self, chunks, context):
         """A large call sent in pieces (through a gateway): joined, then run as ``Call``."""
@@ -232,7 +245,23 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
 
     async def Call(self, request, context):
         await self._authorize(context)  # before anything in the request is unpickled
-        await self._refuse_if_meant_for_another(request, context)
+        try:
+            return await self.serve_call(request)
+        except CallRefused as refused:
+            await context.abort(refused.code, refused.details)
+
+    async def serve_call(
+        self,
+        request: yr_pb2.CallRequest,
+        deliver: Callable[[yr_pb2.CallReply], None] | None = None,
+    ) -> yr_pb2.CallReply | None:
+        """Run one authenticated batch, whichever transport brought it (gRPC or the local
+        socket): refused if meant for another instance, admitted in the caller's seq order.
+
+        With ``deliver``, a ``concurrency=1`` instance's method thread hands it the reply as
+        soon as the batch has run (None is returned): no trip back through the event loop.
+        """
+        self._refuse_if_meant_for_another(request)
         if not self.constructed.is_set():
             await self.constructed.wait()
         caller, seq = request.caller, request.seq
@@ -242,6 +271,9 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
             return yr_pb2.CallReply()
         loop = asyncio.get_running_loop()
         try:
+            if self._runner is not None and deliver is not None:
+                self._runner.post(_run_and_deliver, self._user, request.invocations, deliver)
+                return None
             if self._runner is not None:  # concurrency 1: the method thread, in order
                 running = self._runner.submit(self._user.run_all, request.invocations)
             else:  # started in order, run side by side
@@ -281,6 +313,7 @@ async def serve(
     system_methods: Mapping[str, Callable[..., Any]] | None = None,
     tls: tuple[bytes, bytes] | None = None,
     health_port: int | None = None,
+    local_socket: str = "",
 ) -> None:
     """Serve one instance until SIGTERM/SIGINT; report the bound port when ready.
 
@@ -292,6 +325,8 @@ async def serve(
     failed constructor is a failed instance); without it, every call answers that error.
     ``tls`` (certificate, key; PEM) makes the port TLS-only; ``health_port`` adds a plaintext
     port that serves the health service and nothing else (for probes that cannot speak TLS).
+    ``local_socket`` is a Unix socket path where the same calls are served to callers on this
+    machine (yr/localcall); ``on_ready`` is told it once it listens.
     """
     credentials.adopt_session_token(token)  # before the user's code can start a process
     health_servicer = health.aio.HealthServicer()
@@ -335,6 +370,18 @@ async def serve(
             raise OSError(f"instance server could not bind its health port {host}:{health_port}")
         await health_server.start()
     await server.start()
+    local_server = None
+    if local_socket:
+        local_server = LocalCallServer(
+            local_socket,
+            token=token,
+            serve_call=servicer.serve_call,
+            version_refusal=servicer.version_refusal,
+            refusal_message=(
+                f"instance {instance_id} refused the connection: missing or wrong session token"
+            ),
+        )
+        await local_server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -342,6 +389,8 @@ async def serve(
     await servicer.construct()
     if on_init_error is not None and servicer.init_error is not None:
         on_init_error(servicer.init_error)
+        if local_server is not None:
+            await local_server.stop()
         await server.stop(grace=None)
         servicer.shutdown()
         return
@@ -350,6 +399,8 @@ async def serve(
         on_ready(bound)
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()
+    if local_server is not None:
+        await local_server.stop()
     await server.stop(grace=1.0)
     await _run_shutdown_hook(user, shutdown_grace_s)
     if health_server is not None:

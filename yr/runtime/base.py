@@ -60,6 +60,7 @@ class Endpoint:
     # "" for the runtime's own session; else the session whose credentials reach it (an
     # instance left detached by another driver, or its subtree)
     session: str = ""
+    local_socket: str = ""  # a Unix socket serving the same calls to callers on its machine
 
 
 # How a resource group's bundles are laid out over nodes (openYuanrong's and Ray's names).

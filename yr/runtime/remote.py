@@ -79,7 +79,14 @@ class RemoteRuntime(Runtime):
             session = trailer.get(SESSION_METADATA_KEY, "")
             if session:  # an instance of another session: remember how to call it
                 self._other_tokens[session] = trailer[TOKEN_METADATA_KEY]
-            result.set_result(Endpoint(reply.address, reply.incarnation, session))
+            result.set_result(
+                Endpoint(
+                    reply.address,
+                    reply.incarnation,
+                    session=session,
+                    local_socket=reply.local_socket,
+                )
+            )
 
         call.add_done_callback(done)
         return result

@@ -61,7 +61,11 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
                 context.set_trailing_metadata(
                     ((SESSION_METADATA_KEY, endpoint.session), (TOKEN_METADATA_KEY, token))
                 )
-            return yr_pb2.ResolveReply(address=endpoint.address, incarnation=endpoint.incarnation)
+            return yr_pb2.ResolveReply(
+                address=endpoint.address,
+                incarnation=endpoint.incarnation,
+                local_socket=endpoint.local_socket,
+            )
 
         return await self._guard(context, work)
 

@@ -58,7 +58,12 @@ class LocalInstance:
 
 
 def spawn_command(
-    instance: LocalInstance, *, control_address: str, session_token: str, log_socket: str
+    instance: LocalInstance,
+    *,
+    control_address: str,
+    session_token: str,
+    log_socket: str,
+    socket_dir: str = "",
 ) -> dict[str, Any]:
     """What the fork server needs to start the instance's current incarnation."""
     spec = instance.spec
@@ -80,6 +85,7 @@ def spawn_command(
         "shutdown_grace_s": spec.options.shutdown_grace_s(),
         "env": env,
         "log_socket": log_socket,
+        "socket_dir": socket_dir,  # where it serves calls on a Unix socket ("" : gRPC only)
     }
 
 

@@ -9,6 +9,7 @@ control server), given by ``connect``, and calls its instances with the keeper's
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import threading
 from collections.abc import Callable
 
@@ -60,7 +61,7 @@ class KeptInstances:
                 tagged.set_exception(error)
                 return
             endpoint: Endpoint = future.result()
-            tagged.set_result(Endpoint(endpoint.address, endpoint.incarnation, KEEPER_SESSION))
+            tagged.set_result(dataclasses.replace(endpoint, session=KEEPER_SESSION))
 
         found.add_done_callback(done)
         return tagged

@@ -21,6 +21,7 @@ from yr import sharedmem
 from yr.console import notice
 from yr.errors import DeathInfo, YRError, YRInstanceDiedError
 from yr.futures import settle
+from yr.localcall.wire import transport
 from yr.options import Config
 from yr.runtime import node_resources
 from yr.runtime.base import (
@@ -114,8 +115,11 @@ class LocalRuntime(Runtime):
         self._closed = False
         self.waits = WaitGraph()  # who (concurrency 1) is blocked in yr.get on whom
         self._zygote_death = ""  # why the fork server is gone, once it is
+        local_calls = transport() == "local"  # a misspelt YR_TRANSPORT fails before anything
         sweep_dead_sessions()  # what drivers killed before their cleanup left behind
         self._directory = SessionDirectory(shm_prefix=self._shm_prefix)
+        # Instances serve same-machine calls on sockets in the directory (mode 0700).
+        self._socket_dir = self._directory.path if local_calls else ""
         self._output = OutputForwarder(directory=self._directory.path, echo=log_to_driver)
         self._zygote = ZygoteProcess(
             on_event=self._on_event,
@@ -209,6 +213,7 @@ class LocalRuntime(Runtime):
                 control_address=self._control.address,
                 session_token=self.session_token,
                 log_socket=self._output.path,
+                socket_dir=self._socket_dir,
             )
         )
 
@@ -258,7 +263,11 @@ class LocalRuntime(Runtime):
                 self._spawned_pids.add(event["pid"])
             elif kind == "ready" and instance.state == "starting":
                 instance.state = "ready"
-                instance.endpoint = Endpoint(f"127.0.0.1:{event['port']}", instance.incarnation)
+                instance.endpoint = Endpoint(
+                    f"127.0.0.1:{event['port']}",
+                    instance.incarnation,
+                    local_socket=event.get("socket", ""),
+                )
                 completions.extend(self._release_waiters(instance))
                 if instance.restarts_left == 0:  # no incarnation will read the payload again
                     completions.extend(_drop_payload(instance))

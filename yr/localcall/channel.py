@@ -1,0 +1,245 @@
+"""The caller's side of the fast path: a stand-in for a gRPC stub over a Unix socket.
+
+A call is written by the thread that sends it, and its reply is read by whoever needs it
+first: a ``yr.get`` waiting for that call reads the socket itself (``read_until``), so a
+synchronous call costs one write and one read with no thread in between. Whenever replies are
+due and no thread is reading, the connection's collector thread reads them, so a call nobody
+waits for still settles. Failures are ``grpc.RpcError``s with gRPC's status codes, so the
+client's pipelines (order, batching, resends after a death) treat both transports alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from yr.localcall import wire
+from yr.protocol import yr_pb2
+
+READ_BUFFER_BYTES = 1 << 16
+
+# Called with the reply's bytes, or with the error that ended the call.
+OnDone = Callable[[bytes, "LocalRpcError | None"], None]
+
+
+class LocalRpcError(grpc.RpcError):
+    """A failed local call, shaped like a failed gRPC call (``code()``, ``details()``)."""
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, *, never_delivered: bool = False
+    ) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self._code = code
+        self._details = details
+        self.never_delivered = never_delivered  # the instance cannot have run it
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class LocalChannel:
+    """Calls to one instance process's socket; connects (again) on demand."""
+
+    def __init__(self, path: str, *, token: str, version: int) -> None:
+        self.path = path
+        self._hello = wire.hello(token, version)
+        self._lock = threading.Lock()
+        self._connection: _Connection | None = None
+        self._closed = False
+
+    def Call(self, request: yr_pb2.CallRequest, metadata: Any = None) -> yr_pb2.CallReply:
+        """A blocking call, as a gRPC stub's (``metadata`` is not needed: the hello has it)."""
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def settled(reply: bytes, error: LocalRpcError | None) -> None:
+            outcome[:] = [reply, error]
+            done.set()
+
+        connection = self.start(request, settled)
+        connection.read_until(done.is_set)
+        done.wait()
+        if outcome[1] is not None:
+            raise outcome[1]
+        return yr_pb2.CallReply.FromString(outcome[0])
+
+    def start(self, request: yr_pb2.CallRequest, on_done: OnDone) -> _Connection:
+        """Send ``request`` now; ``on_done`` runs in whichever thread reads its reply."""
+        connection = self._connected()
+        connection.send(request.SerializeToString(), on_done)
+        return connection
+
+    def _connected(self) -> _Connection:
+        with self._lock:
+            if self._closed:
+                raise LocalRpcError(grpc.StatusCode.CANCELLED, "the channel was closed")
+            if self._connection is None or self._connection.failure is not None:
+                self._connection = _Connection.open(self.path, self._hello)
+            return self._connection
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
+class _Connection:
+    def __init__(self, sock: socket.socket) -> None:
+        self._socket = sock
+        self._reader = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
+        self._write_lock = threading.Lock()
+        self._state = threading.Condition()
+        self._reading = False  # a thread holds the reading role (under _state)
+        self._pending: dict[int, OnDone] = {}
+        self._ids = itertools.count(1)  # 0 is the connection itself (wire.CONNECTION_ID)
+        self.failure: LocalRpcError | None = None
+        self._collector = threading.Thread(target=self._collect, name="yr-local-reply", daemon=True)
+        self._collector.start()
+
+    @classmethod
+    def open(cls, path: str, hello: bytes) -> _Connection:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            sock.sendall(hello)  # the server reads no request before it
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            sock.close()  # nothing was sent: the caller may send it to the next incarnation
+            raise LocalRpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"connection refused by {path}: {error.strerror}",
+                never_delivered=True,
+            ) from None
+        except OSError as error:
+            sock.close()
+            raise LocalRpcError(
+                grpc.StatusCode.UNAVAILABLE, f"could not connect to {path}: {error}"
+            ) from None
+        return cls(sock)
+
+    def send(self, body: bytes, on_done: OnDone) -> None:
+        with self._state:
+            if self.failure is not None:
+                raise self.failure
+            request_id = next(self._ids)
+            self._pending[request_id] = on_done
+        try:
+            with self._write_lock:
+                self._socket.sendall(wire.frame(request_id, wire.REQUEST, body))
+        except OSError as error:
+            # Its frame is incomplete, so it never ran (a Unix socket whose instance exited
+            # refuses the first byte); the calls before it may have.
+            with self._state:
+                self._pending.pop(request_id, None)
+            self._fail(LocalRpcError(grpc.StatusCode.UNAVAILABLE, f"connection lost: {error}"))
+            raise LocalRpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the instance closed its socket before the call was sent: {error}",
+                never_delivered=True,
+            ) from None
+        with self._state:
+            if not self._reading:
+                self._state.notify()  # the collector reads it unless a waiter does first
+
+    def read_until(self, done: Callable[[], bool]) -> None:
+        """Read replies until ``done()``, if no other thread is reading; else return at once
+        (the reading thread settles the reply)."""
+        with self._state:
+            if self._reading or self.failure is not None:
+                return
+            self._reading = True
+        try:
+            while not done() and self.failure is None:
+                self._read_one()
+        finally:
+            self._release_reading()
+
+    def _release_reading(self) -> None:
+        with self._state:
+            self._reading = False
+            if self._pending or self.failure is not None:
+                self._state.notify()  # replies still due: the collector takes over
+
+    def _collect(self) -> None:
+        """Read whenever replies are due and nobody else reads; end with the connection."""
+        while True:
+            with self._state:
+                while (self._reading or not self._pending) and self.failure is None:
+                    self._state.wait()
+                if self.failure is not None:
+                    break
+                self._reading = True
+            try:
+                while self.failure is None:
+                    with self._state:
+                        if not self._pending:
+                            break
+                    self._read_one()
+            finally:
+                self._release_reading()
+        with contextlib.suppress(OSError):
+            self._reader.close()
+
+    def _read_one(self) -> None:
+        try:
+            header = self._reader.read(wire.FRAME.size)
+            if len(header) < wire.FRAME.size:
+                raise EOFError
+            request_id, kind, length = wire.FRAME.unpack(header)
+            body = self._reader.read(length) if length else b""
+            if len(body) < length:
+                raise EOFError
+        except (OSError, EOFError, ValueError) as error:
+            reason = "the instance closed the connection" if isinstance(error, EOFError) else error
+            self._fail(LocalRpcError(grpc.StatusCode.UNAVAILABLE, f"connection lost: {reason}"))
+            return
+        if kind == wire.REFUSAL:
+            code, message = wire.parse_refusal(body)
+            if request_id == wire.CONNECTION_ID:
+                self._fail(LocalRpcError(code, message))
+                return
+            self._settle(request_id, b"", LocalRpcError(code, message))
+        else:
+            self._settle(request_id, body, None)
+
+    def _settle(self, request_id: int, reply: bytes, error: LocalRpcError | None) -> None:
+        with self._state:
+            on_done = self._pending.pop(request_id, None)
+        if on_done is not None:
+            _run(on_done, reply, error)
+
+    def _fail(self, error: LocalRpcError) -> None:
+        """The connection is unusable: every call on it fails with ``error``."""
+        with self._state:
+            if self.failure is None:
+                self.failure = error
+            pending, self._pending = list(self._pending.values()), {}
+            self._state.notify_all()
+        for on_done in pending:
+            _run(on_done, b"", error)
+        # Wake a blocked reader with EOF; the descriptor goes with the collector's reader.
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
+        self._socket.close()
+
+    def close(self) -> None:
+        self._fail(LocalRpcError(grpc.StatusCode.CANCELLED, "the channel was closed"))
+
+
+def _run(on_done: OnDone, reply: bytes, error: LocalRpcError | None) -> None:
+    """Settle one call; a failing callback must not stop the replies of the others."""
+    try:
+        on_done(reply, error)
+    except Exception:
+        traceback.print_exc()
