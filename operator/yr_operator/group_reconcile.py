@@ -24,6 +24,7 @@ from .groups import (
 )
 from .kube import ApiError, Conflict, Kube, NotFound
 from .status import status_changed, status_patch
+from .timers import Requeue
 
 log = logging.getLogger("yr_operator")
 Key = tuple[str, str]
@@ -56,8 +57,7 @@ class GroupReconciler:
         self.image = image
         self._wake_instance = wake_instance
         self._locks: dict[Key, asyncio.Lock] = {}
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._requeue = Requeue(lambda ns, name: self.reconcile_logged(namespace=ns, name=name))
         # Held while placeholders are created, and from a takeover's check that no placeholder
         # waits in the scheduler until the instance pod is bound: a placeholder released to its
         # instance is then never taken by another group's pending placeholder (a steal that
@@ -204,21 +204,8 @@ class GroupReconciler:
                 )
 
     def requeue(self, *, namespace: str, name: str, delay: float) -> None:
-        key = (namespace, name)
-        loop = asyncio.get_running_loop()
-        when = loop.time() + max(0.0, delay)
-        old = self._timers.get(key)
-        if old is not None and not old.cancelled() and old.when() <= when:
-            return
-        if old is not None:
-            old.cancel()
-        self._timers[key] = loop.call_at(when, self._fire, key)
-
-    def _fire(self, key: Key) -> None:
-        self._timers.pop(key, None)
-        task = asyncio.ensure_future(self.reconcile_logged(namespace=key[0], name=key[1]))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Reconcile again after `delay` seconds (one timer per object, the earliest wins)."""
+        self._requeue.after((namespace, name), delay)
 
     async def reconcile_logged(self, *, namespace: str, name: str, retry_now: bool = False) -> None:
         try:
@@ -228,6 +215,4 @@ class GroupReconciler:
             self.requeue(namespace=namespace, name=name, delay=RETRY_SECONDS)
 
     def _forget(self, key: Key) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
+        self._requeue.cancel(key)

@@ -23,6 +23,7 @@ from .owners import DyingOwners
 from .plan import Plan, plan
 from .postmortem import keep_last_words
 from .status import build_status, creating_quietly, status_changed, status_patch
+from .timers import Requeue
 
 log = logging.getLogger("yr_operator")
 Key = tuple[str, str]  # (namespace, name)
@@ -52,8 +53,7 @@ class Reconciler:
         self._queued: set[Key] = set()  # a reconcile is waiting for the lock: coalesce into it
         self._users: dict[Key, int] = {}  # reconciles holding or awaiting each key's lock
         self._restart_at: dict[tuple[str, str, str, int], float] = {}
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._requeue = Requeue(lambda ns, name: self.reconcile_logged(namespace=ns, name=name))
         self._payload_held_by: dict[Key, str] = {}  # uid of the pod made owner of the payload
         self.groups = GroupReconciler(kube=kube, image=image, wake_instance=self._wake)
 
@@ -353,22 +353,8 @@ class Reconciler:
             post_event(yri, kind=kind, reason=reason, message=message)
 
     def requeue(self, *, namespace: str, name: str, delay: float) -> None:
-        """Reconcile again after `delay` seconds (one timer per instance, the earliest wins)."""
-        key = (namespace, name)
-        loop = asyncio.get_running_loop()
-        when = loop.time() + max(0.0, delay)
-        old = self._timers.get(key)
-        if old is not None and not old.cancelled() and old.when() <= when:
-            return
-        if old is not None:
-            old.cancel()
-        self._timers[key] = loop.call_at(when, self._fire, key)
-
-    def _fire(self, key: Key) -> None:
-        self._timers.pop(key, None)
-        task = asyncio.ensure_future(self.reconcile_logged(namespace=key[0], name=key[1]))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Reconcile again after `delay` seconds (one timer per object, the earliest wins)."""
+        self._requeue.after((namespace, name), delay)
 
     async def reconcile_logged(self, *, namespace: str, name: str) -> None:
         """For callers nobody retries (pod events, timers): on error, try again shortly."""
@@ -381,8 +367,6 @@ class Reconciler:
     def _forget(self, key: Key) -> None:
         metrics.forget(*key)
         self._payload_held_by.pop(key, None)
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
+        self._requeue.cancel(key)
         for rkey in [k for k in self._restart_at if k[:2] == key]:
             del self._restart_at[rkey]
