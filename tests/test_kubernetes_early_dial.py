@@ -21,13 +21,19 @@ from yr.runtime.kubernetes.watcher import StatusWatcher
 from yr.tls import PinnedServer, make_key_pair, server_credentials
 
 CRD = Path(__file__).resolve().parents[1] / "crds" / "yrinstances.yaml"
-GROUP, VERSION, PLURAL, NS, SESSION = "yr.dev", "v1alpha1", "yrinstances", "default", "early"
+GROUP, VERSION, PLURAL, SESSION = "yr.dev", "v1alpha1", "yrinstances", "early"
 SESSION_CERTIFICATE, SESSION_KEY = make_key_pair(session_server_name(SESSION))
 
 
 @pytest.fixture(scope="module")
-def custom(module_local_cluster) -> Iterator[k8s.CustomObjectsApi]:
-    cluster = module_local_cluster(crds=[CRD], node_name=None)
+def cluster(module_local_cluster):
+    """An API server without nodes or operator: statuses are written by hand."""
+    return module_local_cluster(crds=[CRD], node_name=None)
+
+
+@pytest.fixture
+def custom(cluster, namespace: str) -> Iterator[k8s.CustomObjectsApi]:
+    """The API of this test's own namespace (the `namespace` fixture)."""
     with cluster.api_client() as api:
         yield k8s.CustomObjectsApi(api)
 
@@ -87,7 +93,7 @@ def spoofed_server(request) -> Iterator[tuple[int, health.HealthServicer, _Recor
         server.stop(grace=None).wait(10)
 
 
-def create_instance(custom: k8s.CustomObjectsApi, name: str, status: dict) -> None:
+def create_instance(custom: k8s.CustomObjectsApi, namespace: str, name: str, status: dict) -> None:
     """As the SDK does it: after the watcher tracks the name, so it sees every status."""
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -101,9 +107,9 @@ def create_instance(custom: k8s.CustomObjectsApi, name: str, status: dict) -> No
             "session": SESSION,
         },
     }
-    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, NS, PLURAL, name, {"status": status}
+        GROUP, VERSION, namespace, PLURAL, name, {"status": status}
     )
 
 
@@ -116,14 +122,14 @@ def through_gateway(name: str, status: dict) -> str:
 
 
 @pytest.fixture
-def watcher_factory(custom) -> Iterator:
+def watcher_factory(custom, namespace: str) -> Iterator:
     watchers: list[StatusWatcher] = []
 
     def start(address_of=direct) -> StatusWatcher:
         pinned = PinnedServer(SESSION_CERTIFICATE, session_server_name(SESSION))
         watcher = StatusWatcher(
             custom_api=custom,
-            namespace=NS,
+            namespace=namespace,
             session=SESSION,
             address_of=address_of,
             open_channel=pinned.secure_channel,
@@ -141,13 +147,13 @@ def running(port: int) -> dict:
 
 
 def test_a_running_pod_whose_server_serves_is_usable_before_it_is_ready(
-    custom, pod_server, watcher_factory
+    custom, namespace, pod_server, watcher_factory
 ):
     port, servicer = pod_server
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     watcher = watcher_factory()
     watcher.track("serving-before-ready", class_name="m.C", schedule_timeout_s=60)
-    create_instance(custom, "serving-before-ready", running(port))
+    create_instance(custom, namespace, "serving-before-ready", running(port))
 
     endpoint = watcher.endpoint("serving-before-ready", 0).result(timeout=30)
     assert endpoint.address == f"127.0.0.1:{port}"
@@ -155,12 +161,12 @@ def test_a_running_pod_whose_server_serves_is_usable_before_it_is_ready(
 
 
 def test_a_running_pod_is_not_used_until_its_object_is_constructed(
-    custom, pod_server, watcher_factory
+    custom, namespace, pod_server, watcher_factory
 ):
     port, servicer = pod_server
     watcher = watcher_factory()
     watcher.track("still-constructing", class_name="m.C", schedule_timeout_s=60)
-    create_instance(custom, "still-constructing", running(port))
+    create_instance(custom, namespace, "still-constructing", running(port))
 
     future = watcher.endpoint("still-constructing", 0)
     with pytest.raises(concurrent.futures.TimeoutError):
@@ -169,30 +175,32 @@ def test_a_running_pod_is_not_used_until_its_object_is_constructed(
     assert future.result(timeout=30).address == f"127.0.0.1:{port}"
 
 
-def test_through_a_gateway_a_running_pod_waits_for_ready(custom, pod_server, watcher_factory):
+def test_through_a_gateway_a_running_pod_waits_for_ready(
+    custom, namespace, pod_server, watcher_factory
+):
     port, servicer = pod_server
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     watcher = watcher_factory(address_of=through_gateway)
     watcher.track("behind-gateway", class_name="m.C", schedule_timeout_s=60)
-    create_instance(custom, "behind-gateway", running(port))
+    create_instance(custom, namespace, "behind-gateway", running(port))
 
     future = watcher.endpoint("behind-gateway", 0)
     with pytest.raises(concurrent.futures.TimeoutError):
         future.result(timeout=1.0)
     custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, NS, PLURAL, "behind-gateway", {"status": {"phase": "Ready"}}
+        GROUP, VERSION, namespace, PLURAL, "behind-gateway", {"status": {"phase": "Ready"}}
     )
     assert future.result(timeout=30).address == "gateway.example:50052#behind-gateway"
 
 
 def test_a_running_pod_at_a_spoofed_address_is_never_handed_out(
-    custom, spoofed_server, watcher_factory
+    custom, namespace, spoofed_server, watcher_factory
 ):
     port, _, recorder = spoofed_server
     watcher = watcher_factory()
     name = f"spoofed-{port}"
     watcher.track(name, class_name="m.C", schedule_timeout_s=60)
-    create_instance(custom, name, running(port))
+    create_instance(custom, namespace, name, running(port))
 
     future = watcher.endpoint(name, 0)
     with pytest.raises(concurrent.futures.TimeoutError):

@@ -12,6 +12,7 @@ from kubernetes import client as k8s
 
 import yr
 from tests.cluster.chart_rbac import NAMESPACED_RBAC, install_chart_rbac
+from tests.cluster.fixtures import fresh_namespace
 from tests.cluster.operated import kubernetes_session, operated_cluster
 from tests.cluster.tools import K8sTools
 from tests.observe_instances import Leaf, Top
@@ -26,15 +27,22 @@ def cluster(module_local_cluster, k8s_tools: K8sTools):
     with operated_cluster(
         module_local_cluster, k8s_tools / "helm", "-A", "--metrics", "127.0.0.1:0"
     ) as cluster:
-        # One observed tree for the module, in namespace default.
-        install_chart_rbac(cluster, k8s_tools / "helm", "default", kinds=NAMESPACED_RBAC)
         yield cluster
 
 
 @pytest.fixture(scope="module")
-def observed(cluster):
-    """The observed tree of tests/observe_instances.py, once, in namespace default."""
-    with kubernetes_session(cluster, "default"):
+def tree_namespace(cluster, k8s_tools: K8sTools):
+    """The module's namespace: one observed tree, read by every test of the module."""
+    with fresh_namespace(cluster) as name:
+        install_chart_rbac(cluster, k8s_tools / "helm", name, kinds=NAMESPACED_RBAC)
+        cluster.tree_namespace = name  # where kube_yr and the tests look
+        yield name
+
+
+@pytest.fixture(scope="module")
+def observed(cluster, tree_namespace):
+    """The observed tree of tests/observe_instances.py, once, in the module's namespace."""
+    with kubernetes_session(cluster, tree_namespace):
         top = Top.invoke()
         ids = yr.get(top.ids.invoke(), timeout=120)
         yr.get(top.kill_doomed.invoke(), timeout=120)
@@ -43,17 +51,19 @@ def observed(cluster):
 
 
 def kube_yr(cluster, *args: str) -> subprocess.CompletedProcess:
-    return run_yr("--kubernetes", "-n", "default", *args, KUBECONFIG=str(cluster.kubeconfig))
+    return run_yr(
+        "--kubernetes", "-n", cluster.tree_namespace, *args, KUBECONFIG=str(cluster.kubeconfig)
+    )
 
 
 def kube_rows(cluster) -> list[dict]:
-    return yr_json("--kubernetes", "-n", "default", "list", KUBECONFIG=str(cluster.kubeconfig))[
-        "instances"
-    ]
+    return yr_json(
+        "--kubernetes", "-n", cluster.tree_namespace, "list", KUBECONFIG=str(cluster.kubeconfig)
+    )["instances"]
 
 
 def _dead_pod_gone(cluster, observed) -> bool:
-    pods = k8s.CoreV1Api(cluster.api_client()).list_namespaced_pod("default").items
+    pods = k8s.CoreV1Api(cluster.api_client()).list_namespaced_pod(cluster.tree_namespace).items
     return all(not pod.metadata.name.startswith(observed["doomed"]) for pod in pods)
 
 
@@ -66,7 +76,9 @@ def test_yr_list_on_kubernetes_shows_the_same_facts_as_locally(cluster, observed
 
 
 def test_yr_tree_json_on_kubernetes_nests_the_tree_three_deep(cluster, observed):
-    sessions = yr_json("--kubernetes", "-n", "default", "tree", KUBECONFIG=str(cluster.kubeconfig))
+    sessions = yr_json(
+        "--kubernetes", "-n", cluster.tree_namespace, "tree", KUBECONFIG=str(cluster.kubeconfig)
+    )
     (session,) = sessions["sessions"]
     nodes = flatten(session["tree"])
     assert nodes[observed["top"]]["depth"] == 1
@@ -77,7 +89,7 @@ def test_yr_tree_json_on_kubernetes_nests_the_tree_three_deep(cluster, observed)
 def test_yr_tree_on_kubernetes_shows_the_middle_waiting_on_the_leaf(cluster, observed):
     def middle_waits():
         sessions = yr_json(
-            "--kubernetes", "-n", "default", "tree", KUBECONFIG=str(cluster.kubeconfig)
+            "--kubernetes", "-n", cluster.tree_namespace, "tree", KUBECONFIG=str(cluster.kubeconfig)
         )["sessions"]
         return flatten(sessions[0]["tree"])[observed["middle"]].get("waiting_on") or None
 
@@ -103,7 +115,7 @@ def test_kubectl_describe_shows_a_dead_pods_last_lines(cluster, observed, k8s_to
             "yri",
             observed["doomed"],
             "-n",
-            "default",
+            cluster.tree_namespace,
         ],
         capture_output=True,
         text=True,
@@ -117,7 +129,7 @@ def test_kubectl_describe_shows_a_dead_pods_last_lines(cluster, observed, k8s_to
 def test_the_dead_pods_output_keeps_only_the_last_twenty_lines(cluster, observed):
     custom = k8s.CustomObjectsApi(cluster.api_client())
     doomed = custom.get_namespaced_custom_object(
-        GROUP, VERSION, "default", PLURAL, observed["doomed"]
+        GROUP, VERSION, cluster.tree_namespace, PLURAL, observed["doomed"]
     )
     output = doomed["status"]["lastTermination"]["output"]
     assert len(output.splitlines()) == 20
@@ -127,7 +139,11 @@ def test_the_dead_pods_output_keeps_only_the_last_twenty_lines(cluster, observed
 def test_every_instance_of_a_tree_carries_its_roots_label(cluster, observed):
     custom = k8s.CustomObjectsApi(cluster.api_client())
     selected = custom.list_namespaced_custom_object(
-        GROUP, VERSION, "default", PLURAL, label_selector=f"yr.dev/root={observed['top']}"
+        GROUP,
+        VERSION,
+        cluster.tree_namespace,
+        PLURAL,
+        label_selector=f"yr.dev/root={observed['top']}",
     )["items"]
     assert {item["metadata"]["name"] for item in selected} == set(observed.values())
 

@@ -9,6 +9,7 @@ Each piece runs in its own subprocess and is stopped by PID at teardown, pods in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -228,12 +229,10 @@ def module_local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     yield from _factory(tmp_path_factory)
 
 
-@pytest.fixture
-def namespace(cluster: ClusterAccess) -> Iterator[str]:
-    """A fresh namespace on the module's `cluster` for one test; deleted (and gone) after it.
-
-    Tests on a module-scoped cluster share nothing but the cluster: names can repeat across
-    tests, and the namespace controller collects whatever a test leaves behind."""
+@contextlib.contextmanager
+def fresh_namespace(cluster: ClusterAccess) -> Iterator[str]:
+    """A new namespace on `cluster`, deleted (and gone) at the end: whatever was made in it
+    is collected by the namespace controller, so users of it share nothing but the cluster."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     with cluster.api_client() as client:
         core = CoreV1Api(client)
@@ -253,7 +252,7 @@ def namespace(cluster: ClusterAccess) -> Iterator[str]:
         try:
             core.delete_namespace(name)
         except ApiException as error:
-            if error.status != 404:  # the test may have deleted it itself
+            if error.status != 404:  # the user may have deleted it itself
                 raise
 
         def gone() -> bool:
@@ -263,6 +262,14 @@ def namespace(cluster: ClusterAccess) -> Iterator[str]:
                 return error.status == 404
             return False
 
-        wait_for(
-            gone, timeout=NAMESPACE_DELETE_TIMEOUT, what=f"test namespace {name} to be deleted"
-        )
+        wait_for(gone, timeout=NAMESPACE_DELETE_TIMEOUT, what=f"namespace {name} to be deleted")
+
+
+@pytest.fixture
+def namespace(cluster: ClusterAccess) -> Iterator[str]:
+    """A fresh namespace on the module's `cluster` for one test; deleted (and gone) after it.
+
+    Tests on a module-scoped cluster share nothing but the cluster: names can repeat across
+    tests, and the namespace controller collects whatever a test leaves behind."""
+    with fresh_namespace(cluster) as name:
+        yield name
