@@ -205,11 +205,18 @@ class Communicator:
                 self._single_copy = SingleCopy(self.rank, self.world_size, pids)
         return self._single_copy
 
-    def _step(self, name: str, failure: str, deadline: float) -> None:
-        """End a phase on every rank; if any rank failed in it, every rank raises alike."""
-        replies = self._exchange({name: self._seq, "failure": failure}, b"", deadline)
+    def _step(self, name: str, failure: str, deadline: float, *, dead: int = -1) -> None:
+        """End a phase on every rank; if any rank failed in it, every rank raises alike: the
+        died-error when a rank found a peer's process gone (``dead``), else what failed."""
+        replies = self._exchange({name: self._seq, "failure": failure, "dead": dead}, b"", deadline)
         failures = {peer: reply[0]["failure"] for peer, reply in replies.items()}
         failures[self.rank] = failure
+        gone = sorted(({reply[0].get("dead", -1) for reply in replies.values()} | {dead}) - {-1})
+        if gone:
+            self._broken = CollectiveMemberDiedError(
+                self.info.name, gone[0], self._describe(gone[0])
+            )
+            raise self._broken
         failed = "; ".join(f"rank {peer}: {why}" for peer, why in sorted(failures.items()) if why)
         if failed:
             raise CollectiveError(f"collective group {self.info.name!r}: {name} failed: {failed}")
@@ -262,7 +269,7 @@ class Communicator:
                 ufunc,
                 mean=mean,
                 peer_addresses=peers,
-                step=lambda name, failure: self._step(name, failure, deadline),
+                step=lambda name, failure, dead: self._step(name, failure, deadline, dead=dead),
             )
         else:
             self._allreduce_large(data, result, ufunc, mean, deadline)

@@ -53,6 +53,9 @@ def _bind() -> Callable[..., int] | None:
 _process_vm_readv = _bind()
 
 
+NO_RANK = -1
+
+
 def read_remote(pid: int, address: int, into: np.ndarray) -> None:
     """Copy ``into.nbytes`` bytes from ``address`` in process ``pid`` into ``into``."""
     base, total, done = into.ctypes.data, into.nbytes, 0
@@ -118,17 +121,19 @@ class SingleCopy:
         *,
         mean: bool,
         peer_addresses: dict[int, np.ndarray],
-        step: Callable[[str, str], None],
+        step: Callable[[str, str, int], None],
     ) -> None:
         """Reduce slice ``rank`` from every peer's input into ``result``, then read the other
         slices from their owners' results. ``step(name, failure)`` is the exchange that ends a
-        phase: every rank learns there whether any rank failed to read, and raises alike."""
+        phase: every rank learns there whether any rank failed to read, and raises alike (the
+        died-error when a read found a peer's process gone)."""
         flat, out = data.reshape(-1), result.reshape(-1)
         itemsize, count = data.dtype.itemsize, data.size
         low, high = _slice(count, self.rank, self.world_size)
         in_place = flat.ctypes.data == out.ctypes.data
         per_block = max(BLOCK_BYTES // itemsize, 1)
-        failure = ""
+        failure, dead = "", NO_RANK
+        peer = NO_RANK
         try:
             for start in range(low, high, per_block):  # block by block: the partial stays cached
                 stop = min(start + per_block, high)
@@ -142,15 +147,21 @@ class SingleCopy:
                 if mean:
                     np.divide(partial, self.world_size, out=partial)
         except OSError as error:
-            failure = error.strerror or str(error)
-        step("reduced", failure)  # every slice is final in its owner's output
+            failure, dead = error.strerror or str(error), _dead_peer(error, peer)
+        step("reduced", failure, dead)  # every slice is final in its owner's output
         try:
             for peer, pid in self.pids.items():
                 low, high = _slice(count, peer, self.world_size)
                 read_remote(pid, int(peer_addresses[peer][1]) + low * itemsize, out[low:high])
         except OSError as error:
-            failure = error.strerror or str(error)
-        step("gathered", failure)  # no peer reads this rank's arrays any more
+            failure, dead = error.strerror or str(error), _dead_peer(error, peer)
+        step("gathered", failure, dead)  # no peer reads this rank's arrays any more
+
+
+def _dead_peer(error: OSError, peer: int) -> int:
+    """The rank whose process is gone (ESRCH: it died mid-read, perhaps after it had already
+    sent its part of the step), else NO_RANK."""
+    return peer if error.errno == errno.ESRCH else NO_RANK
 
 
 def _slice(count: int, rank: int, world_size: int) -> tuple[int, int]:
