@@ -28,7 +28,6 @@ from yr.runtime.base import (
     ClassInfo,
     Endpoint,
     InstanceSpec,
-    ResourceGroupSpec,
     Runtime,
     qualified_name,
 )
@@ -55,6 +54,7 @@ from yr.runtime.local.process import (
     read_init_failure,
     sweep_process_group,
 )
+from yr.runtime.local.runtime_groups import ResourceGroupMethods
 from yr.runtime.local.sessiondir import SessionDirectory, sweep_dead_sessions
 from yr.runtime.local.waits import WaitGraph
 
@@ -82,7 +82,7 @@ def _drop_payload(instance: LocalInstance) -> list[Callable[[], None]]:
     return [lambda: sharedmem.discard(segments)] if segments else []
 
 
-class LocalRuntime(Runtime):
+class LocalRuntime(ResourceGroupMethods, Runtime):
     """Every instance a child process of one fork server, scheduled on a CPU ledger."""
 
     def __init__(
@@ -420,54 +420,6 @@ class LocalRuntime(Runtime):
         owner = self._instances.get(instance.owner_id or "")
         if owner is not None:
             owner.children.discard(instance_id)
-
-    def _remove_owned_groups(self, owner_id: str | None, *, why: str) -> None:
-        for name in self._groups.owned_by(owner_id):
-            self._remove_group_locked(name, reason=f"its owner {owner_id or 'the driver'} {why}")
-
-    def _remove_group_locked(self, name: str, *, reason: str) -> None:
-        group = self._groups.pop(name)
-        for member in sorted(group.members):
-            self._terminate_locked(
-                member, reason=f"terminated because its resource group {name!r} was {reason}"
-            )
-        self._schedule()
-        self._changed.notify_all()
-
-    # -- resource groups --------------------------------------------------------------------
-
-    def create_resource_group(self, spec: ResourceGroupSpec, *, owner_id: str | None) -> None:
-        with self._lock:
-            self._check_open()
-            self._groups.check_creatable(spec)
-            if owner_id is not None:
-                owner = self._instances.get(owner_id)
-                if owner is None or owner.error is not None:
-                    raise YRError(f"the creating instance {owner_id} is no longer alive")
-            self._groups.add(spec, owner_id)
-            self._schedule()
-            self._changed.notify_all()
-
-    def resource_group_admitted(self, name: str) -> concurrent.futures.Future:
-        # A future of the caller's own: cancelling it (a client that gave up) leaves the group be.
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        with self._lock:
-            try:
-                admitted = self._groups.get(name).admitted
-            except ValueError as error:
-                future.set_exception(YRError(str(error)))
-                return future
-        admitted.add_done_callback(lambda done: settle(future, result=None, error=done.exception()))
-        return future
-
-    def remove_resource_group(self, name: str) -> None:
-        with self._lock:
-            self._groups.get(name)
-            self._remove_group_locked(name, reason="removed")
-
-    def describe_resource_group(self, name: str) -> str:
-        with self._lock:
-            return self._groups.describe(name)
 
     # -- the Runtime contract ---------------------------------------------------------------
 
