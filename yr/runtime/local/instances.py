@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from yr import sharedmem
 from yr.errors import DeathInfo, YRError, YRSchedulingError
 from yr.protocol.yr_pb2 import RemoteError
 from yr.runtime.base import Endpoint, InstanceSpec
@@ -55,6 +57,14 @@ class LocalInstance:
     @property
     def label(self) -> str:
         return f"{self.instance_id} ({self.spec.class_info.short_name})"
+
+
+def drop_payload(instance: LocalInstance) -> list[Callable[[], None]]:
+    """Forget the payload no incarnation will read again; what removes its segments (outside
+    the lock). A process that mapped them keeps its mapping: only the names go."""
+    segments = list(instance.spec.payload_buffers)
+    instance.spec = dataclasses.replace(instance.spec, payload=b"", payload_buffers=())
+    return [lambda: sharedmem.discard(segments)] if segments else []
 
 
 def spawn_command(

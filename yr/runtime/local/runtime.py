@@ -8,7 +8,6 @@ the case where the driver itself is killed.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import logging
 import os
 import secrets
@@ -20,7 +19,6 @@ from typing import Any
 from yr import sharedmem
 from yr.console import notice
 from yr.errors import DeathInfo, YRError, YRInstanceDiedError
-from yr.futures import settle
 from yr.localcall.wire import transport
 from yr.options import Config
 from yr.runtime import node_resources
@@ -37,11 +35,9 @@ from yr.runtime.local.instances import (
     LocalInstance,
     check_creatable,
     default_num_cpus,
-    kill_grace_s,
+    drop_payload,
     record_crash,
     restart_delay,
-    schedule_timeout_error,
-    spawn_command,
     spawn_failed_error,
     walk_subtree,
 )
@@ -55,6 +51,7 @@ from yr.runtime.local.process import (
     sweep_process_group,
 )
 from yr.runtime.local.runtime_groups import ResourceGroupMethods
+from yr.runtime.local.runtime_scheduling import Scheduling
 from yr.runtime.local.sessiondir import SessionDirectory, sweep_dead_sessions
 from yr.runtime.local.waits import WaitGraph
 
@@ -74,15 +71,7 @@ def _publish(control_address: str, token: str, role: str) -> Any:
         return None
 
 
-def _drop_payload(instance: LocalInstance) -> list[Callable[[], None]]:
-    """Forget the payload no incarnation will read again; what removes its segments (outside
-    the lock). A process that mapped them keeps its mapping: only the names go."""
-    segments = list(instance.spec.payload_buffers)
-    instance.spec = dataclasses.replace(instance.spec, payload=b"", payload_buffers=())
-    return [lambda: sharedmem.discard(segments)] if segments else []
-
-
-class LocalRuntime(ResourceGroupMethods, Runtime):
+class LocalRuntime(Scheduling, ResourceGroupMethods, Runtime):
     """Every instance a child process of one fork server, scheduled on a CPU ledger."""
 
     def __init__(
@@ -189,62 +178,6 @@ class LocalRuntime(ResourceGroupMethods, Runtime):
             self._changed.notify_all()
         return instance_id
 
-    def _schedule(self) -> None:
-        self._groups.admit_what_fits()  # whole groups first: they never hold a part
-        for instance_id in list(self._pending):
-            instance = self._instances[instance_id]
-            options = instance.spec.options
-            if options.resource_group_options.placed:
-                # its bundle's reservation, never the free pool
-                if not self._groups.place(instance_id, options):
-                    continue
-            elif self._ledger.fits(options.cpu, options.custom_resources):
-                self._ledger.allocate(instance_id, options.cpu, options.custom_resources)
-            else:
-                continue
-            self._pending.remove(instance_id)
-            self._spawn(instance)
-
-    def _spawn(self, instance: LocalInstance) -> None:
-        instance.state = "starting"
-        self._zygote.send(
-            spawn_command(
-                instance,
-                control_address=self._control.address,
-                session_token=self.session_token,
-                log_socket=self._output.path,
-                socket_dir=self._socket_dir,
-            )
-        )
-
-    def _expire_pending(self) -> None:
-        with self._lock:
-            while not self._closed:
-                now = time.monotonic()
-                next_deadline = None
-                for instance_id in list(self._pending):
-                    instance = self._instances[instance_id]
-                    deadline = (
-                        instance.requested_at + instance.spec.options.schedule_timeout_ms / 1e3
-                    )
-                    if deadline <= now:
-                        self._pending.remove(instance_id)
-                        failing = self._fail(instance, self._schedule_timeout_error(instance))
-                        # Safe under our lock: the client's callbacks never wait for it
-                        # while holding a lock of their own.
-                        for notify in failing:
-                            notify()
-                    elif next_deadline is None or deadline < next_deadline:
-                        next_deadline = deadline
-                wait = None if next_deadline is None else max(next_deadline - now, 0.01)
-                self._changed.wait(wait)
-
-    def _schedule_timeout_error(self, instance: LocalInstance) -> YRError:
-        options = instance.spec.options
-        if options.resource_group_options.placed:
-            return self._groups.placement_timeout_error(instance.label, options)
-        return schedule_timeout_error(instance, self._ledger, len(self._pending))
-
     # -- events from the fork server --------------------------------------------------------
 
     def _on_event(self, event: dict[str, Any]) -> None:
@@ -270,7 +203,7 @@ class LocalRuntime(ResourceGroupMethods, Runtime):
                 )
                 completions.extend(self._release_waiters(instance))
                 if instance.restarts_left == 0:  # no incarnation will read the payload again
-                    completions.extend(_drop_payload(instance))
+                    completions.extend(drop_payload(instance))
             elif kind == "init-failed":
                 instance.init_failure = event["remote_error"]
             elif kind == "spawn-failed" and instance.state == "starting":
@@ -360,66 +293,6 @@ class LocalRuntime(ResourceGroupMethods, Runtime):
                 instance.instance_id, instance.spec.class_info.class_name, death
             )
             completions.extend(self._fail(instance, error))
-
-    # -- state changes ----------------------------------------------------------------------
-
-    def _release_waiters(self, instance: LocalInstance) -> list[Callable[[], None]]:
-        ready, waiting = [], []
-        for minimum, future in instance.waiters:
-            (ready if minimum <= instance.incarnation else waiting).append(future)
-        instance.waiters = waiting
-        endpoint = instance.endpoint
-        return [lambda f=future: settle(f, result=endpoint) for future in ready]
-
-    def _fail(
-        self, instance: LocalInstance, error: BaseException, *, state: str = "dead"
-    ) -> list[Callable[[], None]]:
-        instance.state = state
-        instance.error = error
-        instance.endpoint = None
-        # It will never start again: keep the record (callers may still ask), not the payload.
-        release = _drop_payload(instance)
-        self._ledger.release(instance.instance_id)
-        options = instance.spec.options
-        if options.resource_group_options.placed:
-            self._groups.leave(instance.instance_id, options)
-        if (
-            options.name
-            and self._named.get((options.namespace, options.name)) == instance.instance_id
-        ):
-            del self._named[(options.namespace, options.name)]
-        waiters, instance.waiters = instance.waiters, []
-        self._schedule()
-        self._changed.notify_all()
-        return release + [lambda f=future: settle(f, error=error) for _, future in waiters]
-
-    def _terminate_locked(self, instance_id: str, *, reason: str) -> None:
-        """Stop an instance and its subtree; ``reason`` completes "instance X was ..."."""
-        instance = self._instances.get(instance_id)
-        if instance is None or instance.state in ("terminated", "dead"):
-            return
-        for child_id in list(instance.children):
-            self._terminate_locked(child_id, reason=f"terminated with its owner {instance_id}")
-        self._remove_owned_groups(instance_id, why="ended")
-        if instance_id in self._pending:
-            self._pending.remove(instance_id)
-        was_running = instance.state in ("starting", "ready")  # "restarting" has no process
-        instance.end_reason = reason
-        error: YRError = YRError(f"instance {instance.label} was {reason}")
-        if "owner" in reason:  # the same words whichever way a caller learns of it
-            error = YRInstanceDiedError(
-                instance_id, instance.spec.class_info.class_name, DeathInfo(reason=reason)
-            )
-        for notify in self._fail(instance, error, state="terminated"):
-            notify()
-        if was_running:
-            grace_s = kill_grace_s(instance)
-            self._zygote.send({"op": "kill", "instance_id": instance_id, "grace_s": grace_s})
-            if grace_s:
-                self._graceful_until[instance_id] = time.monotonic() + grace_s
-        owner = self._instances.get(instance.owner_id or "")
-        if owner is not None:
-            owner.children.discard(instance_id)
 
     # -- the Runtime contract ---------------------------------------------------------------
 

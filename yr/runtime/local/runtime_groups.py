@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+from typing import TYPE_CHECKING
 
 from yr.errors import YRError
 from yr.futures import settle
-from yr.runtime.base import ResourceGroupSpec
-from yr.runtime.local.groups import ResourceGroups
-from yr.runtime.local.instances import LocalInstance
+
+if TYPE_CHECKING:
+    from yr.runtime.base import ResourceGroupSpec
+    from yr.runtime.local.groups import ResourceGroups
+    from yr.runtime.local.instances import LocalInstance
 
 
 class ResourceGroupMethods:
