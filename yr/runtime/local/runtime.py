@@ -3,6 +3,12 @@
 It keeps the ownership tree (who created whom) so that terminating, crashing for good or
 restarting an instance destroys everything it created; the fork server's death-by-EOF covers
 the case where the driver itself is killed.
+
+This module creates the runtime's state and serves the Runtime contract, handing detached
+instances to the keeper (kept.py). Its parts, mixins over the same state and lock, live beside
+it: runtime_scheduling (placing, spawning, failing, terminating instances), runtime_events
+(what the fork server reports: readiness, crashes, restarts, its own death), runtime_groups
+(resource groups) and runtime_views (``yr.resources()``, the ``yr`` command's views).
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from yr.console import notice
 from yr.errors import DeathInfo, YRError
 from yr.localcall.wire import transport
 from yr.options import Config
-from yr.runtime import node_resources
 from yr.runtime.base import (
     ClassInfo,
     InstanceSpec,
@@ -42,6 +47,7 @@ from yr.runtime.local.process import ZygoteProcess
 from yr.runtime.local.runtime_events import ForkServerEvents
 from yr.runtime.local.runtime_groups import ResourceGroupMethods
 from yr.runtime.local.runtime_scheduling import Scheduling
+from yr.runtime.local.runtime_views import RuntimeViews
 from yr.runtime.local.sessiondir import SessionDirectory, sweep_dead_sessions
 from yr.runtime.local.waits import WaitGraph
 
@@ -61,7 +67,7 @@ def _publish(control_address: str, token: str, role: str) -> Any:
         return None
 
 
-class LocalRuntime(ForkServerEvents, Scheduling, ResourceGroupMethods, Runtime):
+class LocalRuntime(ForkServerEvents, Scheduling, ResourceGroupMethods, RuntimeViews, Runtime):
     """Every instance a child process of one fork server, scheduled on a CPU ledger."""
 
     def __init__(
@@ -262,68 +268,6 @@ class LocalRuntime(ForkServerEvents, Scheduling, ResourceGroupMethods, Runtime):
                 return False
             self._refusing = "the keeper of detached instances is ending; try again"
             return True
-
-    def resources(self) -> list[dict[str, Any]]:
-        with self._lock:
-            memory_held = self._groups.memory_reserved() + sum(
-                self._instances[holder].spec.options.memory
-                for holder in self._ledger.holders()
-                if holder in self._instances
-            )
-            capacity = {"CPU": self._ledger.total, "Memory": node_resources.physical_memory_mb()}
-            allocatable = {"CPU": self._ledger.free, "Memory": capacity["Memory"] - memory_held}
-            return [
-                {
-                    **node_resources.entry(
-                        "local", ready=True, capacity=capacity, allocatable=allocatable
-                    ),
-                    "node": "local",
-                    "cpu_total": self._ledger.total,
-                    "cpu_used": self._ledger.used,
-                    "cpu_free": self._ledger.free,
-                    "instances": sum(1 for i in self._instances.values() if i.error is None),
-                    "pending": len(self._pending),
-                    "holders": self._ledger.holders(),
-                    "custom_resources": self._ledger.custom_resources(),
-                    "resource_groups": self._groups.rows(),
-                }
-            ]
-
-    def inspect(self) -> dict[str, Any]:
-        """Every instance of the session as plain data, for the ``yr`` command."""
-        from yr.runtime.local.snapshot import session_view
-
-        with self._lock:
-            return session_view(
-                self._instances.values(),
-                self._ledger,
-                self.waits,
-                now=time.monotonic(),
-                resource_groups=self._groups.rows(),
-            )
-
-    def log_lines(self, instance_id: str, *, after: int = 0) -> tuple[list, bool]:
-        """What ``instance_id`` printed (numbered above ``after``) and whether it has ended."""
-        with self._lock:
-            instance = self._instances.get(instance_id)
-            if instance is None:
-                raise YRError(f"no instance {instance_id} in this session")
-            ended = instance.state in ("dead", "terminated")
-        return self._output.book.lines(instance_id, after=after), ended
-
-    def pids(self) -> dict[str, int]:
-        """Process ids of the live instances (for tests and tooling)."""
-        with self._lock:
-            return {
-                i.instance_id: i.pid
-                for i in self._instances.values()
-                if i.pid is not None and i.error is None
-            }
-
-    def spawned_pids(self) -> set[int]:
-        """Every instance process this runtime ever started, dead or alive."""
-        with self._lock:
-            return set(self._spawned_pids)
 
     @property
     def zygote_pid(self) -> int:
