@@ -4,7 +4,11 @@ A per-user runtime directory (``$YR_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/yr``,
 ``/tmp/yr-<uid>``), mode 0700, holds one ``<id>.json`` per live session (its control server's
 address and the path of its token file) and that ``<id>.token``, both 0600. Finalize removes
 them; a session whose driver process is gone (``kill -9``) is swept by the next reader or
-publisher.
+publisher. The directory also holds the per-user locks (one keeper at a time).
+
+A separate job from sessiondir.py: this directory is shared by the user's sessions and only
+announces them; each session's own workspace (its sockets, its liveness lock) is a private
+directory of its own, which sessiondir.py creates and sweeps.
 """
 
 from __future__ import annotations
@@ -83,10 +87,13 @@ def publish(*, control_address: str, token: str, role: str = "driver") -> Sessio
 
 
 def withdraw(info: SessionInfo) -> None:
-    directory = Path(info.token_file).parent
+    _remove_session_files(Path(info.token_file).parent, info.session_id)
+
+
+def _remove_session_files(directory: Path, session_id: str) -> None:
     for suffix in (".json", ".token"):
         with contextlib.suppress(FileNotFoundError):
-            (directory / f"{info.session_id}{suffix}").unlink()
+            (directory / f"{session_id}{suffix}").unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -131,7 +138,4 @@ def sweep_stale(directory: Path) -> None:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if not _alive(pid):
-            session_id = path.name[: -len(".json")]
-            for suffix in (".json", ".token"):
-                with contextlib.suppress(FileNotFoundError):
-                    (directory / f"{session_id}{suffix}").unlink()
+            _remove_session_files(directory, path.name[: -len(".json")])

@@ -1,9 +1,14 @@
 """A driver session's directory under /tmp, and the sweep of those whose driver died.
 
-The directory (``/tmp/yr-logs-*``) holds the output socket and a lock file the driver holds
-for its whole life; it records the session's shared-memory prefix. A driver killed before it
-could clean up leaves both behind: its fork server removes them when it sees EOF, and the next
-``init()`` sweeps whatever a session whose lock is free (its driver is dead) left.
+The directory (``/tmp/yr-logs-*``) holds the output socket, the instances' sockets for
+same-machine calls, and a lock file the driver holds for its whole life; it records the
+session's shared-memory prefix. A driver killed before it could clean up leaves both behind:
+its fork server removes them when it sees EOF, and the next ``init()`` sweeps whatever a
+session whose lock is free (its driver is dead) left.
+
+A separate job from discovery.py: this is one session's private workspace, created with it
+(mode 0700) and gone with it; the per-user runtime directory of discovery.py only announces
+live sessions to the ``yr`` command.
 """
 
 from __future__ import annotations
