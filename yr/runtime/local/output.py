@@ -8,7 +8,6 @@ import os
 import selectors
 import socket
 import sys
-import tempfile
 import threading
 
 from yr.runtime.local.logbook import LogBook
@@ -68,12 +67,11 @@ class OutputForwarder:
     terminal.
     """
 
-    def __init__(self, *, directory: str | None = None, echo: bool = True) -> None:
+    def __init__(self, *, directory: str, echo: bool = True) -> None:
+        """``directory``: the session's (sessiondir.py), which outlives the socket."""
         self.book = LogBook()
         self._echo = echo
-        self._owns_directory = directory is None
-        self._directory = directory or tempfile.mkdtemp(prefix="yr-logs-")
-        self.path = os.path.join(self._directory, "output.sock")
+        self.path = os.path.join(directory, "output.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.path)
         os.chmod(self.path, 0o600)
@@ -182,9 +180,5 @@ class OutputForwarder:
         self._listener.close()
         self._wake_read.close()
         self._wake_write.close()
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(self.path)
-            if self._owns_directory:
-                os.rmdir(self._directory)
-        except OSError:
-            pass
