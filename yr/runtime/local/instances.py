@@ -125,15 +125,22 @@ def check_creatable(
     impossible = ledger.never_fits(spec.class_info.short_name, options.custom_resources)
     if impossible and not placed:
         raise YRSchedulingError(impossible)
-    if owner_id is not None:
-        owner = instances.get(owner_id)
-        if owner is None or owner.error is not None:
-            raise YRError(f"the creating instance {owner_id} is no longer alive")
+    check_owner_alive(instances, owner_id)
     if options.name and (options.namespace, options.name) in named:
         raise ValueError(
             f"an instance named {options.name!r} already exists in namespace "
             f"{options.namespace!r}; use yr.get_instance({options.name!r}) to reach it"
         )
+
+
+def check_owner_alive(instances: dict[str, LocalInstance], owner_id: str | None) -> None:
+    """Raise if what an instance creates (an instance, a resource group) would be owned by an
+    instance that is gone: nothing would ever end it."""
+    if owner_id is None:
+        return
+    owner = instances.get(owner_id)
+    if owner is None or owner.error is not None:
+        raise YRError(f"the creating instance {owner_id} is no longer alive")
 
 
 def walk_subtree(instances: dict[str, LocalInstance], root_id: str) -> Iterator[LocalInstance]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from yr.errors import YRError
 from yr.futures import settle
+from yr.runtime.local.instances import check_owner_alive
 
 if TYPE_CHECKING:
     from yr.runtime.base import ResourceGroupSpec
@@ -42,10 +43,7 @@ class ResourceGroupMethods:
         with self._lock:
             self._check_open()
             self._groups.check_creatable(spec)
-            if owner_id is not None:
-                owner = self._instances.get(owner_id)
-                if owner is None or owner.error is not None:
-                    raise YRError(f"the creating instance {owner_id} is no longer alive")
+            check_owner_alive(self._instances, owner_id)
             self._groups.add(spec, owner_id)
             self._schedule()
             self._changed.notify_all()
