@@ -55,6 +55,11 @@ class LocalInstance:
     init_failure: RemoteError | None = None  # what its current incarnation's __init__ raised
 
     @property
+    def ended(self) -> bool:
+        """It can never serve again: dead or terminated, and ``error`` says why."""
+        return self.state in ("dead", "terminated")
+
+    @property
     def label(self) -> str:
         return f"{self.instance_id} ({self.spec.class_info.short_name})"
 
@@ -139,7 +144,7 @@ def check_owner_alive(instances: dict[str, LocalInstance], owner_id: str | None)
     if owner_id is None:
         return
     owner = instances.get(owner_id)
-    if owner is None or owner.error is not None:
+    if owner is None or owner.ended:
         raise YRError(f"the creating instance {owner_id} is no longer alive")
 
 

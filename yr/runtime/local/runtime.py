@@ -259,7 +259,7 @@ class LocalRuntime(ForkServerEvents, Scheduling, ResourceGroupMethods, RuntimeVi
     def idle(self) -> bool:
         """No instance is pending or alive."""
         with self._lock:
-            return all(i.state in ("dead", "terminated") for i in self._instances.values())
+            return all(i.ended for i in self._instances.values())
 
     def stop_if_idle(self) -> bool:
         """The keeper's end: True, and refusing new instances from now on, if it is idle."""

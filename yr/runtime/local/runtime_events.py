@@ -78,7 +78,7 @@ class ForkServerEvents:
 
     def _on_exit(self, instance: LocalInstance, event: dict[str, Any], completions: list) -> None:
         self.waits.forget(instance.instance_id)  # a process that exited waits on nothing
-        if instance.state in ("terminated", "dead"):
+        if instance.ended:
             # Killed on purpose: the reason is the truth, the SIGKILL only the means.
             instance.deaths.setdefault(
                 instance.incarnation, DeathInfo(reason=instance.end_reason or "terminated")
@@ -142,7 +142,7 @@ class ForkServerEvents:
         )
         logger.error("yr: %s; yr.finalize() and yr.init() start a new one", self._zygote_death)
         for instance in self._instances.values():
-            if instance.error is not None:
+            if instance.ended:
                 continue
             death = DeathInfo(reason=self._zygote_death)
             if instance.state in ("starting", "ready"):

@@ -135,7 +135,7 @@ class Scheduling:
     def _terminate_locked(self, instance_id: str, *, reason: str) -> None:
         """Stop an instance and its subtree; ``reason`` completes "instance X was ..."."""
         instance = self._instances.get(instance_id)
-        if instance is None or instance.state in ("terminated", "dead"):
+        if instance is None or instance.ended:
             return
         for child_id in list(instance.children):
             self._terminate_locked(child_id, reason=f"terminated with its owner {instance_id}")

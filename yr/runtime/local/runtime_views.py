@@ -49,7 +49,7 @@ class RuntimeViews:
                     "cpu_total": self._ledger.total,
                     "cpu_used": self._ledger.used,
                     "cpu_free": self._ledger.free,
-                    "instances": sum(1 for i in self._instances.values() if i.error is None),
+                    "instances": sum(1 for i in self._instances.values() if not i.ended),
                     "pending": len(self._pending),
                     "holders": self._ledger.holders(),
                     "custom_resources": self._ledger.custom_resources(),
@@ -76,7 +76,7 @@ class RuntimeViews:
             instance = self._instances.get(instance_id)
             if instance is None:
                 raise YRError(f"no instance {instance_id} in this session")
-            ended = instance.state in ("dead", "terminated")
+            ended = instance.ended
         return self._output.book.lines(instance_id, after=after), ended
 
     def pids(self) -> dict[str, int]:
@@ -85,7 +85,7 @@ class RuntimeViews:
             return {
                 i.instance_id: i.pid
                 for i in self._instances.values()
-                if i.pid is not None and i.error is None
+                if i.pid is not None and not i.ended
             }
 
     def spawned_pids(self) -> set[int]:
