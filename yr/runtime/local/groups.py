@@ -10,7 +10,7 @@ is one node: every strategy (SPREAD and STRICT_SPREAD too) puts all bundles on i
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,12 +80,14 @@ class LocalGroup:
             custom=custom,
         )
 
+    def bundle_indexes(self, wanted: int) -> Sequence[int]:
+        """The bundles an instance asking for bundle ``wanted`` may use: that one, or any (-1)."""
+        return range(len(self.spec.bundles)) if wanted == -1 else (wanted,)
+
     def room_for(self, options: InvokeOptions) -> int | None:
         """The bundle an instance with ``options`` fits in now (its own index, or the first
         with room for -1), or None."""
-        wanted = options.resource_group_options.bundle_index
-        indexes = range(len(self.spec.bundles)) if wanted == -1 else (wanted,)
-        for index in indexes:
+        for index in self.bundle_indexes(options.resource_group_options.bundle_index):
             if _fits(options, self.bundle_free(index)):
                 return index
         return None
@@ -200,7 +202,7 @@ class ResourceGroups:
                 f"resource group {group.name!r} has {count} bundle(s) (0 to {count - 1}, "
                 "or -1 for any)"
             )
-        indexes = range(count) if placement.bundle_index == -1 else (placement.bundle_index,)
+        indexes = group.bundle_indexes(placement.bundle_index)
         if any(_fits(options, group.spec.bundles[index]) for index in indexes):
             return
         where = (
@@ -278,11 +280,6 @@ class ResourceGroups:
             return YRSchedulingError(prefix + "the group was removed")
         if not group.reserved:
             return YRSchedulingError(prefix + "the group is not admitted; " + self.describe(name))
-        indexes = (
-            range(len(group.spec.bundles))
-            if placement.bundle_index == -1
-            else (placement.bundle_index,)
-        )
         free = "; ".join(
             f"bundle {i} has {_bundle_text(group.bundle_free(i))} left (used by: "
             + (
@@ -290,7 +287,7 @@ class ResourceGroups:
                 or "nobody"
             )
             + ")"
-            for i in indexes
+            for i in group.bundle_indexes(placement.bundle_index)
         )
         return YRSchedulingError(
             prefix + f"it requests {_request_text(options)}, but {free}. End a member of the "
