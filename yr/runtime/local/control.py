@@ -104,14 +104,14 @@ class _RuntimeServicer(yr_pb2_grpc.RuntimeServicer):
 
     async def BlockWait(self, request, context):
         def work():
-            self._runtime.waits.block(request.waiter, list(request.targets))
+            self._runtime.block_wait(request.waiter, list(request.targets))
             return yr_pb2.WaitReply()
 
         return await self._guard(context, work)
 
     async def EndWait(self, request, context):
         def work():
-            self._runtime.waits.unblock(request.waiter, list(request.targets))
+            self._runtime.end_wait(request.waiter, list(request.targets))
             return yr_pb2.WaitReply()
 
         return await self._guard(context, work)
