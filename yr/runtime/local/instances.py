@@ -53,11 +53,17 @@ class LocalInstance:
     error: BaseException | None = None  # set once it can never serve again
     end_reason: str = ""  # why the runtime ended it ("terminated because its owner X died")
     init_failure: RemoteError | None = None  # what its current incarnation's __init__ raised
+    shutdown_hook_until: float = 0.0  # monotonic end of the __yr_shutdown__ it was given
 
     @property
     def ended(self) -> bool:
         """It can never serve again: dead or terminated, and ``error`` says why."""
         return self.state in ("dead", "terminated")
+
+    @property
+    def process_alive(self) -> bool:
+        """Its current incarnation's process was started and has not exited."""
+        return self.pid is not None and self.incarnation not in self.deaths
 
     @property
     def label(self) -> str:

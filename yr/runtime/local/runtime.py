@@ -92,7 +92,6 @@ class LocalRuntime(ForkServerEvents, Scheduling, ResourceGroupMethods, RuntimeVi
         self._groups = ResourceGroups(self._ledger)
         self._instances: dict[str, LocalInstance] = {}
         self._named: dict[tuple[str, str], str] = {}
-        self._graceful_until: dict[str, float] = {}  # instance -> end of its shutdown hook
         self._pending: list[str] = []
         self._spawned_pids: set[int] = set()
         self._lock = threading.RLock()
@@ -224,12 +223,9 @@ class LocalRuntime(ForkServerEvents, Scheduling, ResourceGroupMethods, RuntimeVi
             if not wait:
                 return
             deadline = time.monotonic() + TERMINATE_WAIT_S
-            while any(self._alive_process(i) for i in subtree):
+            while any(i.process_alive for i in subtree):
                 if not self._changed.wait(max(deadline - time.monotonic(), 0)):
                     break
-
-    def _alive_process(self, instance: LocalInstance) -> bool:
-        return instance.pid is not None and instance.incarnation not in instance.deaths
 
     def block_wait(self, waiter: str, targets: list[str]) -> None:
         self.waits.block(waiter, targets)
@@ -300,9 +296,9 @@ class LocalRuntime(ForkServerEvents, Scheduling, ResourceGroupMethods, RuntimeVi
         while True:
             now = time.monotonic()
             waiting = [
-                deadline
-                for instance_id, deadline in self._graceful_until.items()
-                if deadline > now and self._alive_process(self._instances[instance_id])
+                instance.shutdown_hook_until
+                for instance in self._instances.values()
+                if instance.shutdown_hook_until > now and instance.process_alive
             ]
             if not waiting:
                 return

@@ -40,7 +40,6 @@ class Scheduling:
     _instances: dict[str, LocalInstance]
     _named: dict[tuple[str, str], str]
     _pending: list[str]
-    _graceful_until: dict[str, float]
     _zygote: ZygoteProcess
     _control: ControlServer
     _output: OutputForwarder
@@ -155,7 +154,7 @@ class Scheduling:
             grace_s = kill_grace_s(instance)
             self._zygote.send({"op": "kill", "instance_id": instance_id, "grace_s": grace_s})
             if grace_s:
-                self._graceful_until[instance_id] = time.monotonic() + grace_s
+                instance.shutdown_hook_until = time.monotonic() + grace_s
         owner = self._instances.get(instance.owner_id or "")
         if owner is not None:
             owner.children.discard(instance_id)
