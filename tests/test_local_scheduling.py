@@ -47,3 +47,14 @@ def test_supervisors_holding_the_cpu_get_a_diagnosis_not_a_hang(four_cpus):
     assert "requests 1000m CPU" in message
     assert "of the local runtime's 4000m is free" in message
     assert "greedysupervisor-" in message and "resource deadlock" in message
+
+
+def test_a_pending_instance_that_is_terminated_never_starts(four_cpus):
+    big = yr.InvokeOptions(cpu=3000)
+    first = Counter.options(big).invoke()
+    yr.get(first.add.invoke())
+    second = Counter.options(big).invoke()  # pending: 1000m of 4000m free
+    second.terminate()
+    assert four_cpus.resources()[0]["pending"] == 0
+    first.terminate()  # its CPU is free again, and nobody may take it
+    assert four_cpus.resources()[0]["cpu_used"] == 0

@@ -37,7 +37,6 @@ class ForkServerEvents:
     _changed: threading.Condition
     _closed: bool
     _instances: dict[str, LocalInstance]
-    _pending: list[str]
     _spawned_pids: set[int]
     _zygote: ZygoteProcess
     _zygote_death: str
@@ -149,8 +148,6 @@ class ForkServerEvents:
                 instance.deaths.setdefault(instance.incarnation, death)
                 if instance.pid is not None:  # PDEATHSIG ends it, but not what it started
                     sweep_process_group(instance.pid)
-            if instance.instance_id in self._pending:
-                self._pending.remove(instance.instance_id)
             error = YRInstanceDiedError(
                 instance.instance_id, instance.spec.class_info.class_name, death
             )

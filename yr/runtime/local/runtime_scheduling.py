@@ -84,7 +84,7 @@ class Scheduling:
                         instance.requested_at + instance.spec.options.schedule_timeout_ms / 1e3
                     )
                     if deadline <= now:
-                        self._pending.remove(instance_id)
+                        self._pending.remove(instance_id)  # first: the error counts the rest
                         failing = self._fail(instance, self._schedule_timeout_error(instance))
                         # Safe under our lock: the client's callbacks never wait for it
                         # while holding a lock of their own.
@@ -115,6 +115,8 @@ class Scheduling:
         instance.state = state
         instance.error = error
         instance.endpoint = None
+        if instance.instance_id in self._pending:
+            self._pending.remove(instance.instance_id)
         # It will never start again: keep the record (callers may still ask), not the payload.
         release = drop_payload(instance)
         self._ledger.release(instance.instance_id)
@@ -139,8 +141,6 @@ class Scheduling:
         for child_id in list(instance.children):
             self._terminate_locked(child_id, reason=f"terminated with its owner {instance_id}")
         self._remove_owned_groups(instance_id, why="ended")
-        if instance_id in self._pending:
-            self._pending.remove(instance_id)
         was_running = instance.state in ("starting", "ready")  # "restarting" has no process
         instance.end_reason = reason
         error: YRError = YRError(f"instance {instance.label} was {reason}")
