@@ -48,6 +48,9 @@ class OnDemandGrpcServer:
         """Close the port, stop the gRPC server (if it ever started), end every relay."""
         if self._listener is not None:
             self._listener.close()
+        if self._starting is not None:  # a server being built when we were told to stop
+            with contextlib.suppress(Exception):
+                await self._starting
         if self._server is not None:
             await self._server.stop(grace)
         for writer in list(self._relayed):

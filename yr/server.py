@@ -327,7 +327,8 @@ async def serve(
     ``tls`` (certificate, key; PEM) makes the port TLS-only; ``health_port`` adds a plaintext
     port that serves the health service and nothing else (for probes that cannot speak TLS).
     ``local_socket`` is a Unix socket path where the same calls are served to callers on this
-    machine (yr/localcall); ``on_ready`` is told it once it listens.
+    machine (yr/localcall); ``on_ready`` is told it once it listens. With it (and no TLS), the
+    gRPC server is built only when the port is first dialled (yr/grpc_on_demand.py).
     """
     credentials.adopt_session_token(token)  # before the user's code can start a process
     health_servicer = health.aio.HealthServicer()
