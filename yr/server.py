@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from yr import credentials, debug, serialization, sharedmem, tracebacks, waits
 from yr.dispatch import CallOrder, CallRefused, SerialRunner
 from yr.errors import YRInvokeError
+from yr.grpc_on_demand import OnDemandGrpcServer
 from yr.localcall.server import LocalCallServer
 from yr.method_loop import MethodLoop
 from yr.protocol import (
@@ -326,7 +327,8 @@ async def serve(
     ``tls`` (certificate, key; PEM) makes the port TLS-only; ``health_port`` adds a plaintext
     port that serves the health service and nothing else (for probes that cannot speak TLS).
     ``local_socket`` is a Unix socket path where the same calls are served to callers on this
-    machine (yr/localcall); ``on_ready`` is told it once it listens.
+    machine (yr/localcall); ``on_ready`` is told it once it listens. With it (and no TLS), the
+    gRPC server is built only when the port is first dialled (yr/grpc_on_demand.py).
     """
     credentials.adopt_session_token(token)  # before the user's code can start a process
     health_servicer = health.aio.HealthServicer()
@@ -335,7 +337,6 @@ async def serve(
         refusal_message=f"instance {instance_id} refused the call: missing or wrong session token",
         open_methods={_HEALTH_CHECK: _probe_handler(health_servicer)},
     )
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
     user = UserObject(
         payload,
         class_name=class_name,
@@ -349,19 +350,31 @@ async def serve(
         incarnation=incarnation,
     )
     del payload, payload_buffers  # the user object drops them once constructed
-    yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
-    if extra_handlers:  # services the composition root adds (collective links in a pod)
-        server.add_generic_rpc_handlers(tuple(extra_handlers))
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    debug.add_to_server(server, instance_id=instance_id)  # behind the token gate, like calls
+
+    def build_grpc_server() -> grpc.aio.Server:
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[gate])
+        yr_pb2_grpc.add_InstanceServicer_to_server(servicer, server)
+        if extra_handlers:  # services the composition root adds (collective links in a pod)
+            server.add_generic_rpc_handlers(tuple(extra_handlers))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        debug.add_to_server(server, instance_id=instance_id)  # behind the token gate, like calls
+        return server
+
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     address = _join_host_port(host, port)
-    if tls is not None:
-        bound = server.add_secure_port(address, tls_credentials(*tls))
+    server: grpc.aio.Server | OnDemandGrpcServer
+    if local_socket and tls is None:  # calls come over the socket: gRPC only when dialled
+        server = OnDemandGrpcServer(build_grpc_server)
+        bound = await server.listen(host, port)
     else:
-        bound = server.add_insecure_port(address)
-    if bound == 0:
-        raise OSError(f"instance server could not bind {host}:{port}")
+        server = build_grpc_server()
+        if tls is not None:
+            bound = server.add_secure_port(address, tls_credentials(*tls))
+        else:
+            bound = server.add_insecure_port(address)
+        if bound == 0:
+            raise OSError(f"instance server could not bind {host}:{port}")
+        await server.start()
     health_server = None
     if health_port is not None:
         health_server = grpc.aio.server()
@@ -369,7 +382,6 @@ async def serve(
         if health_server.add_insecure_port(_join_host_port(host, health_port)) == 0:
             raise OSError(f"instance server could not bind its health port {host}:{health_port}")
         await health_server.start()
-    await server.start()
     local_server = None
     if local_socket:
         local_server = LocalCallServer(
