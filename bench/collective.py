@@ -31,6 +31,7 @@ import sys
 import time
 
 import numpy as np
+from _stats import slowest_rank_median
 
 MiB = 1 << 20
 SIZES_MIB = (1, 16, 100)
@@ -144,8 +145,7 @@ def run_yr() -> dict:
             per_rank = yr.get(
                 [m.allreduce.invoke(size * MiB, REPEATS[size]) for m in members], timeout=600
             )
-            slowest = [max(times) for times in zip(*per_rank, strict=True)]
-            results[f"allreduce_{size}MiB"] = statistics.median(slowest)
+            results[f"allreduce_{size}MiB"] = slowest_rank_median(per_rank)
         weights = np.zeros(FEATURES)
         yr.get([m.train.invoke(weights, 0.5, 2) for m in members])  # warm up
         started = time.perf_counter()
@@ -273,8 +273,7 @@ def run_ray_gloo(ray) -> dict:
     results = {}
     for size in SIZES_MIB:
         per_rank = ray.get([w.allreduce.remote(size * MiB, REPEATS[size]) for w in workers])
-        slowest = [max(times) for times in zip(*per_rank, strict=True)]
-        results[f"gloo_allreduce_{size}MiB"] = statistics.median(slowest)
+        results[f"gloo_allreduce_{size}MiB"] = slowest_rank_median(per_rank)
     weights = np.zeros(FEATURES)
     ray.get([w.train.remote(weights, 0.5, 2) for w in workers])  # warm up
     started = time.perf_counter()
