@@ -32,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _stats import percentile  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes import watch as k8s_watch  # noqa: E402
@@ -110,11 +111,6 @@ class Recorder:
     def stop(self) -> None:
         for w in self._watches:
             w.stop()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run(rec: Recorder, n: int, *, one_by_one: bool) -> dict[str, Any]:
@@ -227,8 +223,8 @@ def main() -> None:
     for label, r in rows:
         print(
             f"{label:<14}{r['n']:>4}{statistics.median(r['pod']):>9.0f}"
-            f"{statistics.median(r['ready']):>11.0f}{pct(r['ready'], 0.99):>11.0f}"
-            f"{statistics.median(r['call']):>10.0f}{pct(r['call'], 0.99):>10.0f}"
+            f"{statistics.median(r['ready']):>11.0f}{percentile(r['ready'], 0.99):>11.0f}"
+            f"{statistics.median(r['call']):>10.0f}{percentile(r['call'], 0.99):>10.0f}"
             f"{r['wall']:>16.2f}{r['warnings']:>16}"
         )
 

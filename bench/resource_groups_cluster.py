@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _stats import median_min_max  # noqa: E402
 
 import yr  # noqa: E402
 from tests.cluster.chart_rbac import install_chart_rbac  # noqa: E402
@@ -81,7 +82,7 @@ def wait_idle() -> None:
 
 
 def summary(values: list[float]) -> str:
-    return f"{statistics.median(values):>8.2f}{min(values):>8.2f}{max(values):>8.2f}"
+    return "".join(f"{value:>8.2f}" for value in median_min_max(values))
 
 
 def main() -> None:

@@ -80,6 +80,16 @@ class Member:
         result = self.allreduce(shape, dtype, op, group)
         return _compare(result, expected_allreduce(world_size, shape, dtype, op))
 
+    def check_rank_order_fold(self, count: int, group="default") -> str:
+        """A float32 sum whose rounding depends on the order of the fold: rank order expected."""
+        world_size = collective.get_world_size(group)
+        inputs = [_rounding_array(rank, count) for rank in range(world_size)]
+        expected = inputs[0].copy()
+        for part in inputs[1:]:
+            expected += part
+        result = collective.allreduce(inputs[collective.get_rank(group)], group_name=group)
+        return _compare(result, expected)
+
     def check_broadcast(self, shape, dtype, src, group="default") -> str:
         return _compare(self.broadcast(shape, dtype, src, group), make_array(src, shape, dtype))
 
@@ -94,6 +104,10 @@ class Member:
         array = np.ones(size, np.float32)
         while True:
             collective.allreduce(array, group_name=group)
+
+
+def _rounding_array(rank: int, count: int) -> np.ndarray:
+    return np.random.default_rng(rank).standard_normal(count).astype(np.float32) * 10.0**rank
 
 
 def expected_allreduce(world_size: int, shape, dtype: str, op: str) -> np.ndarray:

@@ -105,6 +105,12 @@ def test_allreduce_sum_matches_numpy(members, world_size, dtype, size):
     )
 
 
+@pytest.mark.parametrize("count", [1000, 3 * MiB])
+def test_allreduce_folds_float_sums_in_rank_order_on_every_path(members, count):
+    """Inline or large, single copy or segments: every element is ((r0 + r1) + r2) + r3."""
+    assert _on_group(members, 4, "check_rank_order_fold", count) == ["ok"] * 4
+
+
 @pytest.mark.parametrize("size", ["1000", "100k"])
 @pytest.mark.parametrize("op", ["mean", "max", "min"])
 def test_allreduce_op_matches_numpy(members, op, size):

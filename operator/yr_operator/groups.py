@@ -11,6 +11,7 @@ from typing import Any
 from yr import contract as c
 
 from .builders import RUN_AS_USER, container_security_context, default_image
+from .status import unschedulable
 
 ATTEMPT_LABEL = "yr.dev/attempt"
 REBIND_ATTEMPT = 0  # attempts count from 1; 0 marks a lost bundle's new placeholder
@@ -157,9 +158,8 @@ def bundle_of(pod: dict[str, Any]) -> int:
 
 def _unschedulable_message(pods: list[dict[str, Any]]) -> str:
     for pod in pods:
-        for cond in (pod.get("status") or {}).get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                return cond.get("message") or cond.get("reason") or ""
+        if (scheduled := unschedulable(pod)) is not None:
+            return scheduled.get("message") or scheduled.get("reason") or ""
     return ""
 
 

@@ -84,6 +84,13 @@ def _condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
+def unschedulable(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod's PodScheduled condition when the scheduler said no (its reason and message
+    say why), else None: one reading for instance pods and group placeholders alike."""
+    scheduled = _condition(pod, "PodScheduled")
+    return scheduled if scheduled.get("status") == "False" else None
+
+
 def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     for st in statuses:
@@ -121,8 +128,8 @@ def observe_pod(pod: dict[str, Any]) -> PodState:
         return PodState("Dead", reason, status.get("message") or f"pod {reason}", ip, node)
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
         return PodState("Terminating", "Deleted", "the pod is being deleted", ip, node)
-    scheduled = _condition(pod, "PodScheduled")
-    if scheduled.get("status") == "False":
+    scheduled = unschedulable(pod)
+    if scheduled is not None:
         return PodState(
             "Pending", scheduled.get("reason") or "Unschedulable", scheduled.get("message") or ""
         )

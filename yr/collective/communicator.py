@@ -287,18 +287,17 @@ class Communicator:
         np.copyto(mine[:low], flat[:low])  # peers read every slice of it but this rank's own
         np.copyto(mine[high:], flat[high:])
         self._exchange({"written": self._seq}, b"", deadline)
-        others = [
-            segments.typed(peer, data.dtype, count)
+        sources = [  # in rank order, as every path folds: the same bits whichever it takes
+            flat if peer == self.rank else segments.typed(peer, data.dtype, count)
             for peer in range(self.world_size)
-            if peer != self.rank
         ]
         block = max(REDUCE_BLOCK_BYTES // data.dtype.itemsize, 1)
         for start in range(low, high, block):  # reduce-scatter: rank r owns slice r; block by
             stop = min(start + block, high)  # block, so the partial sum stays in the cache
             partial = mine[start:stop]
-            ufunc(flat[start:stop], others[0][start:stop], out=partial)
-            for other in others[1:]:
-                ufunc(partial, other[start:stop], out=partial)
+            ufunc(sources[0][start:stop], sources[1][start:stop], out=partial)
+            for source in sources[2:]:
+                ufunc(partial, source[start:stop], out=partial)
             if mean:  # while the block is in the cache, not as a pass of its own
                 np.divide(partial, self.world_size, out=partial)
         self._exchange({"reduced": self._seq}, b"", deadline)

@@ -111,7 +111,9 @@ class SingleCopy:
         self.rank = rank
         self.world_size = world_size
         self.pids = pids
-        self._block = np.empty(BLOCK_BYTES, np.uint8)
+        # two peers' blocks (the first fold may take two) and, in place, this rank's own;
+        # kept for the group's life, so they are never faulted in again
+        self._blocks = tuple(np.empty(BLOCK_BYTES, np.uint8) for _ in range(3))
 
     def allreduce(
         self,
@@ -137,13 +139,22 @@ class SingleCopy:
         try:
             for start in range(low, high, per_block):  # block by block: the partial stays cached
                 stop = min(start + per_block, high)
-                partial = out[start:stop]
-                if not in_place:
-                    np.copyto(partial, flat[start:stop])
-                incoming = self._block[: (stop - start) * itemsize].view(data.dtype)
-                for peer, pid in self.pids.items():
-                    read_remote(pid, int(peer_addresses[peer][0]) + start * itemsize, incoming)
-                    ufunc(partial, incoming, out=partial)
+                partial, own = out[start:stop], flat[start:stop]
+                if in_place and self.rank >= 2:  # the first fold (ranks 0 and 1) overwrites it
+                    own = _typed(self._blocks[2], stop - start, data.dtype)
+                    np.copyto(own, flat[start:stop])
+                previous = own
+                for peer in range(self.world_size):  # in rank order, as the small path folds
+                    source = own
+                    if peer != self.rank:
+                        source = _typed(self._blocks[peer % 2], stop - start, data.dtype)
+                        address = int(peer_addresses[peer][0]) + start * itemsize
+                        read_remote(self.pids[peer], address, source)
+                    if peer == 1:  # the first fold writes the output: nothing copied before it
+                        ufunc(previous, source, out=partial)
+                    elif peer > 1:
+                        ufunc(partial, source, out=partial)
+                    previous = source
                 if mean:
                     np.divide(partial, self.world_size, out=partial)
         except OSError as error:
@@ -156,6 +167,10 @@ class SingleCopy:
         except OSError as error:
             failure, dead = error.strerror or str(error), _dead_peer(error, peer)
         step("gathered", failure, dead)  # no peer reads this rank's arrays any more
+
+
+def _typed(block: np.ndarray, count: int, dtype: np.dtype) -> np.ndarray:
+    return block[: count * dtype.itemsize].view(dtype)
 
 
 def _dead_peer(error: OSError, peer: int) -> int:
