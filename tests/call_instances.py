@@ -34,6 +34,13 @@ class Mirror:
         time.sleep(seconds)
         return value
 
+    def busy_until(self, path: str, timeout: float, value):
+        """Busy (a concurrency=1 instance serves nothing else) until ``path`` exists."""
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return value
+
     def both(self, first, second):
         return first, second
 

@@ -32,6 +32,13 @@ def test_invalid_invoke_options_are_rejected_on_construction(options, error, mes
         yr.InvokeOptions(**options)
 
 
+@pytest.mark.parametrize("value", ["0", "soon", "86400001"])
+def test_a_bad_yr_schedule_timeout_ms_is_an_error_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("YR_SCHEDULE_TIMEOUT_MS", value)
+    with pytest.raises(ValueError, match=f"environment variable YR_SCHEDULE_TIMEOUT_MS .*{value}"):
+        yr.InvokeOptions()
+
+
 def test_an_unknown_config_option_is_rejected():
     with pytest.raises(TypeError, match="unknown option\\(s\\) 'cpus'"):
         yr.Config(cpus=4)

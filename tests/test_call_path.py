@@ -141,16 +141,19 @@ def test_serial_instances_waiting_on_each_other_raise_instead_of_deadlocking(loc
     assert local_runtime.waits.snapshot() == {}
 
 
-def test_the_wait_graph_shows_who_waits_on_whom_while_a_wait_lasts(local_runtime):
+def test_the_wait_graph_shows_who_waits_on_whom_while_a_wait_lasts(local_runtime, tmp_path):
     asker, answerer = Mirror.invoke(), Mirror.invoke()
     yr.get(asker.remember.invoke(answerer))
     yr.get(answerer.ping.invoke())
-    busy = answerer.slow.invoke(5, "done")  # keeps answerer busy, so asker's wait lasts
+    release = tmp_path / "release"
+    # keeps answerer busy, so asker's wait lasts until the wait has been seen
+    busy = answerer.busy_until.invoke(str(release), DEADLINE_S, "done")
     asking = asker.ask_peer.invoke(DEADLINE_S)
     wait_for(
         lambda: local_runtime.waits.snapshot() == {asker.instance_id: [answerer.instance_id]},
         timeout=DEADLINE_S,
         what="the asker's wait to be recorded",
     )
+    release.touch()
     assert yr.get([busy, asking], timeout=DEADLINE_S) == ["done", "pong"]
     assert local_runtime.waits.snapshot() == {}

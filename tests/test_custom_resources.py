@@ -8,7 +8,7 @@ import pytest
 
 import yr
 from tests.instances import Counter
-from tests.support import all_dead, wait_for
+from tests.local_fixtures import local_session
 from yr.runtime.local.ledger import CpuLedger
 
 GPU = "example.com/gpu"
@@ -17,15 +17,8 @@ GPU = "example.com/gpu"
 @pytest.fixture
 def gpu_runtime() -> Iterator[None]:
     """A local runtime whose machine declares two GPUs."""
-    yr.init(yr.Config(num_cpus=16, resources={GPU: 2}))
-    runtime = yr.session.current().runtime
-    started = {runtime.zygote_pid}
-    try:
+    with local_session(yr.Config(num_cpus=16, resources={GPU: 2})):
         yield
-    finally:
-        started |= runtime.spawned_pids()
-        yr.finalize()
-        wait_for(lambda: all_dead(started), timeout=15, what="the session's processes to exit")
 
 
 def with_gpus(count: int, timeout_ms: int = 30000):

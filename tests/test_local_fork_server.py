@@ -160,6 +160,32 @@ def test_a_killed_fork_server_fails_calls_at_once_and_finalize_still_works(local
     yr.init(yr.Config(num_cpus=1))  # the fixture finalizes a session of its own
 
 
+def test_a_kill_right_after_the_fork_ends_an_instance_not_yet_leading_its_own_group():
+    """Finalize or terminate just after invoke: the kill may come before the new process has
+    made its own group; it must end it all the same (else finalize waited 10 s for nothing)."""
+    output = run_driver(
+        """
+        import os, time
+        from yr.runtime.local import zygote
+
+        def child_not_yet_in_its_own_group(command, **_):
+            time.sleep(120)
+            os._exit(0)
+
+        zygote._child = child_not_yet_in_its_own_group
+        _, events = os.pipe()
+        server = zygote.Zygote(command_fd=0, event_fd=events, shm_prefix="", session_dir="")
+        server.spawn({"instance_id": "i-1", "incarnation": 0, "payload_segment": ""})
+        pid = server.by_instance["i-1"]
+        server.dispatch({"op": "kill", "instance_id": "i-1"})
+        _, status = os.waitpid(pid, 0)
+        print(os.WIFSIGNALED(status) and os.WTERMSIG(status))
+        """,
+        deadline=30,
+    )
+    assert output.strip() == str(int(signal.SIGKILL))
+
+
 def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 

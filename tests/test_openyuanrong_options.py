@@ -126,3 +126,11 @@ def test_options_built_field_by_field_reach_the_instance(local_runtime):
     opt.runtime_env["env_vars"] = {"YR_TEST_FROM_RUNTIME_ENV": "yes"}
     reader = EnvReader.options(opt).invoke()
     assert yr.get(reader.read.invoke("YR_TEST_FROM_RUNTIME_ENV"), timeout=60) == "yes"
+
+
+def test_yr_schedule_timeout_ms_sets_the_schedule_timeout_of_options_that_leave_it_unset(
+    monkeypatch,
+):
+    monkeypatch.setenv("YR_SCHEDULE_TIMEOUT_MS", "1500")
+    assert yr.InvokeOptions(cpu=1000).schedule_timeout_ms == 1500
+    assert yr.InvokeOptions(schedule_timeout_ms=30000).schedule_timeout_ms == 30000

@@ -11,6 +11,7 @@ import pytest
 import yr
 from tests.group_instances import Member, Parent, TeamLead, in_group
 from tests.instances import Counter
+from tests.local_fixtures import local_session
 from tests.support import all_dead, wait_for
 from yr.runtime.local.runtime import LocalRuntime
 
@@ -19,15 +20,8 @@ BUNDLE = {"CPU": 1000, "Memory": 500}
 
 @pytest.fixture
 def four_cpus() -> Iterator[LocalRuntime]:
-    yr.init(yr.Config(num_cpus=4, resources={"example.com/fpga": 2}))
-    runtime = yr.session.current().runtime
-    started = {runtime.zygote_pid}
-    try:
+    with local_session(yr.Config(num_cpus=4, resources={"example.com/fpga": 2})) as runtime:
         yield runtime
-    finally:
-        started |= runtime.spawned_pids()
-        yr.finalize()
-        wait_for(lambda: all_dead(started), timeout=15, what="the session's processes to exit")
 
 
 def group_rows(runtime: LocalRuntime) -> dict[str, dict]:

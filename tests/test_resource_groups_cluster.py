@@ -26,6 +26,7 @@ from yr import contract as c
 BIND_S = 3.0  # YR_RESOURCE_GROUP_BIND_SECONDS: how long a partial reservation may hold
 ONE = {"CPU": 1000, "Memory": 128}
 IN_GROUP = dict(cpu=1000, memory=128)
+SHORT_SCHEDULE_TIMEOUT_MS = "10000"  # YR_SCHEDULE_TIMEOUT_MS: a pod may take seconds to start
 
 
 @pytest.fixture(scope="module")
@@ -439,7 +440,11 @@ def test_the_unmodified_tutorial_reports_the_resource_deadlock_on_a_4_cpu_node(
     four_cpu_node: Any, namespace: str, k8s_tools: K8sTools
 ):
     finished = run_example_on_cluster(
-        four_cpu_node, k8s_tools / "helm", "tree_training.py", namespace=namespace
+        four_cpu_node,
+        k8s_tools / "helm",
+        "tree_training.py",
+        namespace=namespace,
+        YR_SCHEDULE_TIMEOUT_MS=SHORT_SCHEDULE_TIMEOUT_MS,  # the deadlock shows sooner than 30 s
     )
     assert finished.returncode != 0
     assert "YRSchedulingError" in finished.stderr

@@ -12,10 +12,13 @@ import sys
 from tests.support import all_dead
 
 EXAMPLES = pathlib.Path(__file__).parents[1] / "examples"
+SHORT_SCHEDULE_TIMEOUT_MS = "3000"  # the deadlock shows after this instead of the default 30 s
 
 
-def run_at_four_cpus(example: str, *, timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ, "YR_NUM_CPUS": "4", "YR_BACKEND": "local"}
+def run_at_four_cpus(
+    example: str, *, timeout: float, **extra_env: str
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "YR_NUM_CPUS": "4", "YR_BACKEND": "local", **extra_env}
     return subprocess.run(
         [sys.executable, str(EXAMPLES / example)],
         capture_output=True,
@@ -44,8 +47,10 @@ def test_the_groups_example_completes_both_experiments_one_after_the_other_at_fo
 
 
 def test_the_unmodified_tutorial_reports_the_resource_deadlock_at_four_cpus():
-    finished = run_at_four_cpus("tree_training.py", timeout=300)
+    finished = run_at_four_cpus(
+        "tree_training.py", timeout=300, YR_SCHEDULE_TIMEOUT_MS=SHORT_SCHEDULE_TIMEOUT_MS
+    )
     assert finished.returncode != 0
     assert "YRSchedulingError" in finished.stderr
-    assert "could not be scheduled within 30000 ms" in finished.stderr
+    assert f"could not be scheduled within {SHORT_SCHEDULE_TIMEOUT_MS} ms" in finished.stderr
     assert "This is a resource deadlock" in finished.stderr

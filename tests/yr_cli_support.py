@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-import yr
-from tests.support import all_dead, wait_for
+from tests.local_fixtures import local_session
 from yr.runtime.local.runtime import LocalRuntime
 
 # What `yr list` must say of the observed tree (tests/observe_instances.py), on either backend:
@@ -69,13 +68,5 @@ def flatten(nodes: list[dict[str, Any]], depth: int = 1) -> dict[str, dict[str, 
 def private_session(tmp_path, monkeypatch) -> Iterator[LocalRuntime]:
     """A local session published in a runtime directory of this test's own."""
     monkeypatch.setenv("YR_RUNTIME_DIR", str(tmp_path / "run"))
-    yr.init(yr.Config(num_cpus=16))
-    runtime = yr.session.current().runtime
-    assert isinstance(runtime, LocalRuntime)
-    started: set[int] = {runtime.zygote_pid}
-    try:
+    with local_session() as runtime:
         yield runtime
-    finally:
-        started |= runtime.spawned_pids()
-        yr.finalize()
-        wait_for(lambda: all_dead(started), timeout=15, what="the session's processes to exit")

@@ -19,6 +19,9 @@ MAX_MEMORY_MB = 10_000_000  # about 10 TB
 BACKENDS = ("local", "kubernetes")
 DEFAULT_SHUTDOWN_GRACE_S = 30.0  # openYuanrong's default graceful shutdown time
 LIFETIMES = (None, "detached", "non_detached")  # Ray's InvokeOptions.lifetime values
+DEFAULT_SCHEDULE_TIMEOUT_MS = 30000  # openYuanrong's default
+MAX_SCHEDULE_TIMEOUT_MS = 86_400_000
+SCHEDULE_TIMEOUT_ENV = "YR_SCHEDULE_TIMEOUT_MS"
 
 
 def _require_int(owner: str, name: str, value: Any, *, minimum: int, maximum: int) -> None:
@@ -151,7 +154,7 @@ class InvokeOptions(_Checked):
     recover_retry_times: int = 0
     name: str = ""
     namespace: str = ""
-    schedule_timeout_ms: int = 30000
+    schedule_timeout_ms: int = DEFAULT_SCHEDULE_TIMEOUT_MS  # or YR_SCHEDULE_TIMEOUT_MS
     env_vars: dict[str, str] = field(default_factory=dict)
     pod_labels: dict[str, str] = field(default_factory=dict)
     custom_resources: dict[str, float] = field(default_factory=dict)
@@ -166,6 +169,8 @@ class InvokeOptions(_Checked):
 
     def __init__(self, **kwargs: Any) -> None:
         self._set_all(kwargs)
+        if "schedule_timeout_ms" not in kwargs:
+            object.__setattr__(self, "schedule_timeout_ms", default_schedule_timeout_ms())
 
     def _check_field(self, name: str, value: Any) -> None:
         owner = "InvokeOptions"
@@ -180,7 +185,7 @@ class InvokeOptions(_Checked):
         elif name == "recover_retry_times":
             _require_int(owner, name, value, minimum=0, maximum=1_000)
         elif name == "schedule_timeout_ms":
-            _require_int(owner, name, value, minimum=1, maximum=86_400_000)
+            _require_int(owner, name, value, minimum=1, maximum=MAX_SCHEDULE_TIMEOUT_MS)
         elif name in ("name", "namespace"):
             if not isinstance(value, str):
                 raise TypeError(f"{owner}.{name} must be a str, got {value!r}")
@@ -314,6 +319,20 @@ def _env_int(name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
+
+
+def default_schedule_timeout_ms() -> int:
+    """``schedule_timeout_ms`` of options that leave it unset: ``YR_SCHEDULE_TIMEOUT_MS`` when
+    set (read where the options are made, so a script's classes take the driver's), else 30 s."""
+    value = _env_int(SCHEDULE_TIMEOUT_ENV)
+    if value is None:
+        return DEFAULT_SCHEDULE_TIMEOUT_MS
+    if not 1 <= value <= MAX_SCHEDULE_TIMEOUT_MS:
+        raise ValueError(
+            f"environment variable {SCHEDULE_TIMEOUT_ENV} must be between 1 and "
+            f"{MAX_SCHEDULE_TIMEOUT_MS} (milliseconds), got {value}"
+        )
+    return value
 
 
 @dataclass(init=False, eq=True)

@@ -6,6 +6,7 @@ verb the chart does not grant is a 403 in tests, as on a real cluster.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -23,19 +24,29 @@ RELEASE = "yr"
 RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
 # What a further namespace needs when the cluster-wide part is installed already.
 NAMESPACED_RBAC = ("ServiceAccount", "Role", "RoleBinding")
+STAND_IN_NAMESPACE = "yr-stand-in-namespace-7f3a9c"
 
 
 def render_chart(helm: Path, namespace: str, *helm_args: str) -> list[dict[str, Any]]:
-    """`helm template` of charts/yr for a release in `namespace`."""
+    """`helm template` of charts/yr for a release in `namespace`.
+
+    Every test namespace gets the chart's RBAC: helm renders once per `helm_args` for a
+    stand-in namespace, whose name is then replaced (rendering does nothing else with it)."""
+    text = _rendered(str(helm), helm_args).replace(STAND_IN_NAMESPACE, namespace)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+@functools.lru_cache(maxsize=8)
+def _rendered(helm: str, helm_args: tuple[str, ...]) -> str:
     done = subprocess.run(
-        [str(helm), "template", RELEASE, str(CHART), "--namespace", namespace, *helm_args],
+        [helm, "template", RELEASE, str(CHART), "--namespace", STAND_IN_NAMESPACE, *helm_args],
         capture_output=True,
         text=True,
         timeout=120,
     )
     if done.returncode != 0:
         raise RuntimeError(f"helm template failed:\n{done.stderr}")
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    return done.stdout
 
 
 def install_chart_rbac(

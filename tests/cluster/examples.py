@@ -18,15 +18,19 @@ def run_example_on_cluster(
     *args: str,
     namespace: str,
     timeout: float = 300,
+    **extra_env: str,
 ) -> subprocess.CompletedProcess[str]:
     """`python examples/<example> args` (or an absolute path) with YR_BACKEND=kubernetes in
     `namespace`, given the chart's instance account and Role first; the operator must already
     watch it (e.g. the chart's accounts via install_chart_rbac and OperatorProcess -A, as in
     tests/test_resource_groups_cluster.py). The driver is killed at `timeout` (its Lease then
-    expires and takes its instances)."""
+    expires and takes its instances). `extra_env` is added to the driver's environment."""
     install_chart_rbac(cluster, helm, namespace, kinds=NAMESPACED_RBAC)
     env = dict(
-        operator_env(Path(cluster.kubeconfig)), YR_BACKEND="kubernetes", YR_NAMESPACE=namespace
+        operator_env(Path(cluster.kubeconfig)),
+        YR_BACKEND="kubernetes",
+        YR_NAMESPACE=namespace,
+        **extra_env,
     )
     return subprocess.run(
         [sys.executable, str(REPO / "examples" / example), *args],

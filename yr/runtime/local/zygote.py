@@ -119,6 +119,10 @@ class Zygote:
                 event_fd=self.event_fd,
                 closing=[self.command_fd, self.wake_read, self.wake_write],
             )
+        # The child leads its own group too, but it may not have got there yet: a kill (or our
+        # stop) right after this fork would find no group and miss it, so set it from here too.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
         self.children[pid] = key
         self.payloads[pid] = command["payload_segment"]
         self.by_instance[key[0]] = pid
