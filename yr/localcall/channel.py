@@ -109,6 +109,7 @@ class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self._socket = sock
         self._inbox = bytearray()  # bytes read and not yet taken as frames
+        self._landing = bytearray(READ_BUFFER_BYTES)  # reused: no allocation per read
         self._write_lock = threading.Lock()
         self._state = threading.Lock()
         self._reading = False  # a thread holds the reading role (under _state)
@@ -274,10 +275,10 @@ class _Connection:
         return request_id, kind, large  # type: ignore[return-value]  # bytes-like is enough
 
     def _receive(self) -> None:
-        chunk = self._socket.recv(READ_BUFFER_BYTES)
-        if not chunk:
+        received = self._socket.recv_into(self._landing)
+        if not received:
             raise EOFError
-        self._inbox += chunk
+        self._inbox += memoryview(self._landing)[:received]
 
     def _settle(self, request_id: int, reply: bytes, error: LocalRpcError | None) -> None:
         with self._state:
