@@ -27,6 +27,7 @@ from yr.localcall import wire
 from yr.protocol import yr_pb2
 
 READ_BUFFER_BYTES = 1 << 16
+SEND_BUFFER_BYTES = 4 << 20
 
 # Called with the reply's bytes, or with the error that ended the call.
 OnDone = Callable[[bytes, "LocalRpcError | None"], None]
@@ -128,6 +129,9 @@ class _Connection:
     @classmethod
     def open(cls, path: str, hello: bytes) -> _Connection:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # A concurrency=1 instance reads its callers only between calls: room for what is
+        # sent meanwhile (the kernel caps it at net.core.wmem_max), so senders block later.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         try:
             sock.connect(path)
             sock.sendall(hello)  # the server reads no request before it
