@@ -169,7 +169,8 @@ class SerialRunner:
 
     def _put(self, item: Any) -> None:
         self._queue.put(item)
-        with contextlib.suppress(BlockingIOError):  # full: the thread is woken already
+        # Full: the thread is woken already; closed: it has stopped, nothing runs any more.
+        with contextlib.suppress(OSError):
             self._wake_write.send(b"x")
 
     def _run(self) -> None:
