@@ -74,4 +74,4 @@ def pickle_when_settled(
     for ref in pending:
         ref.future.add_done_callback(settled)
     for ref in pending:
-        ref._request(alone=False)
+        ref._request()

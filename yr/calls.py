@@ -36,7 +36,6 @@ class Batch:
     metadata: tuple[tuple[str, str], ...]
     incarnation: int
     instance_id: str = ""
-    claimed: bool = False  # by the sender thread or by a yr.get that sends it inline
     connection: Any = None  # the local connection it was written to (yr.get reads its reply)
 
     def request(self, caller: str, *, settled_below: int) -> yr_pb2.CallRequest:

@@ -178,17 +178,25 @@ class CallClient:
             for pipeline in pipelines:
                 self._drain(pipeline)
 
-    def _flush_call(self, pipeline: Pipeline, call: Call, ref: ObjectRef, *, alone: bool):
-        """Called by ``yr.get`` before it waits: send what is queued now; a call waited on
-        alone whose batch no sender thread has picked up yet is sent from this thread."""
-        batch = call.batch
-        if alone and batch is not None and pipeline.claim(batch):
-            self._send_and_wait(pipeline, batch)
+    def _flush_call(
+        self,
+        pipeline: Pipeline,
+        call: Call,
+        ref: ObjectRef,
+        *,
+        wait: bool = False,
+        deadline: float | None = None,
+    ) -> None:
+        """Called by ``yr.get``: send what is queued now. With ``wait`` (this thread waits for
+        this call alone), a reply due on a local connection that no other thread is reading
+        is read by this thread, until ``deadline``: no thread hop between reply and caller."""
+        if not wait:
+            self._drain(pipeline)
             return
-        self._drain(pipeline)
         batch = call.batch
-        if alone and batch is not None and batch.connection is not None:
-            batch.connection.read_until(ref.future.done)  # its reply, read by this thread
+        connection = batch.connection if batch is not None else None
+        if connection is not None:
+            connection.read_until(ref.future.done, deadline)
 
     def _drain(self, pipeline: Pipeline) -> None:
         batches: list[Batch] = []
@@ -288,18 +296,13 @@ class CallClient:
 
     def _send(self, pipeline: Pipeline, batch: Batch) -> None:
         if isinstance(batch.stub, LocalChannel):
-            pipeline.claim(batch)
             self._send_local(pipeline, batch)
             return
         try:
-            self._senders.submit(self._send_if_unclaimed, pipeline, batch)
+            self._senders.submit(self._send_and_wait, pipeline, batch)
         except RuntimeError:  # finalize() shut the senders down meanwhile
             self._finish(pipeline, batch)
             fail_all(batch.calls, _finalized_error(batch.calls[0].method))
-
-    def _send_if_unclaimed(self, pipeline: Pipeline, batch: Batch) -> None:
-        if pipeline.claim(batch):
-            self._send_and_wait(pipeline, batch)
 
     def _send_and_wait(self, pipeline: Pipeline, batch: Batch) -> None:
         """A blocking RPC on a reused sender thread: cheaper than grpc's per-call futures."""

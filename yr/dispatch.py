@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import heapq
+import itertools
 import queue
+import selectors
+import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -16,6 +22,8 @@ from yr.futures import settle
 
 # A caller whose seq numbers have a gap this long (a lost call) is let through anyway.
 SEQUENCE_GAP_TIMEOUT_S = 30.0
+
+Item = TypeVar("Item")
 
 
 class CallRefused(Exception):
@@ -27,85 +35,189 @@ class CallRefused(Exception):
         self.details = details
 
 
-class CallOrder:
-    """Admits each caller's calls strictly in their seq order, whatever order they arrive in."""
+class CallOrder(Generic[Item]):
+    """Admits each caller's batches strictly in their seq order, whatever order they arrive in.
+
+    Bookkeeping only, for one thread: the owner starts, in the order given, every item that
+    ``admit`` or ``overdue`` returns (the event loop for gRPC and ``concurrency`` > 1, the
+    method thread for a ``concurrency=1`` instance's local callers).
+    """
+
+    def __init__(self, gap_timeout_s: float = SEQUENCE_GAP_TIMEOUT_S) -> None:
+        self._gap_timeout_s = gap_timeout_s
+        self._next: dict[str, int] = {}
+        self._parked: dict[str, dict[int, tuple[float, Item]]] = {}
+
+    def admit(self, caller: str, seq: int, item: Item, *, settled_below: int = 0) -> list[Item]:
+        """What starts now: ``item`` if its turn has come (else it waits for the caller's
+        earlier batches), and any waiting batch that follows. Batches below
+        ``settled_below`` the caller has given up on (answered, or never sent)."""
+        ready: list[Item] = []
+        expected = max(self._next.get(caller, 0), settled_below)
+        self._next[caller] = expected
+        if seq <= expected:
+            ready.append(item)
+            self._next[caller] = max(expected, seq + 1)
+        else:
+            deadline = time.monotonic() + self._gap_timeout_s
+            self._parked.setdefault(caller, {})[seq] = (deadline, item)
+        self._release(caller, ready)
+        return ready
+
+    def overdue(self) -> list[Item]:
+        """Waiting batches whose gap has lasted too long: let through, the missing ones given
+        up on."""
+        now = time.monotonic()
+        ready: list[Item] = []
+        for caller, parked in list(self._parked.items()):
+            for seq in sorted(parked):
+                if seq in parked and parked[seq][0] <= now:
+                    ready.append(parked.pop(seq)[1])
+                    self._next[caller] = seq + 1
+                    self._release(caller, ready)
+        return ready
+
+    def next_deadline(self) -> float | None:
+        """When ``overdue`` next has something to let through (monotonic), if ever."""
+        parked = self._parked.values()
+        return min((deadline for each in parked for deadline, _ in each.values()), default=None)
+
+    def _release(self, caller: str, ready: list[Item]) -> None:
+        parked = self._parked.get(caller)
+        while parked and self._next[caller] in parked:
+            seq = self._next[caller]
+            ready.append(parked.pop(seq)[1])
+            self._next[caller] = seq + 1
+        if parked is not None and not parked:
+            del self._parked[caller]
+
+
+class LoopCallOrder:
+    """A ``CallOrder`` for the event loop: ``admit`` returns once the batch's turn has come."""
 
     def __init__(self) -> None:
-        self._next: dict[str, int] = {}
-        self._waiting: dict[str, dict[int, asyncio.Future[None]]] = {}
+        self._order: CallOrder[asyncio.Future[None]] = CallOrder()
+        self._timer: asyncio.TimerHandle | None = None
 
     async def admit(self, caller: str, seq: int, *, settled_below: int = 0) -> None:
-        """Wait for the caller's earlier batches; those below ``settled_below`` the caller
-        has given up on (answered, or never sent), so they are not waited for."""
-        expected = self._next.get(caller, 0)
-        if settled_below > expected:
-            self._skip_to(caller, settled_below)
-            expected = settled_below
-        if seq <= expected:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(caller, {})[seq] = waiter
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), SEQUENCE_GAP_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            self._waiting[caller].pop(seq, None)
-            self._next[caller] = seq  # give up on the missing calls
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._start(self._order.admit(caller, seq, turn, settled_below=settled_below))
+        await asyncio.shield(turn)  # a cancelled caller does not leave a gap behind
 
-    def _skip_to(self, caller: str, seq: int) -> None:
-        self._next[caller] = seq
-        waiter = self._waiting.get(caller, {}).pop(seq, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _start(self, ready: list[asyncio.Future[None]]) -> None:
+        for turn in ready:
+            if not turn.done():
+                turn.set_result(None)
+        deadline = self._order.next_deadline()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(
+                loop.time() + max(0.0, deadline - time.monotonic()), self._expire
+            )
 
-    def done(self, caller: str, seq: int) -> None:
-        """Mark ``seq`` admitted; wake the caller's next call if it is already waiting."""
-        following = max(self._next.get(caller, 0), seq + 1)
-        self._next[caller] = following
-        waiter = self._waiting.get(caller, {}).pop(following, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _expire(self) -> None:
+        self._timer = None
+        self._start(self._order.overdue())
 
 
 class SerialRunner:
-    """One thread that runs an instance's calls one at a time, handing results to the loop.
+    """The one thread that runs a ``concurrency=1`` instance's ``__init__`` and calls.
 
-    Cheaper per call than ``run_in_executor``: a queue put, and one wake-up of the loop.
+    Work reaches it two ways: through its queue (``submit``/``post``, from the event loop),
+    and from sockets it watches itself (``watch``: local callers' connections, read and
+    answered on this thread, so a call costs no thread hop in the instance).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._wake_write.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_ids = itertools.count()
         self._thread = threading.Thread(target=self._run, name="yr-method", daemon=True)
         self._thread.start()
 
     def submit(self, function: Callable[..., Any], *args: Any) -> asyncio.Future:
         future = self._loop.create_future()
-        self._queue.put((future, function, args))
+        self._put((future, function, args))
         return future
 
     def post(self, function: Callable[..., Any], *args: Any) -> None:
         """Run ``function`` on the thread, in turn, and tell the loop nothing: it hands on its
         own result (a reply written straight to its caller's socket)."""
-        self._queue.put((None, function, args))
+        self._put((None, function, args))
+
+    def watch(self, sock: socket.socket, on_readable: Callable[[], None]) -> None:
+        """On this thread only: call ``on_readable`` here whenever ``sock`` has bytes."""
+        self._selector.register(sock, selectors.EVENT_READ, on_readable)
+
+    def unwatch(self, sock: socket.socket) -> None:
+        """On this thread only."""
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+
+    def call_at(self, deadline: float, function: Callable[[], None]) -> None:
+        """On this thread only: run ``function`` here at the monotonic ``deadline``."""
+        heapq.heappush(self._timers, (deadline, next(self._timer_ids), function))
+
+    def _put(self, item: Any) -> None:
+        self._queue.put(item)
+        # Full: the thread is woken already; closed: it has stopped, nothing runs any more.
+        with contextlib.suppress(OSError):
+            self._wake_write.send(b"x")
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            future, function, args = item
-            if future is None:
-                try:
-                    function(*args)
-                except BaseException:
-                    traceback.print_exc()
-                continue
-            try:
-                result = function(*args)
-            except BaseException as error:
-                self._loop.call_soon_threadsafe(functools.partial(settle, future, error=error))
+        try:
+            while self._serve_once():
+                pass
+        finally:
+            self._selector.close()
+            self._wake_read.close()
+            self._wake_write.close()
+
+    def _serve_once(self) -> bool:
+        timeout = None if not self._timers else max(0.0, self._timers[0][0] - time.monotonic())
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_read.recv(4096)
             else:
-                self._loop.call_soon_threadsafe(functools.partial(settle, future, result=result))
+                _run_reporting(key.data)
+        while self._timers and self._timers[0][0] <= time.monotonic():
+            _run_reporting(heapq.heappop(self._timers)[2])
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if item is None:
+                return False
+            self._run_item(*item)
+
+    def _run_item(self, future: asyncio.Future | None, function: Callable, args: tuple) -> None:
+        if future is None:
+            _run_reporting(function, *args)
+            return
+        try:
+            result = function(*args)
+        except BaseException as error:
+            self._loop.call_soon_threadsafe(functools.partial(settle, future, error=error))
+        else:
+            self._loop.call_soon_threadsafe(functools.partial(settle, future, result=result))
 
     def stop(self) -> None:
-        self._queue.put(None)
+        self._put(None)
+
+
+def _run_reporting(function: Callable[..., Any], *args: Any) -> None:
+    try:
+        function(*args)
+    except BaseException:
+        traceback.print_exc()

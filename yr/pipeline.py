@@ -43,6 +43,8 @@ class Pipeline:
             self.endpoint.incarnation,
             self.instance_id,
         )
+        for call in calls:
+            call.batch = batch  # what a yr.get waiting for it alone may read the reply of
         self.next_seq += 1
         self.in_flight += 1
         self.unsettled.add((batch.incarnation, batch.seq))
@@ -65,11 +67,3 @@ class Pipeline:
             self.next_seq = 0
             self.unsettled = {key for key in self.unsettled if key[0] != endpoint.incarnation}
         self.endpoint = endpoint
-
-    def claim(self, batch: Batch) -> bool:
-        """Whoever claims a batch first sends it: a sender thread, or yr.get inline."""
-        with self.lock:
-            if batch.claimed:
-                return False
-            batch.claimed = True
-            return True

@@ -50,13 +50,16 @@ class ObjectRef:
     ) -> None:
         self._future: concurrent.futures.Future = future or concurrent.futures.Future()
         self._id: str | int = next(_ids)  # made a string (with the pid) when first asked
-        self._flush = flush  # sends the call now; yr.get calls it before waiting
+        self._flush = flush  # sends the call now; yr.get calls it before waiting, and to wait
         self._origin = origin  # (instance id, method) of the call behind it
 
-    def _request(self, *, alone: bool) -> None:
+    def _request(self, *, wait: bool = False, deadline: float | None = None) -> None:
+        """Send the call behind this ref now. With ``wait``, the calling thread waits for
+        this ref alone until ``deadline`` (monotonic; None: forever) and may read its reply
+        itself; it returns early if another thread reads it."""
         flush = self._flush
         if flush is not None and not self._future.done():
-            flush(self, alone=alone)
+            flush(self, wait=wait, deadline=deadline)
 
     @classmethod
     def ready(cls, value: Any) -> ObjectRef:
@@ -85,7 +88,7 @@ class ObjectRef:
 
     def result(self, timeout: float | None = None) -> Any:
         _refuse_waiting_on_self([self])
-        self._request(alone=True)
+        self._request()
         try:
             return self._future.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -96,7 +99,7 @@ class ObjectRef:
     def __await__(self):
         """``await ref`` in an ``async def`` method: waits without blocking the loop."""
         _refuse_waiting_on_self([self])
-        self._request(alone=True)
+        self._request()
         return asyncio.wrap_future(self._future).__await__()
 
     def __repr__(self) -> str:
@@ -108,7 +111,7 @@ class ObjectRef:
         if pending is not None and not self._future.done():
             pending.append(self)  # the call waits for it; this pickle is thrown away
             return (ObjectRef, ())
-        self._request(alone=False)
+        self._request()
         future = self._future
         error = future.exception(DEFAULT_GET_TIMEOUT_S)
         if error is not None:
@@ -183,8 +186,15 @@ def get(
     _request_all(ref_list)
     pending = [ref for ref in ref_list if not ref.done()]
     if pending:
+        deadline = None if limit is None else time.monotonic() + limit
         with waits.waiting_on([ref._origin for ref in pending if ref._origin]):
-            _wait_for_futures([ref.future for ref in pending], count=len(pending), timeout=limit)
+            if len(pending) == 1:  # a lone call's reply may be read by this very thread
+                pending[0]._request(wait=True, deadline=deadline)
+            if len(pending) > 1 or not pending[0].done():
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                _wait_for_futures(
+                    [ref.future for ref in pending], count=len(pending), timeout=remaining
+                )
         not_done = [ref for ref in pending if not ref.done()]
         if not_done and not allow_partial:
             count = len(not_done)
@@ -265,16 +275,13 @@ def _refuse_waiting_on_self(refs: list[ObjectRef]) -> None:
 
 
 def _request_all(refs: list[ObjectRef]) -> None:
-    """Send the queued calls behind ``refs`` now, a lone call inline, before waiting."""
-    if len(refs) == 1:
-        refs[0]._request(alone=True)
-        return
+    """Send the queued calls behind ``refs`` now, before waiting."""
     flushed: set[int] = set()
     for ref in refs:
         flush = ref._flush
         if flush is not None and id(flush) not in flushed and not ref.done():
             flushed.add(id(flush))
-            flush(ref, alone=False)
+            flush(ref)
 
 
 def put(value: Any, create_param: CreateParam | None = None) -> ObjectRef:

@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from yr import credentials, debug, serialization, sharedmem, tracebacks, waits
-from yr.dispatch import CallOrder, CallRefused, SerialRunner
+from yr.dispatch import CallOrder, CallRefused, LoopCallOrder, SerialRunner
 from yr.errors import YRInvokeError
 from yr.grpc_on_demand import OnDemandGrpcServer
 from yr.localcall.server import LocalCallServer
@@ -40,6 +40,9 @@ from yr.stream_protocol import NEXT_METHOD, GeneratorStore
 from yr.tls import server_credentials as tls_credentials
 
 DEFAULT_SHUTDOWN_GRACE_S = 30.0  # openYuanrong's default graceful shutdown time
+
+# Takes a batch's reply, or why it was refused.
+Answer = Callable[["yr_pb2.CallReply | CallRefused"], None]
 
 
 class UserObject:
@@ -116,12 +119,6 @@ class UserObject:
         return yr_pb2.CallReply(outcomes=[self.run(invocation) for invocation in invocations])
 
 
-def _run_and_deliver(
-    user: UserObject, invocations: Any, deliver: Callable[[yr_pb2.CallReply], None]
-) -> None:
-    deliver(user.run_all(invocations))
-
-
 def resolve_refs(values: Any) -> list[Any]:
     """Replace ``ObjectRef`` arguments by their values (refs arrive already resolved)."""
     from yr.refs import ObjectRef
@@ -178,8 +175,11 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         self._user = user
         self._instance_id = instance_id
         self._incarnation = incarnation  # None: not known to this server, not checked
-        self._order = CallOrder()
+        self._order = LoopCallOrder()  # gRPC callers, and local ones when concurrency > 1
         self._runner = SerialRunner(asyncio.get_running_loop()) if concurrency == 1 else None
+        # A concurrency=1 instance's local callers, read and ordered on its method thread.
+        self._order_here: CallOrder[tuple[yr_pb2.CallRequest, Answer]] = CallOrder()
+        self._expiry_at: float | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="yr-method"
         )
@@ -251,43 +251,60 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         except CallRefused as refused:
             await context.abort(refused.code, refused.details)
 
-    async def serve_call(
-        self,
-        request: yr_pb2.CallRequest,
-        deliver: Callable[[yr_pb2.CallReply], None] | None = None,
-    ) -> yr_pb2.CallReply | None:
-        """Run one authenticated batch, whichever transport brought it (gRPC or the local
-        socket): refused if meant for another instance, admitted in the caller's seq order.
+    @property
+    def method_thread(self) -> SerialRunner | None:
+        """The thread a ``concurrency=1`` instance runs everything on (None otherwise)."""
+        return self._runner
 
-        With ``deliver``, a ``concurrency=1`` instance's method thread hands it the reply as
-        soon as the batch has run (None is returned): no trip back through the event loop.
-        """
+    async def serve_call(self, request: yr_pb2.CallRequest) -> yr_pb2.CallReply:
+        """Run one authenticated batch brought by gRPC or, when ``concurrency`` > 1, by the
+        local socket: refused if meant for another instance, admitted in the caller's seq
+        order."""
         self._refuse_if_meant_for_another(request)
         if not self.constructed.is_set():
             await self.constructed.wait()
-        caller, seq = request.caller, request.seq
-        await self._order.admit(caller, seq, settled_below=request.settled_below)
+        await self._order.admit(request.caller, request.seq, settled_below=request.settled_below)
         if not request.invocations:  # a seq the caller will never send: only fill the gap
-            self._order.done(caller, seq)
             return yr_pb2.CallReply()
+        if self._runner is not None:  # concurrency 1: the method thread, in order
+            return await self._runner.submit(self._user.run_all, request.invocations)
         loop = asyncio.get_running_loop()
+        outcomes = await asyncio.gather(  # started in order, run side by side
+            *(
+                loop.run_in_executor(self._executor, self._user.run, invocation)
+                for invocation in request.invocations
+            )
+        )
+        return yr_pb2.CallReply(outcomes=outcomes)
+
+    def serve_call_here(self, request: yr_pb2.CallRequest, answer: Answer) -> None:
+        """On the method thread of a ``concurrency=1`` instance, a batch its local caller's
+        connection brought: the same checks and order as ``serve_call``, run right here."""
         try:
-            if self._runner is not None and deliver is not None:
-                self._runner.post(_run_and_deliver, self._user, request.invocations, deliver)
-                return None
-            if self._runner is not None:  # concurrency 1: the method thread, in order
-                running = self._runner.submit(self._user.run_all, request.invocations)
-            else:  # started in order, run side by side
-                running = asyncio.gather(
-                    *(
-                        loop.run_in_executor(self._executor, self._user.run, invocation)
-                        for invocation in request.invocations
-                    )
-                )
-        finally:
-            self._order.done(caller, seq)  # never leave a gap behind, even if cancelled
-        result = await running
-        return result if isinstance(result, yr_pb2.CallReply) else yr_pb2.CallReply(outcomes=result)
+            self._refuse_if_meant_for_another(request)
+        except CallRefused as refused:
+            answer(refused)
+            return
+        self._run_here(
+            self._order_here.admit(
+                request.caller, request.seq, (request, answer), settled_below=request.settled_below
+            )
+        )
+
+    def _run_here(self, ready: list[tuple[yr_pb2.CallRequest, Answer]]) -> None:
+        for request, answer in ready:  # a gap filler (no invocations) is answered empty
+            try:
+                answer(self._user.run_all(request.invocations))
+            except Exception:
+                traceback.print_exc()  # its caller is gone; the others are still answered
+        deadline = self._order_here.next_deadline()
+        if deadline is not None and deadline != self._expiry_at and self._runner is not None:
+            self._expiry_at = deadline
+            self._runner.call_at(deadline, self._expire_here)
+
+    def _expire_here(self) -> None:
+        self._expiry_at = None
+        self._run_here(self._order_here.overdue())
 
     def shutdown(self) -> None:
         self._user.method_loop.stop()
@@ -388,6 +405,8 @@ async def serve(
             local_socket,
             token=token,
             serve_call=servicer.serve_call,
+            method_thread=servicer.method_thread,
+            serve_call_here=servicer.serve_call_here,
             version_refusal=servicer.version_refusal,
             refusal_message=(
                 f"instance {instance_id} refused the connection: missing or wrong session token"

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import select
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +27,7 @@ from yr.localcall import wire
 from yr.protocol import yr_pb2
 
 READ_BUFFER_BYTES = 1 << 16
+SEND_BUFFER_BYTES = 4 << 20
 
 # Called with the reply's bytes, or with the error that ended the call.
 OnDone = Callable[[bytes, "LocalRpcError | None"], None]
@@ -67,7 +71,7 @@ class LocalChannel:
             done.set()
 
         connection = self.start(request, settled)
-        connection.read_until(done.is_set)
+        connection.read_until(done.is_set, None)
         done.wait()
         if outcome[1] is not None:
             raise outcome[1]
@@ -96,21 +100,38 @@ class LocalChannel:
 
 
 class _Connection:
+    """One socket to an instance: calls are written by their senders; replies are read by a
+    thread that waits for one (``read_until``) or, when none does, by the collector.
+
+    The collector sleeps in ``epoll`` on the socket only while no other thread holds the
+    reading role, so a reply read by the thread waiting for it wakes nobody else.
+    """
+
     def __init__(self, sock: socket.socket) -> None:
         self._socket = sock
-        self._reader = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
+        self._inbox = bytearray()  # bytes read and not yet taken as frames
+        self._landing = bytearray(READ_BUFFER_BYTES)  # reused: no allocation per read
         self._write_lock = threading.Lock()
-        self._state = threading.Condition()
+        self._state = threading.Lock()
         self._reading = False  # a thread holds the reading role (under _state)
         self._pending: dict[int, OnDone] = {}
         self._ids = itertools.count(1)  # 0 is the connection itself (wire.CONNECTION_ID)
         self.failure: LocalRpcError | None = None
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poller = select.epoll()
+        self._poller.register(self._wake_read, select.EPOLLIN)
+        self._poller.register(sock.fileno(), select.EPOLLIN)
+        self._readable = select.poll()  # used by the thread holding the reading role
+        self._readable.register(sock.fileno(), select.POLLIN)
         self._collector = threading.Thread(target=self._collect, name="yr-local-reply", daemon=True)
         self._collector.start()
 
     @classmethod
     def open(cls, path: str, hello: bytes) -> _Connection:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # A concurrency=1 instance reads its callers only between calls: room for what is
+        # sent meanwhile (the kernel caps it at net.core.wmem_max), so senders block later.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         try:
             sock.connect(path)
             sock.sendall(hello)  # the server reads no request before it
@@ -148,58 +169,74 @@ class _Connection:
                 f"the instance closed its socket before the call was sent: {error}",
                 never_delivered=True,
             ) from None
-        with self._state:
-            if not self._reading:
-                self._state.notify()  # the collector reads it unless a waiter does first
 
-    def read_until(self, done: Callable[[], bool]) -> None:
-        """Read replies until ``done()``, if no other thread is reading; else return at once
-        (the reading thread settles the reply)."""
-        with self._state:
-            if self._reading or self.failure is not None:
-                return
-            self._reading = True
+    def read_until(self, done: Callable[[], bool], deadline: float | None) -> None:
+        """Read replies until ``done()`` or the monotonic ``deadline`` (None: no limit), if
+        no other thread is reading; else return at once (the reading thread settles it)."""
+        if not self._take_reading():
+            return
         try:
             while not done() and self.failure is None:
+                if not self._frame_buffered() and not self._readable_by(deadline):
+                    return
                 self._read_one()
         finally:
             self._release_reading()
 
+    def _frame_buffered(self) -> bool:
+        inbox = self._inbox
+        if len(inbox) < wire.FRAME.size:
+            return False
+        return len(inbox) >= wire.FRAME.size + wire.FRAME.unpack_from(inbox)[2]
+
+    def _readable_by(self, deadline: float | None) -> bool:
+        """Wait for bytes to read until ``deadline``; a Ctrl-C interrupts the wait."""
+        timeout_ms = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1e3))
+        return bool(self._readable.poll(timeout_ms))
+
+    def _take_reading(self) -> bool:
+        with self._state:
+            if self._reading or self.failure is not None:
+                return False
+            self._reading = True
+            self._poller.modify(self._socket.fileno(), 0)  # the collector stops watching
+            return True
+
     def _release_reading(self) -> None:
         with self._state:
             self._reading = False
-            if self._pending or self.failure is not None:
-                self._state.notify()  # replies still due: the collector takes over
+            if self.failure is not None:
+                return
+            # Level-triggered: the collector wakes at once if unread bytes wait in the socket.
+            self._poller.modify(self._socket.fileno(), select.EPOLLIN)
+            if self._inbox:
+                self._wake_collector()  # bytes already read: the collector takes them
+
+    def _wake_collector(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: it is woken already
+            os.write(self._wake_write, b"x")
 
     def _collect(self) -> None:
-        """Read whenever replies are due and nobody else reads; end with the connection."""
+        """Read whatever arrives while no other thread reads; end with the connection."""
         while True:
+            self._poller.poll()
             with self._state:
-                while (self._reading or not self._pending) and self.failure is None:
-                    self._state.wait()
-                if self.failure is not None:
-                    break
-                self._reading = True
-            try:
-                while self.failure is None:
-                    with self._state:
-                        if not self._pending:
-                            break
+                if self.failure is not None:  # its wake-up is written: nothing writes again
+                    self._poller.close()
+                    os.close(self._wake_read)
+                    os.close(self._wake_write)
+                    return
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+            if self._take_reading():
+                try:
                     self._read_one()
-            finally:
-                self._release_reading()
-        with contextlib.suppress(OSError):
-            self._reader.close()
+                finally:
+                    self._release_reading()
 
     def _read_one(self) -> None:
         try:
-            header = self._reader.read(wire.FRAME.size)
-            if len(header) < wire.FRAME.size:
-                raise EOFError
-            request_id, kind, length = wire.FRAME.unpack(header)
-            body = self._reader.read(length) if length else b""
-            if len(body) < length:
-                raise EOFError
+            request_id, kind, body = self._read_frame()
         except (OSError, EOFError, ValueError) as error:
             reason = "the instance closed the connection" if isinstance(error, EOFError) else error
             self._fail(LocalRpcError(grpc.StatusCode.UNAVAILABLE, f"connection lost: {reason}"))
@@ -213,6 +250,40 @@ class _Connection:
         else:
             self._settle(request_id, body, None)
 
+    def _read_frame(self) -> tuple[int, int, bytes]:
+        inbox = self._inbox
+        while len(inbox) < wire.FRAME.size:
+            self._receive()
+        request_id, kind, length = wire.FRAME.unpack_from(inbox)
+        end = wire.FRAME.size + length
+        if len(inbox) >= end:
+            body = bytes(inbox[wire.FRAME.size : end])
+            del inbox[:end]
+            return request_id, kind, body
+        # A large body is read straight into a buffer of its size, not through the inbox.
+        large = bytearray(length)
+        header = bytes(inbox[: wire.FRAME.size])
+        have = len(inbox) - wire.FRAME.size
+        large[:have] = inbox[wire.FRAME.size :]
+        inbox.clear()
+        view = memoryview(large)
+        try:
+            while have < length:
+                received = self._socket.recv_into(view[have:])
+                if not received:
+                    raise EOFError
+                have += received
+        except BaseException:  # a Ctrl-C mid-body: the next reader resumes this frame
+            inbox += header + large[:have]
+            raise
+        return request_id, kind, large  # type: ignore[return-value]  # bytes-like is enough
+
+    def _receive(self) -> None:
+        received = self._socket.recv_into(self._landing)
+        if not received:
+            raise EOFError
+        self._inbox += memoryview(self._landing)[:received]
+
     def _settle(self, request_id: int, reply: bytes, error: LocalRpcError | None) -> None:
         with self._state:
             on_done = self._pending.pop(request_id, None)
@@ -222,16 +293,17 @@ class _Connection:
     def _fail(self, error: LocalRpcError) -> None:
         """The connection is unusable: every call on it fails with ``error``."""
         with self._state:
-            if self.failure is None:
+            first = self.failure is None
+            if first:
                 self.failure = error
+                self._wake_collector()  # it ends
             pending, self._pending = list(self._pending.values()), {}
-            self._state.notify_all()
         for on_done in pending:
             _run(on_done, b"", error)
-        # Wake a blocked reader with EOF; the descriptor goes with the collector's reader.
-        with contextlib.suppress(OSError):
-            self._socket.shutdown(socket.SHUT_RDWR)
-        self._socket.close()
+        if first:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)  # a blocked reader sees EOF
+            self._socket.close()
 
     def close(self) -> None:
         self._fail(LocalRpcError(grpc.StatusCode.CANCELLED, "the channel was closed"))

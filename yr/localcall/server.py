@@ -1,18 +1,23 @@
 """The instance server's Unix-socket face: authenticates a connection, then serves its frames.
 
-Every batch goes to the same ``serve_call`` the gRPC ``Call`` uses (order, incarnation check,
-the method thread, concurrency), so the two transports differ only in how bytes arrive.
+The event loop reads the hello. After it, a ``concurrency=1`` instance's method thread reads
+the connection itself and runs and answers its batches right there (``serve_call_here``): a
+call costs no thread hop in the instance. Otherwise the loop reads the frames and each batch
+goes to the same ``serve_call`` the gRPC ``Call`` uses. Both check and order batches the same
+way (yr/server.py, yr/dispatch.py): the transports differ only in how bytes arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import grpc
 
@@ -20,9 +25,19 @@ from yr.dispatch import CallRefused
 from yr.localcall import wire
 from yr.protocol import yr_pb2
 
-Deliver = Callable[[yr_pb2.CallReply], None]
-ServeCall = Callable[[yr_pb2.CallRequest, Deliver], Awaitable["yr_pb2.CallReply | None"]]
+ServeCall = Callable[[yr_pb2.CallRequest], Awaitable[yr_pb2.CallReply]]
+Answer = Callable[["yr_pb2.CallReply | CallRefused"], None]
+ServeCallHere = Callable[[yr_pb2.CallRequest, Answer], None]
 VersionRefusal = Callable[[str], "str | None"]
+RECEIVE_BYTES = 1 << 18
+
+
+class MethodThread(Protocol):
+    """The thread that reads, runs and answers a ``concurrency=1`` instance's local calls."""
+
+    def post(self, function: Callable[..., Any], *args: Any) -> None: ...
+    def watch(self, sock: socket.socket, on_readable: Callable[[], None]) -> None: ...
+    def unwatch(self, sock: socket.socket) -> None: ...
 
 
 class LocalCallServer:
@@ -36,10 +51,14 @@ class LocalCallServer:
         serve_call: ServeCall,
         version_refusal: VersionRefusal,
         refusal_message: str,
+        method_thread: MethodThread | None = None,
+        serve_call_here: ServeCallHere | None = None,
     ) -> None:
         self.path = path
         self._token = token.encode()
         self._serve_call = serve_call
+        self._method_thread = method_thread if serve_call_here is not None else None
+        self._serve_call_here = serve_call_here
         self._version_refusal = version_refusal
         self._refusal_message = refusal_message
         self._server: asyncio.AbstractServer | None = None
@@ -93,6 +112,7 @@ class _Connection(asyncio.Protocol):
         self._through_loop = 0  # writes handed to the loop and not yet done
         self._backlog = False
         self._loop = asyncio.get_running_loop()
+        self._reader: _ReaderOnMethodThread | None = None  # once handed to the method thread
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -106,9 +126,11 @@ class _Connection(asyncio.Protocol):
         self._server._connections.discard(self)
         with self._write_lock:
             self._transport = None
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None
+            own, self._socket = self._socket, None
+        if self._reader is not None and self._server._method_thread is not None:
+            self._server._method_thread.post(self._reader.end)  # its thread closes it
+        elif own is not None:
+            own.close()
         self._buffer = bytearray()
 
     def write(self, data: bytes) -> None:
@@ -165,8 +187,22 @@ class _Connection(asyncio.Protocol):
             data = self._read_hello(data)
             if not self._authenticated:
                 return
+            if self._server._method_thread is not None:
+                self._hand_to_method_thread(data)
+                return
         self._buffer += data
         self._serve_complete_frames()
+
+    def _hand_to_method_thread(self, received: bytes) -> None:
+        """From now on the method thread reads this connection (the loop only writes what
+        the socket could not take at once, and closes it)."""
+        assert self._transport is not None and self._socket is not None
+        assert self._server._method_thread is not None and self._server._serve_call_here
+        self._transport.pause_reading()
+        self._reader = _ReaderOnMethodThread(
+            self, self._socket, received, self._server._method_thread, self._server._serve_call_here
+        )
+        self._server._method_thread.post(self._reader.start)
 
     def _read_hello(self, data: bytes) -> bytes:
         """Take only the hello's bytes (bounded) until it is complete; return what follows."""
@@ -207,19 +243,9 @@ class _Connection(asyncio.Protocol):
                 self._transport.close()
 
     def _serve_complete_frames(self) -> None:
-        buffer = self._buffer
-        start = 0
-        while len(buffer) - start >= wire.FRAME.size:
-            request_id, kind, length = wire.FRAME.unpack_from(buffer, start)
-            end = start + wire.FRAME.size + length
-            if len(buffer) < end:
-                break
-            body = bytes(buffer[start + wire.FRAME.size : end])
-            start = end
+        for request_id, kind, body in wire.take_frames(self._buffer):
             if kind == wire.REQUEST:
                 self._start(request_id, body)
-        if start:
-            del buffer[:start]
 
     def _start(self, request_id: int, body: bytes) -> None:
         task = asyncio.get_running_loop().create_task(self._answer(request_id, body))
@@ -227,20 +253,92 @@ class _Connection(asyncio.Protocol):
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, request_id: int, body: bytes) -> None:
-        def deliver(reply: yr_pb2.CallReply) -> None:
-            self.write(wire.frame(request_id, wire.REPLY, reply.SerializeToString()))
-
         try:
             request = yr_pb2.CallRequest.FromString(body)
             del body
-            reply = await self._server._serve_call(request, deliver)
-            if reply is None:
-                return  # the method thread wrote it
-            out = wire.frame(request_id, wire.REPLY, reply.SerializeToString())
+            out = _reply_frame(request_id, await self._server._serve_call(request))
         except CallRefused as refused:
-            out = wire.refusal(request_id, refused.code, refused.details)
+            out = _reply_frame(request_id, refused)
         except Exception as error:
-            out = wire.refusal(
-                request_id, grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
-            )
+            out = _internal_refusal(request_id, error)
         self.write(out)
+
+
+class _ReaderOnMethodThread:
+    """An authenticated connection as a ``concurrency=1`` instance's method thread reads it:
+    each complete frame is run and answered on that thread, in the order it arrived."""
+
+    def __init__(
+        self,
+        connection: _Connection,
+        sock: socket.socket,
+        received: bytes,
+        method_thread: MethodThread,
+        serve_call_here: ServeCallHere,
+    ) -> None:
+        self._connection = connection
+        self._socket: socket.socket | None = sock  # non-blocking; closed by this thread
+        self._inbox = bytearray(received)
+        self._landing = bytearray(RECEIVE_BYTES)  # reused: no allocation per read
+        self._method_thread = method_thread
+        self._serve_call_here = serve_call_here
+
+    def start(self) -> None:
+        if self._socket is None:
+            return
+        self._method_thread.watch(self._socket, self._on_readable)
+        self._serve_frames()  # what came with the hello
+
+    def end(self) -> None:
+        """Stop reading and close; the loop closes its side (``connection.close``)."""
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            self._method_thread.unwatch(sock)
+            sock.close()
+
+    def _on_readable(self) -> None:
+        if self._socket is None:
+            return
+        try:
+            received = self._socket.recv_into(self._landing)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            received = 0
+        if not received:  # the caller is gone, maybe mid-frame: nothing of it runs
+            self._stop_connection()
+            return
+        self._inbox += memoryview(self._landing)[:received]
+        self._serve_frames()
+
+    def _stop_connection(self) -> None:
+        connection = self._connection
+        with connection._write_lock:
+            connection._socket = None  # nothing writes to it any more
+        self.end()
+        connection._loop.call_soon_threadsafe(connection.close)
+
+    def _serve_frames(self) -> None:
+        for request_id, kind, body in wire.take_frames(self._inbox):
+            if kind != wire.REQUEST:
+                continue
+            try:
+                request = yr_pb2.CallRequest.FromString(body)
+            except Exception as error:
+                self._connection.write(_internal_refusal(request_id, error))
+                continue
+            del body
+            self._serve_call_here(request, functools.partial(self._answer, request_id))
+
+    def _answer(self, request_id: int, outcome: yr_pb2.CallReply | CallRefused) -> None:
+        self._connection.write(_reply_frame(request_id, outcome))
+
+
+def _reply_frame(request_id: int, outcome: yr_pb2.CallReply | CallRefused) -> bytes:
+    if isinstance(outcome, CallRefused):
+        return wire.refusal(request_id, outcome.code, outcome.details)
+    return wire.frame(request_id, wire.REPLY, outcome.SerializeToString())
+
+
+def _internal_refusal(request_id: int, error: Exception) -> bytes:
+    return wire.refusal(request_id, grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")

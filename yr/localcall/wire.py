@@ -50,6 +50,22 @@ def frame(request_id: int, kind: int, body: bytes) -> bytes:
     return FRAME.pack(request_id, kind, len(body)) + body
 
 
+def take_frames(buffer: bytearray) -> list[tuple[int, int, bytes]]:
+    """The complete frames at the start of ``buffer`` (removed from it): (id, kind, body)."""
+    frames = []
+    start = 0
+    while len(buffer) - start >= FRAME.size:
+        request_id, kind, length = FRAME.unpack_from(buffer, start)
+        end = start + FRAME.size + length
+        if len(buffer) < end:
+            break
+        frames.append((request_id, kind, bytes(buffer[start + FRAME.size : end])))
+        start = end
+    if start:
+        del buffer[:start]
+    return frames
+
+
 def refusal(request_id: int, code: grpc.StatusCode, message: str) -> bytes:
     return frame(request_id, REFUSAL, REFUSAL_CODE.pack(code.value[0]) + message.encode())
 

@@ -1,0 +1,186 @@
+"""The fast path without thread hops: a concurrency=1 instance's method thread reads its local
+callers' sockets itself, and a yr.get of a lone call reads its reply on the calling thread."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import threading
+import time
+
+import psutil
+import pytest
+
+import yr
+from tests.instances import Counter
+from tests.support import wait_for
+from yr.localcall import wire
+from yr.localcall.channel import LocalChannel
+from yr.protocol import PROTOCOL_VERSION, yr_pb2
+
+RELEASE_WAIT_S = 60.0
+
+
+@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
+class Gate:
+    """Answers ``wait_for_file`` only once the test has created that file."""
+
+    def wait_for_file(self, path: str) -> str:
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return threading.current_thread().name
+
+    def ping(self) -> str:
+        return "pong"
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _endpoint(runtime, handle):
+    """The instance's endpoint, once it serves calls."""
+    yr.get(handle.pid.invoke(), timeout=60)
+    return runtime.endpoint(handle.instance_id).result(10)
+
+
+def _record(endpoint, handle, caller: str, seq: int, item: str) -> yr_pb2.CallRequest:
+    return yr_pb2.CallRequest(
+        caller=caller,
+        seq=seq,
+        instance_id=handle.instance_id,
+        incarnation=endpoint.incarnation,
+        invocations=[yr_pb2.Invocation(method="record", arguments=pickle.dumps(((item,), {})))],
+    )
+
+
+def _served_connections(pid: int, path: str) -> int:
+    return len([c for c in psutil.Process(pid).net_connections(kind="unix") if c.laddr == path])
+
+
+def _open_authenticated(path: str, token: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(path)
+    sock.sendall(wire.hello(token, PROTOCOL_VERSION))
+    return sock
+
+
+def test_two_callers_batches_interleave_each_in_its_own_seq_order(local_runtime):
+    counter = Counter.invoke()
+    endpoint = _endpoint(local_runtime, counter)
+    channel = LocalChannel(
+        endpoint.local_socket, token=local_runtime.session_token, version=PROTOCOL_VERSION
+    )
+    answered = threading.Event()
+    errors: list[object] = []
+
+    def settled(_reply: bytes, error: object) -> None:
+        if error is not None:
+            errors.append(error)
+        if len(done) == 1:
+            answered.set()
+        done.append(error)
+
+    done: list[object] = []
+    try:
+        first = counter.record.invoke("a0")
+        # The second caller's seq 1 arrives before its seq 0: it must wait for it.
+        channel.start(_record(endpoint, counter, "second", 1, "b1"), settled)
+        second = counter.record.invoke("a1")
+        channel.start(_record(endpoint, counter, "second", 0, "b0"), settled)
+        yr.get([first, second], timeout=30)
+        assert answered.wait(30), "the second caller's batches were not answered"
+    finally:
+        channel.close()
+    assert not errors
+    history = yr.get(counter.history.invoke(), timeout=30)
+    assert [item for item in history if item.startswith("a")] == ["a0", "a1"]
+    assert [item for item in history if item.startswith("b")] == ["b0", "b1"]
+
+
+def test_a_caller_stalled_mid_frame_does_not_stop_other_callers(local_runtime):
+    counter = Counter.invoke()
+    endpoint = _endpoint(local_runtime, counter)
+    with _open_authenticated(endpoint.local_socket, local_runtime.session_token) as stalled:
+        body = _record(endpoint, counter, "stalled", 0, "s0").SerializeToString()
+        stalled.sendall(wire.frame(1, wire.REQUEST, body))
+        _, kind, _ = wire.FRAME.unpack(stalled.recv(wire.FRAME.size, socket.MSG_WAITALL))
+        assert kind == wire.REPLY  # served: the connection is read like any other now
+        stalled.sendall(wire.FRAME.pack(2, wire.REQUEST, 1000) + b"x" * 10)  # 990 bytes short
+        # The partial frame is read by the second call at the latest (it was sent first).
+        assert [yr.get(counter.add.invoke(5), timeout=30) for _ in range(3)] == [5, 10, 15]
+
+
+def test_a_caller_that_dies_mid_frame_is_dropped_and_the_instance_serves_on(local_runtime):
+    counter = Counter.invoke()
+    endpoint = _endpoint(local_runtime, counter)
+    pid = yr.get(counter.pid.invoke())
+    before = _served_connections(pid, endpoint.local_socket)
+    with _open_authenticated(endpoint.local_socket, local_runtime.session_token) as dying:
+        dying.sendall(wire.FRAME.pack(1, wire.REQUEST, 1000) + b"x" * 10)
+        wait_for(
+            lambda: _served_connections(pid, endpoint.local_socket) > before,
+            timeout=30,
+            what="the instance to accept the connection",
+        )
+    wait_for(
+        lambda: _served_connections(pid, endpoint.local_socket) == before,
+        timeout=30,
+        what="the instance to close its side of the dead caller's connection",
+    )
+    assert yr.get(counter.add.invoke(2), timeout=30) == 2
+    assert psutil.Process(pid).cpu_times().user < 60  # not spinning on the closed socket
+
+
+def test_a_lone_calls_reply_is_read_by_the_thread_that_waits_for_it(local_runtime, tmp_path):
+    gate = Gate.invoke()
+    _endpoint(local_runtime, gate)
+    release = str(tmp_path / "release")
+    ref = gate.wait_for_file.invoke(release)
+    settled_on: list[str] = []
+    ref.future.add_done_callback(lambda _: settled_on.append(threading.current_thread().name))
+    connection = yr.session.current().client._pipelines[gate.instance_id].stub._connection
+
+    def release_once_the_caller_reads() -> None:
+        wait_for(lambda: connection._reading, timeout=30, what="yr.get to read the socket")
+        open(release, "w").close()
+
+    releaser = threading.Thread(target=release_once_the_caller_reads)
+    releaser.start()
+    try:
+        assert yr.get(ref, timeout=60) == "yr-method"
+    finally:
+        open(release, "w").close()
+        releaser.join(60)
+    assert settled_on == [threading.current_thread().name]
+
+
+def test_a_lone_call_read_inline_still_honours_the_get_timeout(local_runtime, tmp_path):
+    gate = Gate.invoke()
+    _endpoint(local_runtime, gate)
+    release = str(tmp_path / "release")
+    ref = gate.wait_for_file.invoke(release)
+    try:
+        with pytest.raises(yr.YRTimeoutError):
+            yr.get(ref, timeout=0.5)
+        assert not ref.done()
+    finally:
+        open(release, "w").close()
+    assert yr.get(ref, timeout=60) == "yr-method"
+
+
+def test_a_long_call_does_not_stop_other_local_calls_when_concurrency_is_two(
+    local_runtime, tmp_path
+):
+    gate = Gate.options(yr.InvokeOptions(cpu=100, concurrency=2)).invoke()
+    _endpoint(local_runtime, gate)
+    release = str(tmp_path / "release")
+    long_call = gate.wait_for_file.invoke(release)
+    try:
+        assert yr.get([gate.ping.invoke() for _ in range(3)], timeout=30) == ["pong"] * 3
+        assert not long_call.done()
+    finally:
+        open(release, "w").close()
+    assert yr.get(long_call, timeout=60).startswith("yr-method")
