@@ -11,8 +11,9 @@ mapped and writes the next buffer into one its receiver is done with:
 
 A segment its receiver keeps is handed over: unlinked and forgotten here, its memory lives on
 in the receiver's mapping until that lets go. The pool holds at most ``YR_SHM_POOL_MB`` of
-segments (free ones are dropped, least recently used first, to make room); past that, a
-buffer takes a segment of its own, which its receiver removes once mapped. Pool segments are
+segments (free ones are dropped, least recently used first, to make room, and any free for
+``YR_SHM_POOL_IDLE_S``); past that, a buffer takes a segment of its own, which its receiver
+removes once mapped. Pool segments are
 named ``<session prefix>-<writer pid, 8 hex><8 random hex>``, so the fork server removes those
 of an instance that died.
 """
@@ -20,11 +21,11 @@ of an instance that died.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import mmap
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ from yr import sharedmem
 
 POOL_ENVIRONMENT_KEY = "YR_SHM_POOL_MB"
 DEFAULT_POOL_MB = 1024
+IDLE_ENVIRONMENT_KEY = "YR_SHM_POOL_IDLE_S"
+DEFAULT_IDLE_S = 30.0
 _GRANULE = 1 << 20  # capacities are whole MiB, so a slightly larger buffer fits next time
 
 
@@ -49,6 +52,20 @@ def pool_limit_bytes() -> int:
     return megabytes << 20
 
 
+def pool_idle_seconds() -> float:
+    """How long a free segment stays mapped unused (``YR_SHM_POOL_IDLE_S``)."""
+    raw = os.environ.get(IDLE_ENVIRONMENT_KEY, "").strip()
+    if not raw:
+        return DEFAULT_IDLE_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{IDLE_ENVIRONMENT_KEY}={raw!r} is not a number of seconds (> 0)")
+    return seconds
+
+
 @dataclass(eq=False)
 class _Segment:
     name: str
@@ -56,19 +73,21 @@ class _Segment:
     mapping: mmap.mmap  # shared and writable: what the receivers map is what we wrote
     view: memoryview
     lent: bool
-    used: int  # when it was last lent (a counter), to drop the least recently used first
+    used_at: float  # when it was last lent or given back (monotonic): who goes first
 
 
 class SegmentPool:
     """One process's reused segments for one session (thread-safe)."""
 
-    def __init__(self, prefix: str, *, limit_bytes: int) -> None:
+    def __init__(self, prefix: str, *, limit_bytes: int, idle_s: float = DEFAULT_IDLE_S) -> None:
         self.prefix = prefix
         self.limit_bytes = limit_bytes
+        self.idle_s = idle_s
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._segments: dict[str, _Segment] = {}
         self._reserved = 0  # capacity of segments being created outside the lock
-        self._clock = itertools.count()
+        self._trimming = False  # a thread drops segments that stay free too long
 
     def lend(self, data: memoryview) -> tuple[str, int] | None:
         """Copy ``data`` into a free segment (or a new one, within the limit) and lend it out:
@@ -82,7 +101,7 @@ class SegmentPool:
         with self._lock:
             segment = self._free_fitting_locked(size, capacity)
             if segment is not None:
-                segment.lent, segment.used = True, next(self._clock)
+                segment.lent, segment.used_at = True, time.monotonic()
             elif self._make_room_locked(capacity, evicted):
                 self._reserved += capacity  # created below, outside the lock
             else:
@@ -93,6 +112,8 @@ class SegmentPool:
                 return None
             try:
                 segment = self._create(capacity)
+            except OSError:  # e.g. /dev/shm is full: a segment of its own says why, if it must
+                return None
             finally:
                 with self._lock:
                     self._reserved -= capacity
@@ -121,7 +142,7 @@ class SegmentPool:
             return True
         free = sorted(
             (segment for segment in self._segments.values() if not segment.lent),
-            key=lambda segment: segment.used,
+            key=lambda segment: segment.used_at,
         )
         for segment in free:
             del self._segments[segment.name]
@@ -148,7 +169,7 @@ class SegmentPool:
             raise
         finally:
             os.close(descriptor)
-        return _Segment(name, capacity, mapping, memoryview(mapping), True, next(self._clock))
+        return _Segment(name, capacity, mapping, memoryview(mapping), True, time.monotonic())
 
     def returned(self, names: Iterable[str], *, kept: Iterable[str] = ()) -> None:
         """Its receiver is done with each of ``names`` but those in ``kept`` (handed over)."""
@@ -162,8 +183,33 @@ class SegmentPool:
                 if name in kept:
                     forgotten.append(self._segments.pop(name))
                 else:
-                    segment.lent = False
+                    segment.lent, segment.used_at = False, time.monotonic()
+                    self._trim_later_locked()
         _close_all(forgotten)
+
+    def _trim_later_locked(self) -> None:
+        if not self._trimming:
+            self._trimming = True
+            threading.Thread(target=self._trim_idle, name="yr-shm-trim", daemon=True).start()
+
+    def _trim_idle(self) -> None:
+        """Drop segments free for ``idle_s``; the thread ends once none is free."""
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                free = [segment for segment in self._segments.values() if not segment.lent]
+                idle = [segment for segment in free if now - segment.used_at >= self.idle_s]
+                for segment in idle:
+                    del self._segments[segment.name]
+                waits = [segment.used_at + self.idle_s - now for segment in free]
+                waits = [wait for wait in waits if wait > 0]
+                if not idle and not waits:
+                    self._trimming = False
+                    return
+            _close_all(idle)
+            if waits:
+                with self._lock:
+                    self._wake.wait(min(waits))
 
     def forget(self, names: Iterable[str]) -> None:
         """Remove ``names`` (a receiver may still map them: they are its own from now on)."""
@@ -182,6 +228,7 @@ class SegmentPool:
     def close(self) -> None:
         with self._lock:
             segments, self._segments = list(self._segments.values()), {}
+            self._wake.notify_all()
         _close_all(segments)
 
 
@@ -193,8 +240,9 @@ def _close_all(segments: list[_Segment]) -> None:
     for segment in segments:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(sharedmem.SHM_DIRECTORY, segment.name))
-        segment.view.release()
-        segment.mapping.close()
+        with contextlib.suppress(BufferError):  # a copy into it still runs (shutdown): it
+            segment.view.release()  # is unmapped when that ends
+            segment.mapping.close()
 
 
 _pools: dict[str, SegmentPool] = {}
@@ -216,7 +264,9 @@ def pool_for(prefix: str) -> SegmentPool | None:
             limit = pool_limit_bytes()
             if not limit:
                 return None
-            pool = _pools[prefix] = SegmentPool(prefix, limit_bytes=limit)
+            pool = _pools[prefix] = SegmentPool(
+                prefix, limit_bytes=limit, idle_s=pool_idle_seconds()
+            )
         return pool
 
 
