@@ -6,6 +6,7 @@ import os
 import secrets
 
 import numpy as np
+import psutil
 import pytest
 
 import yr
@@ -170,3 +171,21 @@ def test_the_segments_of_an_instance_that_crashed_are_removed(local_runtime):
     store.crash.invoke()
     wait_for(lambda: not _written_by(pid), timeout=20, what="the fork server's sweep")
     assert (result == 5.0).all()  # what the caller mapped lives on
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (segment_pool.POOL_ENVIRONMENT_KEY, "lots"),
+        (segment_pool.POOL_ENVIRONMENT_KEY, "-1"),
+        (segment_pool.IDLE_ENVIRONMENT_KEY, "0"),
+        (segment_pool.IDLE_ENVIRONMENT_KEY, "inf"),
+    ],
+)
+def test_a_bad_pool_setting_is_refused_before_anything_starts(monkeypatch, key, value):
+    monkeypatch.setenv(key, value)
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    with pytest.raises(ValueError, match=f"{key}={value!r}"):
+        yr.init(yr.Config(num_cpus=1))
+    assert not yr.is_initialized()
+    assert not {child.pid for child in psutil.Process().children(recursive=True)} - before

@@ -246,19 +246,24 @@ def _close_all(segments: list[_Segment]) -> None:
 
 
 _pools: dict[str, SegmentPool] = {}
-_pools_pid = os.getpid()
 _pools_lock = threading.Lock()
+
+
+def _forget_the_parents_pools() -> None:
+    """A forked child: the parent's segments are not its own to reuse or remove."""
+    global _pools, _pools_lock
+    _pools, _pools_lock = {}, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_pools)
 
 
 def pool_for(prefix: str) -> SegmentPool | None:
     """This process's pool for the session named by ``prefix`` (None when pooling is off)."""
-    global _pools, _pools_pid
     pool = _pools.get(prefix)
-    if pool is not None and _pools_pid == os.getpid():
+    if pool is not None:
         return pool
     with _pools_lock:
-        if _pools_pid != os.getpid():  # a forked child: the parent's segments are not its own
-            _pools, _pools_pid = {}, os.getpid()
         pool = _pools.get(prefix)
         if pool is None:
             limit = pool_limit_bytes()
@@ -273,13 +278,13 @@ def pool_for(prefix: str) -> SegmentPool | None:
 def close_pool(prefix: str) -> None:
     """Remove this process's segments of a session (it ends, or this process does)."""
     with _pools_lock:
-        pool = _pools.pop(prefix, None) if _pools_pid == os.getpid() else None
+        pool = _pools.pop(prefix, None)
     if pool is not None:
         pool.close()
 
 
 def _pool_of(name: str) -> SegmentPool | None:
-    pool = _pools.get(name.rsplit("-", 1)[0]) if _pools_pid == os.getpid() else None
+    pool = _pools.get(name.rsplit("-", 1)[0])
     return pool if pool is not None and pool.owns(name) else None
 
 

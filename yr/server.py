@@ -98,8 +98,14 @@ class UserObject:
                 if method == NEXT_METHOD
                 else self._system_methods.get(method) or getattr(self.instance, method)
             )
-            received.append(sharedmem.ReceivedBuffers(invocation.buffers, invocation.buffer_sizes))
-            args, kwargs = serialization.loads(invocation.arguments, buffers=received[-1].views)
+            buffers = None
+            if invocation.buffers:
+                received.append(
+                    sharedmem.ReceivedBuffers(invocation.buffers, invocation.buffer_sizes)
+                )
+                buffers = received[-1].views
+            args, kwargs = serialization.loads(invocation.arguments, buffers=buffers)
+            del buffers  # only the unpickled values may keep a segment mapped
             args = resolve_refs(args)
             kwargs = dict(zip(kwargs, resolve_refs(kwargs.values()), strict=True))
             if method == NEXT_METHOD:
