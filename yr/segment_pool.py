@@ -28,8 +28,9 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from yr import sharedmem
+from yr import serialization, sharedmem
 
 POOL_ENVIRONMENT_KEY = "YR_SHM_POOL_MB"
 DEFAULT_POOL_MB = 1024
@@ -326,3 +327,17 @@ def discard_written_by(prefix: str, pid: int) -> None:
         for name in os.listdir(sharedmem.SHM_DIRECTORY):
             if name.startswith(f"{prefix}-{pid:08x}"):
                 sharedmem.discard([name])
+
+
+def dumps_sharing(value: Any, *, prefix: str, what: str) -> tuple[bytes, list[str], list[int]]:
+    """Pickle ``value`` (``what``, for errors) with its large buffers in this process's reused
+    segments of session ``prefix``: the pickle, the segments' names and the sizes written."""
+    writer = sharedmem.BufferWriter(prefix=prefix, pool=pool_for(prefix))
+    try:
+        pickled = serialization.dumps_named(
+            sharedmem.value_out_of_band(value), what=what, buffer_callback=writer
+        )
+    except BaseException:
+        returned(writer.names)  # nobody saw them
+        raise
+    return pickled, writer.names, writer.sizes

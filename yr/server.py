@@ -123,24 +123,16 @@ class UserObject:
     def _returned(self, result: Any, method: str, shared_memory: bool) -> yr_pb2.Outcome:
         """The outcome carrying ``result``: its large buffers through shared memory when the
         caller maps this session's segments."""
-        writer = None
-        if shared_memory and self._shm_prefix:
-            pool = segment_pool.pool_for(self._shm_prefix)
-            writer = sharedmem.BufferWriter(prefix=self._shm_prefix, pool=pool)
-            result = sharedmem.value_out_of_band(result)
+        what = f"the return value of {self.class_name}.{method}"
         try:
-            value = serialization.dumps_named(
-                result,
-                what=f"the return value of {self.class_name}.{method}",
-                buffer_callback=writer,
-            )
+            if shared_memory and self._shm_prefix:
+                value, buffers, sizes = segment_pool.dumps_sharing(
+                    result, prefix=self._shm_prefix, what=what
+                )
+                return yr_pb2.Outcome(value=value, buffers=buffers, buffer_sizes=sizes)
+            return yr_pb2.Outcome(value=serialization.dumps_named(result, what=what))
         except BaseException as error:
-            if writer is not None:
-                segment_pool.returned(writer.names)  # nobody saw them
             return yr_pb2.Outcome(error=remote_error(error))
-        if writer is None or not writer.names:
-            return yr_pb2.Outcome(value=value)
-        return yr_pb2.Outcome(value=value, buffers=writer.names, buffer_sizes=writer.sizes)
 
     def run_all(self, invocations: Any) -> yr_pb2.CallReply:
         """Run a batch in order (one instance, one call at a time)."""
