@@ -173,6 +173,13 @@ def test_the_segments_of_an_instance_that_crashed_are_removed(local_runtime):
     assert (result == 5.0).all()  # what the caller mapped lives on
 
 
+def test_the_argument_segment_of_a_call_its_instance_died_in_is_removed(local_runtime):
+    store = Store.invoke()
+    with pytest.raises(yr.YRInstanceDiedError):
+        yr.get(store.crash.invoke(np.ones(ARRAY_BYTES // 8)), timeout=60)
+    assert _written_by(os.getpid()) == []  # never reused: the call may have kept it
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [
