@@ -26,6 +26,7 @@ from yr import serialization
 from yr.protocol import (
     CHANNEL_OPTIONS,
     PROTOCOL_METADATA_KEY,
+    PROTOCOL_VERSION,
     ROUTE_METADATA_KEY,
     TOKEN_METADATA_KEY,
     yr_pb2,
@@ -210,7 +211,10 @@ def call_upper(address: str, metadata: tuple[tuple[str, str], ...]):
 
 
 def test_instance_server_in_a_pod_like_container_answers_a_call_with_the_token(instance_server):
-    reply = call_upper(instance_server, ((TOKEN_METADATA_KEY, TOKEN), (PROTOCOL_METADATA_KEY, "1")))
+    reply = call_upper(
+        instance_server,
+        ((TOKEN_METADATA_KEY, TOKEN), (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION))),
+    )
     assert serialization.loads(reply.outcomes[0].value) == "HELLO"
 
 
@@ -218,7 +222,7 @@ def test_instance_server_in_a_pod_like_container_refuses_a_call_without_the_toke
     instance_server,
 ):
     with pytest.raises(grpc.RpcError) as caught:
-        call_upper(instance_server, ((PROTOCOL_METADATA_KEY, "1"),))
+        call_upper(instance_server, ((PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)),))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -289,7 +293,7 @@ def test_gateway_entry_point_serves_grpc(docker, api_server, tmp_path):
         # The gateway itself answers (a status, not a connection failure) for a route to
         # an instance that does not exist.
         request = yr_pb2.CallRequest(caller="test", seq=0)
-        metadata = ((ROUTE_METADATA_KEY, "missing"), (PROTOCOL_METADATA_KEY, "1"))
+        metadata = ((ROUTE_METADATA_KEY, "missing"), (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)))
         with pytest.raises(grpc.RpcError) as caught:
             yr_pb2_grpc.InstanceStub(channel).Call(request, metadata=metadata, timeout=30)
         details = caught.value.details() or ""

@@ -37,6 +37,7 @@ from yr.gateway import UNKNOWN_TTL_S
 from yr.protocol import (
     CHANNEL_OPTIONS,
     PROTOCOL_METADATA_KEY,
+    PROTOCOL_VERSION,
     ROUTE_METADATA_KEY,
     TOKEN_METADATA_KEY,
     yr_pb2,
@@ -321,7 +322,7 @@ def test_an_authenticated_hello_is_forwarded_to_the_instance(session, gateway):
     metadata = (
         (ROUTE_METADATA_KEY, sink.instance_id),
         (TOKEN_METADATA_KEY, session.session_token),
-        (PROTOCOL_METADATA_KEY, "1"),
+        (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)),
     )
     with _channel(address) as channel:
         reply = yr_pb2_grpc.InstanceStub(channel).Hello(

@@ -52,6 +52,7 @@ def test_a_large_argument_leaves_no_shared_memory_behind(local_runtime, shared_m
     counter = Counter.invoke()
     yr.get([counter.echo.invoke(np.ones(1 << 20)) for _ in range(3)])
     assert len(shared_memory_writes) == 3
+    yr.finalize()  # segments are reused while the session lives
     assert _segments(local_runtime) == []
 
 

@@ -103,6 +103,19 @@ def test_a_detached_instance_keeps_a_large_constructor_argument_past_its_driver(
     yr.kill_instance(holder)
 
 
+def test_a_detached_instance_takes_and_returns_large_arrays(keeper):
+    import numpy as np
+
+    from tests.shm_instances import Store
+
+    yr.init(yr.Config(num_cpus=4))
+    store = Store.options(DETACHED.merged(name="store")).invoke()
+    array = np.full(1 << 20, 2.0)  # 8 MiB each way, of another session than the keeper's
+    assert yr.get(store.total.invoke(array), timeout=DEADLINE_S) == 2.0 * array.size
+    assert (yr.get(store.filled.invoke(array.nbytes, 3.0), timeout=DEADLINE_S) == 3.0).all()
+    yr.kill_instance(store)
+
+
 def test_killing_a_detached_instance_ends_its_subtree_and_then_the_keeper(keeper):
     yr.init(yr.Config(num_cpus=4))
     parent = Quitter.options(DETACHED.merged(name="parent")).invoke()

@@ -12,7 +12,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import yr
 from tests.instances import Counter
 from yr import serialization
-from yr.protocol import PROTOCOL_METADATA_KEY, TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
+from yr.protocol import (
+    PROTOCOL_METADATA_KEY,
+    PROTOCOL_VERSION,
+    TOKEN_METADATA_KEY,
+    yr_pb2,
+    yr_pb2_grpc,
+)
 
 
 class _WritesAFileWhenUnpickled:
@@ -43,14 +49,14 @@ def test_a_call_without_the_session_token_is_refused_and_never_unpickled(served,
     marker = tmp_path / "unpickled"
     payload = serialization.dumps(((_WritesAFileWhenUnpickled(str(marker)),), {}))
     with pytest.raises(grpc.RpcError) as caught:
-        _call(channel, ((PROTOCOL_METADATA_KEY, "1"),), payload)
+        _call(channel, ((PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)),), payload)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert not marker.exists()
 
 
 def test_a_call_with_a_wrong_token_is_refused(served):
     channel, _ = served
-    metadata = ((TOKEN_METADATA_KEY, "guess"), (PROTOCOL_METADATA_KEY, "1"))
+    metadata = ((TOKEN_METADATA_KEY, "guess"), (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)))
     with pytest.raises(grpc.RpcError) as caught:
         _call(channel, metadata, serialization.dumps(((1,), {})))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -67,7 +73,7 @@ def test_a_protocol_version_mismatch_is_a_clear_error(served):
 
 def test_an_authenticated_call_is_served(served):
     channel, token = served
-    metadata = ((TOKEN_METADATA_KEY, token), (PROTOCOL_METADATA_KEY, "1"))
+    metadata = ((TOKEN_METADATA_KEY, token), (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)))
     reply = _call(channel, metadata, serialization.dumps(((7,), {})))
     assert serialization.loads(reply.outcomes[0].value) == 7
 

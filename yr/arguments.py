@@ -11,14 +11,18 @@ import concurrent.futures
 import threading
 from collections.abc import Callable
 
-from yr import serialization, sharedmem
+from yr import segment_pool, serialization, sharedmem
 from yr.calls import Call
 from yr.refs import ObjectRef, PendingCollector
 
 
 def pickle_arguments(call: Call, *, target: str, shm_prefix: str) -> list[ObjectRef]:
     """Pickle ``call``'s arguments into it, or return the pending refs found in them."""
-    writer = sharedmem.BufferWriter(prefix=shm_prefix) if shm_prefix else None
+    writer = (
+        sharedmem.BufferWriter(prefix=shm_prefix, pool=segment_pool.pool_for(shm_prefix))
+        if shm_prefix
+        else None
+    )
     args, kwargs = call.args, call.kwargs
     if writer:
         args, kwargs = sharedmem.call_arguments_out_of_band(args, kwargs)
@@ -29,14 +33,15 @@ def pickle_arguments(call: Call, *, target: str, shm_prefix: str) -> list[Object
             )
     except BaseException:
         if writer:
-            sharedmem.discard(writer.names)
+            segment_pool.returned(writer.names)  # never sent: reusable at once
         raise
     if pending:
         if writer:
-            sharedmem.discard(writer.names)
+            segment_pool.returned(writer.names)
         return pending
     call.arguments = pickled
-    call.buffers = writer.names if writer else []
+    if writer:
+        call.buffers, call.buffer_sizes = writer.names, writer.sizes
     call.args, call.kwargs = (), {}  # the pickled form is all we need now
     return []
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import collections
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from yr import serialization
+from yr import serialization, sharedmem
 from yr.errors import YRError, invoke_error_for
 from yr.protocol import yr_pb2
 from yr.refs import ObjectRef
@@ -24,6 +26,28 @@ class Call:
     order: int  # submission order, to put a re-sent call back in its place
     batch: Batch | None = None  # once batched: what yr.get may send itself
     failure: BaseException | None = None  # its arguments could not be pickled
+    buffer_sizes: list[int] = field(default_factory=list)  # per buffer: >0 in a reused segment
+
+
+@dataclass(slots=True)
+class SharedResults:
+    """Large results of one instance, mapped from this session's shared memory; the reused
+    segments this caller has let go of go back with its next request to the instance."""
+
+    prefix: str
+    released: collections.deque[str] = field(default_factory=collections.deque)
+
+    def map(self, names: Sequence[str], sizes: Sequence[int]) -> list[memoryview]:
+        # a deque's append is atomic: the last view may die in any thread, even in the GC
+        return sharedmem.map_returned(
+            names, sizes, prefix=self.prefix, released=self.released.append
+        )
+
+    def take_released(self) -> list[str]:
+        taken = []
+        while self.released:
+            taken.append(self.released.popleft())
+        return taken
 
 
 @dataclass(slots=True)
@@ -37,8 +61,10 @@ class Batch:
     incarnation: int
     instance_id: str = ""
     connection: Any = None  # the local connection it was written to (yr.get reads its reply)
+    results: SharedResults | None = None  # large results may come through shared memory
 
     def request(self, caller: str, *, settled_below: int) -> yr_pb2.CallRequest:
+        shared = self.results is not None
         return yr_pb2.CallRequest(
             caller=caller,
             seq=self.seq,
@@ -46,28 +72,57 @@ class Batch:
             instance_id=self.instance_id,
             incarnation=self.incarnation,
             invocations=[
-                yr_pb2.Invocation(method=c.method, arguments=c.arguments, buffers=c.buffers)
+                yr_pb2.Invocation(
+                    method=c.method,
+                    arguments=c.arguments,
+                    buffers=c.buffers,
+                    buffer_sizes=c.buffer_sizes,
+                    results_in_shared_memory=shared,
+                )
                 for c in self.calls
             ],
+            released=self.results.take_released() if shared else (),
         )
 
 
-def deliver_all(calls: list[Call], reply: yr_pb2.CallReply) -> None:
+def deliver_all(
+    calls: list[Call], reply: yr_pb2.CallReply, results: SharedResults | None = None
+) -> None:
     if len(reply.outcomes) != len(calls):
         fail_all(
             calls, YRError(f"the instance answered {len(reply.outcomes)} of {len(calls)} calls")
         )
         return
     for call, outcome in zip(calls, reply.outcomes, strict=True):
-        if outcome.HasField("error"):
-            fail(call, _rebuild_error(outcome.error))
-            continue
-        try:
-            value = serialization.loads(outcome.value)
-        except BaseException as error:
-            fail(call, YRError(f"the result of {call.method} could not be unpickled: {error}"))
-            continue
-        _deliver(call, value)
+        _settle(call, outcome, results)
+        _forget_flush(call)
+
+
+def _settle(call: Call, outcome: yr_pb2.Outcome, results: SharedResults | None) -> None:
+    if outcome.HasField("error"):
+        fail(call, _rebuild_error(outcome.error))
+        return
+    try:
+        buffers = _result_buffers(outcome, results) if outcome.buffers else None
+        value = serialization.loads(outcome.value, buffers=buffers)
+    except BaseException as error:
+        fail(call, YRError(f"the result of {call.method} could not be unpickled: {error}"))
+        return
+    _deliver(call, value)
+
+
+def _forget_flush(call: Call) -> None:
+    """A settled ref needs no way to send its call: dropping it breaks the ref -> call ->
+    ref cycle, so a value (a large result's mapping) goes as soon as the user drops it,
+    not at the next garbage collection."""
+    for ref in call.refs:
+        ref._flush = None
+
+
+def _result_buffers(outcome: yr_pb2.Outcome, results: SharedResults | None) -> list[memoryview]:
+    if results is None:
+        raise YRError("it came through shared memory, which this caller did not ask for")
+    return results.map(outcome.buffers, outcome.buffer_sizes)
 
 
 def _deliver(call: Call, value: Any) -> None:
@@ -100,6 +155,7 @@ def fail(call: Call, error: BaseException) -> None:
     for ref in call.refs:
         if not ref.future.done():
             ref.future.set_exception(error)
+    _forget_flush(call)
 
 
 def _rebuild_error(remote: yr_pb2.RemoteError) -> BaseException:

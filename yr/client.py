@@ -20,9 +20,9 @@ from typing import Any
 
 import grpc
 
-from yr import sharedmem, waits
+from yr import segment_pool, sharedmem, waits
 from yr.arguments import pickle_arguments, pickle_when_settled
-from yr.calls import Batch, Call, deliver_all, fail, fail_all
+from yr.calls import Batch, Call, SharedResults, deliver_all, fail, fail_all
 from yr.errors import YRError, YRInstanceDiedError, YRProtocolError
 from yr.localcall.channel import LocalChannel, LocalRpcError
 from yr.localcall.wire import transport
@@ -162,6 +162,8 @@ class CallClient:
                 pipeline = self._pipelines.get(instance_id)
                 if pipeline is None:
                     pipeline = Pipeline(instance_id, class_info)
+                    if self._shm_prefix:
+                        pipeline.results = SharedResults(self._shm_prefix)
                     self._pipelines[instance_id] = pipeline
         return pipeline
 
@@ -321,8 +323,8 @@ class CallClient:
             self._fill_gap(pipeline, batch)
             fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
             return
-        self._finish(pipeline, batch)
-        deliver_all(batch.calls, reply)
+        self._finish(pipeline, batch, reply)
+        deliver_all(batch.calls, reply, batch.results)
 
     def _send_local(self, pipeline: Pipeline, batch: Batch) -> None:
         """Write the batch from this thread; its reply settles it in whichever thread reads
@@ -353,13 +355,15 @@ class CallClient:
                 batch.calls, YRError(f"the reply to {batch.calls[0].method} was garbled: {bad}")
             )
             return
-        self._finish(pipeline, batch)
-        deliver_all(batch.calls, reply)
+        self._finish(pipeline, batch, reply)
+        deliver_all(batch.calls, reply, batch.results)
 
-    def _finish(self, pipeline: Pipeline, batch: Batch) -> None:
+    def _finish(
+        self, pipeline: Pipeline, batch: Batch, reply: yr_pb2.CallReply | None = None
+    ) -> None:
         with pipeline.lock:
             pipeline.settle_locked(batch)
-        _release(batch.calls)
+        _release(batch.calls, reply)
 
     def _fill_gap(self, pipeline: Pipeline, batch: Batch) -> None:
         """Tell the server a seq will never arrive: a later batch may already wait for it."""
@@ -459,18 +463,26 @@ class CallClient:
             channel.close()
         self._helpers.shutdown(wait=False, cancel_futures=True)
         self._senders.shutdown(wait=False, cancel_futures=True)
+        if self._shm_prefix:
+            segment_pool.close_pool(self._shm_prefix)  # instances keep what they still map
 
 
 def _through_gateway(metadata: tuple[tuple[str, str], ...]) -> bool:
     return any(key == ROUTE_METADATA_KEY for key, _ in metadata)
 
 
-def _release(calls: list[Call]) -> None:
-    """A call is answered: drop its arguments (its refs may outlive it) and shared memory."""
-    for call in calls:
+def _release(calls: list[Call], reply: yr_pb2.CallReply | None = None) -> None:
+    """A call is answered (``reply``) or never will be: drop its arguments (its refs may
+    outlive it); its reused segments go back to the pool unless the instance kept them."""
+    answered = reply is not None and len(reply.outcomes) == len(calls)
+    for index, call in enumerate(calls):
         if call.buffers:
-            sharedmem.discard(call.buffers)
+            if answered:
+                segment_pool.returned(call.buffers, kept=reply.outcomes[index].kept)
+            else:
+                segment_pool.forget(call.buffers)
         call.arguments, call.buffers, call.batch = b"", [], None
+        call.buffer_sizes = []
 
 
 def shared_memory_prefix(session_token: str) -> str:

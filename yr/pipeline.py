@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from yr.calls import Batch, Call
+from yr.calls import Batch, Call, SharedResults
 from yr.runtime.base import ClassInfo, Endpoint
 
 
@@ -32,6 +32,7 @@ class Pipeline:
     in_flight: int = 0  # batches sent and not answered
     unsettled: set[tuple[int, int]] = field(default_factory=set)  # (incarnation, seq) out
     failure: BaseException | None = None
+    results: SharedResults | None = None  # None: results never through shared memory
 
     def next_batch_locked(self, calls: list[Call]) -> Batch:
         assert self.endpoint is not None
@@ -42,6 +43,8 @@ class Pipeline:
             self.metadata,
             self.endpoint.incarnation,
             self.instance_id,
+            # another session's instance (a kept detached one) writes segments we do not map
+            results=None if self.endpoint.session else self.results,
         )
         for call in calls:
             call.batch = batch  # what a yr.get waiting for it alone may read the reply of

@@ -159,9 +159,9 @@ def dumps_call_arguments(
         ) from whole_error
 
 
-def dumps_named(value: Any, *, what: str) -> bytes:
+def dumps_named(value: Any, *, what: str, buffer_callback: BufferCallback | None = None) -> bytes:
     try:
-        return dumps(value)
+        return dumps(value, buffer_callback=buffer_callback)
     except Exception as error:
         culprit = find_unpicklable(value)
         where = f" (the culprit: {culprit.lstrip('.')})" if culprit else ""

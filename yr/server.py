@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from yr import credentials, debug, serialization, sharedmem, tracebacks, waits
+from yr import credentials, debug, segment_pool, serialization, sharedmem, tracebacks, waits
 from yr.dispatch import CallOrder, CallRefused, LoopCallOrder, SerialRunner
 from yr.errors import YRInvokeError
 from yr.grpc_on_demand import OnDemandGrpcServer
@@ -55,8 +55,10 @@ class UserObject:
         class_name: str,
         system_methods: Mapping[str, Callable[..., Any]] | None = None,
         payload_buffers: Sequence[memoryview] = (),
+        shm_prefix: str = "",
     ) -> None:
         self.class_name = class_name
+        self._shm_prefix = shm_prefix  # this session's segments: where large results may go
         self._payload = payload
         self._buffers = payload_buffers  # its out-of-band buffers (large arguments)
         self._system_methods = dict(system_methods or {})  # reserved names, not user methods
@@ -84,6 +86,15 @@ class UserObject:
     def run(self, invocation: yr_pb2.Invocation) -> yr_pb2.Outcome:
         if self.init_error is not None:
             return yr_pb2.Outcome(error=self.init_error)
+        received: list[sharedmem.ReceivedBuffers] = []
+        outcome = self._run(invocation, received)
+        for buffers in received:  # the call's frames are gone: a segment still viewed was kept
+            outcome.kept.extend(buffers.close())
+        return outcome
+
+    def _run(
+        self, invocation: yr_pb2.Invocation, received: list[sharedmem.ReceivedBuffers]
+    ) -> yr_pb2.Outcome:
         method = invocation.method
         try:
             target = (
@@ -91,8 +102,14 @@ class UserObject:
                 if method == NEXT_METHOD
                 else self._system_methods.get(method) or getattr(self.instance, method)
             )
-            buffers = sharedmem.open_buffers(list(invocation.buffers))
+            buffers = None
+            if invocation.buffers:
+                received.append(
+                    sharedmem.ReceivedBuffers(invocation.buffers, invocation.buffer_sizes)
+                )
+                buffers = received[-1].views
             args, kwargs = serialization.loads(invocation.arguments, buffers=buffers)
+            del buffers  # only the unpickled values may keep a segment mapped
             args = resolve_refs(args)
             kwargs = dict(zip(kwargs, resolve_refs(kwargs.values()), strict=True))
             if method == NEXT_METHOD:
@@ -105,12 +122,19 @@ class UserObject:
                 result = self.generators.keep(result)
         except BaseException as error:
             return yr_pb2.Outcome(error=remote_error(error))
+        return self._returned(result, method, invocation.results_in_shared_memory)
+
+    def _returned(self, result: Any, method: str, shared_memory: bool) -> yr_pb2.Outcome:
+        """The outcome carrying ``result``: its large buffers through shared memory when the
+        caller maps this session's segments."""
+        what = f"the return value of {self.class_name}.{method}"
         try:
-            return yr_pb2.Outcome(
-                value=serialization.dumps_named(
-                    result, what=f"the return value of {self.class_name}.{method}"
+            if shared_memory and self._shm_prefix:
+                value, buffers, sizes = segment_pool.dumps_sharing(
+                    result, prefix=self._shm_prefix, what=what
                 )
-            )
+                return yr_pb2.Outcome(value=value, buffers=buffers, buffer_sizes=sizes)
+            return yr_pb2.Outcome(value=serialization.dumps_named(result, what=what))
         except BaseException as error:
             return yr_pb2.Outcome(error=remote_error(error))
 
@@ -263,6 +287,8 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         self._refuse_if_meant_for_another(request)
         if not self.constructed.is_set():
             await self.constructed.wait()
+        if request.released:  # result segments the caller let go of: ours to reuse
+            segment_pool.released(request.released)
         await self._order.admit(request.caller, request.seq, settled_below=request.settled_below)
         if not request.invocations:  # a seq the caller will never send: only fill the gap
             return yr_pb2.CallReply()
@@ -285,6 +311,8 @@ class InstanceServicer(yr_pb2_grpc.InstanceServicer):
         except CallRefused as refused:
             answer(refused)
             return
+        if request.released:  # result segments the caller let go of: ours to reuse
+            segment_pool.released(request.released)
         self._run_here(
             self._order_here.admit(
                 request.caller, request.seq, (request, answer), settled_below=request.settled_below
@@ -354,11 +382,13 @@ async def serve(
         refusal_message=f"instance {instance_id} refused the call: missing or wrong session token",
         open_methods={_HEALTH_CHECK: _probe_handler(health_servicer)},
     )
+    shm_prefix = sharedmem.session_prefix(token) if sharedmem.available() else ""
     user = UserObject(
         payload,
         class_name=class_name,
         system_methods=system_methods,
         payload_buffers=payload_buffers,
+        shm_prefix=shm_prefix,
     )
     servicer = InstanceServicer(
         user,
@@ -437,6 +467,7 @@ async def serve(
     if health_server is not None:
         await health_server.stop(grace=None)
     servicer.shutdown()
+    segment_pool.close_pool(shm_prefix)  # callers keep what they still map
 
 
 async def _run_shutdown_hook(user: UserObject, grace_s: float) -> None:

@@ -2,8 +2,10 @@
 
 Pickle protocol 5 hands large contiguous buffers (numpy arrays, bytes-likes) to a callback; we
 write each one once into a file under /dev/shm and send only its name. The receiver maps it
-copy-on-write and unlinks it, so the argument arrives without further copies (Ray's object
-store does the same for its actors).
+copy-on-write, so the value arrives without further copies (Ray's object store does the same
+for its actors). A buffer written into a reused segment (yr/segment_pool.py) travels with its
+size, and the receiver leaves the segment in place and tells when it is done with it; one
+written into a segment of its own travels with size 0, and the receiver unlinks it once mapped.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import os
 import pickle
 import re
 import secrets
-from collections.abc import Iterable
-from typing import Any
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 SHM_DIRECTORY = "/dev/shm"
 THRESHOLD_BYTES = 1 << 20  # below this a copy through gRPC is cheaper than a file
@@ -27,18 +30,30 @@ def available() -> bool:
     return os.path.isdir(SHM_DIRECTORY) and os.access(SHM_DIRECTORY, os.W_OK)
 
 
-class BufferWriter:
-    """A pickle ``buffer_callback`` that moves large buffers into shared-memory files."""
+class Lender(Protocol):
+    """Where reused segments come from (yr/segment_pool.py)."""
 
-    def __init__(self, *, prefix: str) -> None:
+    def lend(self, data: memoryview) -> tuple[str, int] | None: ...
+
+
+class BufferWriter:
+    """A pickle ``buffer_callback`` that moves large buffers into shared-memory files: into
+    reused segments of ``pool`` while it has room, else into segments of their own."""
+
+    def __init__(self, *, prefix: str, pool: Lender | None = None) -> None:
         self.prefix = prefix
+        self.pool = pool
         self.names: list[str] = []
+        self.sizes: list[int] = []  # per name: the size in a reused segment, 0: its own
 
     def __call__(self, buffer: pickle.PickleBuffer) -> bool:
         view = buffer.raw()
         if view.nbytes < THRESHOLD_BYTES:
             return True  # keep it in band
-        self.names.append(write_segment(self.prefix, view))
+        lent = self.pool.lend(view) if self.pool is not None else None
+        name, size = lent if lent is not None else (write_segment(self.prefix, view), 0)
+        self.names.append(name)
+        self.sizes.append(size)
         return False
 
 
@@ -92,6 +107,12 @@ def large_bytes_out_of_band(value: Any, *, budget: int = 10_000) -> Any:
     return visit(value)
 
 
+def value_out_of_band(value: Any) -> Any:
+    """``large_bytes_out_of_band`` for a return value; nothing walked unless it is bytes or a
+    container (most results)."""
+    return large_bytes_out_of_band(value) if type(value) in _WALKED else value
+
+
 def call_arguments_out_of_band(
     args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -109,7 +130,7 @@ def _holds_walked(values: Iterable[Any]) -> bool:
 def write_segment(prefix: str, data: bytes | memoryview) -> str:
     """Write ``data`` into a new segment named after ``prefix``; return the segment's name."""
     view = memoryview(data).cast("B")
-    name = f"{prefix}-{secrets.token_hex(8)}"
+    name = f"{prefix}-{_random_tag()}"
     descriptor = os.open(
         os.path.join(SHM_DIRECTORY, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600
     )
@@ -125,6 +146,14 @@ def write_segment(prefix: str, data: bytes | memoryview) -> str:
     return name
 
 
+def _random_tag() -> str:
+    """16 random hex digits, never starting "00": those begin the name of a reused segment
+    (a writer's pid), which the fork server removes when that writer dies."""
+    while (tag := secrets.token_hex(8)).startswith("00"):
+        pass
+    return tag
+
+
 def open_buffers(names: list[str]) -> list[memoryview]:
     """Map (copy-on-write) and unlink each named segment; the mapping lives on with its view."""
     return [_map(name, unlink=True) for name in names]
@@ -137,19 +166,81 @@ def map_buffers(names: list[str]) -> list[memoryview]:
 
 
 def _map(name: str, *, unlink: bool) -> memoryview:
+    return memoryview(_mapping(name, 0, unlink=unlink))
+
+
+def _mapping(name: str, size: int, *, unlink: bool) -> mmap.mmap | bytes:
+    """Map the first ``size`` bytes of segment ``name`` (0: all of it), copy-on-write: the
+    receiver may modify its value without the writer ever seeing it."""
     if not _NAME.match(name):
         raise ValueError(f"not a yr shared-memory segment name: {name!r}")
     path = os.path.join(SHM_DIRECTORY, name)
     descriptor = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(descriptor).st_size
-        mapped = mmap.mmap(descriptor, size, access=mmap.ACCESS_COPY) if size else b""
+        size = size or os.fstat(descriptor).st_size  # mmap refuses a size past the end
+        return mmap.mmap(descriptor, size, access=mmap.ACCESS_COPY) if size else b""
     finally:
         os.close(descriptor)
         if unlink:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-    return memoryview(mapped)
+
+
+class ReceivedBuffers:
+    """One message's out-of-band buffers as its receiver maps them; afterwards, the reused
+    segments it still maps (a view of them outlived the call)."""
+
+    def __init__(self, names: Sequence[str], sizes: Sequence[int]) -> None:
+        self.views: list[memoryview] = []
+        self._reused: list[tuple[str, mmap.mmap]] = []
+        try:
+            for name, size in _with_sizes(names, sizes):
+                mapped = _mapping(name, size, unlink=not size)
+                if size:
+                    self._reused.append((name, mapped))
+                self.views.append(memoryview(mapped))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> list[str]:
+        """Unmap what nothing views any more; the names of reused segments still viewed."""
+        self.views = []
+        kept = []
+        for name, mapped in self._reused:
+            try:
+                mapped.close()
+            except BufferError:  # a view of it lives on: the segment is ours now
+                kept.append(name)
+        self._reused = []
+        return kept
+
+
+def map_returned(
+    names: Sequence[str], sizes: Sequence[int], *, prefix: str, released: Callable[[str], None]
+) -> list[memoryview]:
+    """Map a reply's buffers; ``released(name)`` is called for a reused segment once the last
+    view of it is gone (its writer may then reuse it). Only this session's segments."""
+    check_session_segments(names, prefix)
+    views = []
+    pending = [name for name, size in _with_sizes(names, sizes) if size]
+    try:
+        for name, size in _with_sizes(names, sizes):
+            mapped = _mapping(name, size, unlink=not size)
+            if size:
+                pending.remove(name)
+                weakref.finalize(mapped, released, name).atexit = False
+            views.append(memoryview(mapped))
+    finally:
+        for name in pending:  # never mapped: nothing here will ever view them
+            released(name)
+    return views
+
+
+def _with_sizes(names: Sequence[str], sizes: Sequence[int]) -> Iterable[tuple[str, int]]:
+    if sizes and len(sizes) != len(names):
+        raise ValueError(f"{len(names)} shared-memory buffers but {len(sizes)} sizes")
+    return zip(names, sizes or [0] * len(names), strict=True)
 
 
 def check_session_segments(names: tuple[str, ...] | list[str], prefix: str) -> None:

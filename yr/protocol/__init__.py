@@ -4,7 +4,7 @@ import grpc
 
 from yr.protocol import yr_pb2, yr_pb2_grpc
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 TOKEN_METADATA_KEY = "x-yr-token"
 PROTOCOL_METADATA_KEY = "x-yr-protocol"
 ROUTE_METADATA_KEY = "x-yr-route"  # the instance a gateway forwards a call to

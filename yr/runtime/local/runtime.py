@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from yr import sharedmem
+from yr import segment_pool, sharedmem
 from yr.console import notice
 from yr.errors import DeathInfo, YRError
 from yr.localcall.wire import transport
@@ -100,6 +100,7 @@ class LocalRuntime(ForkServerEvents, Scheduling, ResourceGroupMethods, RuntimeVi
         self.waits = WaitGraph()  # who (concurrency 1) is blocked in yr.get on whom
         self._zygote_death = ""  # why the fork server is gone, once it is
         local_calls = transport() == "local"  # a misspelt YR_TRANSPORT fails before anything
+        segment_pool.pool_limit_bytes(), segment_pool.pool_idle_seconds()  # so do these
         sweep_dead_sessions()  # what drivers killed before their cleanup left behind
         self._directory = SessionDirectory(shm_prefix=self._shm_prefix)
         # Instances serve same-machine calls on sockets in the directory (mode 0700).

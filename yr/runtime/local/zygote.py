@@ -25,7 +25,7 @@ import time
 import traceback
 from typing import Any
 
-from yr import sharedmem
+from yr import segment_pool, sharedmem
 from yr.runtime.local.wire import CommandReader, write_event
 
 PR_SET_PDEATHSIG = 1
@@ -148,6 +148,8 @@ class Zygote:
             self.kill_at.pop(exited.si_pid, None)
             pid, status = os.waitpid(exited.si_pid, 0)
             sharedmem.discard([self.payloads.pop(pid, "")])
+            if self.shm_prefix:  # its reused segments: their receivers keep what they map
+                segment_pool.discard_written_by(self.shm_prefix, pid)
             instance_id, incarnation = self.children.pop(pid, ("", -1))
             if self.by_instance.get(instance_id) == pid:
                 del self.by_instance[instance_id]
