@@ -99,7 +99,7 @@ def test_get_with_a_timeout_on_a_call_queued_behind_a_full_socket_times_out(
 def test_calls_waiting_in_the_backlog_of_a_dead_instance_fail_with_the_died_error(
     local_runtime, tmp_path
 ):
-    gate, pid, release, long_call, refs = _busy_gate_flooded(tmp_path, "release")
+    gate, pid, _release, long_call, refs = _busy_gate_flooded(tmp_path, "release")
     connection = yr.session.current().client._pipelines[gate.instance_id].stub._connection
     try:
         wait_for(lambda: connection._backlog, timeout=DEADLINE_S, what="a backlog to build up")
