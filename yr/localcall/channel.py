@@ -6,6 +6,11 @@ synchronous call costs one write and one read with no thread in between. Wheneve
 due and no thread is reading, the connection's collector thread reads them, so a call nobody
 waits for still settles. Failures are ``grpc.RpcError``s with gRPC's status codes, so the
 client's pipelines (order, batching, resends after a death) treat both transports alike.
+
+A send never blocks: a ``concurrency=1`` instance reads its callers only between calls, so
+while it runs a long one its socket buffer fills. What the kernel does not take waits, in
+order, in the connection's backlog, which the collector writes out as the socket drains; a
+sending thread (the shared flusher, a ``yr.get``) never waits behind a busy instance.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import socket
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -112,6 +118,9 @@ class _Connection:
         self._inbox = bytearray()  # bytes read and not yet taken as frames
         self._landing = bytearray(READ_BUFFER_BYTES)  # reused: no allocation per read
         self._write_lock = threading.Lock()
+        # Frames the kernel did not take yet, in order (under _write_lock): (id, unsent bytes,
+        # whether none of it was sent: such a call never reached the instance).
+        self._backlog: deque[tuple[int, memoryview, bool]] = deque()
         self._state = threading.Lock()
         self._reading = False  # a thread holds the reading role (under _state)
         self._pending: dict[int, OnDone] = {}
@@ -121,6 +130,10 @@ class _Connection:
         self._poller = select.epoll()
         self._poller.register(self._wake_read, select.EPOLLIN)
         self._poller.register(sock.fileno(), select.EPOLLIN)
+        # The same socket under a second descriptor, watched for room only while a backlog
+        # waits: read and write interest change apart, from different threads.
+        self._write_watch = os.dup(sock.fileno())
+        self._poller.register(self._write_watch, 0)
         self._readable = select.poll()  # used by the thread holding the reading role
         self._readable.register(sock.fileno(), select.POLLIN)
         self._collector = threading.Thread(target=self._collect, name="yr-local-reply", daemon=True)
@@ -130,7 +143,7 @@ class _Connection:
     def open(cls, path: str, hello: bytes) -> _Connection:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # A concurrency=1 instance reads its callers only between calls: room for what is
-        # sent meanwhile (the kernel caps it at net.core.wmem_max), so senders block later.
+        # sent meanwhile (the kernel caps it at net.core.wmem_max) before the backlog fills.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         try:
             sock.connect(path)
@@ -150,14 +163,22 @@ class _Connection:
         return cls(sock)
 
     def send(self, body: bytes, on_done: OnDone) -> None:
+        """Write the call now, or queue what the socket does not take: never blocks."""
         with self._state:
             if self.failure is not None:
                 raise self.failure
             request_id = next(self._ids)
             self._pending[request_id] = on_done
+        data = wire.frame(request_id, wire.REQUEST, body)
         try:
             with self._write_lock:
-                self._socket.sendall(wire.frame(request_id, wire.REQUEST, body))
+                if self._backlog:  # frames before it still wait: keep the order
+                    self._backlog.append((request_id, memoryview(data), True))
+                    return
+                sent = self._send_some(data)
+                if sent < len(data):
+                    self._backlog.append((request_id, memoryview(data)[sent:], sent == 0))
+                    self._watch_room(True)
         except OSError as error:
             # Its frame is incomplete, so it never ran (a Unix socket whose instance exited
             # refuses the first byte); the calls before it may have.
@@ -169,6 +190,34 @@ class _Connection:
                 f"the instance closed its socket before the call was sent: {error}",
                 never_delivered=True,
             ) from None
+
+    def _send_some(self, data: bytes | memoryview) -> int:
+        """As much of ``data`` as the kernel takes now (under _write_lock)."""
+        try:
+            return self._socket.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+
+    def _flush_backlog(self) -> None:
+        """On the collector, once the socket has room: write the waiting frames, in order."""
+        try:
+            with self._write_lock:
+                while self._backlog:
+                    request_id, data, untouched = self._backlog[0]
+                    sent = self._send_some(data)
+                    if sent < len(data):
+                        self._backlog[0] = (request_id, data[sent:], untouched and sent == 0)
+                        return
+                    self._backlog.popleft()
+                self._watch_room(False)
+        except OSError as error:
+            self._fail(LocalRpcError(grpc.StatusCode.UNAVAILABLE, f"connection lost: {error}"))
+
+    def _watch_room(self, watch: bool) -> None:
+        """Whether the collector wakes when the socket has room (under _write_lock)."""
+        with self._state:
+            if self.failure is None:  # else the collector has closed its poller
+                self._poller.modify(self._write_watch, select.EPOLLOUT if watch else 0)
 
     def read_until(self, done: Callable[[], bool], deadline: float | None) -> None:
         """Read replies until ``done()`` or the monotonic ``deadline`` (None: no limit), if
@@ -217,17 +266,23 @@ class _Connection:
             os.write(self._wake_write, b"x")
 
     def _collect(self) -> None:
-        """Read whatever arrives while no other thread reads; end with the connection."""
+        """Read whatever arrives while no other thread reads, and write out the backlog as
+        the socket drains; end with the connection."""
         while True:
-            self._poller.poll()
+            events = dict(self._poller.poll())
             with self._state:
                 if self.failure is not None:  # its wake-up is written: nothing writes again
                     self._poller.close()
                     os.close(self._wake_read)
                     os.close(self._wake_write)
+                    os.close(self._write_watch)
                     return
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_read, 4096)
+            if self._write_watch in events:
+                self._flush_backlog()
+                if len(events) == 1:
+                    continue  # only room to write: a read now would block
             if self._take_reading():
                 try:
                     self._read_one()
@@ -297,9 +352,14 @@ class _Connection:
             if first:
                 self.failure = error
                 self._wake_collector()  # it ends
-            pending, self._pending = list(self._pending.values()), {}
-        for on_done in pending:
-            _run(on_done, b"", error)
+            pending, self._pending = self._pending, {}
+        with self._write_lock:
+            unsent = {request_id for request_id, _, untouched in self._backlog if untouched}
+            self._backlog.clear()
+        # A call still wholly in the backlog never reached the instance: it may go to the next.
+        never_sent = LocalRpcError(error.code(), error.details(), never_delivered=True)
+        for request_id, on_done in pending.items():
+            _run(on_done, b"", never_sent if request_id in unsent else error)
         if first:
             with contextlib.suppress(OSError):
                 self._socket.shutdown(socket.SHUT_RDWR)  # a blocked reader sees EOF
