@@ -109,3 +109,27 @@ def test_calls_waiting_in_the_backlog_of_a_dead_instance_fail_with_the_died_erro
         with pytest.raises(yr.YRInstanceDiedError):
             yr.get(ref, timeout=DEADLINE_S)
     assert not connection._backlog and not connection._pending
+
+
+def test_a_send_that_loses_the_race_to_a_failing_connection_reports_its_call_once(monkeypatch):
+    """Another thread fails the connection between a send's registration and its write: the
+    call is settled once, by that failure, and the send does not report it a second time."""
+    import socket
+
+    from yr.localcall import channel
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection = channel._Connection(ours)
+    framed = channel.wire.frame
+
+    def failing_in_between(*args):  # where the other thread's _fail lands
+        connection._fail(channel.LocalRpcError(channel.grpc.StatusCode.UNAVAILABLE, "gone"))
+        return framed(*args)
+
+    monkeypatch.setattr(channel.wire, "frame", failing_in_between)
+    told: list[object] = []
+    try:
+        connection.send(b"call", lambda reply, error: told.append(error))
+    finally:
+        theirs.close()
+    assert len(told) == 1 and told[0] is not None

@@ -183,8 +183,10 @@ class _Connection:
             # Its frame is incomplete, so it never ran (a Unix socket whose instance exited
             # refuses the first byte); the calls before it may have.
             with self._state:
-                self._pending.pop(request_id, None)
+                mine = self._pending.pop(request_id, None) is not None
             self._fail(LocalRpcError(grpc.StatusCode.UNAVAILABLE, f"connection lost: {error}"))
+            if not mine:  # a _fail in another thread took it first and has told its on_done
+                return
             raise LocalRpcError(
                 grpc.StatusCode.UNAVAILABLE,
                 f"the instance closed its socket before the call was sent: {error}",
