@@ -49,6 +49,13 @@ def problem() -> tuple[np.ndarray, np.ndarray]:
     return features, labels
 
 
+def shard_of(shard: int) -> tuple[np.ndarray, np.ndarray]:
+    """Worker ``shard``'s rows of the problem (features, labels)."""
+    features, labels = problem()
+    rows = slice(SAMPLES * shard // WORKERS, SAMPLES * (shard + 1) // WORKERS)
+    return features[rows], labels[rows]
+
+
 def gradient(weights, features, labels) -> np.ndarray:
     probabilities = 1.0 / (1.0 + np.exp(-(features @ weights)))
     return features.T @ (probabilities - labels)
@@ -113,9 +120,7 @@ def run_yr() -> dict:
     @yr.instance(invoke_options=yr.InvokeOptions(cpu=1000, memory=1000))
     class Member:
         def __init__(self, shard: int) -> None:
-            features, labels = problem()
-            rows = slice(SAMPLES * shard // WORKERS, SAMPLES * (shard + 1) // WORKERS)
-            self.features, self.labels = features[rows], labels[rows]
+            self.features, self.labels = shard_of(shard)
 
         def allreduce(self, nbytes: int, repeats: int) -> list[float]:
             array = np.ones(nbytes // 4, np.float32)
@@ -168,9 +173,7 @@ def run_ray() -> dict:
         @ray.remote(num_cpus=1)
         class Worker:
             def __init__(self, shard: int) -> None:
-                features, labels = problem()
-                rows = slice(SAMPLES * shard // WORKERS, SAMPLES * (shard + 1) // WORKERS)
-                self.features, self.labels = features[rows], labels[rows]
+                self.features, self.labels = shard_of(shard)
                 self.array = None
 
             def contribution(self, nbytes: int) -> np.ndarray:
@@ -239,9 +242,7 @@ def run_ray_gloo(ray) -> dict:
     @ray.remote(num_cpus=1)
     class GlooWorker:
         def __init__(self, shard: int) -> None:
-            features, labels = problem()
-            rows = slice(SAMPLES * shard // WORKERS, SAMPLES * (shard + 1) // WORKERS)
-            self.features, self.labels = features[rows], labels[rows]
+            self.features, self.labels = shard_of(shard)
 
         def join(self, rank: int) -> int:
             ray_collective.init_collective_group(WORKERS, rank, backend="gloo")

@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client as k8s
 
 import yr
-from tests.cluster.operated import kubernetes_session, yrinstances
+from tests.cluster.operated import kubernetes_session, wait_until_yrinstance_gone, yrinstances
 from tests.k8s_instances import Tally
 from tests.support import wait_for
 from yr.contract import GROUP, PLURAL, VERSION
@@ -33,10 +33,6 @@ options.custom_extensions["lifecycle"] = "detached"  # openYuanrong's spelling
 print(yr.get(Tally.options(options).invoke().add.invoke(5), timeout=120))
 yr.finalize()
 """
-
-
-def _yrinstances(cluster, namespace: str) -> list[dict]:
-    return yrinstances(cluster, namespace)
 
 
 def _secrets_of(cluster, namespace: str, session: str) -> list[str]:
@@ -94,14 +90,14 @@ def test_a_detached_instance_outlives_its_driver_and_a_later_driver_calls_it_by_
 ):
     ns = instance_namespace
     assert _run_creator(cluster, ns, "tally").strip().splitlines()[-1] == "5"
-    (detached,) = _yrinstances(cluster, ns)  # the creator's Lease is gone; its instance is not
+    (detached,) = yrinstances(cluster, ns)  # the creator's Lease is gone; its instance is not
     assert "ownerReferences" not in detached["metadata"]
     _init(cluster, ns)
     try:
         tally = yr.get_instance("tally", timeout=30)
         assert yr.get(tally.add.invoke(2), timeout=DEADLINE_S) == 7  # the same instance
         yr.kill_instance(tally)
-        wait_for(lambda: not _yrinstances(cluster, ns), timeout=60, what="the killed instance")
+        wait_for(lambda: not yrinstances(cluster, ns), timeout=60, what="the killed instance")
     finally:
         yr.finalize()
 
@@ -120,13 +116,8 @@ def test_a_detached_instance_outlives_the_instance_that_created_it(cluster, sess
     creator = Tally.invoke()
     assert yr.get(creator.start_detached.invoke("orphan"), timeout=DEADLINE_S) == 3
     creator.terminate()
-    wait_for(
-        lambda: (
-            creator.instance_id
-            not in {i["metadata"]["name"] for i in _yrinstances(cluster, session)}
-        ),
-        timeout=60,
-        what="the creator's YRInstance to go",
+    wait_until_yrinstance_gone(
+        cluster, session, creator.instance_id, what="the creator's YRInstance to go"
     )
     orphan = yr.get_instance("orphan", timeout=30)
     assert yr.get(orphan.add.invoke(1), timeout=DEADLINE_S) == 4
@@ -135,19 +126,19 @@ def test_a_detached_instance_outlives_the_instance_that_created_it(cluster, sess
 def test_a_detached_instance_needs_a_name_and_nothing_is_created_without_one(cluster, session):
     with pytest.raises(ValueError, match="a detached instance needs a name"):
         Tally.options(DETACHED).invoke()
-    assert not _yrinstances(cluster, session)
+    assert not yrinstances(cluster, session)
 
 
 def test_killing_a_detached_instance_ends_its_subtree_and_its_session_secret(cluster, session):
     tally = Tally.options(DETACHED.merged(name="parent")).invoke()
     yr.get(tally.start_child.invoke(), timeout=DEADLINE_S)
-    detached_session = {i["spec"]["session"] for i in _yrinstances(cluster, session)}
-    assert len(_yrinstances(cluster, session)) == 2 and len(detached_session) == 1
+    detached_session = {i["spec"]["session"] for i in yrinstances(cluster, session)}
+    assert len(yrinstances(cluster, session)) == 2 and len(detached_session) == 1
     (own_session,) = detached_session
     assert _secrets_of(cluster, session, own_session)
     yr.kill_instance(tally)
     wait_for(
-        lambda: not _yrinstances(cluster, session), timeout=60, what="the instance and its child"
+        lambda: not yrinstances(cluster, session), timeout=60, what="the instance and its child"
     )
     wait_for(
         lambda: not _secrets_of(cluster, session, own_session),

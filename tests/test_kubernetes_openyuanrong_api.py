@@ -7,7 +7,7 @@ import pytest
 from kubernetes import client as k8s
 
 import yr
-from tests.cluster.operated import yrinstances
+from tests.cluster.operated import wait_until_yrinstance_gone, yrinstances
 from tests.k8s_instances import Worker
 from tests.support import wait_for
 
@@ -101,13 +101,8 @@ def test_yr_exit_on_kubernetes_tells_its_callers_it_ended_by_its_own_yr_exit(clu
         yr.get(quitter.quit.invoke(), timeout=180)
     with pytest.raises(yr.YRError, match="ended by its own yr.exit\\(\\)"):
         yr.get(quitter.pid.invoke(), timeout=180)
-    wait_for(
-        lambda: (
-            quitter.instance_id
-            not in {i["metadata"]["name"] for i in yrinstances(cluster, session)}
-        ),
-        timeout=60,
-        what="the exited instance's YRInstance to go",
+    wait_until_yrinstance_gone(
+        cluster, session, quitter.instance_id, what="the exited instance's YRInstance to go"
     )
 
 

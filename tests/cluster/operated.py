@@ -93,6 +93,17 @@ def yrinstances(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
         return custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
 
 
+def wait_until_yrinstance_gone(
+    cluster: LocalCluster, namespace: str, name: str, *, what: str, timeout: float = 60
+) -> None:
+    """Until no YRInstance named ``name`` is left in ``namespace`` (the operator deleted it)."""
+    wait_for(
+        lambda: name not in {i["metadata"]["name"] for i in yrinstances(cluster, namespace)},
+        timeout=timeout,
+        what=what,
+    )
+
+
 @contextlib.contextmanager
 def kubernetes_session(
     cluster: LocalCluster, namespace: str, **config: Any
