@@ -15,6 +15,7 @@ import pytest
 import yr
 from tests.instances import Counter
 from tests.support import wait_for
+from yr import serialization
 from yr.localcall import wire
 from yr.localcall.channel import LocalChannel
 from yr.protocol import PROTOCOL_VERSION, yr_pb2
@@ -34,6 +35,9 @@ class Gate:
 
     def ping(self) -> str:
         return "pong"
+
+    def blob(self, size: int) -> bytes:
+        return b"x" * size
 
     def pid(self) -> int:
         return os.getpid()
@@ -132,6 +136,43 @@ def test_a_caller_that_dies_mid_frame_is_dropped_and_the_instance_serves_on(loca
     )
     assert yr.get(counter.add.invoke(2), timeout=30) == 2
     assert psutil.Process(pid).cpu_times().user < 60  # not spinning on the closed socket
+
+
+def _received_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "the instance closed the connection"
+        data += chunk
+    return bytes(data)
+
+
+def test_a_caller_that_reads_no_replies_holds_up_no_other_caller_and_loses_none(local_runtime):
+    gate = Gate.invoke()
+    endpoint = _endpoint(local_runtime, gate)
+    calls, size = 16, 1 << 20  # 16 MiB of replies: far more than a Unix socket holds unread
+    with _open_authenticated(endpoint.local_socket, local_runtime.session_token) as silent:
+        for seq in range(calls):
+            request = yr_pb2.CallRequest(
+                caller="silent",
+                seq=seq,
+                instance_id=gate.instance_id,
+                incarnation=endpoint.incarnation,
+                invocations=[
+                    yr_pb2.Invocation(method="blob", arguments=pickle.dumps(((size,), {})))
+                ],
+            )
+            silent.sendall(wire.frame(seq + 1, wire.REQUEST, request.SerializeToString()))
+        assert silent.recv(1, socket.MSG_PEEK)  # the instance is answering them
+        assert yr.get(gate.ping.invoke(), timeout=30) == "pong"
+        answered = []
+        for _ in range(calls):
+            request_id, kind, length = wire.FRAME.unpack(_received_exactly(silent, wire.FRAME.size))
+            reply = yr_pb2.CallReply.FromString(_received_exactly(silent, length))
+            assert kind == wire.REPLY
+            assert serialization.loads(reply.outcomes[0].value) == b"x" * size
+            answered.append(request_id)
+    assert answered == list(range(1, calls + 1))
 
 
 def test_a_lone_calls_reply_is_read_by_the_thread_that_waits_for_it(local_runtime, tmp_path):

@@ -22,6 +22,10 @@ from yr.futures import settle
 
 # A caller whose seq numbers have a gap this long (a lost call) is let through anyway.
 SEQUENCE_GAP_TIMEOUT_S = 30.0
+# How long the method thread may wait in a caller's socket for its next call (``linger``):
+# long enough for a caller that calls again at once, short enough that work arriving another
+# way meanwhile (the queue, another socket) is not held up.
+LINGER_S = 0.001
 
 Item = TypeVar("Item")
 
@@ -131,6 +135,8 @@ class SerialRunner:
     answered on this thread, so a call costs no thread hop in the instance).
     """
 
+    _lingering: Callable[[float], None] | None = None
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -156,7 +162,20 @@ class SerialRunner:
 
     def watch(self, sock: socket.socket, on_readable: Callable[[], None]) -> None:
         """On this thread only: call ``on_readable`` here whenever ``sock`` has bytes."""
-        self._selector.register(sock, selectors.EVENT_READ, on_readable)
+        self._selector.register(sock, selectors.EVENT_READ, (on_readable, None))
+
+    def watch_writable(self, sock: socket.socket, on_writable: Callable[[], None] | None) -> None:
+        """On this thread only: also call ``on_writable`` whenever the watched ``sock`` has
+        room to write (None: no longer)."""
+        on_readable = self._selector.get_key(sock).data[0]
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on_writable else 0)
+        self._selector.modify(sock, events, (on_readable, on_writable))
+
+    def linger(self, wait_for_more: Callable[[float], None]) -> None:
+        """On this thread only: before it next sleeps in its selector with nothing to do, the
+        thread calls ``wait_for_more`` once, which may block in one socket for at most the
+        seconds it is given (``LINGER_S``, or less before a timer) and serve what comes."""
+        self._lingering = wait_for_more
 
     def unwatch(self, sock: socket.socket) -> None:
         """On this thread only."""
@@ -184,12 +203,21 @@ class SerialRunner:
 
     def _serve_once(self) -> bool:
         timeout = None if not self._timers else max(0.0, self._timers[0][0] - time.monotonic())
-        for key, _ in self._selector.select(timeout):
+        lingering, self._lingering = self._lingering, None
+        ready = self._selector.select(0 if lingering is not None else timeout)
+        if lingering is not None and not ready and timeout != 0 and self._queue.empty():
+            lingering(LINGER_S if timeout is None else min(LINGER_S, timeout))
+            return True
+        for key, events in ready:
             if key.data is None:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_read.recv(4096)
-            else:
-                _run_reporting(key.data)
+                continue
+            on_readable, on_writable = key.data
+            if events & selectors.EVENT_WRITE and on_writable is not None:
+                _run_reporting(on_writable)
+            if events & selectors.EVENT_READ:
+                _run_reporting(on_readable)
         while self._timers and self._timers[0][0] <= time.monotonic():
             _run_reporting(heapq.heappop(self._timers)[2])
         while True:

@@ -20,6 +20,7 @@ import itertools
 import os
 import select
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -34,6 +35,9 @@ from yr.protocol import yr_pb2
 
 READ_BUFFER_BYTES = 1 << 16
 SEND_BUFFER_BYTES = 4 << 20
+# The longest a reader blocks in one recv before it looks at its deadline (and Python at a
+# Ctrl-C that the kernel handed to another thread).
+RECEIVE_SLICE_S = 0.2
 
 # Called with the reply's bytes, or with the error that ended the call.
 OnDone = Callable[[bytes, "LocalRpcError | None"], None]
@@ -134,8 +138,7 @@ class _Connection:
         # waits: read and write interest change apart, from different threads.
         self._write_watch = os.dup(sock.fileno())
         self._poller.register(self._write_watch, 0)
-        self._readable = select.poll()  # used by the thread holding the reading role
-        self._readable.register(sock.fileno(), select.POLLIN)
+        self._receive_timeout = 0.0  # the socket's SO_RCVTIMEO (0: none, blocks forever)
         self._collector = threading.Thread(target=self._collect, name="yr-local-reply", daemon=True)
         self._collector.start()
 
@@ -228,7 +231,7 @@ class _Connection:
             return
         try:
             while not done() and self.failure is None:
-                if not self._frame_buffered() and not self._readable_by(deadline):
+                if not self._frame_buffered() and not self._received_by(deadline):
                     return
                 self._read_one()
         finally:
@@ -240,10 +243,54 @@ class _Connection:
             return False
         return len(inbox) >= wire.FRAME.size + wire.FRAME.unpack_from(inbox)[2]
 
-    def _readable_by(self, deadline: float | None) -> bool:
-        """Wait for bytes to read until ``deadline``; a Ctrl-C interrupts the wait."""
-        timeout_ms = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1e3))
-        return bool(self._readable.poll(timeout_ms))
+    def _received_by(self, deadline: float | None) -> bool:
+        """Wait in ``recv`` itself for the next bytes until ``deadline``; False if none came
+        in time or the connection failed.
+
+        Not ``poll`` and then ``recv``: a thread asleep in ``recv`` is woken by the sender's
+        write as its partner (a synchronous wake-up), which the scheduler may run on the
+        sender's own core; a ``poll`` waiter is woken like any other, on the core it slept on,
+        which on a virtual machine costs a cross-core interrupt and an idle core's wake-up per
+        reply (about half the round trip of a call that does nothing)."""
+        while True:
+            remaining = RECEIVE_SLICE_S
+            if deadline is not None:
+                remaining = min(remaining, deadline - time.monotonic())
+                if remaining <= 0:
+                    return False
+            self._set_receive_timeout(max(remaining, 0.001))
+            try:
+                self._receive()
+                return True
+            except BlockingIOError:
+                continue  # the slice ended: look at the deadline again
+            except (OSError, EOFError) as error:
+                self._fail_lost(error)
+                return False
+
+    def _received_now(self) -> bool:
+        """Take what has arrived without waiting (the collector's wake-up may be stale: a
+        reader may have taken those bytes meanwhile); False if nothing had."""
+        try:
+            received = self._socket.recv_into(self._landing, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError as error:
+            self._fail_lost(error)
+            return False
+        if not received:
+            self._fail_lost(EOFError())
+            return False
+        self._inbox += memoryview(self._landing)[:received]
+        return True
+
+    def _set_receive_timeout(self, seconds: float) -> None:
+        """Bound the next blocking ``recv`` (a syscall only when the bound changes)."""
+        if seconds != self._receive_timeout:
+            whole = int(seconds)
+            timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self._receive_timeout = seconds
 
     def _take_reading(self) -> bool:
         with self._state:
@@ -260,8 +307,8 @@ class _Connection:
                 return
             # Level-triggered: the collector wakes at once if unread bytes wait in the socket.
             self._poller.modify(self._socket.fileno(), select.EPOLLIN)
-            if self._inbox:
-                self._wake_collector()  # bytes already read: the collector takes them
+            if self._frame_buffered():
+                self._wake_collector()  # a whole reply already read: the collector takes it
 
     def _wake_collector(self) -> None:
         with contextlib.suppress(BlockingIOError):  # full: it is woken already
@@ -287,7 +334,8 @@ class _Connection:
                     continue  # only room to write: a read now would block
             if self._take_reading():
                 try:
-                    self._read_one()
+                    if self._frame_buffered() or self._received_now():
+                        self._read_one()
                 finally:
                     self._release_reading()
 
@@ -295,8 +343,7 @@ class _Connection:
         try:
             request_id, kind, body = self._read_frame()
         except (OSError, EOFError, ValueError) as error:
-            reason = "the instance closed the connection" if isinstance(error, EOFError) else error
-            self._fail(LocalRpcError(grpc.StatusCode.UNAVAILABLE, f"connection lost: {reason}"))
+            self._fail_lost(error)
             return
         if kind == wire.REFUSAL:
             code, message = wire.parse_refusal(body)
@@ -307,10 +354,15 @@ class _Connection:
         else:
             self._settle(request_id, body, None)
 
+    def _fail_lost(self, error: BaseException) -> None:
+        reason = "the instance closed the connection" if isinstance(error, EOFError) else error
+        self._fail(LocalRpcError(grpc.StatusCode.UNAVAILABLE, f"connection lost: {reason}"))
+
     def _read_frame(self) -> tuple[int, int, bytes]:
         inbox = self._inbox
         while len(inbox) < wire.FRAME.size:
-            self._receive()
+            with contextlib.suppress(BlockingIOError):  # a receive slice ended: still due
+                self._receive()
         request_id, kind, length = wire.FRAME.unpack_from(inbox)
         end = wire.FRAME.size + length
         if len(inbox) >= end:
@@ -326,7 +378,10 @@ class _Connection:
         view = memoryview(large)
         try:
             while have < length:
-                received = self._socket.recv_into(view[have:])
+                try:
+                    received = self._socket.recv_into(view[have:])
+                except BlockingIOError:
+                    continue  # a receive slice ended (SO_RCVTIMEO): the rest is still due
                 if not received:
                     raise EOFError
                 have += received
@@ -336,6 +391,8 @@ class _Connection:
         return request_id, kind, large  # type: ignore[return-value]  # bytes-like is enough
 
     def _receive(self) -> None:
+        """Read what has arrived, blocking until something does (BlockingIOError when a
+        receive slice ends first)."""
         received = self._socket.recv_into(self._landing)
         if not received:
             raise EOFError
