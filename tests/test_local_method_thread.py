@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import socket
 import threading
 import time
@@ -16,7 +17,7 @@ import yr
 from tests.instances import Counter
 from tests.support import wait_for
 from yr import serialization
-from yr.localcall import wire
+from yr.localcall import claims, wire
 from yr.localcall.channel import LocalChannel
 from yr.protocol import PROTOCOL_VERSION, yr_pb2
 
@@ -225,3 +226,40 @@ def test_a_long_call_does_not_stop_other_local_calls_when_concurrency_is_two(
     finally:
         open(release, "w").close()
     assert yr.get(long_call, timeout=60).startswith("yr-method")
+
+
+def _connection_to(handle):
+    return yr.session.current().client._pipelines[handle.instance_id].stub._connection
+
+
+def test_a_reply_there_before_its_get_is_read_by_the_getting_thread(local_runtime, monkeypatch):
+    monkeypatch.setattr(claims, "CLAIM_S", 60.0)  # the claim outlasts the wait below
+    gate = Gate.invoke()
+    _endpoint(local_runtime, gate)
+    ref = gate.ping.invoke()
+    settled_on: list[str] = []
+    ref.future.add_done_callback(lambda _: settled_on.append(threading.current_thread().name))
+    connection = _connection_to(gate)
+    readable, _, _ = select.select([connection._socket], [], [], 30)
+    assert readable, "the reply did not arrive"
+    assert connection._claim, "the sender does not hold the reading role: the collector may read"
+    assert yr.get(ref, timeout=30) == "pong"
+    assert settled_on == [threading.current_thread().name]
+
+
+def test_a_claim_nobody_uses_ends_and_the_collector_reads_the_reply(local_runtime, monkeypatch):
+    gate = Gate.invoke()
+    _endpoint(local_runtime, gate)
+    monkeypatch.setattr(claims, "CLAIM_S", 0.2)
+    ref = gate.ping.invoke()  # its sender never waits for it
+    wait_for(ref.done, timeout=30, what="the collector to read the reply")
+    assert _connection_to(gate)._claim == 0
+
+
+def test_waiting_without_reading_ends_the_claim_at_once(local_runtime, monkeypatch):
+    monkeypatch.setattr(claims, "CLAIM_S", 60.0)
+    gate = Gate.invoke()
+    _endpoint(local_runtime, gate)
+    ref = gate.ping.invoke()
+    ready, _ = yr.wait([ref], timeout=30)  # waits on the future: the collector must read it
+    assert ready == [ref]

@@ -124,7 +124,7 @@ class CallClient:
                 then=functools.partial(self._drain, pipeline),
             )
         elif idle:  # nothing on the wire: send now, so an invoked call is a call in flight
-            self._drain(pipeline)
+            self._drain(pipeline, claim=True)
         else:  # batches are out: let the flusher gather what follows into the next one
             with self._dirty_changed:
                 self._dirty[id(pipeline)] = pipeline
@@ -189,18 +189,24 @@ class CallClient:
         wait: bool = False,
         deadline: float | None = None,
     ) -> None:
-        """Called by ``yr.get``: send what is queued now. With ``wait`` (this thread waits for
-        this call alone), a reply due on a local connection that no other thread is reading
-        is read by this thread, until ``deadline``: no thread hop between reply and caller."""
-        if not wait:
-            self._drain(pipeline)
-            return
+        """Called before a wait for ``ref``: send what is queued now. With ``wait`` (this
+        thread waits for this call alone), a reply due on a local connection that no other
+        thread is reading is read by this thread, until ``deadline``: no thread hop between
+        reply and caller. Without, the connection's collector reads it: a claim this
+        thread made when it sent the call is ended now rather than when it runs out."""
+        self._drain(pipeline)
         batch = call.batch
         connection = batch.connection if batch is not None else None
-        if connection is not None:
+        if connection is None:
+            return
+        if wait:
             connection.read_until(ref.future.done, deadline)
+        else:
+            connection.end_any_claim()
 
-    def _drain(self, pipeline: Pipeline) -> None:
+    def _drain(self, pipeline: Pipeline, *, claim: bool = False) -> None:
+        """Send what is queued to ``pipeline``'s instance, as batches. ``claim``: the calling
+        thread will likely wait for these calls next (``LocalChannel.start``)."""
         batches: list[Batch] = []
         failed: list[tuple[Call, BaseException]] = []
         resolve_from: int | None = None
@@ -235,7 +241,7 @@ class CallClient:
         for call, error in failed:
             fail(call, error)
         for batch in batches:
-            self._send(pipeline, batch)
+            self._send(pipeline, batch, claim=claim)
         if resolve_from is not None:
             self._resolve(pipeline, resolve_from)
 
@@ -296,9 +302,9 @@ class CallClient:
         token = self._runtime.session_token_of(session)
         return ((TOKEN_METADATA_KEY, token), (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)))
 
-    def _send(self, pipeline: Pipeline, batch: Batch) -> None:
+    def _send(self, pipeline: Pipeline, batch: Batch, *, claim: bool = False) -> None:
         if isinstance(batch.stub, LocalChannel):
-            self._send_local(pipeline, batch)
+            self._send_local(pipeline, batch, claim=claim)
             return
         try:
             self._senders.submit(self._send_and_wait, pipeline, batch)
@@ -326,13 +332,13 @@ class CallClient:
         self._finish(pipeline, batch, reply)
         deliver_all(batch.calls, reply, batch.results)
 
-    def _send_local(self, pipeline: Pipeline, batch: Batch) -> None:
+    def _send_local(self, pipeline: Pipeline, batch: Batch, *, claim: bool = False) -> None:
         """Write the batch from this thread; its reply settles it in whichever thread reads
         it (a yr.get waiting for it, or the connection's collector): no sender thread."""
         try:
             request = batch.request(self._caller_id, settled_below=pipeline.settled_below(batch))
             batch.connection = batch.stub.start(
-                request, functools.partial(self._local_reply, pipeline, batch)
+                request, functools.partial(self._local_reply, pipeline, batch), claim=claim
             )
         except grpc.RpcError as error:
             self._on_failure(pipeline, batch, error)

@@ -183,12 +183,13 @@ def get(
     if not ref_list:
         return []
     _refuse_waiting_on_self(ref_list)
-    _request_all(ref_list)
     pending = [ref for ref in ref_list if not ref.done()]
+    if len(pending) > 1:
+        _request_all(pending)
     if pending:
         deadline = None if limit is None else time.monotonic() + limit
         with waits.waiting_on([ref._origin for ref in pending if ref._origin]):
-            if len(pending) == 1:  # a lone call's reply may be read by this very thread
+            if len(pending) == 1:  # a lone call is sent, and its reply read, by this thread
                 pending[0]._request(wait=True, deadline=deadline)
             if len(pending) > 1 or not pending[0].done():
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

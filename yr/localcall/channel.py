@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from yr.localcall import wire
+from yr.localcall import claims, wire
 from yr.protocol import yr_pb2
 
 READ_BUFFER_BYTES = 1 << 16
@@ -87,10 +87,13 @@ class LocalChannel:
             raise outcome[1]
         return yr_pb2.CallReply.FromString(outcome[0])
 
-    def start(self, request: yr_pb2.CallRequest, on_done: OnDone) -> _Connection:
-        """Send ``request`` now; ``on_done`` runs in whichever thread reads its reply."""
+    def start(
+        self, request: yr_pb2.CallRequest, on_done: OnDone, *, claim: bool = False
+    ) -> _Connection:
+        """Send ``request`` now; ``on_done`` runs in whichever thread reads its reply. With
+        ``claim``, this thread is likely to wait for it next (``_Connection.send``)."""
         connection = self._connected()
-        connection.send(request.SerializeToString(), on_done)
+        connection.send(request.SerializeToString(), on_done, claim=claim)
         return connection
 
     def _connected(self) -> _Connection:
@@ -113,8 +116,9 @@ class _Connection:
     """One socket to an instance: calls are written by their senders; replies are read by a
     thread that waits for one (``read_until``) or, when none does, by the collector.
 
-    The collector sleeps in ``epoll`` on the socket only while no other thread holds the
-    reading role, so a reply read by the thread waiting for it wakes nobody else.
+    The collector watches the socket only while replies are due and no thread holds the
+    reading role (or a claim on it: yr/localcall/claims.py), so a reply read by the thread
+    waiting for it wakes nobody else.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -126,7 +130,11 @@ class _Connection:
         # whether none of it was sent: such a call never reached the instance).
         self._backlog: deque[tuple[int, memoryview, bool]] = deque()
         self._state = threading.Lock()
-        self._reading = False  # a thread holds the reading role (under _state)
+        # Under _state: the reading role is held by a reading thread or by a claim (nonzero);
+        # the collector watches the socket exactly while the role is free.
+        self._reading = False
+        self._claim = 0
+        self._claims = itertools.count(1)
         self._pending: dict[int, OnDone] = {}
         self._ids = itertools.count(1)  # 0 is the connection itself (wire.CONNECTION_ID)
         self.failure: LocalRpcError | None = None
@@ -165,13 +173,24 @@ class _Connection:
             ) from None
         return cls(sock)
 
-    def send(self, body: bytes, on_done: OnDone) -> None:
-        """Write the call now, or queue what the socket does not take: never blocks."""
+    def send(self, body: bytes, on_done: OnDone, *, claim: bool = False) -> None:
+        """Write the call now, or queue what the socket does not take: never blocks.
+
+        With ``claim`` (its sender is likely to wait for it next) and nobody reading, the
+        sender keeps the reading role from before the call leaves until its ``read_until``,
+        or until the claim ends unused (yr/localcall/claims.py)."""
+        claimed = 0
         with self._state:
             if self.failure is not None:
                 raise self.failure
             request_id = next(self._ids)
             self._pending[request_id] = on_done
+            if claim and not self._reading:
+                self._reading = True
+                self._claim = claimed = next(self._claims)
+                self._watch_replies_locked(False)
+        if claimed:
+            claims.end_later(self, claimed)
         data = wire.frame(request_id, wire.REQUEST, body)
         try:
             with self._write_lock:
@@ -292,23 +311,52 @@ class _Connection:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             self._receive_timeout = seconds
 
-    def _take_reading(self) -> bool:
+    def _take_reading(self, *, collector: bool = False) -> bool:
+        """Hold the reading role; a claim on it is taken over by any reader but the
+        collector (which reads only what nobody is about to read)."""
         with self._state:
-            if self._reading or self.failure is not None:
+            if self.failure is not None:
                 return False
+            if self._reading:
+                if not self._claim or collector:
+                    return False
+                self._claim = 0
+                return True
             self._reading = True
-            self._poller.modify(self._socket.fileno(), 0)  # the collector stops watching
+            self._watch_replies_locked(False)
             return True
 
     def _release_reading(self) -> None:
         with self._state:
-            self._reading = False
-            if self.failure is not None:
-                return
-            # Level-triggered: the collector wakes at once if unread bytes wait in the socket.
-            self._poller.modify(self._socket.fileno(), select.EPOLLIN)
-            if self._frame_buffered():
-                self._wake_collector()  # a whole reply already read: the collector takes it
+            self._free_role_locked()
+
+    def end_claim(self, claim: int) -> None:
+        """Give the role back if ``claim`` still holds it (claims.py's thread, or a thread
+        that is going to wait for its call without reading)."""
+        with self._state:
+            if claim and claim == self._claim:
+                self._free_role_locked()
+
+    def end_any_claim(self) -> None:
+        with self._state:
+            if self._claim:
+                self._free_role_locked()
+
+    def _free_role_locked(self) -> None:
+        self._reading = False
+        self._claim = 0
+        if self.failure is not None:
+            return
+        # Level-triggered: the collector wakes at once if unread bytes wait in the socket (or
+        # the instance closed it: an idle connection's end is noticed, too).
+        self._watch_replies_locked(True)
+        if self._frame_buffered():
+            self._wake_collector()  # a whole reply already read: the collector takes it
+
+    def _watch_replies_locked(self, watch: bool) -> None:
+        """Whether the collector wakes for replies: exactly while the role is free."""
+        if self.failure is None:  # else the collector has closed its poller
+            self._poller.modify(self._socket.fileno(), select.EPOLLIN if watch else 0)
 
     def _wake_collector(self) -> None:
         with contextlib.suppress(BlockingIOError):  # full: it is woken already
@@ -332,7 +380,7 @@ class _Connection:
                 self._flush_backlog()
                 if len(events) == 1:
                     continue  # only room to write: a read now would block
-            if self._take_reading():
+            if self._take_reading(collector=True):
                 try:
                     if self._frame_buffered() or self._received_now():
                         self._read_one()
