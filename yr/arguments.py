@@ -18,6 +18,9 @@ from yr.refs import ObjectRef, PendingCollector
 
 def pickle_arguments(call: Call, *, target: str, shm_prefix: str) -> list[ObjectRef]:
     """Pickle ``call``'s arguments into it, or return the pending refs found in them."""
+    if not call.args and not call.kwargs:  # nothing to walk, share or wait for
+        call.arguments = serialization.NO_ARGUMENTS
+        return []
     writer = (
         sharedmem.BufferWriter(prefix=shm_prefix, pool=segment_pool.pool_for(shm_prefix))
         if shm_prefix

@@ -62,13 +62,16 @@ class Batch:
     instance_id: str = ""
     connection: Any = None  # the local connection it was written to (yr.get reads its reply)
     results: SharedResults | None = None  # large results may come through shared memory
+    # The lowest seq of its incarnation still out when it was made (its own at most): the
+    # server need not wait for any below it.
+    settled_below: int = 0
 
-    def request(self, caller: str, *, settled_below: int) -> yr_pb2.CallRequest:
+    def request(self, caller: str) -> yr_pb2.CallRequest:
         shared = self.results is not None
         return yr_pb2.CallRequest(
             caller=caller,
             seq=self.seq,
-            settled_below=settled_below,
+            settled_below=self.settled_below,
             instance_id=self.instance_id,
             incarnation=self.incarnation,
             invocations=[

@@ -194,7 +194,8 @@ class CallClient:
         thread is reading is read by this thread, until ``deadline``: no thread hop between
         reply and caller. Without, the connection's collector reads it: a claim this
         thread made when it sent the call is ended now rather than when it runs out."""
-        self._drain(pipeline)
+        if pipeline.queue:  # else nothing waits to be sent (invoke sent it, or a flush did)
+            self._drain(pipeline)
         batch = call.batch
         connection = batch.connection if batch is not None else None
         if connection is None:
@@ -315,7 +316,7 @@ class CallClient:
     def _send_and_wait(self, pipeline: Pipeline, batch: Batch) -> None:
         """A blocking RPC on a reused sender thread: cheaper than grpc's per-call futures."""
         try:
-            request = batch.request(self._caller_id, settled_below=pipeline.settled_below(batch))
+            request = batch.request(self._caller_id)
             if request.ByteSize() > STREAM_ABOVE_BYTES and _through_gateway(batch.metadata):
                 # A gateway holds a unary message whole several times; a stream, in pieces.
                 reply = batch.stub.CallStream(request_chunks(request), metadata=batch.metadata)
@@ -336,7 +337,7 @@ class CallClient:
         """Write the batch from this thread; its reply settles it in whichever thread reads
         it (a yr.get waiting for it, or the connection's collector): no sender thread."""
         try:
-            request = batch.request(self._caller_id, settled_below=pipeline.settled_below(batch))
+            request = batch.request(self._caller_id)
             batch.connection = batch.stub.start(
                 request, functools.partial(self._local_reply, pipeline, batch), claim=claim
             )
@@ -376,7 +377,8 @@ class CallClient:
         filler = Batch(
             [], batch.seq, batch.stub, batch.metadata, batch.incarnation, batch.instance_id
         )
-        request = filler.request(self._caller_id, settled_below=pipeline.settled_below(batch))
+        filler.settled_below = pipeline.settled_below(batch)
+        request = filler.request(self._caller_id)
 
         def send() -> None:
             with contextlib.suppress(grpc.RpcError):

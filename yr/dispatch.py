@@ -83,6 +83,8 @@ class CallOrder(Generic[Item]):
 
     def next_deadline(self) -> float | None:
         """When ``overdue`` next has something to let through (monotonic), if ever."""
+        if not self._parked:
+            return None
         parked = self._parked.values()
         return min((deadline for each in parked for deadline, _ in each.values()), default=None)
 

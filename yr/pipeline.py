@@ -51,6 +51,7 @@ class Pipeline:
         self.next_seq += 1
         self.in_flight += 1
         self.unsettled.add((batch.incarnation, batch.seq))
+        batch.settled_below = self._settled_below_locked(batch)
         return batch
 
     def settle_locked(self, batch: Batch) -> None:
@@ -61,7 +62,13 @@ class Pipeline:
     def settled_below(self, batch: Batch) -> int:
         """The lowest seq of ``batch``'s incarnation still out (``batch``'s own at most)."""
         with self.lock:
-            out = [seq for incarnation, seq in self.unsettled if incarnation == batch.incarnation]
+            return self._settled_below_locked(batch)
+
+    def _settled_below_locked(self, batch: Batch) -> int:
+        if len(self.unsettled) == 1:  # the common case: this batch alone is out
+            (incarnation, seq), *_ = self.unsettled
+            return seq if incarnation == batch.incarnation else batch.seq
+        out = [seq for incarnation, seq in self.unsettled if incarnation == batch.incarnation]
         return min(out, default=batch.seq)
 
     def new_incarnation_locked(self, endpoint: Endpoint) -> None:

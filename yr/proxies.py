@@ -260,7 +260,9 @@ class InstanceHandle:
                 f"{self._class_info.short_name} has no method {name!r}{hint} "
                 f"(methods: {', '.join(sorted(meta)) or 'none'})"
             )
-        return MethodProxy(self, name, meta[name])
+        proxy = MethodProxy(self, name, meta[name])
+        self.__dict__[name] = proxy  # found without __getattr__ from now on
+        return proxy
 
     def terminate(self, is_sync: bool = False) -> None:
         """Stop the instance and everything it created; ``is_sync`` waits until it is gone."""

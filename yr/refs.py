@@ -136,6 +136,8 @@ class PendingCollector:
 
 
 def _validate_timeout(timeout: float | None) -> float | None:
+    if timeout is DEFAULT_GET_TIMEOUT_S:
+        return timeout
     if timeout is None or timeout == -1:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
@@ -184,26 +186,29 @@ def get(
         return []
     _refuse_waiting_on_self(ref_list)
     pending = [ref for ref in ref_list if not ref.done()]
-    if len(pending) > 1:
-        _request_all(pending)
     if pending:
         deadline = None if limit is None else time.monotonic() + limit
         with waits.waiting_on([ref._origin for ref in pending if ref._origin]):
             if len(pending) == 1:  # a lone call is sent, and its reply read, by this thread
                 pending[0]._request(wait=True, deadline=deadline)
-            if len(pending) > 1 or not pending[0].done():
+                not_done = [] if pending[0].done() else pending
+            else:
+                _request_all(pending)
+                not_done = pending
+            if not_done:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 _wait_for_futures(
-                    [ref.future for ref in pending], count=len(pending), timeout=remaining
+                    [ref.future for ref in not_done], count=len(not_done), timeout=remaining
                 )
-        not_done = [ref for ref in pending if not ref.done()]
+                not_done = [ref for ref in not_done if not ref.done()]
         if not_done and not allow_partial:
             count = len(not_done)
             raise YRTimeoutError(
                 f"yr.get timed out after {limit:g} s: {count} of {len(ref_list)} ref(s) not ready"
             )
-    values = [ref.future.result() if ref.done() else None for ref in ref_list]
-    return values[0] if single else values
+    if single:
+        return ref_list[0].future.result() if ref_list[0].done() else None
+    return [ref.future.result() if ref.done() else None for ref in ref_list]
 
 
 def wait(

@@ -127,7 +127,8 @@ def loads(data: bytes | memoryview, *, buffers: Any = None) -> Any:
     return pickle.loads(data, buffers=buffers)
 
 
-_NO_ARGUMENTS = pickle.dumps(((), {}), protocol=pickle.HIGHEST_PROTOCOL)
+NO_ARGUMENTS = pickle.dumps(((), {}), protocol=pickle.HIGHEST_PROTOCOL)
+_NONE = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def dumps_call_arguments(
@@ -139,7 +140,7 @@ def dumps_call_arguments(
 ) -> bytes:
     """Pickle ``(args, kwargs)``; on failure, say which argument and why."""
     if not args and not kwargs:
-        return _NO_ARGUMENTS  # making a pickler is a large share of such a call's invoke
+        return NO_ARGUMENTS  # making a pickler is a large share of such a call's invoke
     try:
         return dumps((args, kwargs), buffer_callback=buffer_callback)
     except Exception as whole_error:
@@ -160,6 +161,8 @@ def dumps_call_arguments(
 
 
 def dumps_named(value: Any, *, what: str, buffer_callback: BufferCallback | None = None) -> bytes:
+    if value is None:
+        return _NONE  # the most common result: no pickler needed
     try:
         return dumps(value, buffer_callback=buffer_callback)
     except Exception as error:

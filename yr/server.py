@@ -36,6 +36,7 @@ from yr.protocol import (
 )
 from yr.protocol.chunks import joined_request
 from yr.protocol.gate import TokenGate, one_token
+from yr.refs import ObjectRef
 from yr.stream_protocol import NEXT_METHOD, GeneratorStore
 from yr.tls import server_credentials as tls_credentials
 
@@ -110,8 +111,10 @@ class UserObject:
                 buffers = received[-1].views
             args, kwargs = serialization.loads(invocation.arguments, buffers=buffers)
             del buffers  # only the unpickled values may keep a segment mapped
-            args = resolve_refs(args)
-            kwargs = dict(zip(kwargs, resolve_refs(kwargs.values()), strict=True))
+            if args:
+                args = resolve_refs(args)
+            if kwargs:
+                kwargs = dict(zip(kwargs, resolve_refs(kwargs.values()), strict=True))
             if method == NEXT_METHOD:
                 result = self.generators.next_item(args[0], self.method_loop.run)
             else:
@@ -129,7 +132,7 @@ class UserObject:
         caller maps this session's segments."""
         what = f"the return value of {self.class_name}.{method}"
         try:
-            if shared_memory and self._shm_prefix:
+            if shared_memory and self._shm_prefix and type(result) not in _NEVER_SHARED:
                 value, buffers, sizes = segment_pool.dumps_sharing(
                     result, prefix=self._shm_prefix, what=what
                 )
@@ -143,10 +146,12 @@ class UserObject:
         return yr_pb2.CallReply(outcomes=[self.run(invocation) for invocation in invocations])
 
 
+# Results that have no buffers to share: pickled as they are (most results).
+_NEVER_SHARED = frozenset({type(None), bool, int, float, complex, str})
+
+
 def resolve_refs(values: Any) -> list[Any]:
     """Replace ``ObjectRef`` arguments by their values (refs arrive already resolved)."""
-    from yr.refs import ObjectRef
-
     return [value.result() if isinstance(value, ObjectRef) else value for value in values]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 from yr.errors import YRError
@@ -48,35 +48,54 @@ def report_waits_to(reporter: WaitReporter | None) -> None:
     _reporter = reporter
 
 
-@contextlib.contextmanager
-def waiting_on(calls: Sequence[tuple[str, str]], *, report: bool = True) -> Iterator[None]:
+def waiting_on(calls: Sequence[tuple[str, str]], *, report: bool = True) -> _Waiting:
     """Around a blocking wait for ``calls`` ((instance id, method) each): note it; on a serial
     method thread also report it to the runtime (``report``), which may refuse a cycle."""
-    if not calls:  # nothing to wait for but puts: no wait worth showing
-        yield
-        return
-    thread = threading.get_ident()
-    outer = _blocked.get(thread)  # a wait inside a wait (a ref resolved while waiting)
-    _blocked[thread] = Wait(thread, tuple(calls), time.monotonic())
-    waiter = _serial.get(thread) if report else None
-    reporter = _reporter
-    targets: list[str] = []
-    if waiter is not None and reporter is not None:
-        targets = sorted({instance for instance, _ in calls} - {waiter})
-    try:
-        if targets:
-            reporter.block_wait(waiter, targets)  # type: ignore[arg-type, union-attr]
-        try:
-            yield
-        finally:
-            if targets:
-                with contextlib.suppress(Exception):  # the runtime may be gone; it is over
-                    reporter.end_wait(waiter, targets)  # type: ignore[arg-type, union-attr]
-    finally:
-        if outer is None:
-            _blocked.pop(thread, None)
+    return _Waiting(calls, report)
+
+
+class _Waiting:
+    """``waiting_on``'s context: a class, not a generator, as every ``yr.get`` enters one."""
+
+    __slots__ = ("_calls", "_outer", "_report", "_reporter", "_targets", "_thread", "_waiter")
+
+    def __init__(self, calls: Sequence[tuple[str, str]], report: bool) -> None:
+        self._calls = calls
+        self._report = report
+
+    def __enter__(self) -> None:
+        calls = self._calls
+        if not calls:  # nothing to wait for but puts: no wait worth showing
+            self._thread = None
+            return
+        self._thread = thread = threading.get_ident()
+        self._outer = _blocked.get(thread)  # a wait inside a wait (a ref resolved meanwhile)
+        _blocked[thread] = Wait(thread, tuple(calls), time.monotonic())
+        self._waiter = waiter = _serial.get(thread) if self._report else None
+        self._reporter = reporter = _reporter
+        self._targets: list[str] = []
+        if waiter is not None and reporter is not None:
+            self._targets = sorted({instance for instance, _ in calls} - {waiter})
+        if self._targets:
+            try:
+                reporter.block_wait(waiter, self._targets)  # type: ignore[union-attr]
+            except BaseException:
+                self._unblock()
+                raise
+
+    def __exit__(self, *_: object) -> None:
+        if self._thread is None:
+            return
+        if self._targets:
+            with contextlib.suppress(Exception):  # the runtime may be gone; it is over
+                self._reporter.end_wait(self._waiter, self._targets)  # type: ignore[union-attr]
+        self._unblock()
+
+    def _unblock(self) -> None:
+        if self._outer is None:
+            _blocked.pop(self._thread, None)
         else:
-            _blocked[thread] = outer
+            _blocked[self._thread] = self._outer
 
 
 def current() -> list[Wait]:
