@@ -8,7 +8,7 @@ import functools
 import heapq
 import itertools
 import queue
-import selectors
+import select
 import socket
 import threading
 import time
@@ -145,8 +145,10 @@ class SerialRunner:
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_read.setblocking(False)
         self._wake_write.setblocking(False)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        # epoll itself, not ``selectors``: the thread looks at it once or twice per call.
+        self._poller = select.epoll()
+        self._poller.register(self._wake_read.fileno(), select.EPOLLIN)
+        self._watched: dict[int, tuple[Callable[[], None], Callable[[], None] | None]] = {}
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_ids = itertools.count()
         self._thread = threading.Thread(target=self._run, name="yr-method", daemon=True)
@@ -164,14 +166,16 @@ class SerialRunner:
 
     def watch(self, sock: socket.socket, on_readable: Callable[[], None]) -> None:
         """On this thread only: call ``on_readable`` here whenever ``sock`` has bytes."""
-        self._selector.register(sock, selectors.EVENT_READ, (on_readable, None))
+        self._poller.register(sock.fileno(), select.EPOLLIN)
+        self._watched[sock.fileno()] = (on_readable, None)
 
     def watch_writable(self, sock: socket.socket, on_writable: Callable[[], None] | None) -> None:
         """On this thread only: also call ``on_writable`` whenever the watched ``sock`` has
         room to write (None: no longer)."""
-        on_readable = self._selector.get_key(sock).data[0]
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on_writable else 0)
-        self._selector.modify(sock, events, (on_readable, on_writable))
+        descriptor = sock.fileno()
+        on_readable = self._watched[descriptor][0]
+        self._poller.modify(descriptor, select.EPOLLIN | (select.EPOLLOUT if on_writable else 0))
+        self._watched[descriptor] = (on_readable, on_writable)
 
     def linger(self, wait_for_more: Callable[[float], None]) -> None:
         """On this thread only: before it next sleeps in its selector with nothing to do, the
@@ -180,9 +184,11 @@ class SerialRunner:
         self._lingering = wait_for_more
 
     def unwatch(self, sock: socket.socket) -> None:
-        """On this thread only."""
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(sock)
+        """On this thread only, before ``sock`` is closed."""
+        descriptor = sock.fileno()
+        if self._watched.pop(descriptor, None) is not None:
+            with contextlib.suppress(OSError):
+                self._poller.unregister(descriptor)
 
     def call_at(self, deadline: float, function: Callable[[], None]) -> None:
         """On this thread only: run ``function`` here at the monotonic ``deadline``."""
@@ -199,26 +205,27 @@ class SerialRunner:
             while self._serve_once():
                 pass
         finally:
-            self._selector.close()
+            self._poller.close()
             self._wake_read.close()
             self._wake_write.close()
 
     def _serve_once(self) -> bool:
-        timeout = None if not self._timers else max(0.0, self._timers[0][0] - time.monotonic())
+        timeout = -1.0 if not self._timers else max(0.0, self._timers[0][0] - time.monotonic())
         lingering, self._lingering = self._lingering, None
-        ready = self._selector.select(0 if lingering is not None else timeout)
+        ready = self._poller.poll(0 if lingering is not None else timeout)
         if lingering is not None and not ready and timeout != 0 and self._queue.empty():
-            lingering(LINGER_S if timeout is None else min(LINGER_S, timeout))
+            lingering(LINGER_S if timeout < 0 else min(LINGER_S, timeout))
             return True
-        for key, events in ready:
-            if key.data is None:
+        for descriptor, events in ready:
+            callbacks = self._watched.get(descriptor)
+            if callbacks is None:  # the wake-up (or a socket unwatched by a callback just now)
                 with contextlib.suppress(BlockingIOError):
                     self._wake_read.recv(4096)
                 continue
-            on_readable, on_writable = key.data
-            if events & selectors.EVENT_WRITE and on_writable is not None:
+            on_readable, on_writable = callbacks
+            if events & select.EPOLLOUT and on_writable is not None:
                 _run_reporting(on_writable)
-            if events & selectors.EVENT_READ:
+            if events & ~select.EPOLLOUT:  # bytes, or the peer's end: the read says which
                 _run_reporting(on_readable)
         while self._timers and self._timers[0][0] <= time.monotonic():
             _run_reporting(heapq.heappop(self._timers)[2])
