@@ -114,13 +114,12 @@ DRIVER_LEASE_S = "6"
 SLOW_S, SPELL_S = 7.0, 5.0  # each renewal answered 7 s late, for 5 s: less than the lease
 
 
-def _driver_lease(cluster: Any, namespace: str) -> str:
+def _driver_leases(cluster: Any, namespace: str) -> list[str]:
     with cluster.api_client() as client:
         leases = k8s.CoordinationV1Api(client).list_namespaced_lease(
             namespace, label_selector="yr.dev/driver=true"
         )
-    (lease,) = leases.items
-    return lease.metadata.name
+    return [lease.metadata.name for lease in leases.items]
 
 
 def _uids(cluster: Any, namespace: str) -> dict[str, str]:
@@ -144,7 +143,8 @@ def test_a_driver_whose_lease_renewals_are_slow_for_a_while_keeps_its_instances(
     try:
         assert driver.stdout.readline().strip() == "ready"
         before = _uids(cluster, instance_namespace)
-        path = _lease_path(instance_namespace, _driver_lease(cluster, instance_namespace))
+        (lease,) = _driver_leases(cluster, instance_namespace)
+        path = _lease_path(instance_namespace, lease)
         slow = faults.add(method="PATCH", path=path, delay=SLOW_S, times=-1, seconds=SPELL_S)
         landed = faults.add(method="PATCH", path=path, times=0)
         _first_landed(faults, landed)
@@ -154,7 +154,7 @@ def test_a_driver_whose_lease_renewals_are_slow_for_a_while_keeps_its_instances(
             timeout=60,
             what="the slowed renewals to be answered",
         )
-        assert _driver_lease(cluster, instance_namespace)
+        assert _driver_leases(cluster, instance_namespace) == [lease], "the Lease was collected"
         assert _uids(cluster, instance_namespace) == before
         driver.stdin.write("again\n")
         driver.stdin.flush()
