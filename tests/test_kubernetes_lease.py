@@ -9,9 +9,11 @@ kopf operator, the garbage collector and the pods are the real ones.
 from __future__ import annotations
 
 import contextlib
+import queue
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -122,6 +124,15 @@ def _driver_leases(cluster: Any, namespace: str) -> list[str]:
     return [lease.metadata.name for lease in leases.items]
 
 
+def _line_reader(driver: subprocess.Popen) -> queue.Queue[str]:
+    """The driver's output lines, so that each read has a deadline (a hung driver fails)."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line.strip()) for line in driver.stdout], daemon=True
+    ).start()
+    return lines
+
+
 def _uids(cluster: Any, namespace: str) -> dict[str, str]:
     return {i["metadata"]["name"]: i["metadata"]["uid"] for i in yrinstances(cluster, namespace)}
 
@@ -141,7 +152,8 @@ def test_a_driver_whose_lease_renewals_are_slow_for_a_while_keeps_its_instances(
         text=True,
     )
     try:
-        assert driver.stdout.readline().strip() == "ready"
+        lines = _line_reader(driver)
+        assert lines.get(timeout=180) == "ready"
         before = _uids(cluster, instance_namespace)
         (lease,) = _driver_leases(cluster, instance_namespace)
         path = _lease_path(instance_namespace, lease)
@@ -158,7 +170,7 @@ def test_a_driver_whose_lease_renewals_are_slow_for_a_while_keeps_its_instances(
         assert _uids(cluster, instance_namespace) == before
         driver.stdin.write("again\n")
         driver.stdin.flush()
-        assert driver.stdout.readline().strip() == "1"
+        assert lines.get(timeout=180) == "1"
     finally:
         driver.stdin.close()
         try:
