@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 
-import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -89,11 +88,11 @@ class LeaseRenewer:
                     return False
                 problem: Exception = api.typed(error)
                 asked = api.asked_delay(error)
-            except (urllib3.exceptions.HTTPError, OSError) as error:  # timeout, reset, refused
+            except Exception as error:  # timeout, reset, refused...: this thread must go on
                 problem = error
             else:
                 if attempt:
-                    logger.warning("yr: renewed the session lease after %d failure(s)", attempt)
+                    logger.info("yr: renewed the session lease after %d failure(s)", attempt)
                 self._renewed_at = sent
                 return True
             delay = self._delay(asked, attempt)
