@@ -405,6 +405,7 @@ def test_operator_env_names_chart_image_and_yr_instance_service_account(tools):
         "YR_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
         "YR_RESOURCE_GROUP_BIND_SECONDS": "10",
         "YR_RESOURCE_GROUP_RETRY_SECONDS": "1",
+        "YR_LEASE_GRACE_SECONDS": "10",
     }
 
 
@@ -422,6 +423,7 @@ def test_operator_env_follows_image_tag_and_instance_values(tools):
         "YR_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
         "YR_RESOURCE_GROUP_BIND_SECONDS": "10",
         "YR_RESOURCE_GROUP_RETRY_SECONDS": "1",
+        "YR_LEASE_GRACE_SECONDS": "10",
     }
     docs = render(tools, "--set", "instance.image=registry.example/yr-gpu:1")
     assert operator_env(docs)["YR_INSTANCE_IMAGE"] == "registry.example/yr-gpu:1"
@@ -455,6 +457,22 @@ def test_operator_gets_the_resource_group_bind_and_retry_times_from_values(tools
         "120",
         "3",
     )
+
+
+def test_operator_gets_the_driver_lease_grace_from_values(tools):
+    env = operator_env(render(tools, "--set", "operator.leaseGraceSeconds=30"))
+    assert env["YR_LEASE_GRACE_SECONDS"] == "30"
+
+
+def test_values_schema_rejects_a_negative_lease_grace(tools):
+    done = subprocess.run(
+        [tools / "helm", "lint", CHART, "--set", "operator.leaseGraceSeconds=-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "leaseGraceSeconds" in done.stdout + done.stderr
 
 
 def test_operator_uses_its_own_service_account(tools):

@@ -65,3 +65,15 @@ def test_without_an_operator_the_driver_says_no_operator_acted(local_cluster) ->
     message = str(caught.value)
     assert "no operator has acted on YRInstance" in message and "helm install" in message
     assert "Lower its cpu" not in message
+
+
+@pytest.mark.parametrize("bad", ["soon", "0", "2.5"])
+def test_a_bad_lease_duration_is_named_before_anything_is_created(
+    tmp_path, monkeypatch, bad
+) -> None:
+    monkeypatch.setenv("YR_LEASE_DURATION_SECONDS", bad)
+    # Refused before the kubeconfig is even read: nothing can have been created.
+    with pytest.raises(
+        ValueError, match=f"YR_LEASE_DURATION_SECONDS must be a whole number >= 1, got {bad!r}"
+    ):
+        _init(str(tmp_path / "no-such-kubeconfig"))

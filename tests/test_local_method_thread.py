@@ -3,45 +3,22 @@ callers' sockets itself, and a yr.get of a lone call reads its reply on the call
 
 from __future__ import annotations
 
-import os
 import pickle
 import select
 import socket
 import threading
-import time
 
 import psutil
 import pytest
 
 import yr
+from tests.gate_instances import Gate
 from tests.instances import Counter
 from tests.support import wait_for
 from yr import serialization
 from yr.localcall import claims, wire
 from yr.localcall.channel import LocalChannel
 from yr.protocol import PROTOCOL_VERSION, yr_pb2
-
-RELEASE_WAIT_S = 60.0
-
-
-@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
-class Gate:
-    """Answers ``wait_for_file`` only once the test has created that file."""
-
-    def wait_for_file(self, path: str) -> str:
-        deadline = time.monotonic() + RELEASE_WAIT_S
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return threading.current_thread().name
-
-    def ping(self) -> str:
-        return "pong"
-
-    def blob(self, size: int) -> bytes:
-        return b"x" * size
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def _endpoint(runtime, handle):

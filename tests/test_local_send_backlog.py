@@ -5,34 +5,16 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 
 import yr
+from tests.gate_instances import Gate
 from tests.support import wait_for
 
-RELEASE_WAIT_S = 120.0
 PAYLOAD = b"x" * (256 << 10)  # inline (below the shared-memory threshold)
 CALLS = 200  # 50 MiB: far more than a Unix socket's buffers hold
 DEADLINE_S = 60.0
-
-
-@yr.instance(invoke_options=yr.InvokeOptions(cpu=100))
-class Gate:
-    """Answers ``wait_for_file`` only once the test has created that file."""
-
-    def wait_for_file(self, path: str) -> int:
-        deadline = time.monotonic() + RELEASE_WAIT_S
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return os.getpid()
-
-    def take(self, index: int, payload: bytes) -> int:
-        return index
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def _busy_gate_flooded(tmp_path, name: str):
@@ -93,7 +75,7 @@ def test_get_with_a_timeout_on_a_call_queued_behind_a_full_socket_times_out(
         open(release, "w").close()
         getter.join(DEADLINE_S)
     assert yr.get([*refs, queued], timeout=DEADLINE_S) == list(range(CALLS + 1))
-    assert yr.get(long_call, timeout=DEADLINE_S) == _pid
+    assert yr.get(long_call, timeout=DEADLINE_S) == "yr-method"
 
 
 def test_calls_waiting_in_the_backlog_of_a_dead_instance_fail_with_the_died_error(

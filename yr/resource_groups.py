@@ -63,18 +63,14 @@ class ResourceGroup:
         except concurrent.futures.TimeoutError:
             raise RuntimeError(
                 f"resource group {self._spec.name!r} was not admitted within "
-                f"{timeout_seconds} s: {_pending_reason(self._spec.name)}"
+                f"{timeout_seconds} s: "
+                f"{session.current().runtime.describe_resource_group(self._spec.name)}"
             ) from None
         except YRError as error:
             raise RuntimeError(str(error)) from error
 
     def __repr__(self) -> str:
         return f"ResourceGroup({self._spec.name!r}, bundles={self._bundle_specs!r})"
-
-
-def _pending_reason(name: str) -> str:
-    describe = getattr(session.current().runtime, "describe_resource_group", None)
-    return describe(name) if describe else "it is still waiting for capacity"
 
 
 def create_resource_group(

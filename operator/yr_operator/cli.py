@@ -7,6 +7,8 @@ import logging
 
 import kopf
 
+from .leases import grace_seconds
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -32,7 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="run without peering (default); --no-standalone enables kopf peering",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:  # the operator's env knobs: a bad value stops it here, named, before it runs
+        grace_seconds()
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from yr.contract import (
 
 from .builders import default_image, default_service_account
 from .kube import Kube, load_configuration
-from .leases import Leases, delete_expired
+from .leases import Leases, delete_expired, grace_seconds
 from .owners import DyingOwners
 from .reconcile import Reconciler
 
@@ -58,7 +58,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         service_account=default_service_account(),
         dying=memo.dying,
     )
-    memo.leases = Leases()
+    memo.leases = Leases(grace_s=grace_seconds())
 
 
 @kopf.on.cleanup()
@@ -72,7 +72,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def lease_expiry(*, leases: Leases, kube: Kube) -> None:
-    """Delete driver Leases whose renewTime + leaseDurationSeconds has passed.
+    """Delete driver Leases unrenewed for their leaseDurationSeconds and the grace.
 
     A plain task over what the watch reported, not a kopf timer: timers and daemons put a
     finalizer on their objects, and a driver must be able to delete its Lease with the

@@ -1,9 +1,11 @@
 """Fault injection for the emulated API server: the errors real clusters throw at clients.
 
 Tests arm rules over HTTP (``/emulated/faults``); each matching request is answered with the
-fault instead of being served: a 429 with Retry-After, a 5xx, a watch that ends at once, or a
-watch that reports 410 Gone. Open watches can also be cut (``/emulated/faults/drop``). Every
-match is logged with its time so a test can check what a client did next.
+fault instead of being served: a 429 with Retry-After, a 5xx, a watch that ends at once, a
+watch that reports 410 Gone, or a connection reset before any answer; or it is served late
+(``delay``), as by an overloaded server. A rule may hold for ``seconds`` after it is armed.
+Open watches can also be cut (``/emulated/faults/drop``). Every match is logged with its time
+so a test can check what a client did next.
 
     faults = FaultClient(cluster.base_url, kubeconfig=cluster.kubeconfig)
     rule = faults.add(method="POST", path=r"/pods$", status=429, retry_after=2, times=1)
@@ -49,11 +51,16 @@ class Rule:
     path: str = ""
     query: str = ""  # a substring of the decoded query string, e.g. "labelSelector=a/b=c"
     watch: bool | None = None
-    status: int = 0  # an HTTP error status, or 0 with `action`
-    action: str = ""  # "drop" (a watch that ends at once) or "gone" (a watch ERROR 410)
+    status: int = 0  # an HTTP error status, or 0 with `action` (or `delay` alone)
+    # "drop" (a watch that ends at once), "gone" (a watch ERROR 410) or "reset" (the
+    # connection is cut before any answer)
+    action: str = ""
+    delay: float = 0.0  # seconds the request waits before it is answered (or faulted)
     retry_after: float | None = None
     message: str = ""  # the Status message (default: names the injected fault)
     times: int = 1  # how many matches are faulted; -1: all, until removed
+    seconds: float | None = None  # the rule matches for this long after it is armed
+    armed: float = field(default_factory=time.time)
     hits: list[dict[str, Any]] = field(default_factory=list)
 
     def matches(self, request: web.Request) -> bool:
@@ -63,6 +70,7 @@ class Rule:
             and (not self.path or re.search(self.path, request.path) is not None)
             and (not self.query or self.query in urllib.parse.unquote(request.query_string))
             and (self.watch is None or self.watch == is_watch)
+            and (self.seconds is None or time.time() < self.armed + self.seconds)
         )
 
     def take(self, request: web.Request) -> bool:
@@ -101,7 +109,11 @@ class Faults:
             return await self._admin(request)
         for rule in list(self.rules.values()):
             if rule.matches(request) and rule.take(request):
-                return await self._inject(request, rule)
+                if rule.delay:  # an overloaded server: the answer comes, but late
+                    await asyncio.sleep(rule.delay)
+                if rule.status or rule.action:
+                    return await self._inject(request, rule)
+                break
         if request.query.get("watch") not in ("true", "1"):
             return await handler(request)
         task = asyncio.current_task()
@@ -113,6 +125,10 @@ class Faults:
             self._open_watches.pop(task, None)
 
     async def _inject(self, request: web.Request, rule: Rule) -> web.StreamResponse:
+        if rule.action == "reset":
+            if request.transport is not None:
+                request.transport.abort()  # the client reads a closed connection, no status
+            return web.Response(status=503)  # written nowhere
         if rule.action in ("drop", "gone"):
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
             await response.prepare(request)

@@ -176,6 +176,11 @@ class Runtime(abc.ABC):
         recursively, what they created); ``ValueError`` if there is no such group."""
         raise YRError(f"{type(self).__name__} has no resource groups")
 
+    def describe_resource_group(self, name: str) -> str:
+        """Where the group stands, for a person: admitted, or why it is still waiting (the
+        capacity arithmetic, the operator's status); an unknown group is named as such."""
+        raise YRError(f"{type(self).__name__} has no resource groups")
+
     @abc.abstractmethod
     def shutdown(self) -> None:
         """Terminate every instance this runtime created and release its resources."""

@@ -85,15 +85,24 @@ def transient(status: int) -> bool:
     return status == 429 or status >= 500
 
 
-def retry_after(error: ApiException, attempt: int) -> float:
-    """The server's Retry-After when it gave one, else exponential backoff with jitter."""
+def asked_delay(error: ApiException) -> float | None:
+    """The seconds the server's Retry-After asks for (capped), if it gave a number."""
     raw = (error.headers or {}).get("Retry-After") if error.headers else None
     try:
-        if raw is not None:
-            return min(max(float(raw), 0.0), MAX_DELAY_S)
+        return None if raw is None else min(max(float(raw), 0.0), MAX_DELAY_S)
     except ValueError:
-        pass
-    return min(0.1 * 2**attempt, MAX_DELAY_S) * (0.5 + random.random() / 2)
+        return None
+
+
+def backoff(attempt: int, *, cap: float = MAX_DELAY_S) -> float:
+    """Exponential from 0.1 s, capped, with jitter so that clients do not retry in step."""
+    return min(0.1 * 2**attempt, cap) * (0.5 + random.random() / 2)
+
+
+def retry_after(error: ApiException, attempt: int) -> float:
+    """The server's Retry-After when it gave one, else exponential backoff with jitter."""
+    asked = asked_delay(error)
+    return backoff(attempt) if asked is None else asked
 
 
 def call(fn: Callable[..., T], *args: Any, budget_s: float = RETRY_BUDGET_S, **kwargs: Any) -> T:

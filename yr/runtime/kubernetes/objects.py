@@ -12,7 +12,20 @@ from typing import Any
 from yr import contract as c
 from yr.runtime.base import InstanceSpec
 
-LEASE_DURATION_S = int(os.environ.get("YR_LEASE_DURATION_SECONDS", "15"))
+
+def lease_duration_seconds() -> int:
+    """YR_LEASE_DURATION_SECONDS (driver env, default 15): how long the driver's Lease lasts
+    unrenewed; the driver renews it every third of that."""
+    raw = os.environ.get("YR_LEASE_DURATION_SECONDS", "15")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"YR_LEASE_DURATION_SECONDS must be a whole number >= 1, got {raw!r}")
+    return value
+
+
 # The API server stores objects up to ~1.5 MiB in etcd; base64 and metadata eat into that.
 MAX_PAYLOAD_BYTES = 1024 * 1024 - 64 * 1024
 
@@ -38,7 +51,7 @@ def owner_reference(*, api_version: str, kind: str, name: str, uid: str, control
     }
 
 
-def build_lease(*, session: str, holder: str) -> dict[str, Any]:
+def build_lease(*, session: str, holder: str, duration_s: int) -> dict[str, Any]:
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -48,7 +61,7 @@ def build_lease(*, session: str, holder: str) -> dict[str, Any]:
         },
         "spec": {
             "holderIdentity": holder,
-            "leaseDurationSeconds": LEASE_DURATION_S,
+            "leaseDurationSeconds": duration_s,
             "acquireTime": now_microtime(),
             "renewTime": now_microtime(),
         },

@@ -16,7 +16,6 @@ import os
 import secrets
 import socket
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +33,7 @@ from yr.runtime.base import ClassInfo, InstanceSpec, ResourceGroupSpec, Runtime,
 from yr.runtime.kubernetes import api, connect, objects
 from yr.runtime.kubernetes.connect import load_config as _load_config  # noqa: F401 (yr.cli, yr.gateway)
 from yr.runtime.kubernetes.groups import ResourceGroups, check_placement
+from yr.runtime.kubernetes.lease import LeaseRenewer
 from yr.runtime.kubernetes.logs import PodLogForwarder
 from yr.runtime.kubernetes.sessions import (
     OtherSessions,
@@ -45,7 +45,6 @@ from yr.runtime.kubernetes.watcher import StatusWatcher
 from yr.tls import PinnedServer, make_key_pair
 
 logger = logging.getLogger("yr")
-LEASE_RENEW_S = max(objects.LEASE_DURATION_S / 3, 0.5)
 
 
 def _session_secret(keys: SessionKeys, *, owner: dict[str, Any]) -> dict[str, Any]:
@@ -75,6 +74,7 @@ class KubernetesRuntime(Runtime):
         gateway: str = "",
         gateway_server: PinnedServer | None = None,
         lease_name: str = "",
+        lease_duration_s: int = 0,
         log_to_driver: bool = False,
     ) -> None:
         self.session_token = token
@@ -89,7 +89,6 @@ class KubernetesRuntime(Runtime):
         self._owner = owner
         self._gateway = gateway
         self._lease_name = lease_name
-        self._stopping = threading.Event()
         self._logs = (
             PodLogForwarder(core_api=self._core, namespace=namespace) if log_to_driver else None
         )
@@ -105,15 +104,22 @@ class KubernetesRuntime(Runtime):
         self._others = OtherSessions(self._watch_other_session)
         self._session_of: dict[str, str] = {}  # instance -> its session, when not ours
         self._groups = ResourceGroups(api_client=api_client, namespace=namespace, session=session)
-        self._renewer: threading.Thread | None = None
-        if lease_name:
-            self._renewer = threading.Thread(target=self._renew, name="yr-lease", daemon=True)
-            self._renewer.start()
+        self._renewer = (
+            LeaseRenewer(
+                api_client=api_client,
+                namespace=namespace,
+                name=lease_name,
+                duration_s=lease_duration_s,
+            ).start()
+            if lease_name
+            else None
+        )
 
     # -- construction -----------------------------------------------------------------------
 
     @classmethod
     def for_driver(cls, config: Config) -> KubernetesRuntime:
+        lease_duration_s = objects.lease_duration_seconds()
         api_client = connect.load_config(config.kubeconfig)
         namespace = config.namespace or "default"
         try:
@@ -144,7 +150,7 @@ class KubernetesRuntime(Runtime):
             lease = api.call(
                 coordination.create_namespaced_lease,
                 namespace,
-                objects.build_lease(session=session, holder=holder),
+                objects.build_lease(session=session, holder=holder, duration_s=lease_duration_s),
             )
         except api.KubeApiError as error:
             raise YRError(
@@ -175,6 +181,7 @@ class KubernetesRuntime(Runtime):
             gateway=config.gateway,
             gateway_server=gateway_server,
             lease_name=lease.metadata.name,
+            lease_duration_s=lease_duration_s,
             log_to_driver=config.log_to_driver,
         )
 
@@ -436,21 +443,9 @@ class KubernetesRuntime(Runtime):
         except api.Forbidden:
             return api.call(self._core.list_namespaced_pod, self._namespace).items
 
-    def _renew(self) -> None:
-        while not self._stopping.wait(LEASE_RENEW_S):
-            try:
-                api.call(
-                    self._coordination.patch_namespaced_lease,
-                    self._lease_name,
-                    self._namespace,
-                    {"spec": {"renewTime": objects.now_microtime()}},
-                    budget_s=LEASE_RENEW_S,
-                )
-            except Exception as error:
-                logger.warning("yr: renewing the session lease failed: %s", error)
-
     def shutdown(self) -> None:
-        self._stopping.set()
+        if self._renewer is not None:
+            self._renewer.stop()
         self._groups.stop()
         self._watcher.stop()
         self._others.stop()

@@ -163,8 +163,7 @@ class _GroupServicer(groups_pb2_grpc.ResourceGroupsServicer):
 
     async def Describe(self, request, context):
         def work():
-            describe = getattr(self._runtime, "describe_resource_group", None)
-            text = describe(request.name) if describe else ""
+            text = self._runtime.describe_resource_group(request.name)
             return groups_pb2.DescribeGroupReply(description=text)
 
         return await self._guard(context, work)
