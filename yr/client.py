@@ -203,7 +203,7 @@ class CallClient:
         if wait:
             connection.read_until(ref.future.done, deadline)
         else:
-            connection.end_any_claim()
+            connection.end_claim()
 
     def _drain(self, pipeline: Pipeline, *, claim: bool = False) -> None:
         """Send what is queued to ``pipeline``'s instance, as batches. ``claim``: the calling

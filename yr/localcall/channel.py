@@ -130,11 +130,10 @@ class _Connection:
         # whether none of it was sent: such a call never reached the instance).
         self._backlog: deque[tuple[int, memoryview, bool]] = deque()
         self._state = threading.Lock()
-        # Under _state: the reading role is held by a reading thread or by a claim (nonzero);
-        # the collector watches the socket exactly while the role is free.
+        # Under _state: the reading role is held by a reading thread or by a claim; the
+        # collector watches the socket exactly while the role is free.
         self._reading = False
-        self._claim = 0
-        self._claims = itertools.count(1)
+        self._claimed = False
         self._pending: dict[int, OnDone] = {}
         self._ids = itertools.count(1)  # 0 is the connection itself (wire.CONNECTION_ID)
         self.failure: LocalRpcError | None = None
@@ -147,6 +146,9 @@ class _Connection:
         self._write_watch = os.dup(sock.fileno())
         self._poller.register(self._write_watch, 0)
         self._receive_timeout = 0.0  # the socket's SO_RCVTIMEO (0: none, blocks forever)
+        self._claim_timer = claims.ClaimTimer.make()  # None: senders never claim
+        if self._claim_timer is not None:
+            self._poller.register(self._claim_timer.fileno(), select.EPOLLIN)
         self._collector = threading.Thread(target=self._collect, name="yr-local-reply", daemon=True)
         self._collector.start()
 
@@ -179,18 +181,15 @@ class _Connection:
         With ``claim`` (its sender is likely to wait for it next) and nobody reading, the
         sender keeps the reading role from before the call leaves until its ``read_until``,
         or until the claim ends unused (yr/localcall/claims.py)."""
-        claimed = 0
         with self._state:
             if self.failure is not None:
                 raise self.failure
             request_id = next(self._ids)
             self._pending[request_id] = on_done
-            if claim and not self._reading:
-                self._reading = True
-                self._claim = claimed = next(self._claims)
+            if claim and not self._reading and self._claim_timer is not None:
+                self._reading = self._claimed = True
                 self._watch_replies_locked(False)
-        if claimed:
-            claims.end_later(self, claimed)
+                self._claim_timer.arm()
         data = wire.frame(request_id, wire.REQUEST, body)
         try:
             with self._write_lock:
@@ -318,9 +317,9 @@ class _Connection:
             if self.failure is not None:
                 return False
             if self._reading:
-                if not self._claim or collector:
+                if not self._claimed or collector:
                     return False
-                self._claim = 0
+                self._claimed = False
                 return True
             self._reading = True
             self._watch_replies_locked(False)
@@ -330,21 +329,15 @@ class _Connection:
         with self._state:
             self._free_role_locked()
 
-    def end_claim(self, claim: int) -> None:
-        """Give the role back if ``claim`` still holds it (claims.py's thread, or a thread
-        that is going to wait for its call without reading)."""
+    def end_claim(self) -> None:
+        """Give the role back if a claim holds it: its timer fired, or a thread is going to
+        wait for its call without reading."""
         with self._state:
-            if claim and claim == self._claim:
-                self._free_role_locked()
-
-    def end_any_claim(self) -> None:
-        with self._state:
-            if self._claim:
+            if self._claimed:
                 self._free_role_locked()
 
     def _free_role_locked(self) -> None:
-        self._reading = False
-        self._claim = 0
+        self._reading = self._claimed = False
         if self.failure is not None:
             return
         # Level-triggered: the collector wakes at once if unread bytes wait in the socket (or
@@ -373,13 +366,18 @@ class _Connection:
                     os.close(self._wake_read)
                     os.close(self._wake_write)
                     os.close(self._write_watch)
+                    if self._claim_timer is not None:
+                        self._claim_timer.close()
                     return
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_read, 4096)
+            if self._claim_timer is not None and self._claim_timer.fileno() in events:
+                self._claim_timer.clear()
+                self.end_claim()  # nobody read under it in time: replies are ours again
             if self._write_watch in events:
                 self._flush_backlog()
-                if len(events) == 1:
-                    continue  # only room to write: a read now would block
+            if self._socket.fileno() not in events and self._wake_read not in events:
+                continue  # nothing to read: a read now would find nothing
             if self._take_reading(collector=True):
                 try:
                     if self._frame_buffered() or self._received_now():

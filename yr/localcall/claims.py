@@ -1,78 +1,86 @@
-"""Claims on a connection's reading role, and the one thread that ends those nobody used.
+"""Claims on a connection's reading role, and the timer that ends those nobody used.
 
 A thread that sends a call on a connection nobody is reading keeps the reading role for a
 moment (a claim): its own ``yr.get``, which usually comes next, then reads the reply itself,
 even when the reply is there before it is (on a small virtual machine the instance often
 answers while the sender is still returning from ``send``), and the connection's collector is
-never woken for it. A claim not turned into a read within ``CLAIM_S`` is ended here, which
-hands the connection back to its collector: that bounds how much later than before a reply
-nobody waits for is read. One thread serves every connection of the process, and it sleeps
-untimed while no claim is outstanding.
+never woken for it. A claim not turned into a read within ``CLAIM_S`` is ended when the
+connection's ``ClaimTimer`` fires in the collector's epoll, which hands the connection back to
+the collector: that bounds how much later than before a reply nobody waits for is read.
+
+The timer is a Linux ``timerfd`` (through ctypes: ``os.timerfd_*`` needs Python 3.13). Each
+claim pushes it ``CLAIM_S`` ahead, so while a thread calls and waits in a loop it never fires:
+no thread wakes for it. Where it cannot be made, nobody claims (``ClaimTimer.make`` is None).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import contextlib
+import ctypes
 import os
-import threading
-import time
-from typing import Protocol
 
 CLAIM_S = 0.002
 
-
-class Claimable(Protocol):
-    def end_claim(self, claim: int) -> None:
-        """End ``claim`` if it still holds the reading role (else nothing)."""
-
-
-class _Reaper:
-    def __init__(self) -> None:
-        self._changed = threading.Condition(threading.Lock())
-        # A heap of (when it ends, tie-breaker, connection, claim).
-        self._due: list[tuple[float, int, Claimable, int]] = []
-        self._order = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, connection: Claimable, claim: int) -> None:
-        ends = time.monotonic() + CLAIM_S
-        with self._changed:
-            order = next(self._order)
-            heapq.heappush(self._due, (ends, order, connection, claim))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="yr-claims", daemon=True)
-                self._thread.start()
-            elif self._due[0][1] == order:
-                self._changed.notify()  # it sleeps until a later end, or untimed
-
-    def _run(self) -> None:
-        while True:
-            with self._changed:
-                while not self._due:
-                    self._changed.wait()
-                now = time.monotonic()
-                if self._due[0][0] > now:
-                    self._changed.wait(self._due[0][0] - now)
-                    continue
-                ended = []
-                while self._due and self._due[0][0] <= now:
-                    ended.append(heapq.heappop(self._due))
-            for _, _, connection, claim in ended:
-                connection.end_claim(claim)
+_CLOCK_MONOTONIC = 1
+_TFD_NONBLOCK = os.O_NONBLOCK
+_TFD_CLOEXEC = os.O_CLOEXEC
 
 
-_reaper = _Reaper()
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
-def end_later(connection: Claimable, claim: int) -> None:
-    """Have ``claim`` on ``connection`` ended ``CLAIM_S`` from now, if still unused."""
-    _reaper.watch(connection, claim)
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
-def _forked() -> None:
-    global _reaper
-    _reaper = _Reaper()  # the parent's thread does not exist in the child
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.timerfd_settime.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(_Itimerspec),
+            ctypes.c_void_p,
+        ]
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
-os.register_at_fork(after_in_child=_forked)
+_LIBC = _libc()
+
+
+class ClaimTimer:
+    """A one-shot timer to watch in an epoll: readable once ``CLAIM_S`` passed since the
+    last ``arm``."""
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor = descriptor
+        self._setting = _Itimerspec()  # reused: arming allocates nothing
+        self._setting.it_value.tv_sec = int(CLAIM_S)
+        self._setting.it_value.tv_nsec = int((CLAIM_S - int(CLAIM_S)) * 1e9)
+        self._pointer = ctypes.pointer(self._setting)
+
+    @classmethod
+    def make(cls) -> ClaimTimer | None:
+        if _LIBC is None:
+            return None
+        descriptor = _LIBC.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        return None if descriptor < 0 else cls(descriptor)
+
+    def fileno(self) -> int:
+        return self._descriptor
+
+    def arm(self) -> None:
+        """Fire ``CLAIM_S`` from now (pushing back a firing not yet due)."""
+        _LIBC.timerfd_settime(self._descriptor, 0, self._pointer, None)  # type: ignore[union-attr]
+
+    def clear(self) -> None:
+        """Take the firing (the descriptor stops being readable)."""
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._descriptor, 8)
+
+    def close(self) -> None:
+        os.close(self._descriptor)
