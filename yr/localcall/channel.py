@@ -372,7 +372,8 @@ class _Connection:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_read, 4096)
             if self._claim_timer is not None and self._claim_timer.fileno() in events:
-                self._claim_timer.clear()
+                with self._state:  # claims arm it under _state
+                    self._claim_timer.clear()
                 self.end_claim()  # nobody read under it in time: replies are ours again
             if self._write_watch in events:
                 self._flush_backlog()

@@ -8,9 +8,12 @@ never woken for it. A claim not turned into a read within ``CLAIM_S`` is ended w
 connection's ``ClaimTimer`` fires in the collector's epoll, which hands the connection back to
 the collector: that bounds how much later than before a reply nobody waits for is read.
 
-The timer is a Linux ``timerfd`` (through ctypes: ``os.timerfd_*`` needs Python 3.13). Each
-claim pushes it ``CLAIM_S`` ahead, so while a thread calls and waits in a loop it never fires:
-no thread wakes for it. Where it cannot be made, nobody claims (``ClaimTimer.make`` is None).
+The timer is a Linux ``timerfd`` (through ctypes: ``os.timerfd_*`` needs Python 3.13). It is
+armed by the first claim after it last fired, not by every claim: arming it costs more than
+the rest of a claim (on a virtual machine, reprogramming a timer leaves the guest), so a thread
+that calls and waits in a loop arms it, and wakes the collector, once per ``CLAIM_S`` at most.
+A claim made just before it fires is ended early, which only means its reply may be read by
+the collector. Where it cannot be made, nobody claims (``ClaimTimer.make`` is None).
 """
 
 from __future__ import annotations
@@ -53,11 +56,11 @@ _LIBC = _libc()
 
 
 class ClaimTimer:
-    """A one-shot timer to watch in an epoll: readable once ``CLAIM_S`` passed since the
-    last ``arm``."""
+    """A one-shot timer to watch in an epoll: readable ``CLAIM_S`` after it is armed."""
 
     def __init__(self, descriptor: int) -> None:
         self._descriptor = descriptor
+        self.armed = False
         self._setting = _Itimerspec()  # reused: arming allocates nothing
         self._setting.it_value.tv_sec = int(CLAIM_S)
         self._setting.it_value.tv_nsec = int((CLAIM_S - int(CLAIM_S)) * 1e9)
@@ -74,13 +77,16 @@ class ClaimTimer:
         return self._descriptor
 
     def arm(self) -> None:
-        """Fire ``CLAIM_S`` from now (pushing back a firing not yet due)."""
-        _LIBC.timerfd_settime(self._descriptor, 0, self._pointer, None)  # type: ignore[union-attr]
+        """Fire ``CLAIM_S`` from now, unless armed already (the caller serialises calls)."""
+        if not self.armed:
+            _LIBC.timerfd_settime(self._descriptor, 0, self._pointer, None)  # type: ignore[union-attr]
+            self.armed = True
 
     def clear(self) -> None:
-        """Take the firing (the descriptor stops being readable)."""
+        """Take the firing (the descriptor stops being readable); the next claim arms it."""
         with contextlib.suppress(BlockingIOError):
             os.read(self._descriptor, 8)
+        self.armed = False
 
     def close(self) -> None:
         os.close(self._descriptor)
