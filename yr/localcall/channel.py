@@ -116,9 +116,9 @@ class _Connection:
     """One socket to an instance: calls are written by their senders; replies are read by a
     thread that waits for one (``read_until``) or, when none does, by the collector.
 
-    The collector watches the socket only while replies are due and no thread holds the
-    reading role (or a claim on it: yr/localcall/claims.py), so a reply read by the thread
-    waiting for it wakes nobody else.
+    The collector watches the socket only while no thread holds the reading role (or a claim
+    on it: yr/localcall/claims.py), so a reply read by the thread waiting for it wakes nobody
+    else.
     """
 
     def __init__(self, sock: socket.socket) -> None:
