@@ -4,13 +4,16 @@ its socket fills, and what the kernel does not take waits in the connection's ba
 from __future__ import annotations
 
 import os
+import socket
 import threading
 
+import grpc
 import pytest
 
 import yr
 from tests.gate_instances import Gate
 from tests.support import wait_for
+from yr.localcall import connection as connection_module
 
 PAYLOAD = b"x" * (256 << 10)  # inline (below the shared-memory threshold)
 CALLS = 200  # 50 MiB: far more than a Unix socket's buffers hold
@@ -96,19 +99,18 @@ def test_calls_waiting_in_the_backlog_of_a_dead_instance_fail_with_the_died_erro
 def test_a_send_that_loses_the_race_to_a_failing_connection_reports_its_call_once(monkeypatch):
     """Another thread fails the connection between a send's registration and its write: the
     call is settled once, by that failure, and the send does not report it a second time."""
-    import socket
 
-    from yr.localcall import channel
+    from yr.localcall import connection as connection_module
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    connection = channel._Connection(ours)
-    framed = channel.wire.frame
+    connection = connection_module.Connection(ours)
+    framed = connection_module.wire.frame
 
     def failing_in_between(*args):  # where the other thread's _fail lands
-        connection._fail(channel.LocalRpcError(channel.grpc.StatusCode.UNAVAILABLE, "gone"))
+        connection._fail(connection_module.LocalRpcError(grpc.StatusCode.UNAVAILABLE, "gone"))
         return framed(*args)
 
-    monkeypatch.setattr(channel.wire, "frame", failing_in_between)
+    monkeypatch.setattr(connection_module.wire, "frame", failing_in_between)
     told: list[object] = []
     try:
         connection.send(b"call", lambda reply, error: told.append(error))
