@@ -99,9 +99,6 @@ def test_calls_waiting_in_the_backlog_of_a_dead_instance_fail_with_the_died_erro
 def test_a_send_that_loses_the_race_to_a_failing_connection_reports_its_call_once(monkeypatch):
     """Another thread fails the connection between a send's registration and its write: the
     call is settled once, by that failure, and the send does not report it a second time."""
-
-    from yr.localcall import connection as connection_module
-
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     connection = connection_module.Connection(ours)
     framed = connection_module.wire.frame
