@@ -18,7 +18,6 @@ import itertools
 import os
 import select
 import socket
-import struct
 import threading
 import time
 import traceback
@@ -250,9 +249,7 @@ class Connection:
     def _set_receive_timeout(self, seconds: float) -> None:
         """Bound the next blocking ``recv`` (a syscall only when the bound changes)."""
         if seconds != self._receive_timeout:
-            whole = int(seconds)
-            timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            wire.set_receive_timeout(self._socket, seconds)
             self._receive_timeout = seconds
 
     def _take_reading(self, *, collector: bool = False) -> bool:

@@ -16,7 +16,6 @@ import functools
 import hmac
 import os
 import socket
-import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -276,9 +275,7 @@ class _ReaderOnMethodThread:
         if self._socket is None:
             return
         if seconds != self._receive_timeout:
-            whole = int(seconds)
-            timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            wire.set_receive_timeout(self._socket, seconds)
             self._receive_timeout = seconds
         self._take(0)
 

@@ -11,6 +11,7 @@ so both transports fail a call the same way).
 from __future__ import annotations
 
 import os
+import socket
 import struct
 
 import grpc
@@ -21,6 +22,7 @@ MAX_TOKEN_BYTES = 256
 FRAME = struct.Struct("!IBQ")  # request id, kind, body length
 REQUEST, REPLY, REFUSAL = 0, 1, 2
 REFUSAL_CODE = struct.Struct("!H")
+TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO
 CONNECTION_ID = 0  # a refusal of the whole connection (the hello), not of one request
 ENVIRONMENT_KEY = "YR_TRANSPORT"
 TRANSPORTS = ("local", "grpc")
@@ -64,6 +66,14 @@ def take_frames(buffer: bytearray) -> list[tuple[int, int, bytes]]:
     if start:
         del buffer[:start]
     return frames
+
+
+def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
+    """Bound each blocking ``recv`` on ``sock`` (``SO_RCVTIMEO``) to ``seconds``, at least a
+    microsecond: a zero bound would mean none, a wait with no end."""
+    whole = int(seconds)
+    micros = max(round((seconds - whole) * 1e6), 0 if whole else 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, TIMEVAL.pack(whole, micros))
 
 
 def refusal(request_id: int, code: grpc.StatusCode, message: str) -> bytes:
