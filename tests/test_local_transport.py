@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 
 import grpc
 import psutil
@@ -215,3 +216,23 @@ def test_the_socket_is_not_accessible_to_other_users(local_runtime):
             os._exit(code)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 13, "another user could connect to the socket"
+
+
+def test_a_receive_bound_too_small_to_express_still_ends_the_wait():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    outcome: list[object] = []
+
+    def receive() -> None:
+        try:
+            outcome.append(ours.recv(1))
+        except OSError as error:
+            outcome.append(error)
+
+    with ours, theirs:
+        wire.set_receive_timeout(ours, 1e-9)  # a zero SO_RCVTIMEO would mean no end at all
+        reader = threading.Thread(target=receive, daemon=True)
+        reader.start()
+        reader.join(10)
+        alive = reader.is_alive()
+        theirs.shutdown(socket.SHUT_RDWR)  # a reader still waiting sees the end and returns
+    assert not alive and isinstance(outcome[0], BlockingIOError)
