@@ -148,8 +148,9 @@ def test_an_instance_calls_siblings_it_was_handed_that_were_ready_before_it_star
 
 def test_a_tree_that_does_not_fit_reports_the_schedulers_message(cluster, session):
     # 8 CPUs: the lead and seven workers fit, the eighth worker cannot. The timeout applies to
-    # every worker: long enough for the seven to start on a loaded machine.
-    workers = yr.InvokeOptions(cpu=1000, memory=128, schedule_timeout_ms=20000)
+    # every worker: long enough for the seven pods to be Running (< 1 s each when quiet) on a
+    # loaded machine, and what the test waits for the eighth.
+    workers = yr.InvokeOptions(cpu=1000, memory=128, schedule_timeout_ms=8000)
     lead = Lead.invoke(8, workers)
     with pytest.raises(yr.YRSchedulingError, match="Unschedulable: .*Insufficient cpu"):
         yr.get(lead.train.invoke(0.1), timeout=120)
