@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
+
 import yr
 from tests.call_instances import Mirror
 from tests.compat_instances import AsyncCounter, AsyncPair
 from tests.support import wait_for
+from yr.runtime.local.runtime import LocalRuntime
+
+
+@pytest.fixture
+def local_runtime(shared_local_runtime: LocalRuntime) -> LocalRuntime:
+    """This module's tests do not interfere: they share one session, each cleaned up after."""
+    return shared_local_runtime
+
 
 DEADLINE_S = 30
 

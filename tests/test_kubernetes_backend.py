@@ -17,6 +17,8 @@ import pytest
 from kubernetes import client as k8s
 
 import yr
+from tests.cluster.chart_rbac import NAMESPACED_RBAC, install_chart_rbac
+from tests.cluster.fixtures import fresh_namespace
 from tests.cluster.operated import kubernetes_session, yrinstances
 from tests.cluster.operator_process import operator_env
 from tests.k8s_instances import Lead, Worker
@@ -36,29 +38,39 @@ def _pods(cluster, namespace: str) -> dict[str, k8s.V1Pod]:
     return {pod.metadata.name: pod for pod in pods if pod.metadata.deletion_timestamp is None}
 
 
-def _run_seed_program(cluster, namespace: str, **extra_env: str) -> str:
-    """Run the tutorial program, unmodified, against the cluster; check both reports."""
+def _seed_program(cluster, namespace: str, **extra_env: str) -> subprocess.CompletedProcess:
+    """Run the tutorial program, unmodified, against the cluster."""
     env = dict(cluster.env, YR_BACKEND="kubernetes", YR_NAMESPACE=namespace, **extra_env)
-    finished = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(REPO / "examples" / "tree_training.py")],
         env=env,
         capture_output=True,
         text=True,
         timeout=180,
     )
+
+
+def _assert_both_reports(finished: subprocess.CompletedProcess) -> None:
     assert finished.returncode == 0, finished.stderr
     assert "results: ['Loss: 10.0', 'Loss: 10.0']" in finished.stdout
     assert "results: ['Loss: 100.0', 'Loss: 100.0']" in finished.stdout
-    return finished.stdout
 
 
-def test_the_seed_program_runs_unmodified_with_yr_backend_kubernetes(cluster, instance_namespace):
-    _run_seed_program(cluster, instance_namespace)
+@pytest.fixture(scope="module")
+def seed_run(cluster, k8s_tools) -> subprocess.CompletedProcess:
+    """One run of the tutorial program in a namespace of its own: the tests below read
+    different facts of the same run."""
+    with fresh_namespace(cluster) as namespace:
+        install_chart_rbac(cluster, k8s_tools / "helm", namespace, kinds=NAMESPACED_RBAC)
+        return _seed_program(cluster, namespace)
 
 
-def test_what_instance_pods_print_reaches_the_driver_prefixed_by_pod(cluster, instance_namespace):
-    output = _run_seed_program(cluster, instance_namespace)
-    training = [line for line in output.splitlines() if "is training data shard" in line]
+def test_the_seed_program_runs_unmodified_with_yr_backend_kubernetes(seed_run):
+    _assert_both_reports(seed_run)
+
+
+def test_what_instance_pods_print_reaches_the_driver_prefixed_by_pod(seed_run):
+    training = [line for line in seed_run.stdout.splitlines() if "is training data shard" in line]
     assert len(training) == 4
     assert all(line.startswith("(trainingworker-") for line in training)
 
@@ -148,8 +160,9 @@ def test_an_instance_calls_siblings_it_was_handed_that_were_ready_before_it_star
 
 def test_a_tree_that_does_not_fit_reports_the_schedulers_message(cluster, session):
     # 8 CPUs: the lead and seven workers fit, the eighth worker cannot. The timeout applies to
-    # every worker: long enough for the seven to start on a loaded machine.
-    workers = yr.InvokeOptions(cpu=1000, memory=128, schedule_timeout_ms=20000)
+    # every worker: long enough for the seven pods to be Running (< 1 s each when quiet) on a
+    # loaded machine, and what the test waits for the eighth.
+    workers = yr.InvokeOptions(cpu=1000, memory=128, schedule_timeout_ms=8000)
     lead = Lead.invoke(8, workers)
     with pytest.raises(yr.YRSchedulingError, match="Unschedulable: .*Insufficient cpu"):
         yr.get(lead.train.invoke(0.1), timeout=120)
@@ -311,7 +324,7 @@ def test_a_driver_outside_the_cluster_calls_instances_through_the_gateway(
 
 def test_the_seed_program_runs_through_the_gateway(cluster, instance_namespace, gateway):
     _, address = gateway
-    _run_seed_program(cluster, instance_namespace, YR_GATEWAY=address)
+    _assert_both_reports(_seed_program(cluster, instance_namespace, YR_GATEWAY=address))
 
 
 def test_the_gateway_refuses_to_route_to_an_unknown_instance(cluster, instance_namespace, gateway):

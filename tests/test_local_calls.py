@@ -6,6 +6,13 @@ import pytest
 
 import yr
 from tests.instances import BrokenInit, Counter, Relay, Rendezvous, ThreadBound
+from yr.runtime.local.runtime import LocalRuntime
+
+
+@pytest.fixture
+def local_runtime(shared_local_runtime: LocalRuntime) -> LocalRuntime:
+    """This module's tests do not interfere: they share one session, each cleaned up after."""
+    return shared_local_runtime
 
 
 def test_a_method_call_returns_its_result(local_runtime):

@@ -14,6 +14,13 @@ import pytest
 
 import yr
 from yr import serialization, tracebacks
+from yr.runtime.local.runtime import LocalRuntime
+
+
+@pytest.fixture
+def local_runtime(shared_local_runtime: LocalRuntime) -> LocalRuntime:
+    """This module's tests do not interfere: they share one session, each cleaned up after."""
+    return shared_local_runtime
 
 
 class CodeError(Exception):

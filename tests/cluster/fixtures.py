@@ -229,6 +229,12 @@ def module_local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     yield from _factory(tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def session_local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
+    """The same factory, but the clusters live for the whole run (shared by test modules)."""
+    yield from _factory(tmp_path_factory)
+
+
 @contextlib.contextmanager
 def fresh_namespace(cluster: ClusterAccess) -> Iterator[str]:
     """A new namespace on `cluster`, deleted (and gone) at the end: whatever was made in it

@@ -1,9 +1,10 @@
-"""A module's cluster with the chart's RBAC and the real operator; per test a namespace.
+"""A cluster with the chart's RBAC and the real operator; per test a namespace.
 
-A test module that asks for `cluster` gets one such cluster for the module (override the
-fixture to start it differently, with `operated_cluster`); `instance_namespace` is a fresh
-namespace per test with the chart's instance and gateway identities, and `session` a yr
-session in it (the fixture yields the namespace):
+A test module that asks for `cluster` gets the run's one such cluster, shared with the other
+modules that ask for it (override the fixture to start one of the module's own, differently,
+with `operated_cluster`); `instance_namespace` is a fresh namespace per test with the chart's
+instance and gateway identities, and `session` a yr session in it (the fixture yields the
+namespace):
 
     def test_something(cluster, session): ...
 
@@ -64,12 +65,13 @@ def operated_cluster(
         operator.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster(
-    module_local_cluster: Callable[..., LocalCluster], k8s_tools: K8sTools
+    session_local_cluster: Callable[..., LocalCluster], k8s_tools: K8sTools
 ) -> Iterator[LocalCluster]:
-    """An operated cluster (8 CPUs, 16Gi) for the test module."""
-    with operated_cluster(module_local_cluster, k8s_tools / "helm") as cluster:
+    """An operated cluster (8 CPUs, 16Gi), one for every module that does not start its own:
+    they share nothing in it but the operator, each test working in a namespace of its own."""
+    with operated_cluster(session_local_cluster, k8s_tools / "helm") as cluster:
         yield cluster
 
 
