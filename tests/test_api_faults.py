@@ -32,15 +32,6 @@ def _session_watch() -> str:
 
 
 @pytest.fixture
-def faults(cluster: Any) -> Iterator[FaultClient]:
-    client = FaultClient(cluster.base_url, kubeconfig=cluster.kubeconfig)
-    try:
-        yield client
-    finally:
-        client.clear()
-
-
-@pytest.fixture
 def session(cluster: Any, instance_namespace: str, faults: FaultClient) -> Iterator[str]:
     with kubernetes_session(cluster, instance_namespace):
         try:

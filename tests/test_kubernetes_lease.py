@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from kubernetes import client as k8s
 
 from tests.cluster.faults import FaultClient
@@ -29,15 +28,6 @@ from yr.runtime.kubernetes.lease import LeaseRenewer
 from yr.runtime.kubernetes.objects import now_microtime
 
 RENEWER_LEASE_S = 12  # renewals every 4 s: room to tell a prompt retry from a late one
-
-
-@pytest.fixture
-def faults(cluster: Any) -> Iterator[FaultClient]:
-    client = FaultClient(cluster.base_url, kubeconfig=cluster.kubeconfig)
-    try:
-        yield client
-    finally:
-        client.clear()
 
 
 def _lease_path(namespace: str, name: str) -> str:

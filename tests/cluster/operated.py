@@ -24,6 +24,7 @@ from kubernetes import client as k8s
 
 import yr
 from tests.cluster.chart_rbac import NAMESPACED_RBAC, install_chart_rbac
+from tests.cluster.faults import FaultClient
 from tests.cluster.fixtures import REPO, LocalCluster
 from tests.cluster.operator_process import OperatorProcess, operator_env
 from tests.cluster.tools import K8sTools
@@ -87,6 +88,16 @@ def session(cluster: LocalCluster, instance_namespace: str) -> Iterator[str]:
     """A yr session on the module's cluster in this test's namespace; yields the namespace."""
     with kubernetes_session(cluster, instance_namespace):
         yield instance_namespace
+
+
+@pytest.fixture
+def faults(cluster: LocalCluster) -> Iterator[FaultClient]:
+    """The cluster's API server fault rules (tests/cluster/faults.py), cleared after the test."""
+    client = FaultClient(cluster.base_url, kubeconfig=cluster.kubeconfig)
+    try:
+        yield client
+    finally:
+        client.clear()
 
 
 def yrinstances(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
