@@ -76,11 +76,13 @@ class ClaimTimer:
     def fileno(self) -> int:
         return self._descriptor
 
-    def arm(self) -> None:
-        """Fire ``CLAIM_S`` from now, unless armed already (the caller serialises calls)."""
+    def arm(self) -> bool:
+        """Fire ``CLAIM_S`` from now, unless armed already (the caller serialises calls);
+        False if the timer could not be set (then nothing may be claimed)."""
         if not self.armed:
-            _LIBC.timerfd_settime(self._descriptor, 0, self._pointer, None)  # type: ignore[union-attr]
-            self.armed = True
+            failed = _LIBC.timerfd_settime(self._descriptor, 0, self._pointer, None)  # type: ignore[union-attr]
+            self.armed = failed == 0
+        return self.armed
 
     def clear(self) -> None:
         """Take the firing (the descriptor stops being readable); the next claim arms it."""

@@ -130,10 +130,10 @@ class Connection:
                 raise self.failure
             request_id = next(self._ids)
             self._pending[request_id] = on_done
-            if claim and not self._reading and self._claim_timer is not None:
+            timer = self._claim_timer
+            if claim and not self._reading and timer is not None and timer.arm():
                 self._reading = self._claimed = True
                 self._watch_replies_locked(False)
-                self._claim_timer.arm()
         data = wire.frame(request_id, wire.REQUEST, body)
         try:
             with self._write_lock:
