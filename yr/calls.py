@@ -67,25 +67,25 @@ class Batch:
     settled_below: int = 0
 
     def request(self, caller: str) -> yr_pb2.CallRequest:
-        shared = self.results is not None
-        return yr_pb2.CallRequest(
+        # Filled in place: building nested messages from keyword lists costs twice as much.
+        request = yr_pb2.CallRequest(
             caller=caller,
             seq=self.seq,
             settled_below=self.settled_below,
             instance_id=self.instance_id,
             incarnation=self.incarnation,
-            invocations=[
-                yr_pb2.Invocation(
-                    method=c.method,
-                    arguments=c.arguments,
-                    buffers=c.buffers,
-                    buffer_sizes=c.buffer_sizes,
-                    results_in_shared_memory=shared,
-                )
-                for c in self.calls
-            ],
-            released=self.results.take_released() if shared else (),
         )
+        shared = self.results is not None
+        for call in self.calls:
+            invocation = request.invocations.add(
+                method=call.method, arguments=call.arguments, results_in_shared_memory=shared
+            )
+            if call.buffers:
+                invocation.buffers.extend(call.buffers)
+                invocation.buffer_sizes.extend(call.buffer_sizes)
+        if shared and self.results.released:
+            request.released.extend(self.results.take_released())
+        return request
 
 
 def deliver_all(

@@ -10,6 +10,9 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures._base import CANCELLED as _CANCELLED
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED as _CANCELLED_AND_NOTIFIED
+from concurrent.futures._base import FINISHED as _FINISHED
 from typing import Any
 
 from yr import waits
@@ -22,6 +25,26 @@ WAIT_SLICE_S = 0.2
 _ids = itertools.count()
 _pickling = threading.local()  # .pending: a list while call arguments are being pickled
 _pid = os.getpid()  # refs made after a fork are named after the child
+
+
+class _RefFuture(concurrent.futures.Future):
+    """A ref's future, whose ``done()`` and settled ``result()`` take no lock: one sync call
+    asks several times, and each lock round trip is Python code in ``threading``.
+
+    Safe because a future's ``_state`` only moves forward, to a final state, under its lock,
+    after its result is stored: read without the lock it can only be late, and every waiter
+    still checks it again under the lock."""
+
+    def done(self) -> bool:
+        return self._state in _FINAL_STATES
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._state == _FINISHED and self._exception is None:
+            return self._result
+        return super().result(timeout)
+
+
+_FINAL_STATES = frozenset({_CANCELLED, _CANCELLED_AND_NOTIFIED, _FINISHED})
 
 
 def _forked() -> None:
@@ -48,7 +71,7 @@ class ObjectRef:
         flush: Callable[..., None] | None = None,
         origin: tuple[str, str] | None = None,
     ) -> None:
-        self._future: concurrent.futures.Future = future or concurrent.futures.Future()
+        self._future: concurrent.futures.Future = future or _RefFuture()
         self._id: str | int = next(_ids)  # made a string (with the pid) when first asked
         self._flush = flush  # sends the call now; yr.get calls it before waiting, and to wait
         self._origin = origin  # (instance id, method) of the call behind it
@@ -184,31 +207,33 @@ def get(
         raise TypeError(f"allow_partial must be a bool, got {allow_partial!r}")
     if not ref_list:
         return []
-    _refuse_waiting_on_self(ref_list)
-    pending = [ref for ref in ref_list if not ref.done()]
+    # ref._future.done(), not ref.done(): this runs for every synchronous call
+    pending = [ref for ref in ref_list if not ref._future.done()]
     if pending:
+        _refuse_waiting_on_self(pending)
         deadline = None if limit is None else time.monotonic() + limit
         with waits.waiting_on([ref._origin for ref in pending if ref._origin]):
             if len(pending) == 1:  # a lone call is sent, and its reply read, by this thread
                 pending[0]._request(wait=True, deadline=deadline)
-                not_done = [] if pending[0].done() else pending
+                not_done = [] if pending[0]._future.done() else pending
             else:
                 _request_all(pending)
                 not_done = pending
             if not_done:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 _wait_for_futures(
-                    [ref.future for ref in not_done], count=len(not_done), timeout=remaining
+                    [ref._future for ref in not_done], count=len(not_done), timeout=remaining
                 )
-                not_done = [ref for ref in not_done if not ref.done()]
+                not_done = [ref for ref in not_done if not ref._future.done()]
         if not_done and not allow_partial:
             count = len(not_done)
             raise YRTimeoutError(
                 f"yr.get timed out after {limit:g} s: {count} of {len(ref_list)} ref(s) not ready"
             )
     if single:
-        return ref_list[0].future.result() if ref_list[0].done() else None
-    return [ref.future.result() if ref.done() else None for ref in ref_list]
+        future = ref_list[0]._future
+        return future.result() if future.done() else None
+    return [ref._future.result() if ref._future.done() else None for ref in ref_list]
 
 
 def wait(

@@ -119,7 +119,9 @@ class UserObject:
                 result = self.generators.next_item(args[0], self.method_loop.run)
             else:
                 result = target(*args, **kwargs)  # type: ignore[misc]
-            if inspect.isawaitable(result):
+            if type(result) in _NEVER_SHARED:  # the common plain result: nothing to await
+                pass
+            elif inspect.isawaitable(result):
                 result = self.method_loop.run(result)
             elif inspect.isgenerator(result) or inspect.isasyncgen(result):
                 result = self.generators.keep(result)
