@@ -22,34 +22,20 @@ import grpc
 
 from yr import segment_pool, sharedmem, waits
 from yr.arguments import pickle_arguments, pickle_when_settled
+from yr.call_failures import finalized_error, may_be_a_death, never_delivered, plain_failure
 from yr.calls import Batch, Call, SharedResults, deliver_all, fail, fail_all
-from yr.errors import YRError, YRInstanceDiedError, YRProtocolError
-from yr.localcall.channel import LocalChannel, LocalRpcError
-from yr.localcall.wire import transport
+from yr.channels import Channels
+from yr.errors import YRError, YRInstanceDiedError
+from yr.localcall.channel import LocalChannel
 from yr.pipeline import Pipeline
 from yr.protocol import (
-    CHANNEL_OPTIONS,
-    PROTOCOL_METADATA_KEY,
-    PROTOCOL_VERSION,
     ROUTE_METADATA_KEY,
-    TOKEN_METADATA_KEY,
-    WRONG_INSTANCE_CODE,
     yr_pb2,
-    yr_pb2_grpc,
 )
 from yr.protocol.chunks import STREAM_ABOVE_BYTES, request_chunks
 from yr.refs import ObjectRef
 from yr.runtime.base import ClassInfo, Endpoint, Runtime
 
-# Transport failures after which we ask the runtime whether the instance died.
-_DEATH_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-    }
-)
 DEATH_REPORT_TIMEOUT_S = 5.0
 MAX_BATCH_CALLS = 512
 MAX_BATCH_BYTES = 8 << 20
@@ -62,18 +48,13 @@ class CallClient:
         self._runtime = runtime
         self._caller_id = caller_id
         waits.report_waits_to(runtime)
-        self._metadata = (
-            (TOKEN_METADATA_KEY, runtime.session_token),
-            (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)),
-        )
         self._shm_prefix = (
             shared_memory_prefix(runtime.session_token)
             if runtime.shares_memory and sharedmem.available()
             else ""
         )
-        self._local_calls = transport() == "local"  # else YR_TRANSPORT=grpc: gRPC only
         self._pipelines: dict[str, Pipeline] = {}
-        self._channels: dict[tuple[str, str], grpc.Channel | LocalChannel] = {}
+        self._channels = Channels(runtime)
         self._lock = threading.Lock()
         self._order = itertools.count()
         self._helpers = concurrent.futures.ThreadPoolExecutor(
@@ -258,50 +239,10 @@ class CallClient:
                 else:
                     endpoint: Endpoint = done.result()
                     pipeline.new_incarnation_locked(endpoint)
-                    # "host:port#instance" is an instance behind a gateway that routes by name.
-                    address, _, route = endpoint.address.partition("#")
-                    if endpoint.local_socket and self._local_calls:
-                        pipeline.stub = self._local_channel(endpoint.local_socket, endpoint.session)
-                    else:
-                        channel = self._channel(address, endpoint.session)
-                        pipeline.stub = yr_pb2_grpc.InstanceStub(channel)
-                    metadata = self._metadata_for(endpoint.session)
-                    pipeline.metadata = (
-                        (*metadata, (ROUTE_METADATA_KEY, route)) if route else metadata
-                    )
+                    pipeline.stub, pipeline.metadata = self._channels.reach(endpoint)
             self._drain(pipeline)
 
         future.add_done_callback(resolved)
-
-    def _local_channel(self, path: str, session: str) -> LocalChannel:
-        """The fast path to an instance on this machine (one connection per process and
-        session: a kept detached instance is opened with its own session's token)."""
-        key = ("unix:" + path, session)
-        with self._lock:
-            channel = self._channels.get(key)
-            if channel is None:
-                token = self._runtime.session_token_of(session) if session else None
-                channel = LocalChannel(
-                    path, token=token or self._runtime.session_token, version=PROTOCOL_VERSION
-                )
-                self._channels[key] = channel
-            return channel
-
-    def _channel(self, address: str, session: str) -> grpc.Channel:
-        """One channel per address and session: another session's instance (detached) is
-        reached with its own credentials, even at an address reused from one of ours."""
-        with self._lock:
-            channel = self._channels.get((address, session))
-            if channel is None:
-                channel = self._runtime.open_channel(address, CHANNEL_OPTIONS, session=session)
-                self._channels[(address, session)] = channel
-            return channel
-
-    def _metadata_for(self, session: str) -> tuple[tuple[str, str], ...]:
-        if not session:
-            return self._metadata
-        token = self._runtime.session_token_of(session)
-        return ((TOKEN_METADATA_KEY, token), (PROTOCOL_METADATA_KEY, str(PROTOCOL_VERSION)))
 
     def _send(self, pipeline: Pipeline, batch: Batch, *, claim: bool = False) -> None:
         if isinstance(batch.stub, LocalChannel):
@@ -311,7 +252,7 @@ class CallClient:
             self._senders.submit(self._send_and_wait, pipeline, batch)
         except RuntimeError:  # finalize() shut the senders down meanwhile
             self._finish(pipeline, batch)
-            fail_all(batch.calls, _finalized_error(batch.calls[0].method))
+            fail_all(batch.calls, finalized_error(batch.calls[0].method))
 
     def _send_and_wait(self, pipeline: Pipeline, batch: Batch) -> None:
         """A blocking RPC on a reused sender thread: cheaper than grpc's per-call futures."""
@@ -390,19 +331,14 @@ class CallClient:
     # -- replies ----------------------------------------------------------------------------
 
     def _on_failure(self, pipeline: Pipeline, batch: Batch, error: grpc.RpcError) -> None:
-        code = error.code()
         if self._closed:
             self._finish(pipeline, batch)
-            fail_all(batch.calls, _finalized_error(batch.calls[0].method))
-        elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
-            self._finish(pipeline, batch)
-            fail_all(batch.calls, YRProtocolError(error.details()))
-        elif code in _DEATH_CODES or code == WRONG_INSTANCE_CODE:
+            fail_all(batch.calls, finalized_error(batch.calls[0].method))
+        elif may_be_a_death(error):
             self._helpers.submit(self._explain_failure, pipeline, batch, error)
         else:
             self._finish(pipeline, batch)
-            method = batch.calls[0].method
-            fail_all(batch.calls, YRError(f"call {method} failed: {code.name}: {error.details()}"))
+            fail_all(batch.calls, plain_failure(error, batch.calls[0].method))
 
     def _explain_failure(self, pipeline: Pipeline, batch: Batch, error: grpc.RpcError) -> None:
         try:
@@ -421,7 +357,7 @@ class CallClient:
             return
         if death is None:
             self._finish(pipeline, batch)
-            if _never_delivered(error):
+            if never_delivered(error):
                 self._fill_gap(pipeline, batch)
             fail_all(
                 batch.calls,
@@ -432,19 +368,8 @@ class CallClient:
             )
             return
         died = YRInstanceDiedError(pipeline.instance_id, pipeline.class_info.class_name, death)
-        resend = death.will_restart and _never_delivered(error)
-        with pipeline.lock:
-            pipeline.settle_locked(batch)
-            if pipeline.endpoint is not None and pipeline.endpoint.incarnation == batch.incarnation:
-                pipeline.endpoint = None
-                pipeline.stub = None
-            pipeline.min_incarnation = max(pipeline.min_incarnation, batch.incarnation + 1)
-            if not death.will_restart:
-                pipeline.failure = died
-            if resend:  # it never reached the dead incarnation: the next one serves it
-                for call in reversed(batch.calls):
-                    position = sum(1 for queued in pipeline.queue if queued.order < call.order)
-                    pipeline.queue.insert(position, call)
+        resend = death.will_restart and never_delivered(error)
+        pipeline.instance_died(batch, died, will_restart=death.will_restart, resend=resend)
         if not resend:
             _release(batch.calls)
             fail_all(batch.calls, died)
@@ -465,10 +390,7 @@ class CallClient:
                     f"{pipeline.class_info.short_name} was sent"
                 )
             self._drain(pipeline)
-        with self._lock:
-            channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
-            channel.close()
+        self._channels.close()
         self._helpers.shutdown(wait=False, cancel_futures=True)
         self._senders.shutdown(wait=False, cancel_futures=True)
         if self._shm_prefix:
@@ -496,19 +418,3 @@ def _release(calls: list[Call], reply: yr_pb2.CallReply | None = None) -> None:
 def shared_memory_prefix(session_token: str) -> str:
     """The name prefix of one session's shared-memory segments (removed at shutdown)."""
     return sharedmem.session_prefix(session_token)
-
-
-def _finalized_error(method: str) -> YRError:
-    return YRError(f"yr.finalize() ended the session before the call {method} was answered")
-
-
-def _never_delivered(error: grpc.RpcError) -> bool:
-    """True when the transport failed before the call reached the instance (nothing ran)."""
-    if error.code() == WRONG_INSTANCE_CODE:
-        return True  # another instance (a reused address) refused it before running anything
-    if isinstance(error, LocalRpcError):
-        return error.never_delivered
-    details = (error.details() or "").lower()
-    return error.code() == grpc.StatusCode.UNAVAILABLE and (
-        "connection refused" in details or "failed to connect" in details
-    )

@@ -71,6 +71,25 @@ class Pipeline:
         out = [seq for incarnation, seq in self.unsettled if incarnation == batch.incarnation]
         return min(out, default=batch.seq)
 
+    def instance_died(
+        self, batch: Batch, died: BaseException, *, will_restart: bool, resend: bool
+    ) -> None:
+        """``batch``'s incarnation is dead: later calls go to the next one, or fail with
+        ``died`` if none will come; with ``resend`` (they never reached the dead one) the
+        batch's calls go back in the queue, in submission order."""
+        with self.lock:
+            self.settle_locked(batch)
+            if self.endpoint is not None and self.endpoint.incarnation == batch.incarnation:
+                self.endpoint = None
+                self.stub = None
+            self.min_incarnation = max(self.min_incarnation, batch.incarnation + 1)
+            if not will_restart:
+                self.failure = died
+            if resend:
+                for call in reversed(batch.calls):
+                    position = sum(1 for queued in self.queue if queued.order < call.order)
+                    self.queue.insert(position, call)
+
     def new_incarnation_locked(self, endpoint: Endpoint) -> None:
         """Calls go to ``endpoint`` now; a new incarnation numbers its batches from 0."""
         if self.endpoint is None or self.endpoint.incarnation != endpoint.incarnation:
