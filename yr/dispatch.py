@@ -27,6 +27,10 @@ SEQUENCE_GAP_TIMEOUT_S = 30.0
 # way meanwhile (the queue, another socket) is not held up. The kernel rounds a receive
 # timeout up to a scheduler tick, so in practice it is one tick (1-4 ms).
 LINGER_S = 0.001
+# Once a second caller (another socket, or work through the queue) is seen, the thread does
+# not linger for this long: with several callers active, each linger would hold the others
+# up by a tick, so they are all served from the selector, in turn, as they arrive.
+SHARED_QUIET_S = 0.05
 
 Item = TypeVar("Item")
 
@@ -139,6 +143,8 @@ class SerialRunner:
     """
 
     _lingering: Callable[[float], None] | None = None
+    _last_caller: int | None = None  # the socket whose calls the thread served last
+    _shared_until = 0.0  # monotonic: no lingering before, as other work came meanwhile
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -178,10 +184,16 @@ class SerialRunner:
         self._poller.modify(descriptor, select.EPOLLIN | (select.EPOLLOUT if on_writable else 0))
         self._watched[descriptor] = (on_readable, on_writable)
 
-    def linger(self, wait_for_more: Callable[[float], None]) -> None:
-        """On this thread only: before it next sleeps in its selector with nothing to do, the
-        thread calls ``wait_for_more`` once, which may block in one socket for at most the
-        seconds it is given (``LINGER_S``, or less before a timer) and serve what comes."""
+    def linger(self, sock: socket.socket, wait_for_more: Callable[[float], None]) -> None:
+        """On this thread only, after serving calls that came on ``sock``: before it next
+        sleeps in its selector with nothing to do, the thread calls ``wait_for_more`` once,
+        which may block in that socket for at most the seconds it is given (``LINGER_S``, or
+        less before a timer) and serve what comes; unless other callers were served lately."""
+        descriptor = sock.fileno()
+        if descriptor != self._last_caller:
+            if self._last_caller is not None:
+                self._others_came()
+            self._last_caller = descriptor
         self._lingering = wait_for_more
 
     def unwatch(self, sock: socket.socket) -> None:
@@ -214,7 +226,13 @@ class SerialRunner:
         timeout = -1.0 if not self._timers else max(0.0, self._timers[0][0] - time.monotonic())
         lingering, self._lingering = self._lingering, None
         ready = self._poller.poll(0 if lingering is not None else timeout)
-        if lingering is not None and not ready and timeout != 0 and self._queue.empty():
+        if (
+            lingering is not None
+            and not ready
+            and timeout != 0
+            and self._queue.empty()
+            and time.monotonic() >= self._shared_until
+        ):
             lingering(LINGER_S if timeout < 0 else min(LINGER_S, timeout))
             return True
         for descriptor, events in ready:
@@ -239,10 +257,14 @@ class SerialRunner:
                 return False
             self._run_item(*item)
 
+    def _others_came(self) -> None:
+        self._shared_until = time.monotonic() + SHARED_QUIET_S
+
     def _run_item(self, future: asyncio.Future | None, function: Callable, args: tuple) -> None:
-        if future is None:
+        if future is None:  # posted: this thread's own business, such as a new connection
             _run_reporting(function, *args)
             return
+        self._others_came()  # a call through the loop (gRPC), competing with the sockets
         try:
             result = function(*args)
         except BaseException as error:

@@ -40,7 +40,7 @@ class MethodThread(Protocol):
     def watch_writable(
         self, sock: socket.socket, on_writable: Callable[[], None] | None
     ) -> None: ...
-    def linger(self, wait_for_more: Callable[[float], None]) -> None: ...
+    def linger(self, sock: socket.socket, wait_for_more: Callable[[float], None]) -> None: ...
     def unwatch(self, sock: socket.socket) -> None: ...
 
 
@@ -294,7 +294,7 @@ class _ReaderOnMethodThread:
             return
         self._inbox += memoryview(self._landing)[:received]
         if self._serve_frames() and self._socket is not None:
-            self._method_thread.linger(self._wait_for_more)
+            self._method_thread.linger(self._socket, self._wait_for_more)
 
     def _stop_connection(self) -> None:
         self.end()
