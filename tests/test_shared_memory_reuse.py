@@ -93,6 +93,26 @@ def test_a_result_segment_is_reused_once_the_caller_drops_the_value(local_runtim
 
 
 @pytest.fixture
+def free_segments_dropped_after_half_a_second(monkeypatch) -> None:
+    monkeypatch.setenv(segment_pool.IDLE_ENVIRONMENT_KEY, "0.5")  # instances inherit it
+
+
+def test_a_result_the_caller_lets_go_of_goes_back_to_its_instance_without_another_call(
+    free_segments_dropped_after_half_a_second, local_runtime
+):
+    store = Store.invoke()
+    pid = yr.get(store.pid.invoke())
+    result = yr.get(store.filled.invoke(ARRAY_BYTES, 1.0))
+    assert len(_written_by(pid)) == 1
+    del result  # and no call to the instance follows to say so
+    wait_for(
+        lambda: not _written_by(pid),
+        timeout=30,
+        what="the instance to drop the result segment its caller let go of",
+    )
+
+
+@pytest.fixture
 def pool_of_20_mib(monkeypatch) -> None:
     monkeypatch.setenv(segment_pool.POOL_ENVIRONMENT_KEY, "20")  # instances inherit it
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +36,19 @@ class SharedResults:
 
     prefix: str
     released: collections.deque[str] = field(default_factory=collections.deque)
+    # Called once the first reused segment is mapped: from then on, what is let go of while
+    # no request to the instance is due goes back on its own (CallClient's release sweep).
+    on_first_mapped: Callable[[], None] | None = None
 
     def map(self, names: Sequence[str], sizes: Sequence[int]) -> list[memoryview]:
         # a deque's append is atomic: the last view may die in any thread, even in the GC
-        return sharedmem.map_returned(
+        views = sharedmem.map_returned(
             names, sizes, prefix=self.prefix, released=self.released.append
         )
+        if self.on_first_mapped is not None and any(sizes):
+            first, self.on_first_mapped = self.on_first_mapped, None
+            first()
+        return views
 
     def take_released(self) -> list[str]:
         taken = []

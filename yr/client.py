@@ -16,6 +16,7 @@ import contextlib
 import functools
 import itertools
 import threading
+import time
 from typing import Any
 
 import grpc
@@ -39,6 +40,8 @@ from yr.runtime.base import ClassInfo, Endpoint, Runtime
 DEATH_REPORT_TIMEOUT_S = 5.0
 MAX_BATCH_CALLS = 512
 MAX_BATCH_BYTES = 8 << 20
+# How often result segments let go of are given back to instances no request is going to.
+RELEASE_SWEEP_S = 1.0
 
 
 class CallClient:
@@ -66,6 +69,7 @@ class CallClient:
             max_workers=4096, thread_name_prefix="yr-send"
         )
         self._dirty: dict[int, Pipeline] = {}
+        self._lending: list[Pipeline] = []  # whose instances lent us result segments
         self._dirty_changed = threading.Condition()
         self._closed = False
         self._flusher = threading.Thread(target=self._flush_forever, name="yr-flush", daemon=True)
@@ -144,22 +148,62 @@ class CallClient:
                 if pipeline is None:
                     pipeline = Pipeline(instance_id, class_info)
                     if self._shm_prefix:
-                        pipeline.results = SharedResults(self._shm_prefix)
+                        pipeline.results = SharedResults(
+                            self._shm_prefix,
+                            on_first_mapped=functools.partial(self._lent, pipeline),
+                        )
                     self._pipelines[instance_id] = pipeline
         return pipeline
 
     # -- sending ----------------------------------------------------------------------------
 
     def _flush_forever(self) -> None:
+        next_sweep = 0.0
         while True:
             with self._dirty_changed:
                 while not self._dirty and not self._closed:
-                    self._dirty_changed.wait()
+                    sweep_in = RELEASE_SWEEP_S if self._lending else None
+                    if not self._dirty_changed.wait(sweep_in):
+                        break
                 if self._closed:
                     return
                 pipelines, self._dirty = list(self._dirty.values()), {}
+                lending = list(self._lending)
             for pipeline in pipelines:
                 self._drain(pipeline)
+            if lending and time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + RELEASE_SWEEP_S
+                for pipeline in lending:
+                    self._give_back_released(pipeline)
+
+    def _lent(self, pipeline: Pipeline) -> None:
+        with self._dirty_changed:
+            self._lending.append(pipeline)
+            self._dirty_changed.notify()  # the flusher starts sweeping
+
+    def _give_back_released(self, pipeline: Pipeline) -> None:
+        """Send the result segments let go of to an instance no request is going to: it may
+        reuse or free them now, not at this caller's next call, which may never come."""
+        with pipeline.lock:
+            batch = pipeline.release_batch_locked()
+        if batch is None:
+            return
+        request = batch.request(self._caller_id)
+
+        def send() -> None:
+            try:
+                batch.stub.Call(request, metadata=batch.metadata)
+            except grpc.RpcError:
+                pass  # the instance is gone, and the segments with it
+            finally:
+                with pipeline.lock:
+                    pipeline.settle_locked(batch)
+
+        try:
+            self._helpers.submit(send)
+        except RuntimeError:  # finalize() meanwhile: the instances are going too
+            with pipeline.lock:
+                pipeline.settle_locked(batch)
 
     def _flush_call(
         self,

@@ -54,6 +54,16 @@ class Pipeline:
         batch.settled_below = self._settled_below_locked(batch)
         return batch
 
+    def release_batch_locked(self) -> Batch | None:
+        """An empty batch to carry the result segments this caller let go of, when no other
+        request would soon: nothing queued or in flight to an instance it can reach."""
+        results = self.results
+        if results is None or not results.released or self.queue or self.in_flight:
+            return None
+        if self.endpoint is None or self.endpoint.session or self.failure is not None:
+            return None  # dead or not resolved (its segments went with it), or not our session
+        return self.next_batch_locked([])
+
     def settle_locked(self, batch: Batch) -> None:
         """The batch was answered or will never reach the server: no later batch waits on it."""
         self.in_flight -= 1

@@ -7,7 +7,8 @@ mapped and writes the next buffer into one its receiver is done with:
 - an argument segment is done when the reply comes back and does not name it in
   ``Outcome.kept`` (after the call the instance checks whether anything still maps it);
 - a result segment is done when the caller names it in a later request's ``released`` (its
-  last view of the value was dropped).
+  last view of the value was dropped); if no call to the instance follows, the caller sends
+  an empty request to say so within about a second (``yr.client.RELEASE_SWEEP_S``).
 
 A segment its receiver keeps is handed over: unlinked and forgotten here, its memory lives on
 in the receiver's mapping until that lets go. The pool holds at most ``YR_SHM_POOL_MB`` of
