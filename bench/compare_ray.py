@@ -36,6 +36,7 @@ TASK_CALLS = 1_000
 TREE_SUPERVISORS = 8
 TREE_WORKERS = 3
 CHILD_TIMEOUT_S = 150.0
+SHARED_THINK_S = 0.001  # both callers of the shared instance do 1 ms of work between calls
 STALL_TIMEOUT_S = 20.0  # a yr.get/ray.get of one batch that takes longer is reported as stalled
 
 
@@ -68,6 +69,14 @@ WORKLOADS: list[Workload] = [
         _ratio_at_least(5.0),
     ),
     Workload("sync", "1:1 sync calls", "calls/s", True, ">= 5x Ray", _ratio_at_least(5.0)),
+    Workload(
+        "shared",
+        "sync call to an instance another caller also calls (median latency)",
+        "ms",
+        False,
+        ">= 1x faster",
+        _ratio_at_least(1.0),
+    ),
     Workload(
         "uds",
         "bare Unix-socket ping-pong, pickle + length framing (floor)",
@@ -230,11 +239,14 @@ class YrBench(Bench):
         self.holder = yr.instance(invoke_options=options)(_holder_class())
         worker = yr.instance(invoke_options=options)(TrainingWorker)
         self.supervisor = yr.instance(invoke_options=options)(_yr_supervisor(worker))
+        self.caller = yr.instance(invoke_options=options)(_caller_class(yr.get, "invoke"))
         self.tiny = yr.invoke(invoke_options=options)(tiny_task)
         yr.init(yr.Config(num_cpus=num_cpus))
 
     def create(self, kind: str, *args: Any) -> Any:
-        creator = {"noop": self.noop, "holder": self.holder}.get(kind, self.supervisor)
+        creator = {"noop": self.noop, "holder": self.holder, "caller": self.caller}.get(
+            kind, self.supervisor
+        )
         return creator.invoke(*args)
 
     def call(self, handle: Any, method: str, *args: Any) -> Any:
@@ -268,6 +280,7 @@ class RayBench(Bench):
         self.holder = ray.remote(num_cpus=1)(_holder_class())
         worker = ray.remote(num_cpus=1)(TrainingWorker)
         self.supervisor = ray.remote(num_cpus=1)(_ray_supervisor(worker))
+        self.caller = ray.remote(num_cpus=1)(_caller_class(ray.get, "remote"))
         self.tiny = ray.remote(num_cpus=1)(tiny_task)
         ray.init(
             num_cpus=num_cpus,
@@ -277,7 +290,9 @@ class RayBench(Bench):
         )
 
     def create(self, kind: str, *args: Any) -> Any:
-        creator = {"noop": self.noop, "holder": self.holder}.get(kind, self.supervisor)
+        creator = {"noop": self.noop, "holder": self.holder, "caller": self.caller}.get(
+            kind, self.supervisor
+        )
         return creator.remote(*args)
 
     def call(self, handle: Any, method: str, *args: Any) -> Any:
@@ -297,6 +312,29 @@ class RayBench(Bench):
 
     def stop(self) -> None:
         self.ray.shutdown()
+
+
+def _caller_class(get: Callable[[Any], Any], call_with: str) -> type:
+    class Caller:
+        """Another caller of a shared instance: a sync call, then ``think_s`` of work."""
+
+        def loop(self, target: Any, seconds: float, think_s: float) -> int:
+            count = 0
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                get(getattr(target.noop, call_with)())
+                count += 1
+                _work_for(think_s)
+            return count
+
+    return Caller
+
+
+def _work_for(seconds: float) -> None:
+    """Busy, not asleep: a caller computing between its calls."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 def tiny_task(value: int) -> int:
@@ -377,6 +415,32 @@ def run_sync(b: Bench, quick: bool) -> dict[str, Any]:
         count += 1
     b.stop()
     return {"value": count / elapsed, "calls": count, "seconds": elapsed}
+
+
+def run_shared(b: Bench, quick: bool) -> dict[str, Any]:
+    """The driver's sync calls to an instance that another instance calls at the same time
+    (workers pushing to one parameter server): the latency each call sees."""
+    b.start(num_cpus=4)
+    target, caller = b.create("noop"), b.create("caller")
+    b.get(b.call(target, "noop"))
+    duration = 1.0 if quick else 3.0
+    other = b.call(caller, "loop", target, duration + 1.0, SHARED_THINK_S)
+    latencies = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < duration:
+        call_started = time.perf_counter()
+        b.get(b.call(target, "noop"))
+        latencies.append((time.perf_counter() - call_started) * 1e3)
+        _work_for(SHARED_THINK_S)
+    other_calls = b.get(other)
+    b.stop()
+    latencies.sort()
+    return {
+        "value": statistics.median(latencies),
+        "p90": latencies[int(len(latencies) * 0.9)],
+        "calls": len(latencies),
+        "other_calls": other_calls,
+    }
 
 
 def run_inflight(b: Bench, quick: bool) -> dict[str, Any]:
@@ -602,6 +666,7 @@ def grpc_server() -> None:
 RUNNERS: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
     "create": run_create,
     "sync": run_sync,
+    "shared": run_shared,
     "inflight": run_inflight,
     "tasks": run_tasks,
     "tree": run_tree,
