@@ -190,20 +190,18 @@ class CallClient:
             return
         request = batch.request(self._caller_id)
 
-        def send() -> None:
-            try:
-                batch.stub.Call(request, metadata=batch.metadata)
-            except grpc.RpcError:
-                pass  # the instance is gone, and the segments with it
-            finally:
-                with pipeline.lock:
-                    pipeline.settle_locked(batch)
-
-        try:
-            self._helpers.submit(send)
-        except RuntimeError:  # finalize() meanwhile: the instances are going too
+        def settled(*_: object) -> None:  # answered, or the instance is gone with the segments
             with pipeline.lock:
                 pipeline.settle_locked(batch)
+
+        # Sent without waiting: the instance may be running another caller's long call.
+        try:
+            if isinstance(batch.stub, LocalChannel):
+                batch.stub.start(request, settled)
+            else:
+                batch.stub.Call.future(request, metadata=batch.metadata).add_done_callback(settled)
+        except Exception:  # never left this process: no later batch waits for its seq
+            settled()
 
     def _flush_call(
         self,
