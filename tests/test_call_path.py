@@ -141,6 +141,24 @@ def test_serial_instances_waiting_on_each_other_raise_instead_of_deadlocking(loc
     assert local_runtime.waits.snapshot() == {}
 
 
+def test_quick_waits_of_a_serial_instance_cost_no_round_trip_to_the_runtime(
+    local_runtime, monkeypatch
+):
+    asker, answerer = Mirror.invoke(), Mirror.invoke()
+    yr.get(asker.remember.invoke(answerer))
+    reported: list[str] = []
+    block = local_runtime.waits.block
+    monkeypatch.setattr(
+        local_runtime.waits,
+        "block",
+        lambda waiter, targets: reported.append(waiter) or block(waiter, targets),
+    )
+    asks = 20
+    for _ in range(asks):  # each a quick call: answered well before a wait is worth reporting
+        assert yr.get(asker.ask_peer.invoke(DEADLINE_S), timeout=DEADLINE_S) == "pong"
+    assert len(reported) < asks / 2  # all of them were; none but on a stalled machine
+
+
 def test_the_wait_graph_shows_who_waits_on_whom_while_a_wait_lasts(local_runtime, tmp_path):
     asker, answerer = Mirror.invoke(), Mirror.invoke()
     yr.get(asker.remember.invoke(answerer))

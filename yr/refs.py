@@ -212,19 +212,17 @@ def get(
     if pending:
         _refuse_waiting_on_self(pending)
         deadline = None if limit is None else time.monotonic() + limit
-        with waits.waiting_on([ref._origin for ref in pending if ref._origin]):
-            if len(pending) == 1:  # a lone call is sent, and its reply read, by this thread
-                pending[0]._request(wait=True, deadline=deadline)
-                not_done = [] if pending[0]._future.done() else pending
-            else:
-                _request_all(pending)
-                not_done = pending
-            if not_done:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                _wait_for_futures(
-                    [ref._future for ref in not_done], count=len(not_done), timeout=remaining
+        with waits.waiting_on([ref._origin for ref in pending if ref._origin]) as waiting:
+            report_at = waiting.report_at
+            if report_at is None:
+                not_done = _wait_until(pending, deadline)
+            else:  # a serial instance's wait: reported to the runtime if it lasts
+                not_done = _wait_until(
+                    pending, min(report_at, math.inf if deadline is None else deadline)
                 )
-                not_done = [ref for ref in not_done if not ref._future.done()]
+                if not_done and (deadline is None or time.monotonic() < deadline):
+                    waiting.report()
+                    not_done = _wait_until(not_done, deadline)
         if not_done and not allow_partial:
             count = len(not_done)
             raise YRTimeoutError(
@@ -234,6 +232,20 @@ def get(
         future = ref_list[0]._future
         return future.result() if future.done() else None
     return [ref._future.result() if ref._future.done() else None for ref in ref_list]
+
+
+def _wait_until(pending: list[ObjectRef], deadline: float | None) -> list[ObjectRef]:
+    """Send the calls behind ``pending`` and wait for them until the monotonic ``deadline``
+    (None: no limit); those not done by then."""
+    if len(pending) == 1:  # a lone call is sent, and its reply read, by this thread
+        pending[0]._request(wait=True, deadline=deadline)
+        if pending[0]._future.done():
+            return []
+    else:
+        _request_all(pending)
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    _wait_for_futures([ref._future for ref in pending], count=len(pending), timeout=remaining)
+    return [ref for ref in pending if not ref._future.done()]
 
 
 def wait(

@@ -33,6 +33,9 @@ SEND_BUFFER_BYTES = 4 << 20
 # The longest a reader blocks in one recv before it looks at its deadline (and Python at a
 # Ctrl-C that the kernel handed to another thread).
 RECEIVE_SLICE_S = 0.2
+# A bound shorter than a slice is cut to whole steps (the rest waits in a last, shorter
+# slice), so waits with deadlines a fixed time ahead keep one bound: setting it is a syscall.
+_BOUND_STEP_S = 0.01
 
 # Called with the reply's bytes, or with the error that ended the call.
 OnDone = Callable[[bytes, "LocalRpcError | None"], None]
@@ -220,6 +223,8 @@ class Connection:
                 remaining = min(remaining, deadline - time.monotonic())
                 if remaining <= 0:
                     return False
+                if remaining > _BOUND_STEP_S:  # whole steps: the same bound call after call
+                    remaining -= remaining % _BOUND_STEP_S
             self._set_receive_timeout(max(remaining, 0.001))
             try:
                 self._receive()
