@@ -70,6 +70,14 @@ WORKLOADS: list[Workload] = [
     ),
     Workload("sync", "1:1 sync calls", "calls/s", True, ">= 5x Ray", _ratio_at_least(5.0)),
     Workload(
+        "nested",
+        "1:1 sync calls from an instance to another (a supervisor driving a worker)",
+        "calls/s",
+        True,
+        ">= 5x Ray",
+        _ratio_at_least(5.0),
+    ),
+    Workload(
         "shared",
         "sync call to an instance another caller also calls (median latency)",
         "ms",
@@ -417,6 +425,17 @@ def run_sync(b: Bench, quick: bool) -> dict[str, Any]:
     return {"value": count / elapsed, "calls": count, "seconds": elapsed}
 
 
+def run_nested(b: Bench, quick: bool) -> dict[str, Any]:
+    b.start(num_cpus=4)
+    target, caller = b.create("noop"), b.create("caller")
+    b.get(b.call(target, "noop"))
+    b.get(b.call(caller, "loop", target, 0.3, 0.0))  # warmed up: both connected
+    duration = 1.0 if quick else 3.0
+    count = b.get(b.call(caller, "loop", target, duration, 0.0))
+    b.stop()
+    return {"value": count / duration, "calls": count, "seconds": duration}
+
+
 def run_shared(b: Bench, quick: bool) -> dict[str, Any]:
     """The driver's sync calls to an instance that another instance calls at the same time
     (workers pushing to one parameter server): the latency each call sees."""
@@ -666,6 +685,7 @@ def grpc_server() -> None:
 RUNNERS: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
     "create": run_create,
     "sync": run_sync,
+    "nested": run_nested,
     "shared": run_shared,
     "inflight": run_inflight,
     "tasks": run_tasks,
