@@ -224,6 +224,25 @@ def test_a_reply_there_before_its_get_is_read_by_the_getting_thread(local_runtim
     assert settled_on == [threading.current_thread().name]
 
 
+def test_a_claim_younger_than_the_claim_timer_outlives_its_firing(local_runtime, monkeypatch):
+    monkeypatch.setattr(claims, "CLAIM_S", 2.0)  # the margin left after the first firing
+    gate = Gate.invoke()
+    _endpoint(local_runtime, gate)
+    assert yr.get(gate.ping.invoke(), timeout=30) == "pong"  # its claim armed the timer
+    ref = gate.ping.invoke()  # claimed while the timer is armed for the claim before
+    settled_on: list[str] = []
+    ref.future.add_done_callback(lambda _: settled_on.append(threading.current_thread().name))
+    connection = _connection_to(gate)
+    wait_for(
+        lambda: connection._timed_claim == connection._claims,
+        timeout=30,
+        what="the timer armed for the first claim to fire",
+    )
+    assert connection._claimed, "the firing ended the younger claim: the collector may read"
+    assert yr.get(ref, timeout=30) == "pong"
+    assert settled_on == [threading.current_thread().name]
+
+
 def test_a_claim_nobody_uses_ends_and_the_collector_reads_the_reply(local_runtime):
     gate = Gate.invoke()
     _endpoint(local_runtime, gate)

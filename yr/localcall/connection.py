@@ -81,6 +81,10 @@ class Connection:
         # collector watches the socket exactly while the role is free.
         self._reading = False
         self._claimed = False
+        # Under _state: claims made so far, and which one the claim timer was armed for: when
+        # it fires, only that one (unused all along) is ended, not a younger one.
+        self._claims = 0
+        self._timed_claim = 0
         self._pending: dict[int, OnDone] = {}
         self._ids = itertools.count(1)  # 0 is the connection itself (wire.CONNECTION_ID)
         self.failure: LocalRpcError | None = None
@@ -134,9 +138,14 @@ class Connection:
             request_id = next(self._ids)
             self._pending[request_id] = on_done
             timer = self._claim_timer
-            if claim and not self._reading and timer is not None and timer.arm():
-                self._reading = self._claimed = True
-                self._watch_replies_locked(False)
+            if claim and not self._reading and timer is not None:
+                timing = not timer.armed  # else it is armed for an older claim
+                if timer.arm():
+                    self._reading = self._claimed = True
+                    self._claims += 1
+                    if timing:
+                        self._timed_claim = self._claims
+                    self._watch_replies_locked(False)
         data = wire.frame(request_id, wire.REQUEST, body)
         try:
             with self._write_lock:
@@ -319,9 +328,7 @@ class Connection:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_read, 4096)
             if self._claim_timer is not None and self._claim_timer.fileno() in events:
-                with self._state:  # claims arm it under _state
-                    self._claim_timer.clear()
-                self.end_claim()  # nobody read under it in time: replies are ours again
+                self._claim_timer_fired()
             if self._write_watch in events:
                 self._flush_backlog()
             if self._socket.fileno() not in events and self._wake_read not in events:
@@ -332,6 +339,20 @@ class Connection:
                         self._read_one()
                 finally:
                     self._release_reading()
+
+    def _claim_timer_fired(self) -> None:
+        """End the claim the timer was armed for if nobody has read under it yet: replies are
+        the collector's again. A claim made since is young: the timer is armed for it."""
+        timer = self._claim_timer
+        assert timer is not None
+        with self._state:  # claims arm it under _state
+            timer.clear()
+            if not self._claimed or self.failure is not None:
+                return
+            if self._claims == self._timed_claim or not timer.arm():
+                self._free_role_locked()
+            else:
+                self._timed_claim = self._claims
 
     def _read_one(self) -> None:
         try:
