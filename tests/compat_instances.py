@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pathlib
+import time
 
 import yr
 
@@ -73,6 +75,14 @@ def split_sign(x):
 
 @yr.invoke(invoke_options=yr.InvokeOptions(cpu=300))
 def worker_pid() -> int:
+    return os.getpid()
+
+
+@yr.invoke(invoke_options=yr.InvokeOptions(cpu=300))
+def pid_then_sleep(marker: str, seconds: float) -> int:
+    """Say which process runs the call (in ``marker``), then stay busy ``seconds``."""
+    pathlib.Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
     return os.getpid()
 
 

@@ -4,6 +4,8 @@ idle, it runs none of gRPC's threads; dialled, the port serves the same object a
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -82,3 +84,35 @@ def test_a_grpc_call_reaches_the_object_the_socket_calls_reach(local_runtime, id
         )
     assert serialization.loads(reply.outcomes[0].value) == 7
     assert yr.get(counter.add.invoke(0), timeout=30) == 7
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1])
+
+
+# Connects as another user, sends what is not HTTP/2, and waits until the instance hangs up.
+_FOREIGN_DIALLER = """
+import os, socket, sys
+os.setgid(65534); os.setuid(65534)
+host, port = sys.argv[1].rsplit(":", 1)
+with socket.socket() as sock:  # an address literal: no name lookup as nobody
+    sock.settimeout(60)
+    sock.connect((host, int(port)))
+    try:
+        sock.sendall(b"not a gRPC preface, just garbage\\r\\n" * 100)
+        while sock.recv(65536):
+            pass
+    except ConnectionError:  # hung up on while sending: as good as EOF
+        pass
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dialling as another user needs root")
+def test_another_users_connection_does_not_make_the_instance_build_grpc(idle_counter):
+    _, pid, address = idle_counter
+    before = _rss_kib(pid)
+    subprocess.run([sys.executable, "-c", _FOREIGN_DIALLER, address], check=True, timeout=120)
+    assert _foreign_threads(pid) == []
+    assert _rss_kib(pid) - before < 4096  # building gRPC's server costs ~8.6 MiB

@@ -30,3 +30,18 @@ def test_an_instance_restarts_three_times_then_dies_for_good(local_runtime, tmp_
     assert len(set(pids)) == 4
     with pytest.raises(yr.YRInstanceDiedError, match="will not be restarted"):
         yr.get(counter.pid.invoke(), timeout=30)
+
+
+def test_a_wait_for_a_later_incarnation_outlives_a_restart_and_ends_with_the_death(
+    local_runtime,
+):
+    counter = Counter.options(yr.InvokeOptions(cpu=100, recover_retry_times=1)).invoke()
+    first = yr.get(counter.pid.invoke(), timeout=30)
+    (instance_id,) = [i for i, pid in local_runtime.pids().items() if pid == first]
+    beyond_last = local_runtime.endpoint(instance_id, min_incarnation=2)
+    os.kill(first, signal.SIGKILL)
+    second = local_runtime.endpoint(instance_id, min_incarnation=1).result(timeout=30)
+    assert second.incarnation == 1 and not beyond_last.done()
+    local_runtime.terminate(instance_id, wait=True)
+    with pytest.raises(yr.YRError, match="terminated"):
+        beyond_last.result(timeout=30)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import signal
+
 import pytest
 
 import yr
@@ -9,11 +13,13 @@ from tests.compat_instances import (
     FunctionCaller,
     add,
     add_then_double,
+    pid_then_sleep,
     refuse,
     split_sign,
     worker_pid,
 )
 from tests.instances import Counter
+from tests.support import wait_for
 
 DEADLINE_S = 120
 
@@ -119,3 +125,42 @@ def test_cancel_leaves_a_finished_call_as_it_is(local_runtime):
 def test_cancel_refuses_what_is_not_a_ref(local_runtime):
     with pytest.raises(TypeError, match="yr.cancel\\(\\) takes an ObjectRef"):
         yr.cancel("ref")
+
+
+def _running_pid(marker) -> int:
+    """The pid a ``pid_then_sleep`` call wrote once it is running in its worker."""
+    text = wait_for(
+        lambda: marker.exists() and marker.read_text(), timeout=60, what="the call to run"
+    )
+    return int(text)
+
+
+def test_a_call_running_on_a_killed_worker_fails_naming_the_signal(local_runtime, tmp_path):
+    marker = tmp_path / "running"
+    ref = pid_then_sleep.invoke(str(marker), DEADLINE_S)
+    os.kill(_running_pid(marker), signal.SIGKILL)
+    with pytest.raises(yr.YRInstanceDiedError, match="SIGKILL"):
+        yr.get(ref, timeout=DEADLINE_S)
+
+
+def test_calls_after_a_pooled_worker_is_killed_run_on_a_new_worker(local_runtime):
+    killed = yr.get(worker_pid.invoke(), timeout=DEADLINE_S)
+    # Settled with the death, after the pool's own watch (registered when the worker started).
+    gone = local_runtime.endpoint(_worker_of(local_runtime, killed), min_incarnation=1)
+    os.kill(killed, signal.SIGKILL)
+    concurrent.futures.wait([gone], timeout=30)
+    assert isinstance(gone.exception(timeout=0), yr.YRInstanceDiedError)
+    pids = yr.get([worker_pid.invoke() for _ in range(5)], timeout=DEADLINE_S)
+    assert killed not in pids
+
+
+def test_calls_after_a_pooled_worker_is_terminated_run_on_a_new_worker(local_runtime):
+    pid = yr.get(worker_pid.invoke(), timeout=DEADLINE_S)
+    local_runtime.terminate(_worker_of(local_runtime, pid), wait=True)
+    pids = yr.get([worker_pid.invoke() for _ in range(5)], timeout=DEADLINE_S)
+    assert pid not in pids
+
+
+def _worker_of(local_runtime, pid: int) -> str:
+    (worker,) = [i for i, p in local_runtime.pids().items() if p == pid]
+    return worker

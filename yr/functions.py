@@ -7,6 +7,11 @@ same function with the same options; the pool grows, while every worker is busy,
 the capacity can hold at once (and no more workers than this machine has cores, since the
 calls are meant to be small). Workers wait in the ledger's queue for capacity rather than
 failing a schedule timeout: a call that has to wait is queued, not refused.
+
+A worker that dies (killed, out of memory, a crash in the function, terminated) leaves the
+pool as soon as the runtime knows: the calls it had been sent fail with the died-error naming
+why, as a method call's would (yr does not retry a call: it could run twice), and the calls
+made after it go to the other workers or to a new one.
 """
 
 from __future__ import annotations
@@ -135,19 +140,51 @@ class WorkerPool:
         self._limit = _worker_limit(current.runtime, options.cpu)
         self._lock = threading.Lock()
         self._outstanding: dict[str, int] = {}  # worker -> its calls not settled yet
+        # Workers that will never run again. Filled by the runtime's callbacks, which may run
+        # under the runtime's lock: a lock of its own, never held while calling the runtime.
+        self._gone_lock = threading.Lock()
+        self._gone: set[str] = set()
 
     def pick(self) -> str:
         """The least busy worker; a new one while all are busy and the pool may grow."""
         with self._lock:
+            with self._gone_lock:
+                gone, self._gone = self._gone, set()
+            for worker in gone:
+                self._outstanding.pop(worker, None)
             idle = [worker for worker, count in self._outstanding.items() if count == 0]
             if idle:
                 worker = idle[0]
             elif len(self._outstanding) < self._limit:
                 worker = self._session.runtime.create(self._spec, owner_id=self._session.owner_id)
+                self._watch_end(worker)
             else:
                 worker = min(self._outstanding, key=self._outstanding.__getitem__)
             self._outstanding[worker] = self._outstanding.get(worker, 0) + 1
             return worker
+
+    def _watch_end(self, worker: str) -> None:
+        """Drop ``worker`` from the pool once, having started, it will never run again.
+
+        A worker that never started (its function cannot load there, say) stays: its calls
+        fail with that error rather than each starting another worker that fails the same
+        way. A new worker, not a restart of the dead one: no later call is sent down a
+        connection to the dead process. No incarnation reaches ``beyond_last`` (there are
+        fewer restarts), so that future can only end in the error saying the worker is gone;
+        it holds no thread.
+        """
+        runtime = self._session.runtime
+        beyond_last = self._spec.options.recover_retry_times + 1
+
+        def ended(_future: Any) -> None:
+            with self._gone_lock:
+                self._gone.add(worker)
+
+        def started(first: Any) -> None:
+            if first.exception() is None:
+                runtime.endpoint(worker, min_incarnation=beyond_last).add_done_callback(ended)
+
+        runtime.endpoint(worker).add_done_callback(started)
 
     def track(self, worker: str, refs: list[ObjectRef]) -> None:
         def settled(_future: Any) -> None:

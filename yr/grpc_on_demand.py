@@ -7,6 +7,12 @@ touch ~7 MiB of gRPC's library code — a fifth of an idle instance's RSS. So th
 listening socket; its first connection builds and starts the real server on a private abstract
 Unix socket, and every connection to the port is relayed there, byte for byte (the server's
 token gate, protocol check and services are the ones an eagerly started server has).
+
+Only a connection from a process of the instance's own user may build it: the session token
+that every call must carry is readable by that user only, so any other user's connection
+could only be refused, and must not cost the instance gRPC's memory first. Who holds the
+other end of the connection is asked of the kernel (yr/loopback_peer.py); gRPC's HTTP/2
+framing and compressed headers are not parsed for the token.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import traceback
 from collections.abc import Callable
 
 import grpc
+
+from yr.loopback_peer import peer_uid
 
 RELAY_CHUNK = 1 << 16
 
@@ -73,6 +81,8 @@ class OnDemandGrpcServer:
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._relayed.add(writer)
         try:
+            if self._starting is None and peer_uid(writer.get_extra_info("socket")) != os.geteuid():
+                return  # another user's: hung up on, nothing built
             try:
                 target = await self._target()
                 upstream_reader, upstream_writer = await asyncio.open_unix_connection(target)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
-import sys
 import threading
 import time
 
 from yr.errors import YRError
 from yr.runtime.local import discovery
+from yr.runtime.local.launch import driver_import_path, module_command
 from yr.runtime.remote import RemoteRuntime
 
 START_TIMEOUT_S = 30.0
@@ -47,10 +47,10 @@ def _start() -> discovery.SessionInfo:
             return found
         log_path = discovery.runtime_dir() / "keeper.log"
         # The keeper imports the classes it keeps as this driver does.
-        path = os.pathsep.join(entry for entry in sys.path if entry)
+        path = driver_import_path()
         with open(log_path, "w") as log:
             starter = subprocess.Popen(
-                [sys.executable, "-m", "yr.runtime.local.keeper"],
+                module_command("yr.runtime.local.keeper"),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

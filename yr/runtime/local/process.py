@@ -13,7 +13,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,7 @@ from google.protobuf.message import DecodeError
 from yr import serialization, sharedmem
 from yr.errors import YRError, invoke_error_for
 from yr.protocol import yr_pb2
+from yr.runtime.local.launch import driver_import_path, module_command
 from yr.runtime.local.wire import encode_command
 
 _STOP = None
@@ -43,15 +43,13 @@ class ZygoteProcess:
     ) -> None:
         env = dict(os.environ)
         # Instances must import what the driver can: same sys.path (script dir first).
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["PYTHONPATH"] = driver_import_path()
         self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
+            module_command(
                 "yr.runtime.local.zygote",
                 f"--shm-prefix={shm_prefix}",
                 f"--session-dir={session_dir}",
-            ],
+            ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

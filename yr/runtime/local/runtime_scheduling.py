@@ -102,10 +102,8 @@ class Scheduling:
         return schedule_timeout_error(instance, self._ledger, len(self._pending))
 
     def _release_waiters(self, instance: LocalInstance) -> list[Callable[[], None]]:
-        ready, waiting = [], []
-        for minimum, future in instance.waiters:
-            (ready if minimum <= instance.incarnation else waiting).append(future)
-        instance.waiters = waiting
+        ready = [future for minimum, future in instance.waiters if minimum <= instance.incarnation]
+        instance.waiters = [w for w in instance.waiters if w[0] > instance.incarnation]
         endpoint = instance.endpoint
         return [lambda f=future: settle(f, result=endpoint) for future in ready]
 
