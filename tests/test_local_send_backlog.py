@@ -114,3 +114,46 @@ def test_a_send_that_loses_the_race_to_a_failing_connection_reports_its_call_onc
     finally:
         theirs.close()
     assert len(told) == 1 and told[0] is not None
+
+
+def test_a_call_that_lost_the_race_to_a_failing_connection_is_known_never_delivered(
+    monkeypatch,
+):
+    """Never written, so it cannot have run: a restarting instance's next incarnation may."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection = connection_module.Connection(ours)
+    framed = connection_module.wire.frame
+
+    def failing_in_between(*args):
+        connection._fail(connection_module.LocalRpcError(grpc.StatusCode.UNAVAILABLE, "gone"))
+        return framed(*args)
+
+    monkeypatch.setattr(connection_module.wire, "frame", failing_in_between)
+    told: list[object] = []
+    try:
+        connection.send(b"call", lambda reply, error: told.append(error))
+    finally:
+        theirs.close()
+    assert told[0].never_delivered
+
+
+def test_a_call_sent_on_a_connection_already_lost_is_known_never_delivered():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection = connection_module.Connection(ours)
+    theirs.close()  # the instance is gone: the collector sees its end
+    wait_for(lambda: connection.failure is not None, timeout=30, what="the connection to fail")
+    with pytest.raises(connection_module.LocalRpcError) as refused:
+        connection.send(b"call", lambda reply, error: None)
+    assert refused.value.never_delivered
+
+
+def test_a_call_written_before_the_connection_failed_is_not_known_never_delivered():
+    """It may have run: resending it could run it twice."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection = connection_module.Connection(ours)
+    told: list[object] = []
+    connection.send(b"call", lambda reply, error: told.append(error))
+    theirs.close()
+    wait_for(lambda: told, timeout=30, what="the call to be failed with the connection")
+    assert not told[0].never_delivered
+

@@ -76,6 +76,9 @@ class Connection:
         # Frames the kernel did not take yet, in order (under _write_lock): (id, unsent bytes,
         # whether none of it was sent: such a call never reached the instance).
         self._backlog: deque[tuple[int, memoryview, bool]] = deque()
+        # Under _write_lock: the highest request id whose frame went to the socket or the
+        # backlog; a call above it had not been written when the connection failed.
+        self._written_up_to = 0
         self._state = threading.Lock()
         # Under _state: the reading role is held by a reading thread or by a claim; the
         # collector watches the socket exactly while the role is free.
@@ -133,8 +136,10 @@ class Connection:
         sender keeps the reading role from before the call leaves until its ``read_until``,
         or until the claim ends unused (yr/localcall/claims.py)."""
         with self._state:
-            if self.failure is not None:
-                raise self.failure
+            if self.failure is not None:  # nothing of it was written: it cannot have run
+                raise LocalRpcError(
+                    self.failure.code(), self.failure.details(), never_delivered=True
+                )
             request_id = next(self._ids)
             self._pending[request_id] = on_done
             timer = self._claim_timer
@@ -149,6 +154,9 @@ class Connection:
         data = wire.frame(request_id, wire.REQUEST, body)
         try:
             with self._write_lock:
+                if self.failure is not None:
+                    return  # _fail came first and told on_done: never written, never delivered
+                self._written_up_to = max(self._written_up_to, request_id)
                 if self._backlog:  # frames before it still wait: keep the order
                     self._backlog.append((request_id, memoryview(data), True))
                     return
@@ -429,11 +437,14 @@ class Connection:
             pending, self._pending = self._pending, {}
         with self._write_lock:
             unsent = {request_id for request_id, _, untouched in self._backlog if untouched}
+            written_up_to = self._written_up_to
             self._backlog.clear()
-        # A call still wholly in the backlog never reached the instance: it may go to the next.
+        # A call still wholly in the backlog, or not written yet (its sender lost the race to
+        # this failure), never reached the instance: it may go to the next incarnation.
         never_sent = LocalRpcError(error.code(), error.details(), never_delivered=True)
         for request_id, on_done in pending.items():
-            _run(on_done, b"", never_sent if request_id in unsent else error)
+            never = request_id in unsent or request_id > written_up_to
+            _run(on_done, b"", never_sent if never else error)
         if first:
             with contextlib.suppress(OSError):
                 self._socket.shutdown(socket.SHUT_RDWR)  # a blocked reader sees EOF
