@@ -156,4 +156,3 @@ def test_a_call_written_before_the_connection_failed_is_not_known_never_delivere
     theirs.close()
     wait_for(lambda: told, timeout=30, what="the call to be failed with the connection")
     assert not told[0].never_delivered
-
