@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
 SESSION = "optest"
 BACKOFF = "0.5"  # YR_RESTART_BACKOFF_SECONDS: long enough to see Restarting, short for tests
+LEASE_GRACE_S = 1.0  # YR_LEASE_GRACE_SECONDS: no driver here renews a Lease late
 
 
 class Env:
@@ -125,6 +126,7 @@ def cluster(module_local_cluster: Callable[..., Any], k8s_tools: K8sTools) -> It
         cpu="4",
         memory="8Gi",
         YR_RESTART_BACKOFF_SECONDS=BACKOFF,
+        YR_LEASE_GRACE_SECONDS=str(LEASE_GRACE_S),
     ) as cluster:
         yield cluster
 
@@ -342,7 +344,7 @@ def test_expired_driver_leases_are_deleted_and_their_trees_collected(env: Env) -
         wait_for(
             lambda x=lease: lease_gone(x), timeout=20, what=f"{lease.metadata.name} to be deleted"
         )
-    assert time.time() >= started + 3, "deleted before it expired"
+    assert time.time() >= started + 3 + LEASE_GRACE_S, "deleted before it expired and its grace"
     for name in names:
         wait_for(
             lambda n=name: env.get(n) is None and not env.pods_of(n),

@@ -1,5 +1,6 @@
 """The `yr` command against the cluster emulation with the operator: the same facts as locally,
-a dead pod's last lines after the pod is gone, the root label, and the operator's metrics."""
+a dead pod's last lines after the pod is gone, the root label, and the operator's metrics.
+The cluster is the run's shared one (tests/cluster/operated.py), its operator serving metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from kubernetes import client as k8s
 import yr
 from tests.cluster.chart_rbac import NAMESPACED_RBAC, install_chart_rbac
 from tests.cluster.fixtures import fresh_namespace
-from tests.cluster.operated import kubernetes_session, operated_cluster
+from tests.cluster.operated import kubernetes_session
 from tests.cluster.tools import K8sTools
 from tests.observe_instances import Leaf, Top
 from tests.support import wait_for
@@ -23,20 +24,15 @@ GROUP, VERSION, PLURAL = "yr.dev", "v1alpha1", "yrinstances"
 
 
 @pytest.fixture(scope="module")
-def cluster(module_local_cluster, k8s_tools: K8sTools):
-    with operated_cluster(
-        module_local_cluster, k8s_tools / "helm", "-A", "--metrics", "127.0.0.1:0"
-    ) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
 def tree_namespace(cluster, k8s_tools: K8sTools):
     """The module's namespace: one observed tree, read by every test of the module."""
     with fresh_namespace(cluster) as name:
         install_chart_rbac(cluster, k8s_tools / "helm", name, kinds=NAMESPACED_RBAC)
         cluster.tree_namespace = name  # where kube_yr and the tests look
-        yield name
+        try:
+            yield name
+        finally:
+            del cluster.tree_namespace  # the shared cluster outlives this module
 
 
 @pytest.fixture(scope="module")

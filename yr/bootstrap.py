@@ -8,6 +8,7 @@ either; this module, imported only by entry points, connects them: ``main`` for 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import sys
 import threading
@@ -127,6 +128,19 @@ def main(argv: list[str] | None = None) -> None:
             health_port=int(env[c.ENV_HEALTH_PORT]) if env.get(c.ENV_HEALTH_PORT) else None,
         )
     )
+    _exit_leaving_methods_running()
+
+
+def _exit_leaving_methods_running() -> None:
+    """The server has stopped and the shutdown hook has run: end the pod now.
+
+    A method still running (blocked in ``yr.get``, or waiting for ever) would otherwise hold
+    the process at interpreter exit, where ``concurrent.futures`` joins its worker threads,
+    until the kubelet's SIGKILL at the end of the termination grace period."""
+    atexit._run_exitfuncs()  # the user's exit hooks still run; only the thread joins are skipped
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _pod_services(token: str) -> list[Any]:

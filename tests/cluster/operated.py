@@ -34,6 +34,9 @@ from yr.contract import GROUP, PLURAL, VERSION
 CRDS = sorted((REPO / "crds").glob("*.yaml"))  # every kind the chart installs
 OPERATOR_NAMESPACE = "yr-system"
 COLLECT_TIMEOUT = 60.0  # a finalized session's YRInstances are gone within this
+# YR_LEASE_GRACE_SECONDS of the run's shared operator: a killed driver's tree goes this long
+# after its Lease expires (the default 10 s is for real API servers and clock skew).
+SHARED_LEASE_GRACE_S = "3"
 
 
 @contextlib.contextmanager
@@ -71,8 +74,16 @@ def cluster(
     session_local_cluster: Callable[..., LocalCluster], k8s_tools: K8sTools
 ) -> Iterator[LocalCluster]:
     """An operated cluster (8 CPUs, 16Gi), one for every module that does not start its own:
-    they share nothing in it but the operator, each test working in a namespace of its own."""
-    with operated_cluster(session_local_cluster, k8s_tools / "helm") as cluster:
+    they share nothing in it but the operator, each test working in a namespace of its own.
+    The operator serves its metrics (the URL is in `cluster.operator.log`)."""
+    with operated_cluster(
+        session_local_cluster,
+        k8s_tools / "helm",
+        "-A",
+        "--metrics",
+        "127.0.0.1:0",
+        YR_LEASE_GRACE_SECONDS=SHARED_LEASE_GRACE_S,
+    ) as cluster:
         yield cluster
 
 
