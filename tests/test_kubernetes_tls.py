@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 import yr
 from tests.k8s_instances import Worker
 from tests.k8s_tls import install_gateway_key_pair
+from yr.call_failures import DEATH_REPORT_TIMEOUT_ENV
 from yr.protocol import TOKEN_METADATA_KEY, yr_pb2, yr_pb2_grpc
 from yr.tls import make_key_pair, server_credentials
 
@@ -65,7 +66,9 @@ def cluster(module_local_cluster):
 
 
 @pytest.fixture
-def session(cluster, namespace) -> Iterator[yr.session.Session]:
+def session(cluster, namespace, monkeypatch) -> Iterator[yr.session.Session]:
+    # A refused handshake is not a death: no death report comes, so no need to wait 5 s for one.
+    monkeypatch.setenv(DEATH_REPORT_TIMEOUT_ENV, "0.5")
     yr.init(
         yr.Config(backend="kubernetes", namespace=namespace, kubeconfig=str(cluster.kubeconfig))
     )
@@ -134,9 +137,10 @@ def gateway(cluster, namespace, tmp_path) -> Iterator[str]:
 
 
 def test_the_gateway_never_forwards_a_call_to_a_spoofed_pod_address(
-    cluster, namespace, gateway, impostor
+    cluster, namespace, gateway, impostor, monkeypatch
 ):
     port, recorder = impostor
+    monkeypatch.setenv(DEATH_REPORT_TIMEOUT_ENV, "0.5")  # no death comes to be reported
     yr.init(
         yr.Config(
             backend="kubernetes",

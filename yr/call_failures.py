@@ -6,11 +6,17 @@ a call that provably never reached the instance may go to its next incarnation.
 
 from __future__ import annotations
 
+import math
+import os
+
 import grpc
 
 from yr.errors import YRError, YRProtocolError
 from yr.localcall.channel import LocalRpcError
 from yr.protocol import WRONG_INSTANCE_CODE
+
+DEATH_REPORT_TIMEOUT_ENV = "YR_DEATH_REPORT_TIMEOUT_S"
+DEFAULT_DEATH_REPORT_TIMEOUT_S = 5.0
 
 # Transport failures after which we ask the runtime whether the instance died.
 _DEATH_CODES = frozenset(
@@ -50,3 +56,19 @@ def never_delivered(error: grpc.RpcError) -> bool:
 
 def finalized_error(method: str) -> YRError:
     return YRError(f"yr.finalize() ended the session before the call {method} was answered")
+
+
+def death_report_timeout_s() -> float:
+    """How long a caller waits, after a transport failure, for the runtime to say whether the
+    instance died (``YR_DEATH_REPORT_TIMEOUT_S``, default 5 s; on Kubernetes a death is seen
+    through a watch, seconds late). Past it, the call fails with the transport's error."""
+    raw = os.environ.get(DEATH_REPORT_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_DEATH_REPORT_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"{DEATH_REPORT_TIMEOUT_ENV}={raw!r} is not a number of seconds (> 0)")
+    return seconds

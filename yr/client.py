@@ -23,7 +23,13 @@ import grpc
 
 from yr import segment_pool, sharedmem, waits
 from yr.arguments import pickle_arguments, pickle_when_settled
-from yr.call_failures import finalized_error, may_be_a_death, never_delivered, plain_failure
+from yr.call_failures import (
+    death_report_timeout_s,
+    finalized_error,
+    may_be_a_death,
+    never_delivered,
+    plain_failure,
+)
 from yr.calls import Batch, Call, SharedResults, deliver_all, fail, fail_all
 from yr.channels import Channels
 from yr.errors import YRError, YRInstanceDiedError
@@ -37,7 +43,6 @@ from yr.protocol.chunks import STREAM_ABOVE_BYTES, request_chunks
 from yr.refs import ObjectRef
 from yr.runtime.base import ClassInfo, Endpoint, Runtime
 
-DEATH_REPORT_TIMEOUT_S = 5.0
 MAX_BATCH_CALLS = 512
 MAX_BATCH_BYTES = 8 << 20
 # How often result segments let go of are given back to instances no request is going to.
@@ -50,6 +55,7 @@ class CallClient:
     def __init__(self, runtime: Runtime, *, caller_id: str) -> None:
         self._runtime = runtime
         self._caller_id = caller_id
+        self._death_report_timeout_s = death_report_timeout_s()
         waits.report_waits_to(runtime)
         self._shm_prefix = (
             shared_memory_prefix(runtime.session_token)
@@ -385,7 +391,7 @@ class CallClient:
     def _explain_failure(self, pipeline: Pipeline, batch: Batch, error: grpc.RpcError) -> None:
         try:
             death = self._runtime.await_death(
-                pipeline.instance_id, batch.incarnation, timeout=DEATH_REPORT_TIMEOUT_S
+                pipeline.instance_id, batch.incarnation, timeout=self._death_report_timeout_s
             )
         except BaseException as lookup_error:
             self._finish(pipeline, batch)

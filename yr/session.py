@@ -9,6 +9,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 
+from yr.call_failures import death_report_timeout_s
 from yr.client import CallClient
 from yr.errors import YRError, YRNotInitializedError
 from yr.options import Config
@@ -57,6 +58,7 @@ def init(conf: Config | None = None) -> None:
         if config.log_level != "":
             level = config.log_level
             logger.setLevel(level.upper() if isinstance(level, str) else level)
+        death_report_timeout_s()  # a bad setting fails before anything starts
         runtime = _driver_runtime(config)
         _session = Session(
             runtime=runtime,
