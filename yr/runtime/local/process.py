@@ -59,6 +59,7 @@ class ZygoteProcess:
         self._shm_prefix = shm_prefix
         self._on_event = on_event
         self._commands: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._commanded = False  # whether it was ever told anything (so may own a process)
         self._writer = threading.Thread(target=self._write_commands, name="yr-fork-w", daemon=True)
         self._reader = threading.Thread(target=self._read_events, name="yr-fork-r", daemon=True)
         self._writer.start()
@@ -66,6 +67,7 @@ class ZygoteProcess:
 
     def send(self, command: dict[str, Any]) -> None:
         """Queue a command; never blocks. A spawn's payload travels through shared memory."""
+        self._commanded = True
         self._commands.put(command)
 
     def _write_commands(self) -> None:
@@ -111,6 +113,9 @@ class ZygoteProcess:
         """Send EOF after the queued commands; wait for the fork server and both threads."""
         self._commands.put(_STOP)
         self._writer.join(timeout)
+        if not self._commanded:  # it started nothing: no need to wait until it has loaded
+            with contextlib.suppress(ProcessLookupError):
+                self._process.terminate()
         try:
             self._process.wait(timeout)
         except subprocess.TimeoutExpired:
