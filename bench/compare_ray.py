@@ -6,6 +6,7 @@ leftover state; RSS and creation are measured cleanly), and the parent prints on
     python bench/compare_ray.py                  # everything, about 3-5 minutes on 2 cores
     python bench/compare_ray.py --quick          # shorter loops, fewer repetitions
     python bench/compare_ray.py --only sync inflight --json out.json
+    python bench/compare_ray.py --only sync --rounds 7   # medians of 7 alternating rounds
 
 Both frameworks get the same logical CPUs and every instance/actor asks for one of them
 (``InvokeOptions(cpu=1000)`` / ``num_cpus=1``). Every process a child starts is recorded while
@@ -802,6 +803,16 @@ def _ratio(workload: Workload, yr_value: float | None, ray_value: float | None) 
     return yr_value / ray_value if workload.higher_is_better else ray_value / yr_value
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One framework's rounds of a workload as one result: the median value, and every one."""
+    if len(runs) == 1:
+        return runs[0]
+    values = [run["value"] for run in runs if run.get("value") is not None]
+    if not values:
+        return {"value": None, "error": runs[-1].get("error", "no round gave a value")}
+    return {"value": statistics.median(values), "rounds": [run.get("value") for run in runs]}
+
+
 def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     header = ("workload", "yr", "Ray", "yr vs Ray", "target", "met?")
     rows = [header]
@@ -842,13 +853,20 @@ def details(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             extra = {k: v for k, v in result.items() if k != "value"}
             if extra:
                 rounded = {
-                    k: [round(x, 1) for x in v]
+                    k: [round(x, 1) if isinstance(x, float) else x for x in v]
                     if isinstance(v, list)
                     else (round(v, 2) if isinstance(v, float) else v)
                     for k, v in extra.items()
                 }
                 lines.append(f"  {name:<10} {framework:<4} {rounded}")
     return "\n".join(lines)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def main() -> None:
@@ -861,6 +879,12 @@ def main() -> None:
         help=f"workloads to run, of: {', '.join(BY_NAME)}",
     )
     parser.add_argument("--quick", action="store_true", help="shorter loops, fewer repeats")
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=1,
+        help="run each workload this many times, frameworks alternating, and report medians",
+    )
     parser.add_argument("--frameworks", nargs="+", default=["yr", "ray"], choices=["yr", "ray"])
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument(
@@ -886,17 +910,23 @@ def main() -> None:
         for name in names:
             workload = BY_NAME[name]
             frameworks = [f for f in workload.frameworks if f in args.frameworks or f == "grpc"]
-            for framework in frameworks:
-                t0 = time.monotonic()
-                result = run_child(framework, name, args.quick, log)
-                results.setdefault(name, {})[framework] = result
-                shown = _fmt(result["value"], workload.unit)
-                error = f"  ({result['error']})" if result.get("error") else ""
-                took = time.monotonic() - t0
-                print(
-                    f"{name:<10} {framework:<4} {shown:>14}  [{took:.0f} s]{error}",
-                    flush=True,
-                )
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for round_index in range(args.rounds):
+                # Alternating who goes first: a machine that drifts favours neither.
+                order = frameworks if round_index % 2 == 0 else frameworks[::-1]
+                for framework in order:
+                    t0 = time.monotonic()
+                    result = run_child(framework, name, args.quick, log)
+                    runs.setdefault(framework, []).append(result)
+                    shown = _fmt(result["value"], workload.unit)
+                    error = f"  ({result['error']})" if result.get("error") else ""
+                    took = time.monotonic() - t0
+                    print(
+                        f"{name:<10} {framework:<4} {shown:>14}  [{took:.0f} s]{error}",
+                        flush=True,
+                    )
+            for framework, framework_runs in runs.items():
+                results.setdefault(name, {})[framework] = _median_run(framework_runs)
             for framework in ("yr", "ray"):
                 if framework in workload.frameworks:
                     results[name].setdefault(framework, {"value": None, "error": "not run"})
