@@ -35,10 +35,7 @@ from yr.channels import Channels
 from yr.errors import YRError, YRInstanceDiedError
 from yr.localcall.channel import LocalChannel
 from yr.pipeline import Pipeline
-from yr.protocol import (
-    ROUTE_METADATA_KEY,
-    yr_pb2,
-)
+from yr.protocol import ROUTE_METADATA_KEY, yr_pb2
 from yr.protocol.chunks import STREAM_ABOVE_BYTES, request_chunks
 from yr.refs import ObjectRef
 from yr.runtime.base import ClassInfo, Endpoint, Runtime
