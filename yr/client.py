@@ -12,7 +12,6 @@ to the next one.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import functools
 import itertools
 import threading
@@ -32,6 +31,7 @@ from yr.call_failures import (
 )
 from yr.calls import Batch, Call, SharedResults, deliver_all, fail, fail_all
 from yr.channels import Channels
+from yr.empty_batches import fill_gap, give_back_released
 from yr.errors import YRError, YRInstanceDiedError
 from yr.localcall.channel import LocalChannel
 from yr.pipeline import Pipeline
@@ -177,34 +177,12 @@ class CallClient:
             if lending and time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + RELEASE_SWEEP_S
                 for pipeline in lending:
-                    self._give_back_released(pipeline)
+                    give_back_released(pipeline, caller_id=self._caller_id)
 
     def _lent(self, pipeline: Pipeline) -> None:
         with self._dirty_changed:
             self._lending.append(pipeline)
             self._dirty_changed.notify()  # the flusher starts sweeping
-
-    def _give_back_released(self, pipeline: Pipeline) -> None:
-        """Send the result segments let go of to an instance no request is going to: it may
-        reuse or free them now, not at this caller's next call, which may never come."""
-        with pipeline.lock:
-            batch = pipeline.release_batch_locked()
-        if batch is None:
-            return
-        request = batch.request(self._caller_id)
-
-        def settled(*_: object) -> None:  # answered, or the instance is gone with the segments
-            with pipeline.lock:
-                pipeline.settle_locked(batch)
-
-        # Sent without waiting: the instance may be running another caller's long call.
-        try:
-            if isinstance(batch.stub, LocalChannel):
-                batch.stub.start(request, settled)
-            else:
-                batch.stub.Call.future(request, metadata=batch.metadata).add_done_callback(settled)
-        except Exception:  # never left this process: no later batch waits for its seq
-            settled()
 
     def _flush_call(
         self,
@@ -313,7 +291,7 @@ class CallClient:
             return
         except Exception as error:  # never left this process: the seq must not stay a gap
             self._finish(pipeline, batch)
-            self._fill_gap(pipeline, batch)
+            fill_gap(pipeline, batch, caller_id=self._caller_id)
             fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
             return
         self._finish(pipeline, batch, reply)
@@ -331,7 +309,7 @@ class CallClient:
             self._on_failure(pipeline, batch, error)
         except Exception as error:  # never left this process: the seq must not stay a gap
             self._finish(pipeline, batch)
-            self._fill_gap(pipeline, batch)
+            fill_gap(pipeline, batch, caller_id=self._caller_id)
             fail_all(batch.calls, YRError(f"could not send {batch.calls[0].method}: {error}"))
 
     def _local_reply(
@@ -357,21 +335,6 @@ class CallClient:
         with pipeline.lock:
             pipeline.settle_locked(batch)
         _release(batch.calls, reply)
-
-    def _fill_gap(self, pipeline: Pipeline, batch: Batch) -> None:
-        """Tell the server a seq will never arrive: a later batch may already wait for it."""
-        filler = Batch(
-            [], batch.seq, batch.stub, batch.metadata, batch.incarnation, batch.instance_id
-        )
-        filler.settled_below = pipeline.settled_below(batch)
-        request = filler.request(self._caller_id)
-
-        def send() -> None:
-            with contextlib.suppress(grpc.RpcError):
-                batch.stub.Call(request, metadata=batch.metadata)
-
-        with contextlib.suppress(RuntimeError):  # finalize() meanwhile: nothing waits any more
-            self._helpers.submit(send)
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -403,7 +366,7 @@ class CallClient:
         if death is None:
             self._finish(pipeline, batch)
             if never_delivered(error):
-                self._fill_gap(pipeline, batch)
+                fill_gap(pipeline, batch, caller_id=self._caller_id)
             fail_all(
                 batch.calls,
                 YRError(
