@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import pathlib
 import time
 import uuid
@@ -42,3 +43,20 @@ def call_in_flight(handle, directory: pathlib.Path, *, seconds: float = 60):
     ref = handle.sleep_marked.invoke(seconds, str(marker))
     wait_for(marker.exists, timeout=30, what="the call to start running in the instance")
     return ref
+
+
+def assert_init_refused_starting_nothing(match: str) -> None:
+    """``yr.init`` raises a ValueError matching ``match`` before starting anything: no
+    session, no process, no log directory."""
+    import pytest
+
+    import yr
+
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    directories = set(glob.glob("/tmp/yr-logs-*"))
+    with pytest.raises(ValueError, match=match):
+        yr.init(yr.Config(num_cpus=1))
+    assert not yr.is_initialized()
+    started = {child.pid for child in psutil.Process().children(recursive=True)} - before
+    assert not started, "a fork server was started for a session that could not be"
+    assert set(glob.glob("/tmp/yr-logs-*")) <= directories

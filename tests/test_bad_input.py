@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 
-import psutil
 import pytest
 
 import yr
 from tests.instances import Counter
+from tests.support import assert_init_refused_starting_nothing
 from yr.call_failures import DEATH_REPORT_TIMEOUT_ENV
 
 
@@ -44,11 +44,7 @@ def test_a_bad_yr_schedule_timeout_ms_is_an_error_naming_the_variable(monkeypatc
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
 def test_a_bad_yr_death_report_timeout_s_is_refused_before_anything_starts(monkeypatch, value):
     monkeypatch.setenv(DEATH_REPORT_TIMEOUT_ENV, value)
-    before = {child.pid for child in psutil.Process().children(recursive=True)}
-    with pytest.raises(ValueError, match=f"{DEATH_REPORT_TIMEOUT_ENV}={value!r}"):
-        yr.init(yr.Config(num_cpus=1))
-    assert not yr.is_initialized()
-    assert not {child.pid for child in psutil.Process().children(recursive=True)} - before
+    assert_init_refused_starting_nothing(f"{DEATH_REPORT_TIMEOUT_ENV}={value!r}")
 
 
 def test_an_unknown_config_option_is_rejected():

@@ -96,9 +96,9 @@ def test_calls_waiting_in_the_backlog_of_a_dead_instance_fail_with_the_died_erro
     assert not connection._backlog and not connection._pending
 
 
-def test_a_send_that_loses_the_race_to_a_failing_connection_reports_its_call_once(monkeypatch):
-    """Another thread fails the connection between a send's registration and its write: the
-    call is settled once, by that failure, and the send does not report it a second time."""
+def _send_losing_the_race_to_a_failing_connection(monkeypatch) -> list[object]:
+    """Another thread fails the connection between a send's registration and its write;
+    what the call's on_done was told."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     connection = connection_module.Connection(ours)
     framed = connection_module.wire.frame
@@ -113,6 +113,12 @@ def test_a_send_that_loses_the_race_to_a_failing_connection_reports_its_call_onc
         connection.send(b"call", lambda reply, error: told.append(error))
     finally:
         theirs.close()
+    return told
+
+
+def test_a_send_that_loses_the_race_to_a_failing_connection_reports_its_call_once(monkeypatch):
+    """The call is settled once, by that failure; the send does not report it a second time."""
+    told = _send_losing_the_race_to_a_failing_connection(monkeypatch)
     assert len(told) == 1 and told[0] is not None
 
 
@@ -120,20 +126,7 @@ def test_a_call_that_lost_the_race_to_a_failing_connection_is_known_never_delive
     monkeypatch,
 ):
     """Never written, so it cannot have run: a restarting instance's next incarnation may."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    connection = connection_module.Connection(ours)
-    framed = connection_module.wire.frame
-
-    def failing_in_between(*args):
-        connection._fail(connection_module.LocalRpcError(grpc.StatusCode.UNAVAILABLE, "gone"))
-        return framed(*args)
-
-    monkeypatch.setattr(connection_module.wire, "frame", failing_in_between)
-    told: list[object] = []
-    try:
-        connection.send(b"call", lambda reply, error: told.append(error))
-    finally:
-        theirs.close()
+    told = _send_losing_the_race_to_a_failing_connection(monkeypatch)
     assert told[0].never_delivered
 
 

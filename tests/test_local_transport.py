@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import pickle
 import socket
@@ -17,7 +16,7 @@ import pytest
 
 import yr
 from tests.instances import Counter
-from tests.support import wait_for
+from tests.support import assert_init_refused_starting_nothing, wait_for
 from yr.localcall import wire
 from yr.localcall.channel import LocalChannel, LocalRpcError
 from yr.protocol import PROTOCOL_VERSION, yr_pb2
@@ -78,14 +77,7 @@ def test_yr_transport_grpc_serves_no_socket_and_calls_over_grpc(grpc_transport, 
 
 def test_an_unknown_transport_is_refused_before_anything_starts(monkeypatch):
     monkeypatch.setenv(wire.ENVIRONMENT_KEY, "carrier-pigeon")
-    before = {child.pid for child in psutil.Process().children(recursive=True)}
-    directories = set(glob.glob("/tmp/yr-logs-*"))
-    with pytest.raises(ValueError, match="YR_TRANSPORT='carrier-pigeon'"):
-        yr.init(yr.Config(num_cpus=1))
-    assert not yr.is_initialized()
-    started = {child.pid for child in psutil.Process().children(recursive=True)} - before
-    assert not started, "a fork server was started for a session that could not be"
-    assert set(glob.glob("/tmp/yr-logs-*")) <= directories
+    assert_init_refused_starting_nothing("YR_TRANSPORT='carrier-pigeon'")
 
 
 def test_a_reply_nobody_waits_for_still_settles_its_ref(local_runtime):

@@ -6,12 +6,11 @@ import os
 import secrets
 
 import numpy as np
-import psutil
 import pytest
 
 import yr
 from tests.shm_instances import ParallelStore, Store
-from tests.support import wait_for
+from tests.support import assert_init_refused_starting_nothing, wait_for
 from yr import segment_pool, sharedmem
 
 MIB = 1 << 20
@@ -211,8 +210,4 @@ def test_the_argument_segment_of_a_call_its_instance_died_in_is_removed(local_ru
 )
 def test_a_bad_pool_setting_is_refused_before_anything_starts(monkeypatch, key, value):
     monkeypatch.setenv(key, value)
-    before = {child.pid for child in psutil.Process().children(recursive=True)}
-    with pytest.raises(ValueError, match=f"{key}={value!r}"):
-        yr.init(yr.Config(num_cpus=1))
-    assert not yr.is_initialized()
-    assert not {child.pid for child in psutil.Process().children(recursive=True)} - before
+    assert_init_refused_starting_nothing(f"{key}={value!r}")

@@ -6,13 +6,11 @@ a call that provably never reached the instance may go to its next incarnation.
 
 from __future__ import annotations
 
-import math
-import os
-
 import grpc
 
 from yr.errors import YRError, YRProtocolError
 from yr.localcall.channel import LocalRpcError
+from yr.options import env_seconds
 from yr.protocol import WRONG_INSTANCE_CODE
 
 DEATH_REPORT_TIMEOUT_ENV = "YR_DEATH_REPORT_TIMEOUT_S"
@@ -62,13 +60,4 @@ def death_report_timeout_s() -> float:
     """How long a caller waits, after a transport failure, for the runtime to say whether the
     instance died (``YR_DEATH_REPORT_TIMEOUT_S``, default 5 s; on Kubernetes a death is seen
     through a watch, seconds late). Past it, the call fails with the transport's error."""
-    raw = os.environ.get(DEATH_REPORT_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_DEATH_REPORT_TIMEOUT_S
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < math.inf:
-        raise ValueError(f"{DEATH_REPORT_TIMEOUT_ENV}={raw!r} is not a number of seconds (> 0)")
-    return seconds
+    return env_seconds(DEATH_REPORT_TIMEOUT_ENV, DEFAULT_DEATH_REPORT_TIMEOUT_S)

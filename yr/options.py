@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -309,6 +310,21 @@ def _warn_low_cpu(cpu: int) -> None:
 
 class LowCPUWarning(UserWarning):
     """InvokeOptions.cpu below 100 millicores: probably meant as whole CPUs."""
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A number of seconds (> 0, finite) from the environment variable ``name``, or ``default``
+    when it is unset or empty; anything else is refused, naming the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds (> 0)")
+    return seconds
 
 
 def _env_int(name: str) -> int | None:

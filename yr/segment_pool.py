@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from yr import serialization, sharedmem
+from yr.options import env_seconds
 
 POOL_ENVIRONMENT_KEY = "YR_SHM_POOL_MB"
 DEFAULT_POOL_MB = 1024
@@ -56,16 +57,7 @@ def pool_limit_bytes() -> int:
 
 def pool_idle_seconds() -> float:
     """How long a free segment stays mapped unused (``YR_SHM_POOL_IDLE_S``)."""
-    raw = os.environ.get(IDLE_ENVIRONMENT_KEY, "").strip()
-    if not raw:
-        return DEFAULT_IDLE_S
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f"{IDLE_ENVIRONMENT_KEY}={raw!r} is not a number of seconds (> 0)")
-    return seconds
+    return env_seconds(IDLE_ENVIRONMENT_KEY, DEFAULT_IDLE_S)
 
 
 @dataclass(eq=False)
