@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from yr.call_failures import death_report_timeout_s
 from yr.client import CallClient
 from yr.errors import YRError, YRNotInitializedError
+from yr.localcall import colocation
 from yr.options import Config
 from yr.runtime.base import Runtime
 
@@ -58,7 +59,8 @@ def init(conf: Config | None = None) -> None:
         if config.log_level != "":
             level = config.log_level
             logger.setLevel(level.upper() if isinstance(level, str) else level)
-        death_report_timeout_s()  # a bad setting fails before anything starts
+        death_report_timeout_s()  # bad settings fail before anything starts
+        colocation.enabled_by_environment()
         runtime = _driver_runtime(config)
         _session = Session(
             runtime=runtime,

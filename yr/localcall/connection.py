@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import grpc
 
-from yr.localcall import claims, wire
+from yr.localcall import claims, colocation, wire
 
 READ_BUFFER_BYTES = 1 << 16
 SEND_BUFFER_BYTES = 4 << 20
@@ -100,6 +100,9 @@ class Connection:
         self._write_watch = os.dup(sock.fileno())
         self._poller.register(self._write_watch, 0)
         self._receive_timeout = 0.0  # the socket's SO_RCVTIMEO (0: none, blocks forever)
+        # The CPU the last reply was waited for on, asleep (colocation.py): said to the
+        # instance with the next call, so that it waits for that call on this CPU too.
+        self._waited_on: int | None = None
         self._claim_timer = claims.ClaimTimer.make()  # None: senders never claim
         if self._claim_timer is not None:
             self._poller.register(self._claim_timer.fileno(), select.EPOLLIN)
@@ -152,6 +155,10 @@ class Connection:
                         self._timed_claim = self._claims
                     self._watch_replies_locked(False)
         data = wire.frame(request_id, wire.REQUEST, body)
+        waited_on, self._waited_on = self._waited_on, None  # a hint: races lose nothing
+        if waited_on is not None:
+            waited = colocation.waited_frame_body(waited_on)
+            data = wire.frame(wire.CONNECTION_ID, wire.WAITED, waited) + data
         try:
             with self._write_lock:
                 if self.failure is not None:
@@ -234,6 +241,22 @@ class Connection:
         sender's own core; a ``poll`` waiter is woken like any other, on the core it slept on,
         which on a virtual machine costs a cross-core interrupt and an idle core's wake-up per
         reply (about half the round trip of a call that does nothing)."""
+        cpu = colocation.current_cpu()
+        own = colocation.pin(cpu)  # asleep here: the instance answers from this CPU too
+        try:
+            received = self._receive_by(deadline)
+        finally:
+            colocation.unpin(own)  # before anything else runs on this thread
+        if isinstance(received, BaseException):
+            self._fail_lost(received)
+            return False
+        if received:
+            self._waited_on = cpu
+        return received
+
+    def _receive_by(self, deadline: float | None) -> bool | BaseException:
+        """Receive until bytes come (True) or ``deadline`` passes (False); or why the
+        connection is lost."""
         while True:
             remaining = RECEIVE_SLICE_S
             if deadline is not None:
@@ -249,8 +272,7 @@ class Connection:
             except BlockingIOError:
                 continue  # the slice ended: look at the deadline again
             except (OSError, EOFError) as error:
-                self._fail_lost(error)
-                return False
+                return error
 
     def _received_now(self) -> bool:
         """Take what has arrived without waiting (the collector's wake-up may be stale: a

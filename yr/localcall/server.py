@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import grpc
 
 from yr.dispatch import CallRefused
-from yr.localcall import wire
+from yr.localcall import colocation, wire
 from yr.protocol import yr_pb2
 
 ServeCall = Callable[[yr_pb2.CallRequest], Awaitable[yr_pb2.CallReply]]
@@ -247,6 +247,9 @@ class _ReaderOnMethodThread:
         self._landing = bytearray(RECEIVE_BYTES)  # reused: no allocation per read
         self._unsent: collections.deque[memoryview] = collections.deque()
         self._receive_timeout = 0.0
+        # The CPU the caller waited for its last reply on (a WAITED frame before its call):
+        # the next linger sleeps there (colocation.py).
+        self._caller_cpu: int | None = None
         self._method_thread = method_thread
         self._serve_call_here = serve_call_here
 
@@ -271,24 +274,39 @@ class _ReaderOnMethodThread:
         self._take(socket.MSG_DONTWAIT)
 
     def _wait_for_more(self, seconds: float) -> None:
-        """Linger: block in ``recv`` for the caller's next call, at most ``seconds``."""
+        """Linger: block in ``recv`` for the caller's next call, at most ``seconds``; asleep
+        on the CPU the caller waited for its last reply on, if it said (colocation.py)."""
         if self._socket is None:
             return
         if seconds != self._receive_timeout:
             wire.set_receive_timeout(self._socket, seconds)
             self._receive_timeout = seconds
-        self._take(0)
+        cpu, self._caller_cpu = self._caller_cpu, None
+        own = colocation.pin(cpu)
+        try:
+            received = self._recv(0)
+        finally:
+            colocation.unpin(own)  # before anything else runs on this thread
+        self._serve(received)
 
     def _take(self, flags: int) -> None:
         """Read what the caller sent and serve each complete frame."""
+        self._serve(self._recv(flags))
+
+    def _recv(self, flags: int) -> int | None:
+        """Bytes read into the landing buffer: None if none came, 0 if the caller is gone."""
         if self._socket is None:
-            return
+            return None
         try:
-            received = self._socket.recv_into(self._landing, 0, flags)
+            return self._socket.recv_into(self._landing, 0, flags)
         except (BlockingIOError, InterruptedError):
-            return  # nothing after all, or the linger ended
+            return None  # nothing after all, or the linger ended
         except OSError:
-            received = 0
+            return 0
+
+    def _serve(self, received: int | None) -> None:
+        if received is None or self._socket is None:
+            return
         if not received:  # the caller is gone, maybe mid-frame: nothing of it runs
             self._stop_connection()
             return
@@ -305,6 +323,8 @@ class _ReaderOnMethodThread:
         frames = wire.take_frames(self._inbox)
         for request_id, kind, body in frames:
             if kind != wire.REQUEST:
+                if kind == wire.WAITED:
+                    self._caller_cpu = colocation.parse_waited(body)
                 continue
             try:
                 request = yr_pb2.CallRequest.FromString(body)

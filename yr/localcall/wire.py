@@ -5,7 +5,8 @@ A connection opens with one hello frame: a magic, the protocol version and the s
 has checked the token, so an unauthenticated peer can make it buffer a few hundred bytes at
 most. After the hello, each frame is a fixed header (request id, kind, body length) and a body:
 a serialized ``CallRequest``, ``CallReply``, or a refusal (a gRPC status code and a message,
-so both transports fail a call the same way).
+so both transports fail a call the same way). A request may be preceded by a ``WAITED`` frame:
+a hint that its caller waited for its last reply asleep on a given CPU (colocation.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ HELLO = struct.Struct("!4sHH")  # magic, protocol version, token length
 MAX_TOKEN_BYTES = 256
 FRAME = struct.Struct("!IBQ")  # request id, kind, body length
 REQUEST, REPLY, REFUSAL = 0, 1, 2
+# Before a request: its caller waited for its last reply asleep on this CPU (a hint, see
+# yr/localcall/colocation.py; a server that does not know the kind skips the frame).
+WAITED = 3
 REFUSAL_CODE = struct.Struct("!H")
 TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO
 CONNECTION_ID = 0  # a refusal of the whole connection (the hello), not of one request

@@ -1,0 +1,125 @@
+"""A synchronous caller and the serial instance it waits on take turns on one CPU: each sleeps
+pinned to the CPU the other runs on, and gets its own affinity back the moment it wakes, so no
+user code (and no thread it starts) ever runs pinned (yr/localcall/colocation.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+import yr
+from tests.colocation_instances import Affinities
+from tests.local_fixtures import local_session
+from tests.support import assert_init_refused_starting_nothing, wait_for
+from yr.localcall import colocation
+
+pytestmark = [
+    pytest.mark.skipif(
+        len(os.sched_getaffinity(0)) < 2, reason="pinning to one CPU needs two to choose from"
+    ),
+    pytest.mark.skipif(not colocation.ENABLED, reason="YR_COLOCATE=0 in this environment"),
+]
+
+
+def _affinity(thread_id: int) -> set[int]:
+    return os.sched_getaffinity(thread_id)
+
+
+def test_a_caller_asleep_on_its_call_is_pinned_and_gets_its_affinity_back(
+    local_runtime, tmp_path
+):
+    handle = Affinities.invoke()
+    yr.get(handle.noop.invoke())
+    release = tmp_path / "release"
+    seen: dict[str, object] = {}
+
+    def call() -> None:
+        seen["before"] = os.sched_getaffinity(0)
+        yr.get(handle.wait_for_file.invoke(str(release)), timeout=60)
+        seen["after"] = os.sched_getaffinity(0)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        wait_for(
+            lambda: caller.native_id and len(_affinity(caller.native_id)) == 1,
+            timeout=30,
+            what="the waiting caller to sleep pinned to one CPU",
+        )
+    finally:
+        release.touch()
+        caller.join(timeout=60)
+    assert not caller.is_alive()
+    assert seen["after"] == seen["before"]
+
+
+def test_a_serial_instance_waits_for_its_waiting_callers_next_call_pinned_to_one_cpu(
+    local_runtime,
+):
+    handle = Affinities.invoke()
+    method_thread = yr.get(handle.method_thread.invoke())
+    everywhere = set(yr.get(handle.own_affinity.invoke()))
+
+    def pinned_after_a_call() -> bool:
+        yr.get(handle.noop.invoke())
+        return _affinity(method_thread) != everywhere
+
+    wait_for(pinned_after_a_call, timeout=30, what="the method thread to linger pinned")
+    assert len(_affinity(method_thread)) == 1
+
+
+def test_user_code_never_runs_pinned_on_either_side(local_runtime):
+    handle = Affinities.invoke()
+    driver_before = os.sched_getaffinity(0)
+    everywhere = yr.get(handle.own_affinity.invoke())
+    assert len(everywhere) >= 2
+    for _ in range(200):
+        assert yr.get(handle.own_affinity.invoke()) == everywhere
+        assert os.sched_getaffinity(0) == driver_before
+    assert yr.get(handle.affinity_of_a_thread_started_here.invoke()) == everywhere
+
+
+def test_a_thread_its_user_pinned_stays_pinned(local_runtime):
+    handle = Affinities.invoke()
+    cpus = sorted(os.sched_getaffinity(0))
+    yr.get(handle.pin_own_thread.invoke([cpus[0]]))
+    seen: list[set[int]] = []
+
+    def calls_from_another_cpu() -> None:
+        os.sched_setaffinity(0, [cpus[1]])
+        for _ in range(100):
+            seen.append(set(yr.get(handle.own_affinity.invoke())))
+        seen.append(os.sched_getaffinity(0))
+
+    caller = threading.Thread(target=calls_from_another_cpu)
+    caller.start()
+    caller.join(timeout=60)
+    assert not caller.is_alive()
+    assert seen[:-1] == [{cpus[0]}] * 100
+    assert seen[-1] == {cpus[1]}
+
+
+def test_yr_colocate_0_leaves_the_method_thread_unpinned(monkeypatch):
+    monkeypatch.setenv(colocation.ENVIRONMENT_KEY, "0")  # for the instances
+    monkeypatch.setattr(colocation, "ENABLED", False)  # the driver read it on import
+    with local_session(yr.Config(num_cpus=4)):
+        handle = Affinities.invoke()
+        method_thread = yr.get(handle.method_thread.invoke())
+        everywhere = set(yr.get(handle.own_affinity.invoke()))
+        for _ in range(300):
+            yr.get(handle.noop.invoke())
+            assert _affinity(method_thread) == everywhere
+
+
+@pytest.mark.parametrize("value", ["maybe", "2"])
+def test_a_misspelt_yr_colocate_is_refused_before_anything_starts(monkeypatch, value):
+    monkeypatch.setenv(colocation.ENVIRONMENT_KEY, value)
+    assert_init_refused_starting_nothing(f"{colocation.ENVIRONMENT_KEY}={value!r}")
+
+
+@pytest.mark.parametrize(("value", "on"), [("0", False), ("off", False), ("1", True), ("", True)])
+def test_yr_colocate_says_on_or_off(monkeypatch, value, on):
+    monkeypatch.setenv(colocation.ENVIRONMENT_KEY, value)
+    assert colocation.enabled_by_environment() is on

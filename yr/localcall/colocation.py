@@ -1,0 +1,100 @@
+"""Two threads that take turns run on one CPU while one of them sleeps: a synchronous caller
+waiting for its reply, and a serial instance's method thread waiting for that caller's next call.
+
+The kernel wakes a thread on an idle CPU when there is one. For two threads that strictly
+alternate that is a cross-CPU wake-up per turn: an interrupt and, on a virtual machine, an idle
+vCPU's exit and re-entry. On a 2-vCPU VM a bare Unix-socket ping-pong makes about 24,000 round
+trips/s across CPUs and 65,000-88,000 on one. So a thread about to sleep for its partner is
+pinned to the partner's CPU, and gets its own affinity back the moment it wakes: no user code,
+and no thread it starts, ever runs pinned. ``YR_COLOCATE=0`` turns this off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import struct
+
+ENVIRONMENT_KEY = "YR_COLOCATE"
+CPU = struct.Struct("!H")  # the body of a wire.WAITED frame
+
+_Mask = set[int] | frozenset[int]
+
+
+def _sched_getcpu() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    if not hasattr(os, "sched_setaffinity"):
+        return None  # not Linux: nothing to pin with
+    try:
+        getcpu = ctypes.CDLL(None, use_errno=True).sched_getcpu
+    except (OSError, AttributeError):
+        return None
+    getcpu.restype = ctypes.c_int
+    getcpu.argtypes = []
+    return getcpu
+
+
+_ON, _OFF = ("", "1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def enabled_by_environment() -> bool:
+    """Whether ``YR_COLOCATE`` leaves colocation on (the default); a value that is neither
+    on nor off is refused, naming the variable (``yr.init`` checks it before anything starts).
+    """
+    value = os.environ.get(ENVIRONMENT_KEY, "1").strip().lower()
+    if value not in _ON + _OFF:
+        raise ValueError(
+            f"{ENVIRONMENT_KEY}={os.environ[ENVIRONMENT_KEY]!r} is neither on nor off: use 1 "
+            "(the default) or 0 to stop pinning a synchronous caller and its instance to one "
+            "CPU while they wait for each other"
+        )
+    return value in _ON
+
+
+_getcpu = _sched_getcpu()
+# Read once per process; an instance inherits the setting its driver's yr.init() accepted.
+ENABLED = _getcpu is not None and os.environ.get(ENVIRONMENT_KEY, "1").strip().lower() not in _OFF
+
+
+def current_cpu() -> int | None:
+    """The CPU this thread runs on now, if colocation is on and the kernel says."""
+    if not ENABLED:
+        return None
+    cpu = _getcpu()  # type: ignore[misc]
+    return cpu if cpu >= 0 else None
+
+
+def pin(cpu: int | None) -> _Mask | None:
+    """Pin this thread to ``cpu`` for a sleep; the affinity to give back with ``unpin``, or
+    None when nothing changed (no CPU, or one this thread may not use)."""
+    if cpu is None:
+        return None
+    try:
+        own = os.sched_getaffinity(0)
+        if cpu not in own or len(own) == 1:
+            return None
+        os.sched_setaffinity(0, (cpu,))
+    except OSError:
+        return None
+    return own
+
+
+def unpin(own: _Mask | None) -> None:
+    """Give this thread back the affinity ``pin`` took away."""
+    if own is not None:
+        try:
+            os.sched_setaffinity(0, own)
+        except OSError:  # its CPUs left the cpuset meanwhile: every CPU the cpuset allows
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, range(os.cpu_count() or 1))
+
+
+def waited_frame_body(cpu: int) -> bytes:
+    return CPU.pack(cpu)
+
+
+def parse_waited(body: bytes) -> int | None:
+    """The CPU a ``WAITED`` frame names, or None for a malformed one (it is only a hint)."""
+    if len(body) != CPU.size:
+        return None
+    return CPU.unpack(body)[0]
