@@ -27,9 +27,7 @@ def _affinity(thread_id: int) -> set[int]:
     return os.sched_getaffinity(thread_id)
 
 
-def test_a_caller_asleep_on_its_call_is_pinned_and_gets_its_affinity_back(
-    local_runtime, tmp_path
-):
+def test_a_caller_asleep_on_its_call_is_pinned_and_gets_its_affinity_back(local_runtime, tmp_path):
     handle = Affinities.invoke()
     yr.get(handle.noop.invoke())
     release = tmp_path / "release"
@@ -101,9 +99,8 @@ def test_a_thread_its_user_pinned_stays_pinned(local_runtime):
     assert seen[-1] == {cpus[1]}
 
 
-def test_yr_colocate_0_leaves_the_method_thread_unpinned(monkeypatch):
-    monkeypatch.setenv(colocation.ENVIRONMENT_KEY, "0")  # for the instances
-    monkeypatch.setattr(colocation, "ENABLED", False)  # the driver read it on import
+def test_yr_colocate_0_before_init_leaves_the_method_thread_unpinned(monkeypatch):
+    monkeypatch.setenv(colocation.ENVIRONMENT_KEY, "0")
     with local_session(yr.Config(num_cpus=4)):
         handle = Affinities.invoke()
         method_thread = yr.get(handle.method_thread.invoke())

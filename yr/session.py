@@ -60,7 +60,7 @@ def init(conf: Config | None = None) -> None:
             level = config.log_level
             logger.setLevel(level.upper() if isinstance(level, str) else level)
         death_report_timeout_s()  # bad settings fail before anything starts
-        colocation.enabled_by_environment()
+        colocation.configure_from_environment()
         runtime = _driver_runtime(config)
         _session = Session(
             runtime=runtime,

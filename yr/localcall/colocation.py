@@ -51,8 +51,15 @@ def enabled_by_environment() -> bool:
     return value in _ON
 
 
+def configure_from_environment() -> None:
+    """Read ``YR_COLOCATE`` again (``yr.init`` does, so a driver's setting holds from its
+    ``init`` on); a value that is neither on nor off raises before anything starts."""
+    global ENABLED
+    ENABLED = _getcpu is not None and enabled_by_environment()
+
+
 _getcpu = _sched_getcpu()
-# Read once per process; an instance inherits the setting its driver's yr.init() accepted.
+# An instance reads it on import: it inherits the setting its driver's yr.init() accepted.
 ENABLED = _getcpu is not None and os.environ.get(ENVIRONMENT_KEY, "1").strip().lower() not in _OFF
 
 
