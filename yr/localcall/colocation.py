@@ -74,7 +74,7 @@ def current_cpu() -> int | None:
 def pin(cpu: int | None) -> _Mask | None:
     """Pin this thread to ``cpu`` for a sleep; the affinity to give back with ``unpin``, or
     None when nothing changed (no CPU, or one this thread may not use)."""
-    if cpu is None:
+    if cpu is None or not ENABLED:
         return None
     try:
         own = os.sched_getaffinity(0)
