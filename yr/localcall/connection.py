@@ -242,6 +242,12 @@ class Connection:
         which on a virtual machine costs a cross-core interrupt and an idle core's wake-up per
         reply (about half the round trip of a call that does nothing)."""
         cpu = colocation.current_cpu()
+        if cpu is not None:  # the instance, woken on this CPU, has often answered already
+            if self._received_now():
+                self._waited_on = cpu
+                return True
+            if self.failure is not None:
+                return False
         own = colocation.pin(cpu)  # asleep here: the instance answers from this CPU too
         try:
             received = self._receive_by(deadline)
@@ -275,8 +281,8 @@ class Connection:
                 return error
 
     def _received_now(self) -> bool:
-        """Take what has arrived without waiting (the collector's wake-up may be stale: a
-        reader may have taken those bytes meanwhile); False if nothing had."""
+        """Take what has arrived without waiting (a collector's wake-up may be stale: a reader
+        may have taken those bytes meanwhile); False if nothing had, or the connection failed."""
         try:
             received = self._socket.recv_into(self._landing, 0, socket.MSG_DONTWAIT)
         except BlockingIOError:
