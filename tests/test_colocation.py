@@ -5,15 +5,19 @@ user code (and no thread it starts) ever runs pinned (yr/localcall/colocation.py
 from __future__ import annotations
 
 import os
+import pickle
+import socket
 import threading
 
 import pytest
 
 import yr
 from tests.colocation_instances import Affinities
+from tests.instances import Counter
 from tests.local_fixtures import local_session
 from tests.support import assert_init_refused_starting_nothing, wait_for
-from yr.localcall import colocation
+from yr.localcall import colocation, wire
+from yr.protocol import PROTOCOL_VERSION, yr_pb2
 
 pytestmark = [
     pytest.mark.skipif(
@@ -108,6 +112,32 @@ def test_yr_colocate_0_before_init_leaves_the_method_thread_unpinned(monkeypatch
         for _ in range(300):
             yr.get(handle.noop.invoke())
             assert _affinity(method_thread) == everywhere
+
+
+def test_a_waited_hint_that_makes_no_sense_is_ignored_and_its_call_runs(local_runtime):
+    counter = Counter.invoke()
+    assert yr.get(counter.add.invoke(0)) == 0  # started and served
+    path = local_runtime.endpoint(counter.instance_id).result(10).local_socket
+    call = yr_pb2.CallRequest(
+        caller="hinting-caller",
+        seq=0,
+        invocations=[yr_pb2.Invocation(method="add", arguments=pickle.dumps(((1,), {})))],
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(path)
+        sock.sendall(
+            wire.hello(local_runtime.session_token, PROTOCOL_VERSION)
+            + wire.frame(wire.CONNECTION_ID, wire.WAITED, b"12345")  # malformed
+            + wire.frame(wire.CONNECTION_ID, wire.WAITED, colocation.CPU.pack(65535))  # no CPU
+            + wire.frame(7, wire.REQUEST, call.SerializeToString())
+        )
+        answer = sock.makefile("rb")
+        request_id, kind, length = wire.FRAME.unpack(answer.read(wire.FRAME.size))
+        reply = yr_pb2.CallReply.FromString(answer.read(length))
+    assert (request_id, kind) == (7, wire.REPLY)
+    assert pickle.loads(reply.outcomes[0].value) == 1
+    assert yr.get(counter.add.invoke(1)) == 2
 
 
 @pytest.mark.parametrize("value", ["maybe", "2"])

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import os
 import struct
+from collections.abc import Callable
 
 ENVIRONMENT_KEY = "YR_COLOCATE"
 CPU = struct.Struct("!H")  # the body of a wire.WAITED frame
@@ -22,7 +23,7 @@ CPU = struct.Struct("!H")  # the body of a wire.WAITED frame
 _Mask = set[int] | frozenset[int]
 
 
-def _sched_getcpu() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _sched_getcpu() -> Callable[[], int] | None:
     if not hasattr(os, "sched_setaffinity"):
         return None  # not Linux: nothing to pin with
     try:
@@ -31,7 +32,7 @@ def _sched_getcpu() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
         return None
     getcpu.restype = ctypes.c_int
     getcpu.argtypes = []
-    return getcpu
+    return getcpu  # type: ignore[no-any-return]
 
 
 _ON, _OFF = ("", "1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -67,7 +68,7 @@ def current_cpu() -> int | None:
     """The CPU this thread runs on now, if colocation is on and the kernel says."""
     if not ENABLED:
         return None
-    cpu = _getcpu()  # type: ignore[misc]
+    cpu = _getcpu()  # type: ignore[misc]  # not None when ENABLED
     return cpu if cpu >= 0 else None
 
 

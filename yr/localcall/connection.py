@@ -237,10 +237,10 @@ class Connection:
         in time or the connection failed.
 
         Not ``poll`` and then ``recv``: a thread asleep in ``recv`` is woken by the sender's
-        write as its partner (a synchronous wake-up), which the scheduler may run on the
-        sender's own core; a ``poll`` waiter is woken like any other, on the core it slept on,
-        which on a virtual machine costs a cross-core interrupt and an idle core's wake-up per
-        reply (about half the round trip of a call that does nothing)."""
+        write as its partner (a synchronous wake-up); a ``poll`` waiter is woken like any
+        other. And asleep on this CPU, where the instance then answers from too: on a virtual
+        machine a cross-CPU wake-up costs an interrupt and an idle vCPU's wake-up per reply
+        (colocation.py)."""
         cpu = colocation.current_cpu()
         if cpu is not None:  # the instance, woken on this CPU, has often answered already
             if self._received_now():
