@@ -8,6 +8,7 @@ import os
 import pickle
 import socket
 import threading
+import time
 
 import pytest
 
@@ -31,13 +32,46 @@ def _affinity(thread_id: int) -> set[int]:
     return os.sched_getaffinity(thread_id)
 
 
-def test_a_caller_asleep_on_its_call_is_pinned_and_gets_its_affinity_back(local_runtime, tmp_path):
+def _colocated(handle, method_thread: int, everywhere: set[int]) -> None:
+    """Call from this thread until the instance lingers pinned for it: this thread is then
+    the process's lone caller (colocation.SHARED_QUIET_S after any other thread waited)."""
+
+    def pinned_after_a_call() -> bool:
+        yr.get(handle.noop.invoke())
+        return _affinity(method_thread) != everywhere
+
+    wait_for(pinned_after_a_call, timeout=30, what="the method thread to linger pinned")
+
+
+def _instance(handle) -> tuple[int, set[int]]:
+    """The method thread of ``handle``'s instance, and the CPUs it may use."""
+    return yr.get(handle.method_thread.invoke()), set(yr.get(handle.own_affinity.invoke()))
+
+
+def _busy(seconds: float) -> None:
+    """The caller's own work (a busy loop: sleeping would leave its CPU free)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.fixture
+def prompt_whatever_the_clock(monkeypatch) -> None:
+    """Every wait counts as prompt: what is tested is the pin, not how fast a loaded machine
+    gets from a send to its wait (colocation.PROMPT_WAIT_S has its own test)."""
+    monkeypatch.setattr(colocation, "PROMPT_WAIT_S", 600.0)
+
+
+def test_a_caller_asleep_on_its_call_is_pinned_and_gets_its_affinity_back(
+    local_runtime, tmp_path, prompt_whatever_the_clock
+):
     handle = Affinities.invoke()
-    yr.get(handle.noop.invoke())
+    method_thread, everywhere = _instance(handle)
     release = tmp_path / "release"
     seen: dict[str, object] = {}
 
     def call() -> None:
+        _colocated(handle, method_thread, everywhere)
         seen["before"] = os.sched_getaffinity(0)
         yr.get(handle.wait_for_file.invoke(str(release)), timeout=60)
         seen["after"] = os.sched_getaffinity(0)
@@ -58,18 +92,51 @@ def test_a_caller_asleep_on_its_call_is_pinned_and_gets_its_affinity_back(local_
 
 
 def test_a_serial_instance_waits_for_its_waiting_callers_next_call_pinned_to_one_cpu(
-    local_runtime,
+    local_runtime, prompt_whatever_the_clock
 ):
     handle = Affinities.invoke()
-    method_thread = yr.get(handle.method_thread.invoke())
-    everywhere = set(yr.get(handle.own_affinity.invoke()))
-
-    def pinned_after_a_call() -> bool:
-        yr.get(handle.noop.invoke())
-        return _affinity(method_thread) != everywhere
-
-    wait_for(pinned_after_a_call, timeout=30, what="the method thread to linger pinned")
+    method_thread, everywhere = _instance(handle)
+    _colocated(handle, method_thread, everywhere)
     assert len(_affinity(method_thread)) == 1
+
+
+def test_a_caller_that_works_before_it_waits_leaves_the_instance_unpinned(local_runtime):
+    handle = Affinities.invoke()
+    method_thread, everywhere = _instance(handle)
+    _colocated(handle, method_thread, everywhere)
+    for call in range(100):
+        ref = handle.noop.invoke()
+        _busy(10 * colocation.PROMPT_WAIT_S)
+        yr.get(ref)
+        if call >= 1:  # the first call still carried the hint of the prompt waits before
+            assert _affinity(method_thread) == everywhere, f"pinned after call {call}"
+
+
+def test_threads_that_call_side_by_side_leave_their_instances_unpinned(local_runtime, monkeypatch):
+    # A window no test run outlasts (the rule, not the clock), and none left from before.
+    monkeypatch.setattr(colocation, "SHARED_QUIET_S", 600.0)
+    monkeypatch.setattr(colocation, "_shared_until", 0.0)
+    handles = [Affinities.invoke() for _ in range(2)]
+    instances = [_instance(handle) for handle in handles]
+    both_called = threading.Barrier(2, timeout=60)
+    pinned: list[str] = []
+
+    def calls(index: int) -> None:
+        handle, (method_thread, everywhere) = handles[index], instances[index]
+        yr.get(handle.noop.invoke())
+        both_called.wait()
+        for call in range(200):
+            yr.get(handle.noop.invoke())
+            if _affinity(method_thread) != everywhere:
+                pinned.append(f"instance {index} after call {call}")
+
+    callers = [threading.Thread(target=calls, args=(index,)) for index in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(timeout=120)
+    assert not any(caller.is_alive() for caller in callers)
+    assert pinned == []
 
 
 def test_user_code_never_runs_pinned_on_either_side(local_runtime):

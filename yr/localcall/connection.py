@@ -103,6 +103,7 @@ class Connection:
         # The CPU the last reply was waited for on, asleep (colocation.py): said to the
         # instance with the next call, so that it waits for that call on this CPU too.
         self._waited_on: int | None = None
+        self._sent_at = 0.0  # when the last call was written (monotonic)
         self._claim_timer = claims.ClaimTimer.make()  # None: senders never claim
         if self._claim_timer is not None:
             self._poller.register(self._claim_timer.fileno(), select.EPOLLIN)
@@ -168,6 +169,7 @@ class Connection:
                     self._backlog.append((request_id, memoryview(data), True))
                     return
                 sent = self._send_some(data)
+                self._sent_at = time.monotonic()
                 if sent < len(data):
                     self._backlog.append((request_id, memoryview(data)[sent:], sent == 0))
                     self._watch_room(True)
@@ -241,7 +243,8 @@ class Connection:
         other. And asleep on this CPU, where the instance then answers from too: on a virtual
         machine a cross-CPU wake-up costs an interrupt and an idle vCPU's wake-up per reply
         (colocation.py)."""
-        cpu = colocation.current_cpu()
+        # Only for a caller that waits at once: one that works meanwhile runs beside the call.
+        cpu = colocation.current_cpu(since_send=time.monotonic() - self._sent_at)
         if cpu is not None:  # the instance, woken on this CPU, has often answered already
             if self._received_now():
                 self._waited_on = cpu

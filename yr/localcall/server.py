@@ -248,8 +248,10 @@ class _ReaderOnMethodThread:
         self._unsent: collections.deque[memoryview] = collections.deque()
         self._receive_timeout = 0.0
         # The CPU the caller waited for its last reply on (a WAITED frame before its call):
-        # the next linger sleeps there (colocation.py).
+        # the linger after that call sleeps there (colocation.py); and a hint read whose call
+        # is still to come.
         self._caller_cpu: int | None = None
+        self._hint: int | None = None
         self._method_thread = method_thread
         self._serve_call_here = serve_call_here
 
@@ -324,8 +326,9 @@ class _ReaderOnMethodThread:
         for request_id, kind, body in frames:
             if kind != wire.REQUEST:
                 if kind == wire.WAITED:
-                    self._caller_cpu = colocation.parse_waited(body)
+                    self._hint = colocation.parse_waited(body)
                 continue
+            self._caller_cpu, self._hint = self._hint, None  # this call's hint, or none
             try:
                 request = yr_pb2.CallRequest.FromString(body)
             except Exception as error:
