@@ -40,18 +40,24 @@ def _sched_getcpu() -> Callable[[], int] | None:
 _ON, _OFF = ("", "1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+def _setting() -> bool | None:
+    """``YR_COLOCATE`` as on (the default) or off; None for anything else."""
+    value = os.environ.get(ENVIRONMENT_KEY, "1").strip().lower()
+    return True if value in _ON else False if value in _OFF else None
+
+
 def enabled_by_environment() -> bool:
     """Whether ``YR_COLOCATE`` leaves colocation on (the default); a value that is neither
     on nor off is refused, naming the variable (``yr.init`` checks it before anything starts).
     """
-    value = os.environ.get(ENVIRONMENT_KEY, "1").strip().lower()
-    if value not in _ON + _OFF:
+    setting = _setting()
+    if setting is None:
         raise ValueError(
             f"{ENVIRONMENT_KEY}={os.environ[ENVIRONMENT_KEY]!r} is neither on nor off: use 1 "
             "(the default) or 0 to stop pinning a synchronous caller and its instance to one "
             "CPU while they wait for each other"
         )
-    return value in _ON
+    return setting
 
 
 def configure_from_environment() -> None:
@@ -63,7 +69,7 @@ def configure_from_environment() -> None:
 
 _getcpu = _sched_getcpu()
 # An instance reads it on import: it inherits the setting its driver's yr.init() accepted.
-ENABLED = _getcpu is not None and os.environ.get(ENVIRONMENT_KEY, "1").strip().lower() not in _OFF
+ENABLED = _getcpu is not None and _setting() is not False
 
 
 # A caller that comes to wait for its call within this long of sending it did next to nothing
