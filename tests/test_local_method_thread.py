@@ -251,6 +251,36 @@ def test_a_claim_nobody_uses_ends_and_the_collector_reads_the_reply(local_runtim
     assert not _connection_to(gate)._claimed
 
 
+def _call_until_the_claim_timer_backs_off_fully(gate) -> claims.ClaimTimer:
+    """Sync calls, each claim used, until firings that ended nothing made the period longest."""
+    timer = _connection_to(gate)._claim_timer
+
+    def called_and_backed_off() -> bool:
+        assert yr.get(gate.ping.invoke(), timeout=30) == "pong"
+        return timer.period == claims.MAX_CLAIM_S
+
+    wait_for(called_and_backed_off, timeout=30, what="the claim timer's period to grow", interval=0)
+    return timer
+
+
+def test_a_claim_timer_whose_firings_end_nothing_fires_less_often(local_runtime):
+    gate = Gate.invoke()
+    _endpoint(local_runtime, gate)
+    timer = _connection_to(gate)._claim_timer
+    assert timer.period == claims.CLAIM_S
+    _call_until_the_claim_timer_backs_off_fully(gate)
+
+
+def test_an_unused_claim_after_used_ones_still_ends_and_the_timer_hurries_again(local_runtime):
+    gate = Gate.invoke()
+    _endpoint(local_runtime, gate)
+    timer = _call_until_the_claim_timer_backs_off_fully(gate)
+    ref = gate.ping.invoke()  # its sender never waits for it
+    wait_for(ref.done, timeout=30, what="the collector to read the reply")
+    assert ref.future.result() == "pong"
+    assert timer.period == claims.CLAIM_S
+
+
 def test_waiting_without_reading_ends_the_claim_at_once(local_runtime, monkeypatch):
     monkeypatch.setattr(claims, "CLAIM_S", 60.0)
     gate = Gate.invoke()

@@ -386,12 +386,19 @@ class Connection:
         assert timer is not None
         with self._state:  # claims arm it under _state
             timer.clear()
-            if not self._claimed or self.failure is not None:
+            if self.failure is not None:
                 return
-            if self._claims == self._timed_claim or not timer.arm():
+            if self._claimed and self._claims == self._timed_claim:  # unused all along
+                timer.ended_a_claim()
                 self._free_role_locked()
-            else:
+                return
+            timer.back_off()  # every claim since it was armed is used, or young
+            if not self._claimed:
+                return
+            if timer.arm():
                 self._timed_claim = self._claims
+            else:
+                self._free_role_locked()
 
     def _read_one(self) -> None:
         try:
