@@ -796,6 +796,16 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.1f} {unit}"
 
 
+NOT_RUN = "not run"  # a framework left out with --frameworks
+
+
+def _cell(result: dict[str, Any], unit: str) -> str:
+    """A framework's table cell: its value, FAILED, or that it was left out."""
+    if result["value"] is None and result.get("error") == NOT_RUN:
+        return NOT_RUN
+    return _fmt(result["value"], unit)
+
+
 def _ratio(workload: Workload, yr_value: float | None, ray_value: float | None) -> float | None:
     """How many times better yr is than Ray (> 1: yr wins)."""
     if not yr_value or not ray_value:
@@ -830,8 +840,8 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
         rows.append(
             (
                 workload.title,
-                _fmt(yr_value, workload.unit),
-                _fmt(ray_value, workload.unit),
+                _cell(got["yr"], workload.unit),
+                _cell(got["ray"], workload.unit),
                 "" if ratio is None else f"{ratio:.2f}x",
                 workload.target,
                 {True: "yes", False: "NO", None: "n/a"}[met],
@@ -929,7 +939,7 @@ def main() -> None:
                 results.setdefault(name, {})[framework] = _median_run(framework_runs)
             for framework in ("yr", "ray"):
                 if framework in workload.frameworks:
-                    results[name].setdefault(framework, {"value": None, "error": "not run"})
+                    results[name].setdefault(framework, {"value": None, "error": NOT_RUN})
     print()
     print(table(results))
     print("\nDetails:\n" + details(results))
