@@ -11,14 +11,14 @@ the collector: that bounds how much later than before a reply nobody waits for i
 The timer is a Linux ``timerfd`` (through ctypes: ``os.timerfd_*`` needs Python 3.13). It is
 armed by the first claim after it last fired, not by every claim: arming it costs more than
 the rest of a claim (on a virtual machine, reprogramming a timer leaves the guest), so a thread
-that calls and waits in a loop arms it, and wakes the collector, once per ``CLAIM_S`` at most.
+that calls and waits in a loop arms it, and wakes the collector, once per period at most.
 When it fires it ends only the claim it was armed for, if that is still unused; a claim made
 since is young (its sender is about to read) and gets the timer armed anew. (Ending young claims
 too cost a thread hop for every call whose claim the firing happened to meet: 10-15% of the
 throughput of calls in a loop.) A firing that ends nothing doubles the timer's period, up to
 ``MAX_CLAIM_S``, and one that ends a claim sets it back to ``CLAIM_S``: a thread that calls and
 waits in a loop, whose claims are all used, wakes the collector about 60 times a second instead
-of 500 (each wake-up takes the GIL from the calling thread: at 500 a second, 10-15% of its
+of 500 (each wake-up takes the GIL from the calling thread: at 500 a second, 5-10% of its
 calls). So an unused claim ends ``CLAIM_S`` to ``2 * MAX_CLAIM_S`` after it was made, the
 longest right after a run of used ones. Where the timer cannot be made, nobody claims
 (``ClaimTimer.make`` is None).
