@@ -3,8 +3,10 @@ callers' sockets itself, and a yr.get of a lone call reads its reply on the call
 
 from __future__ import annotations
 
+import os
 import pickle
 import select
+import signal
 import socket
 import threading
 
@@ -279,6 +281,18 @@ def test_an_unused_claim_after_used_ones_still_ends_and_the_timer_hurries_again(
     wait_for(ref.done, timeout=30, what="the collector to read the reply")
     assert ref.future.result() == "pong"
     assert timer.period == claims.CLAIM_S
+
+
+def test_an_instance_that_dies_under_a_claim_fails_its_call_at_once(local_runtime, monkeypatch):
+    monkeypatch.setattr(claims, "CLAIM_S", 60.0)  # the claim outlasts the wait below
+    gate = Gate.invoke()
+    pid = yr.get(gate.pid.invoke(), timeout=60)
+    ref = gate.wait_for_file.invoke("/nonexistent/never-created")  # its sender never waits
+    assert _connection_to(gate)._claimed
+    os.kill(pid, signal.SIGKILL)
+    wait_for(ref.done, timeout=30, what="the call to the dead instance to fail")
+    with pytest.raises(yr.YRInstanceDiedError):
+        ref.future.result()
 
 
 def test_waiting_without_reading_ends_the_claim_at_once(local_runtime, monkeypatch):

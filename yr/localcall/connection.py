@@ -305,14 +305,14 @@ class Connection:
             wire.set_receive_timeout(self._socket, seconds)
             self._receive_timeout = seconds
 
-    def _take_reading(self, *, collector: bool = False) -> bool:
+    def _take_reading(self, *, collector: bool = False, hung_up: bool = False) -> bool:
         """Hold the reading role; a claim on it is taken over by any reader but the
-        collector (which reads only what nobody is about to read)."""
+        collector (which reads only what nobody is about to read), unless the instance hung up."""
         with self._state:
             if self.failure is not None:
                 return False
             if self._reading:
-                if not self._claimed or collector:
+                if not self._claimed or (collector and not hung_up):
                     return False
                 self._claimed = False
                 return True
@@ -372,7 +372,11 @@ class Connection:
                 self._flush_backlog()
             if self._socket.fileno() not in events and self._wake_read not in events:
                 continue  # nothing to read: a read now would find nothing
-            if self._take_reading(collector=True):
+            # The instance is gone: nobody is about to read anything but its end, so a claim
+            # is no reason to wait (and its hang-up, reported whatever the interest, would
+            # wake this loop again and again until the claim ended).
+            hung_up = events.get(self._socket.fileno(), 0) & (select.EPOLLHUP | select.EPOLLERR)
+            if self._take_reading(collector=True, hung_up=bool(hung_up)):
                 try:
                     if self._frame_buffered() or self._received_now():
                         self._read_one()
