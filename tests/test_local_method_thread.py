@@ -295,6 +295,36 @@ def test_an_instance_that_dies_under_a_claim_fails_its_call_at_once(local_runtim
         ref.future.result()
 
 
+def _thread_cpu_s(thread: threading.Thread) -> float:
+    with open(f"/proc/self/task/{thread.native_id}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_hang_up_while_a_thread_reads_leaves_the_collector_asleep(local_runtime):
+    gate = Gate.invoke()
+    pid = yr.get(gate.pid.invoke(), timeout=60)
+    connection = _connection_to(gate)
+    collector_cpu_s: list[object] = []
+
+    def die_while_the_role_is_held(_: object) -> None:  # on the thread reading the reply
+        try:
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: connection._parked, timeout=30, what="the collector to stop watching")
+            before = _thread_cpu_s(connection._collector)
+            threading.Event().wait(0.5)  # a window to watch it in, not a synchronisation
+            collector_cpu_s.append(_thread_cpu_s(connection._collector) - before)
+        except AssertionError as error:  # a callback's exception would be swallowed
+            collector_cpu_s.append(error)
+
+    ref = gate.ping.invoke()
+    ref.future.add_done_callback(die_while_the_role_is_held)
+    assert yr.get(ref, timeout=30) == "pong"
+    [spent] = collector_cpu_s
+    assert isinstance(spent, float) and spent < 0.2, f"the collector spun: {spent}"
+    wait_for(lambda: connection.failure is not None, timeout=30, what="the hang-up to be read")
+
+
 def test_waiting_without_reading_ends_the_claim_at_once(local_runtime, monkeypatch):
     monkeypatch.setattr(claims, "CLAIM_S", 60.0)
     gate = Gate.invoke()

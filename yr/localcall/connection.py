@@ -88,6 +88,9 @@ class Connection:
         # it fires, only that one (unused all along) is ended, not a younger one.
         self._claims = 0
         self._timed_claim = 0
+        # Under _state: the socket (both descriptors) is out of the collector's poller, after a
+        # hang-up that came while a reader held the role (one is reported whatever the interest).
+        self._parked = False
         self._pending: dict[int, OnDone] = {}
         self._ids = itertools.count(1)  # 0 is the connection itself (wire.CONNECTION_ID)
         self.failure: LocalRpcError | None = None
@@ -212,7 +215,7 @@ class Connection:
     def _watch_room(self, watch: bool) -> None:
         """Whether the collector wakes when the socket has room (under _write_lock)."""
         with self._state:
-            if self.failure is None:  # else the collector has closed its poller
+            if self.failure is None and not self._parked:  # else it is not in the poller
                 self._poller.modify(self._write_watch, select.EPOLLOUT if watch else 0)
 
     def read_until(self, done: Callable[[], bool], deadline: float | None) -> None:
@@ -337,13 +340,18 @@ class Connection:
             return
         # Level-triggered: the collector wakes at once if unread bytes wait in the socket (or
         # the instance closed it: an idle connection's end is noticed, too).
-        self._watch_replies_locked(True)
+        if self._parked:  # nothing is written to a socket that hung up: no room to watch
+            self._parked = False
+            self._poller.register(self._socket.fileno(), select.EPOLLIN)
+            self._poller.register(self._write_watch, 0)
+        else:
+            self._watch_replies_locked(True)
         if self._frame_buffered():
             self._wake_collector()  # a whole reply already read: the collector takes it
 
     def _watch_replies_locked(self, watch: bool) -> None:
         """Whether the collector wakes for replies: exactly while the role is free."""
-        if self.failure is None:  # else the collector has closed its poller
+        if self.failure is None and not self._parked:  # else it is not in the poller
             self._poller.modify(self._socket.fileno(), select.EPOLLIN if watch else 0)
 
     def _wake_collector(self) -> None:
@@ -382,6 +390,19 @@ class Connection:
                         self._read_one()
                 finally:
                     self._release_reading()
+            elif hung_up:
+                self._park()
+
+    def _park(self) -> None:
+        """The instance hung up while a thread reads (running the callbacks of a reply, say):
+        stop watching the socket until that thread lets the role go, rather than wake on the
+        hang-up again and again meanwhile. The reader finds the end itself, or the collector
+        does once the role is back (``_free_role_locked``)."""
+        with self._state:
+            if self._reading and self.failure is None and not self._parked:
+                self._poller.unregister(self._socket.fileno())
+                self._poller.unregister(self._write_watch)  # the same socket: it hung up too
+                self._parked = True
 
     def _claim_timer_fired(self) -> None:
         """End the claim the timer was armed for if nobody has read under it yet: replies are
