@@ -4,7 +4,7 @@ A thread that sends a call on a connection nobody is reading keeps the reading r
 moment (a claim): its own ``yr.get``, which usually comes next, then reads the reply itself,
 even when the reply is there before it is (on a small virtual machine the instance often
 answers while the sender is still returning from ``send``), and the connection's collector is
-never woken for it. A claim not turned into a read within ``CLAIM_S`` is ended when the
+never woken for it. A claim not turned into a read in time (below) is ended when the
 connection's ``ClaimTimer`` fires in the collector's epoll, which hands the connection back to
 the collector: that bounds how much later than before a reply nobody waits for is read.
 
