@@ -9,6 +9,7 @@ import pickle
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,8 +18,9 @@ from tests.colocation_instances import Affinities
 from tests.instances import Counter
 from tests.local_fixtures import local_session
 from tests.support import assert_init_refused_starting_nothing, wait_for
-from yr.localcall import colocation, wire
+from yr.localcall import colocation, spinning, wire
 from yr.protocol import PROTOCOL_VERSION, yr_pb2
+from yr.runtime.local.runtime import LocalRuntime
 
 pytestmark = [
     pytest.mark.skipif(
@@ -26,6 +28,15 @@ pytestmark = [
     ),
     pytest.mark.skipif(not colocation.ENABLED, reason="YR_COLOCATE=0 in this environment"),
 ]
+
+
+@pytest.fixture
+def local_runtime(monkeypatch) -> Iterator[LocalRuntime]:
+    """Polling before a sleep off (spinning.py), in the driver and its instances: what is
+    tested here is where the two sleep."""
+    monkeypatch.setenv(spinning.ENVIRONMENT_KEY, "0")
+    with local_session() as runtime:
+        yield runtime
 
 
 def _affinity(thread_id: int) -> set[int]:

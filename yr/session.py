@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from yr.call_failures import death_report_timeout_s
 from yr.client import CallClient
 from yr.errors import YRError, YRNotInitializedError
-from yr.localcall import colocation
+from yr.localcall import colocation, spinning
 from yr.options import Config
 from yr.runtime.base import Runtime
 
@@ -61,6 +61,7 @@ def init(conf: Config | None = None) -> None:
             logger.setLevel(level.upper() if isinstance(level, str) else level)
         death_report_timeout_s()  # bad settings fail before anything starts
         colocation.configure_from_environment()
+        spinning.configure_from_environment()
         runtime = _driver_runtime(config)
         _session = Session(
             runtime=runtime,

@@ -40,24 +40,32 @@ def _sched_getcpu() -> Callable[[], int] | None:
 _ON, _OFF = ("", "1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _setting() -> bool | None:
-    """``YR_COLOCATE`` as on (the default) or off; None for anything else."""
-    value = os.environ.get(ENVIRONMENT_KEY, "1").strip().lower()
+def switch_setting(key: str) -> bool | None:
+    """An on/off environment variable as on (the default) or off; None for anything else."""
+    value = os.environ.get(key, "1").strip().lower()
     return True if value in _ON else False if value in _OFF else None
+
+
+def switch_from_environment(key: str, *, turns_off: str) -> bool:
+    """Whether the on/off variable ``key`` is on (the default); a value that is neither is
+    refused, naming the variable and what 0 is for (``turns_off``)."""
+    setting = switch_setting(key)
+    if setting is None:
+        raise ValueError(
+            f"{key}={os.environ[key]!r} is neither on nor off: use 1 (the default) or 0 {turns_off}"
+        )
+    return setting
 
 
 def enabled_by_environment() -> bool:
     """Whether ``YR_COLOCATE`` leaves colocation on (the default); a value that is neither
     on nor off is refused, naming the variable (``yr.init`` checks it before anything starts).
     """
-    setting = _setting()
-    if setting is None:
-        raise ValueError(
-            f"{ENVIRONMENT_KEY}={os.environ[ENVIRONMENT_KEY]!r} is neither on nor off: use 1 "
-            "(the default) or 0 to stop pinning a synchronous caller and its instance to one "
-            "CPU while they wait for each other"
-        )
-    return setting
+    return switch_from_environment(
+        ENVIRONMENT_KEY,
+        turns_off="to stop pinning a synchronous caller and its instance to one CPU while they "
+        "wait for each other",
+    )
 
 
 def configure_from_environment() -> None:
@@ -69,7 +77,7 @@ def configure_from_environment() -> None:
 
 _getcpu = _sched_getcpu()
 # An instance reads it on import: it inherits the setting its driver's yr.init() accepted.
-ENABLED = _getcpu is not None and _setting() is not False
+ENABLED = _getcpu is not None and switch_setting(ENVIRONMENT_KEY) is not False
 
 
 # A caller that comes to wait for its call within this long of sending it did next to nothing
@@ -87,19 +95,25 @@ _last_waiter = 0  # the thread that last waited for a call
 _shared_until = 0.0  # monotonic
 
 
-def current_cpu(*, since_send: float = 0.0) -> int | None:
-    """The CPU this thread runs on now, to wait for a call sent ``since_send`` seconds ago on;
-    None if colocation is off, the kernel does not say, the caller did not wait at once, or
-    other threads of this process wait for calls too."""
+def prompt_lone_waiter(*, since_send: float) -> bool:
+    """Whether this thread, about to wait for a call sent ``since_send`` seconds ago, waits at
+    once and alone: no other thread of this process waited for calls lately. Only such a
+    waiter colocates, or polls before it sleeps (spinning.py)."""
     global _last_waiter, _shared_until
-    if not ENABLED or since_send > PROMPT_WAIT_S:
-        return None
+    if since_send > PROMPT_WAIT_S:
+        return False
     waiter, now = threading.get_ident(), time.monotonic()
     if waiter != _last_waiter:
         if _last_waiter:
             _shared_until = now + SHARED_QUIET_S
         _last_waiter = waiter
-    if now < _shared_until:
+    return now >= _shared_until
+
+
+def current_cpu() -> int | None:
+    """The CPU this thread runs on now, to wait for a call on; None if colocation is off or
+    the kernel does not say."""
+    if not ENABLED:
         return None
     cpu = _getcpu()  # type: ignore[misc]  # not None when ENABLED
     return cpu if cpu >= 0 else None

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import grpc
 
-from yr.localcall import claims, colocation, wire
+from yr.localcall import claims, colocation, spinning, wire
 
 READ_BUFFER_BYTES = 1 << 16
 SEND_BUFFER_BYTES = 4 << 20
@@ -103,6 +103,7 @@ class Connection:
         self._write_watch = os.dup(sock.fileno())
         self._poller.register(self._write_watch, 0)
         self._receive_timeout = 0.0  # the socket's SO_RCVTIMEO (0: none, blocks forever)
+        self._spinner = spinning.Spinner(sock.fileno())  # used by the thread reading replies
         # The CPU the last reply was waited for on, asleep (colocation.py): said to the
         # instance with the next call, so that it waits for that call on this CPU too.
         self._waited_on: int | None = None
@@ -247,10 +248,17 @@ class Connection:
         machine a cross-CPU wake-up costs an interrupt and an idle vCPU's wake-up per reply
         (colocation.py)."""
         # Only for a caller that waits at once: one that works meanwhile runs beside the call.
-        cpu = colocation.current_cpu(since_send=time.monotonic() - self._sent_at)
-        if cpu is not None:  # the instance, woken on this CPU, has often answered already
-            if self._received_now():
+        cpu = None
+        if colocation.prompt_lone_waiter(since_send=time.monotonic() - self._sent_at):
+            cpu = colocation.current_cpu()
+            if self._received_now():  # the instance, woken on this CPU, answered already
                 self._waited_on = cpu
+                return True
+            if self.failure is not None:
+                return False
+            # Or it answers from its own CPU while this one polls (spinning.py): no hint, so
+            # that it stays there.
+            if self._spinner.readable_soon() and self._received_now():
                 return True
             if self.failure is not None:
                 return False

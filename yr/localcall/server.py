@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import grpc
 
 from yr.dispatch import CallRefused
-from yr.localcall import colocation, wire
+from yr.localcall import colocation, spinning, wire
 from yr.protocol import yr_pb2
 
 ServeCall = Callable[[yr_pb2.CallRequest], Awaitable[yr_pb2.CallReply]]
@@ -247,6 +247,7 @@ class _ReaderOnMethodThread:
         self._landing = bytearray(RECEIVE_BYTES)  # reused: no allocation per read
         self._unsent: collections.deque[memoryview] = collections.deque()
         self._receive_timeout = 0.0
+        self._spinner = spinning.Spinner(sock.fileno())  # polls before the linger sleeps
         # The CPU the caller waited for its last reply on (a WAITED frame before its call):
         # the linger after that call sleeps there (colocation.py); and a hint read whose call
         # is still to come.
@@ -284,6 +285,9 @@ class _ReaderOnMethodThread:
             wire.set_receive_timeout(self._socket, seconds)
             self._receive_timeout = seconds
         cpu, self._caller_cpu = self._caller_cpu, None
+        if self._spinner.readable_soon():  # a prompt caller: its call comes without a sleep
+            self._serve(self._recv(socket.MSG_DONTWAIT))
+            return
         own = colocation.pin(cpu)
         try:
             received = self._recv(0)
