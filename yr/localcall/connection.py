@@ -239,14 +239,16 @@ class Connection:
         return len(inbox) >= wire.FRAME.size + wire.FRAME.unpack_from(inbox)[2]
 
     def _received_by(self, deadline: float | None) -> bool:
-        """Wait in ``recv`` itself for the next bytes until ``deadline``; False if none came
-        in time or the connection failed.
+        """Wait for the next bytes until ``deadline``; False if none came in time or the
+        connection failed.
 
-        Not ``poll`` and then ``recv``: a thread asleep in ``recv`` is woken by the sender's
-        write as its partner (a synchronous wake-up); a ``poll`` waiter is woken like any
-        other. And asleep on this CPU, where the instance then answers from too: on a virtual
-        machine a cross-CPU wake-up costs an interrupt and an idle vCPU's wake-up per reply
-        (colocation.py)."""
+        A prompt, lone caller first takes what is there, then polls for a moment
+        (spinning.py): a partner that answers from its own CPU meanwhile costs no sleep. Then
+        it sleeps in ``recv`` itself, not in ``poll``: a thread asleep in ``recv`` is woken by
+        the sender's write as its partner (a synchronous wake-up); a ``poll`` waiter is woken
+        like any other. And asleep on this CPU, where the instance then answers from too: on
+        a virtual machine a cross-CPU wake-up costs an interrupt and an idle vCPU's wake-up per
+        reply (colocation.py)."""
         # Only for a caller that waits at once: one that works meanwhile runs beside the call.
         cpu = None
         if colocation.prompt_lone_waiter(since_send=time.monotonic() - self._sent_at):
@@ -254,11 +256,8 @@ class Connection:
             if self._received_now():  # the instance, woken on this CPU, answered already
                 self._waited_on = cpu
                 return True
-            if self.failure is not None:
-                return False
-            # Or it answers from its own CPU while this one polls (spinning.py): no hint, so
-            # that it stays there.
-            if self._spinner.readable_soon() and self._received_now():
+            # Polled for, it answered from its own CPU: no hint, so that it stays there.
+            if self.failure is None and self._spinner.readable_soon() and self._received_now():
                 return True
             if self.failure is not None:
                 return False

@@ -277,8 +277,9 @@ class _ReaderOnMethodThread:
         self._take(socket.MSG_DONTWAIT)
 
     def _wait_for_more(self, seconds: float) -> None:
-        """Linger: block in ``recv`` for the caller's next call, at most ``seconds``; asleep
-        on the CPU the caller waited for its last reply on, if it said (colocation.py)."""
+        """Linger: poll for the caller's next call for a moment (spinning.py), then block in
+        ``recv`` for it, at most ``seconds``; asleep on the CPU the caller waited for its last
+        reply on, if it said (colocation.py)."""
         if self._socket is None:
             return
         if seconds != self._receive_timeout:
